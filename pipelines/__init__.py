@@ -1,0 +1,1 @@
+"""Entry points of labelbeam: options, config loading and the job graphs."""

@@ -1,0 +1,140 @@
+"""The labelbeam job: read manifests, normalize, validate, split, write; then run.json.
+
+    labelbeam --input PATTERN --output URL [--format NAME] [--output_format NAME ...]
+              [--config FILE ...] [--overwrite] [--max_error_rate F] [Beam options]
+    python -m pipelines.normalize_manifests ...   (the same)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import apache_beam as beam
+
+from pipelines import report
+from pipelines.options import ConfigError, JobConfig, parse_launch
+from transforms import errors, storage
+from transforms.counters import COUNTERS_FILE, MergeCounters, WriteCounters, counters_of_dead_letters
+from transforms.normalize import COUNTS, RECORDS, NormalizeRecords
+from transforms.read import BATCHES, FILES, SHARD_LINES, ReadManifests
+from transforms.split import AssignSplit
+from transforms.write import WriteDeadLetters, WriteManifests, WriteRecords
+
+_LOG = logging.getLogger("labelbeam")
+
+
+def build(pipeline: beam.Pipeline, job: JobConfig) -> dict[str, beam.PCollection]:
+    """The whole job graph on `pipeline`; returns its main PCollections by name."""
+    out = job.output.rstrip("/")
+    store = job.storage_options or None
+    read = pipeline | "ReadManifests" >> ReadManifests(
+        job.input,
+        format_name=job.format,
+        shard_size=job.shard_size,
+        storage_options=store,
+        batch_lines=job.batch_size,
+        max_line_bytes=job.max_line_bytes,
+    )
+    normalized = read[BATCHES] | "NormalizeRecords" >> NormalizeRecords(
+        job.format_options(), job.relative_to
+    )
+    records = normalized[RECORDS] | "AssignSplit" >> AssignSplit(job.split_ratios, job.split_salt)
+    dead_letters = [normalized[errors.DEAD_LETTERS]]
+
+    validated = _validate_masks(records, job, store)
+    if validated is not None:
+        records = validated["records"]
+        dead_letters.append(validated[errors.DEAD_LETTERS])
+
+    records | "WriteRecords" >> WriteRecords(storage.join(out, "records"), store)
+    for name in job.output_format:
+        written = records | f"WriteManifests[{name}]" >> WriteManifests(
+            storage.join(out, "manifests", name), name, job.format_options(), store
+        )
+        dead_letters.append(written[errors.DEAD_LETTERS])
+
+    all_dead = dead_letters | "AllDeadLetters" >> beam.Flatten()
+    all_dead | "WriteDeadLetters" >> WriteDeadLetters(storage.join(out, "errors"), store)
+
+    counters = (
+        (
+            read[FILES],
+            read[SHARD_LINES] | "LinesPerFile" >> beam.Map(lambda kv: (kv[0][0], {"lines": kv[1]})),
+            normalized[COUNTS],
+            all_dead | "CountDeadLetters" >> beam.Map(counters_of_dead_letters),
+        )
+        | "AllCounters" >> beam.Flatten()
+        | "MergeCounters" >> beam.CombinePerKey(MergeCounters())
+    )
+    counters | "WriteCounters" >> WriteCounters(storage.join(out, COUNTERS_FILE), store)
+    return {"records": records, "dead_letters": all_dead, "counters": counters}
+
+
+def _validate_masks(records, job: JobConfig, store):
+    """ValidateMasks on every record with a mask, when enabled (see transforms/masks.py)."""
+    if not job.validate_masks:
+        return None
+    try:
+        from transforms.masks import MaskValidationConfig, ValidateMasks
+    except ImportError:
+        return None
+    config = MaskValidationConfig(
+        validate_masks=True,
+        probe_images=job.probe_images,
+        validation_profile=job.validation_profile,
+        **{
+            name: value
+            for name, value in {
+                "alpha_threshold": job.mask_alpha_threshold,
+                "color_tolerance": job.mask_color_tolerance,
+                "max_pixels": job.mask_max_pixels,
+                "timeout_seconds": job.mask_timeout_seconds,
+                "concurrency": job.io_concurrency,
+            }.items()
+            if value is not None
+        },
+    )
+    return records | "ValidateMasks" >> ValidateMasks(config, store)
+
+
+def _prepare_output(job: JobConfig) -> None:
+    fs, path = storage.filesystem(job.output, job.storage_options)
+    if fs.exists(path) and (not fs.isdir(path) or fs.ls(path)):
+        if not fs.isdir(path):
+            raise ConfigError(f"--output {job.output} is a file, not a folder")
+        if not job.overwrite:
+            raise ConfigError(f"--output {job.output} is not empty; pass --overwrite to replace it")
+        fs.rm(path, recursive=True)
+    fs.makedirs(path, exist_ok=True)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Launch the job; returns the process exit code (0, 1 past --max_error_rate, 2 bad config)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        launch = parse_launch(argv)
+        _prepare_output(launch.job)
+    except ConfigError as exc:
+        print(f"labelbeam: error: {exc}", file=sys.stderr)
+        return 2
+    job = launch.job
+    started = time.time()
+    pipeline = beam.Pipeline(options=launch.pipeline_options)
+    build(pipeline, job)
+    result = pipeline.run()
+    state = result.wait_until_finish()
+    finished = time.time()
+    summary = report.write_run_report(job, launch.beam_flags, started, finished, str(state))
+    print(report.describe(job, summary))
+    return summary["exit_code"]
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""run.json: what ran, with which options, and how every input line was accounted for."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from importlib import metadata
+
+import orjson
+
+from pipelines.options import JobConfig
+from transforms import storage
+from transforms.counters import COUNTERS_FILE
+
+RUN_FILE = "run.json"
+_FILE_COUNTERS = ("lines", "ok", "dead_letters", "blank", "records")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _iso(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def file_entries(counters: dict) -> list[dict]:
+    """Merged per-file counters -> run.json `files` entries (reconciled per file)."""
+    entries = []
+    for uri in sorted(counters):
+        counts = counters[uri]
+        entry = {"uri": uri, "format": counts.get("format"), "layout": counts.get("layout"), "bytes": counts.get("bytes")}
+        entry.update({name: int(counts.get(name, 0)) for name in _FILE_COUNTERS})
+        entry["skipped"] = counts.get("skipped", {})
+        entry["dead_letter_codes"] = counts.get("dead_letter_codes", {})
+        entry["reconciled"] = entry["lines"] == entry["ok"] + entry["dead_letters"] + entry["blank"]
+        entries.append(entry)
+    return entries
+
+
+def totals_of(files: list[dict]) -> dict:
+    totals = {name: sum(f[name] for f in files) for name in _FILE_COUNTERS}
+    totals["files"] = len(files)
+    by_code: dict[str, int] = {}
+    rejected_later = 0
+    for entry in files:
+        for stage, codes in entry["dead_letter_codes"].items():
+            for code, n in codes.items():
+                by_code[code] = by_code.get(code, 0) + n
+                if stage != "normalize":
+                    rejected_later += n
+        for reason, n in entry["skipped"].items():
+            totals.setdefault("skipped", {})[reason] = totals.get("skipped", {}).get(reason, 0) + n
+    totals["records_rejected_after_normalize"] = rejected_later
+    totals["dead_letters_by_code"] = dict(sorted(by_code.items()))
+    totals["reconciled"] = all(f["reconciled"] for f in files)
+    return totals
+
+
+def write_run_report(job: JobConfig, beam_flags: list[str], started: float, finished: float, state: str) -> dict:
+    """Reads the job's counters, writes <output>/run.json, returns it."""
+    fs, out = storage.filesystem(job.output, job.storage_options)
+    counters_path = storage.join(out, COUNTERS_FILE)
+    counters = orjson.loads(fs.cat_file(counters_path)) if fs.exists(counters_path) else {}
+    files = file_entries(counters)
+    totals = totals_of(files)
+    error_rate = totals["dead_letters"] / totals["lines"] if totals["lines"] else 0.0
+    exceeded = job.max_error_rate is not None and error_rate > job.max_error_rate
+    summary = {
+        "labelbeam": _version("labelbeam"),
+        "state": state,
+        "started_at": _iso(started),
+        "finished_at": _iso(finished),
+        "seconds": round(finished - started, 3),
+        "inputs": job.input,
+        "output": job.output,
+        "options": {"job": job.redacted(), "pipeline": storage.redact(_flags_dict(beam_flags))},
+        "versions": {
+            "python": platform.python_version(),
+            "apache-beam": _version("apache-beam"),
+            "pyarrow": _version("pyarrow"),
+            "fsspec": _version("fsspec"),
+        },
+        "totals": totals,
+        "files": files,
+        "error_rate": round(error_rate, 6),
+        "max_error_rate": job.max_error_rate,
+        "exit_code": 1 if exceeded or state != "DONE" else 0,
+    }
+    with fs.open(storage.join(out, RUN_FILE), "wb") as handle:
+        handle.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    if fs.exists(counters_path):
+        fs.rm(counters_path)
+    return summary
+
+
+def _flags_dict(flags: list[str]) -> dict:
+    found = {}
+    for flag in flags:
+        name, _, value = flag.lstrip("-").partition("=")
+        found[name] = value if value else True
+    return found
+
+
+def describe(job: JobConfig, summary: dict) -> str:
+    """The short summary the CLI prints."""
+    totals = summary["totals"]
+    lines = [
+        f"labelbeam: {summary['state']} in {summary['seconds']:.1f}s",
+        f"  input lines {totals['lines']}: ok {totals['ok']}, dead letters {totals['dead_letters']}, "
+        f"blank {totals['blank']} ({'reconciled' if totals['reconciled'] else 'NOT reconciled'})",
+        f"  records {totals['records']} written to {storage.join(job.output, 'records')}",
+    ]
+    if job.output_format:
+        lines.append(f"  manifests ({', '.join(job.output_format)}) in {storage.join(job.output, 'manifests')}")
+    if totals["dead_letters_by_code"]:
+        codes = ", ".join(f"{code} {n}" for code, n in totals["dead_letters_by_code"].items())
+        lines.append(f"  dead letters by code: {codes} -> {storage.join(job.output, 'errors')}")
+    if totals.get("skipped"):
+        lines.append("  skipped: " + ", ".join(f"{k} {v}" for k, v in totals["skipped"].items()))
+    lines.append(f"  run report: {storage.join(job.output, RUN_FILE)}")
+    if summary["exit_code"]:
+        lines.append(
+            f"  error rate {summary['error_rate']:.4f} exceeds --max_error_rate {summary['max_error_rate']}"
+            if summary["max_error_rate"] is not None and summary["state"] == "DONE"
+            else f"  the job ended in state {summary['state']}"
+        )
+    return "\n".join(lines)

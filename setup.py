@@ -1,0 +1,38 @@
+"""labelbeam: an Apache Beam batch job for computer-vision annotation manifests."""
+
+import setuptools
+
+BEAM = "apache-beam==2.77.0"
+
+setuptools.setup(
+    name="labelbeam",
+    version="0.1.0",
+    description="Normalize, validate and convert computer-vision annotation manifests with Apache Beam",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*"]),
+    install_requires=[
+        BEAM,
+        "pyarrow>=14",
+        "fsspec>=2024.2",
+        "orjson>=3.9",
+        "pillow>=10",
+        "numpy>=1.24",
+        "pyyaml>=6",
+        "ijson>=3.2",
+    ],
+    extras_require={
+        "aws": ["s3fs>=2024.2"],
+        "gcp": ["gcsfs>=2024.2", f"{BEAM.replace('apache-beam', 'apache-beam[gcp]')}"],
+        "azure": ["adlfs>=2024.2"],
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3",
+            "s3fs>=2024.2",
+            "moto[server]>=5",
+            "label-studio-sdk>=1.0",
+        ],
+    },
+    entry_points={"console_scripts": ["labelbeam=pipelines.normalize_manifests:main"]},
+)

@@ -1,0 +1,34 @@
+"""Timestamps as annotation tools write them -> aware UTC datetimes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+# "Mon Aug 22 2022 13:52:52 GMT-0700 (Pacific Daylight Time)": JavaScript's Date.toString(),
+# found in real Ground Truth / Lookout for Vision manifests.
+_JS_DATE = re.compile(
+    r"^[A-Za-z]{3} ([A-Za-z]{3}) (\d{1,2}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT([+-]\d{4})"
+)
+
+
+def parse_timestamp(text: str) -> dt.datetime:
+    """ISO 8601 (naive means UTC) or JavaScript Date strings; ValueError otherwise."""
+    if not isinstance(text, str):
+        raise ValueError(f"not a date string: {text!r}")
+    match = _JS_DATE.match(text)
+    if match:
+        month, day, year, hh, mm, ss, offset = match.groups()
+        parsed = dt.datetime.strptime(
+            f"{month} {day} {year} {hh}:{mm}:{ss} {offset}", "%b %d %Y %H:%M:%S %z"
+        )
+    else:
+        parsed = dt.datetime.fromisoformat(text.strip())
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.astimezone(dt.timezone.utc)
+
+
+def format_timestamp(value: dt.datetime) -> str:
+    """UTC ISO form with milliseconds, as Ground Truth writes creation-date."""
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]

@@ -1,0 +1,565 @@
+"""Azure ML AutoML for images JSONL: training lines and the model endpoints' output lines.
+
+A training line is `{"image_url", "image_details": {format, width, height}, "label"}`; the shape
+of `label` tells the task, line by line: a string is multi-class classification, a list of
+strings multi-label classification, a list of boxes (`topX, topY, bottomX, bottomY`) object
+detection, a list of objects with `polygon` instance segmentation. An empty list is an image
+with no objects: object detection. An inference output line is `{"filename", "probs",
+"labels"}` (classification) or `{"filename", "boxes": [{"box", "label", "score"[, "polygon"]}]}`.
+
+The reader describes rather than judges: numbers written as strings, boxes outside the image or
+inverted, and bad polygons are read as written with a warning issue. Only a line that cannot
+become a row raises RecordError. Keys without a column are kept, so a round trip gives them
+back: line and image_details keys in `extra["azure_automl"]`, per-object keys in the object's
+`attributes` (`{"azure_automl": {...}}`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import numpy as np
+import orjson
+
+from transforms import errors
+from transforms.errors import RecordError
+from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
+from transforms.schema import dumps_extra, issue, loads_extra
+
+NAME = "azure_automl"
+
+# Codes of this format (see docs/errors.md, section "azure_automl").
+MISSING_IMAGE_URL = "MISSING_IMAGE_URL"  # error: no image_url (training) / filename (inference)
+GEOMETRY_MISSING = "GEOMETRY_MISSING"  # error: an object with neither a whole box nor a polygon
+NUMBER_AS_STRING = "NUMBER_AS_STRING"  # warning: "0.26", "1", "true" read as numbers / flags
+BBOX_OUT_OF_RANGE = "BBOX_OUT_OF_RANGE"  # warning: a box coordinate outside [0, 1] +- tolerance
+BBOX_INVERTED = "BBOX_INVERTED"  # warning: topX >= bottomX or topY >= bottomY
+POLYGON_INVALID = "POLYGON_INVALID"  # warning: odd count, < 3 points, outside [0, 1], flat list
+LABEL_MISSING = "LABEL_MISSING"  # warning: no label on the line, or an empty / absent class name
+FIELD_UNREADABLE = "FIELD_UNREADABLE"  # warning: an optional value (width, isCrowd) unreadable
+
+# Option keys.
+BBOX_TOLERANCE = "bbox_tolerance"  # parse: how far outside [0, 1] a coordinate may lie
+DEFAULT_BBOX_TOLERANCE = 1e-6  # absorbs float rounding of x/width, nothing a human would draw
+PREDICTION_TASK = "azure_prediction_task"  # parse: task of probs/labels lines, else guessed
+DATASTORE_MAP = "azure_datastore_map"  # write: [(FROM, TO), ...] image URL prefix rewrites
+
+# probs of a multi-class endpoint are a softmax: they sum to 1 up to this rounding.
+SOFTMAX_SUM_TOLERANCE = 0.01
+
+BOX_KEYS = ("topX", "topY", "bottomX", "bottomY")
+_TRAINING_KEYS = {"image_url", "image_details", "label"}
+_DETAIL_KEYS = ("format", "width", "height")
+_TRAINING_OBJECT_KEYS = {"label", "isCrowd", "polygon", *BOX_KEYS}
+_PREDICTION_OBJECT_KEYS = {"box", "label", "score", "isCrowd", "polygon"}
+_TRUE_WORDS = {"true": True, "1": True, "false": False, "0": False}
+_MAX_INT32 = 2**31 - 1
+# Details quoted per code in one issue message; the rest are counted.
+_DETAILS_PER_ISSUE = 5
+
+
+@register
+class AzureAutoMLFormat(ManifestFormat):
+    name = NAME
+    extension = ".jsonl"
+    file_layout = "jsonl"
+
+    def detect(self, sample: list[Any]) -> float:
+        if not sample:
+            return 0.0
+        return sum(1 for obj in sample if _is_training(obj) or _is_inference(obj)) / len(sample)
+
+    def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
+        if not isinstance(obj, dict):
+            raise RecordError(errors.NOT_AN_OBJECT, f"a line must be a JSON object, got {type(obj).__name__}")
+        reader = _LineReader(ctx)
+        row = reader.inference(obj) if _is_inference(obj) else reader.training(obj)
+        return Parsed(rows=[row])
+
+    def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
+        datastores = DatastoreMap(ctx.options.get(DATASTORE_MAP))
+        for row in rows:
+            line = _LineWriter(row, ctx, datastores).line()
+            if line is not None:
+                yield orjson.dumps(line)
+
+
+def _is_training(obj: Any) -> bool:
+    return isinstance(obj, dict) and "image_url" in obj
+
+
+def _is_inference(obj: Any) -> bool:
+    return (
+        isinstance(obj, dict)
+        and "image_url" not in obj
+        and "filename" in obj
+        and ("probs" in obj or "boxes" in obj)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+class _Findings:
+    """Warnings of one line, one issue per code (a line may hold thousands of coordinates)."""
+
+    def __init__(self) -> None:
+        self._details: dict[str, list[str]] = {}
+
+    def add(self, code: str, detail: str) -> None:
+        self._details.setdefault(code, []).append(detail)
+
+    def issues(self) -> list[dict]:
+        found = []
+        for code, details in self._details.items():
+            message = "; ".join(details[:_DETAILS_PER_ISSUE])
+            if len(details) > _DETAILS_PER_ISSUE:
+                message += f"; and {len(details) - _DETAILS_PER_ISSUE} more"
+            found.append(issue(code, message))
+        return found
+
+
+class _LineReader:
+    """One Azure line -> one canonical row; collects the line's warnings on the way."""
+
+    def __init__(self, ctx: ParseContext):
+        self.ctx = ctx
+        self.tolerance = float(ctx.options.get(BBOX_TOLERANCE, DEFAULT_BBOX_TOLERANCE))
+        self.findings = _Findings()
+        self.extra: dict[str, Any] = {}
+
+    # -- line kinds ---------------------------------------------------------------------------
+
+    def training(self, obj: dict) -> dict:
+        image = self._image(obj, "image_url")
+        labels: list[dict] = []
+        objects: list[dict] = []
+        label = obj.get("label")
+        if label is None:
+            task = "unlabeled"
+            self.findings.add(LABEL_MISSING, "the line has no label")
+        elif isinstance(label, str):
+            task = "classification"
+            labels = [{"name": self._class_name(label, "label")}]
+        elif not isinstance(label, list):
+            raise RecordError(
+                errors.INVALID_FIELD_TYPE,
+                f"label must be a string or a list, got {type(label).__name__}",
+            )
+        elif label and all(isinstance(item, str) for item in label):
+            task = "multilabel_classification"
+            labels = [{"name": self._class_name(name, f"label[{i}]")} for i, name in enumerate(label)]
+        elif all(isinstance(item, dict) for item in label):
+            segmented = any("polygon" in item for item in label)
+            task = "instance_segmentation" if segmented else "object_detection"
+            objects = [
+                self._object(item, f"label[{i}]", item, _TRAINING_OBJECT_KEYS)
+                for i, item in enumerate(label)
+            ]
+        else:
+            raise RecordError(
+                errors.INVALID_FIELD_TYPE,
+                "label must be a string, a list of strings or a list of objects, not a mix",
+            )
+        self._keep_unknown(obj, _TRAINING_KEYS)
+        return self._row(image, task, "ground_truth", labels, objects, attribute="label")
+
+    def inference(self, obj: dict) -> dict:
+        image = self._image(obj, "filename")
+        if "boxes" in obj:
+            boxes = obj["boxes"]
+            if not isinstance(boxes, list) or not all(isinstance(b, dict) for b in boxes):
+                raise RecordError(errors.INVALID_FIELD_TYPE, "boxes must be a list of objects")
+            segmented = any("polygon" in b for b in boxes)
+            objects = []
+            for i, entry in enumerate(boxes):
+                box = entry.get("box")
+                if box is not None and not isinstance(box, dict):
+                    raise RecordError(errors.INVALID_FIELD_TYPE, f"boxes[{i}].box must be an object")
+                objects.append(self._object(entry, f"boxes[{i}]", box or {}, _PREDICTION_OBJECT_KEYS))
+            task = "instance_segmentation" if segmented else "object_detection"
+            self._keep_unknown(obj, {"filename", "image_details", "boxes"})
+            return self._row(image, task, "prediction", [], objects, attribute="boxes")
+        labels = self._scored_labels(obj.get("probs"), obj.get("labels"))
+        task = self._prediction_task(labels)
+        self._keep_unknown(obj, {"filename", "image_details", "probs", "labels"})
+        return self._row(image, task, "prediction", labels, [], attribute="probs")
+
+    def _row(self, image, task, origin, labels, objects, attribute) -> dict:
+        return {
+            "source": {"attribute": attribute},
+            "image": image,
+            "task": task,
+            "origin": origin,
+            "labels": labels,
+            "objects": objects,
+            "issues": self.findings.issues(),
+            "extra": dumps_extra({NAME: self.extra} if self.extra else None),
+        }
+
+    # -- image ----------------------------------------------------------------------------------
+
+    def _image(self, obj: dict, key: str) -> dict:
+        uri = obj.get(key)
+        if uri is None or (isinstance(uri, str) and not uri.strip()):
+            raise RecordError(MISSING_IMAGE_URL, f"the line has no {key}")
+        if not isinstance(uri, str):
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"{key} must be a string, got {type(uri).__name__}")
+        image = {"uri": self.ctx.resolve(uri), "width": None, "height": None, "format": None}
+        details = obj.get("image_details")
+        if details is None:
+            return image
+        if not isinstance(details, dict):
+            self.findings.add(FIELD_UNREADABLE, "image_details is not an object; kept as written")
+            self.extra["image_details"] = details
+            return image
+        unread = {k: v for k, v in details.items() if k not in _DETAIL_KEYS}
+        for side in ("width", "height"):
+            if details.get(side) is not None:
+                image[side] = _pixels(details[side])
+                if image[side] is None:
+                    self.findings.add(FIELD_UNREADABLE, f"image_details.{side} {details[side]!r} is not a size in pixels")
+                    unread[side] = details[side]
+        fmt = details.get("format")
+        if isinstance(fmt, str):
+            image["format"] = fmt
+        elif fmt is not None:
+            self.findings.add(FIELD_UNREADABLE, f"image_details.format {fmt!r} is not a string")
+            unread["format"] = fmt
+        if unread:
+            self.extra["image_details"] = unread
+        return image
+
+    # -- labels ---------------------------------------------------------------------------------
+
+    def _class_name(self, name: Any, where: str) -> str | None:
+        if name is None:
+            self.findings.add(LABEL_MISSING, f"{where} has no class name")
+            return None
+        if not isinstance(name, str):
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"{where} must be a string, got {name!r}")
+        if not name.strip():
+            self.findings.add(LABEL_MISSING, f"{where} is an empty class name")
+        return name
+
+    def _scored_labels(self, probs: Any, names: Any) -> list[dict]:
+        if not isinstance(probs, list) or not isinstance(names, list):
+            raise RecordError(errors.INVALID_FIELD_TYPE, "probs and labels must both be lists")
+        if len(probs) != len(names):
+            raise RecordError(
+                errors.INVALID_FIELD_TYPE,
+                f"probs has {len(probs)} values for {len(names)} labels",
+            )
+        return [
+            {"name": self._class_name(name, f"labels[{i}]"), "score": self._number(p, f"probs[{i}]")}
+            for i, (p, name) in enumerate(zip(probs, names))
+        ]
+
+    def _prediction_task(self, labels: list[dict]) -> str:
+        """Multi-class endpoints answer a softmax (sums to 1), multi-label ones do not."""
+        given = self.ctx.options.get(PREDICTION_TASK)
+        if given in ("classification", "multilabel_classification"):
+            return given
+        total = math.fsum(label["score"] for label in labels)
+        if labels and abs(total - 1.0) <= SOFTMAX_SUM_TOLERANCE:
+            return "classification"
+        return "multilabel_classification"
+
+    # -- objects --------------------------------------------------------------------------------
+
+    def _object(self, entry: dict, where: str, box: dict, known: set[str]) -> dict:
+        polygon = self._polygon(entry["polygon"], f"{where}.polygon") if "polygon" in entry else None
+        bbox = self._bbox(box, where)
+        if bbox is None and polygon is not None:
+            bbox = polygon_envelope(polygon)
+        if bbox is None and polygon is None:
+            raise RecordError(GEOMETRY_MISSING, f"{where} has neither {', '.join(BOX_KEYS)} nor a polygon")
+        unread = {k: v for k, v in entry.items() if k not in known}
+        is_crowd = self._flag(entry.get("isCrowd"), f"{where}.isCrowd")
+        if is_crowd is None and entry.get("isCrowd") is not None:
+            unread["isCrowd"] = entry["isCrowd"]
+        score = entry.get("score") if "score" in known else None
+        return {
+            "label": self._class_name(entry.get("label"), f"{where}.label"),
+            "score": None if score is None else self._number(score, f"{where}.score"),
+            "is_crowd": is_crowd,
+            "bbox": bbox,
+            "polygon": polygon,
+            "attributes": dumps_extra({NAME: unread} if unread else None),
+        }
+
+    def _bbox(self, box: dict, where: str) -> dict | None:
+        present = [k for k in BOX_KEYS if box.get(k) is not None]
+        if not present:
+            return None
+        if len(present) < len(BOX_KEYS):
+            missing = ", ".join(k for k in BOX_KEYS if k not in present)
+            raise RecordError(GEOMETRY_MISSING, f"{where} lacks {missing}")
+        x_min, y_min, x_max, y_max = (self._number(box[k], f"{where}.{k}") for k in BOX_KEYS)
+        low, high = -self.tolerance, 1.0 + self.tolerance
+        outside = [k for k, v in zip(BOX_KEYS, (x_min, y_min, x_max, y_max)) if not low <= v <= high]
+        if outside:
+            self.findings.add(BBOX_OUT_OF_RANGE, f"{where}: {', '.join(outside)} outside [0, 1]")
+        if x_min >= x_max or y_min >= y_max:
+            self.findings.add(
+                BBOX_INVERTED,
+                f"{where}: ({x_min}, {y_min}) to ({x_max}, {y_max}) is not top left to bottom right",
+            )
+        return {"x_min": x_min, "y_min": y_min, "x_max": x_max, "y_max": y_max}
+
+    def _polygon(self, value: Any, where: str) -> list[list[float]]:
+        if not isinstance(value, list):
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"{where} must be a list of rings")
+        if value and not any(isinstance(ring, list) for ring in value):
+            self.findings.add(POLYGON_INVALID, f"{where} is a flat list; read as one ring")
+            value = [value]
+        if not value:
+            self.findings.add(POLYGON_INVALID, f"{where} has no ring")
+        rings = []
+        for r, ring in enumerate(value):
+            if not isinstance(ring, list):
+                raise RecordError(errors.INVALID_FIELD_TYPE, f"{where}[{r}] must be a list of numbers")
+            rings.append(self._ring(ring, f"{where}[{r}]"))
+        return rings
+
+    def _ring(self, ring: list, where: str) -> list[float]:
+        # Plain Python: a ring is tens of numbers, where numpy's per-call cost dominates.
+        values = [v if type(v) is float else self._number(v, where) for v in ring]
+        if not math.isfinite(sum(values)):
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"{where} holds a non-finite number")
+        if len(values) % 2:
+            self.findings.add(POLYGON_INVALID, f"{where} has an odd count of numbers ({len(values)})")
+        if len(values) // 2 < 3:
+            self.findings.add(POLYGON_INVALID, f"{where} has {len(values) // 2} points, fewer than 3")
+        if values and (min(values) < -self.tolerance or max(values) > 1.0 + self.tolerance):
+            self.findings.add(POLYGON_INVALID, f"{where} has points outside [0, 1]")
+        return values
+
+    # -- scalars --------------------------------------------------------------------------------
+
+    def _number(self, value: Any, where: str) -> float:
+        if isinstance(value, bool) or value is None:
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"{where} must be a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise RecordError(errors.INVALID_FIELD_TYPE, f"{where} must be a number, got {value!r}") from None
+            self.findings.add(NUMBER_AS_STRING, f"{where} {value!r}")
+        else:
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"{where} must be a number, got {type(value).__name__}")
+        if not math.isfinite(number):
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"{where} must be finite, got {value!r}")
+        return number
+
+    def _flag(self, value: Any, where: str) -> bool | None:
+        """isCrowd: a bool, 0/1, or the same as a string (with a warning); else unreadable."""
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS:
+            self.findings.add(NUMBER_AS_STRING, f"{where} {value!r}")
+            return _TRUE_WORDS[value.strip().lower()]
+        self.findings.add(FIELD_UNREADABLE, f"{where} {value!r} is not a flag; kept as written")
+        return None
+
+    def _keep_unknown(self, obj: dict, known: set[str]) -> None:
+        self.extra.update({k: v for k, v in obj.items() if k not in known})
+
+
+def _pixels(value: Any) -> int | None:
+    """A width / height as Azure writes it: 400, 400.0, "400" or "400px"; None if none of them."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str):
+        text = value.strip().lower().removesuffix("px").strip()
+        value = int(text) if text.isdigit() else None
+    if isinstance(value, int) and 0 < value <= _MAX_INT32:
+        return value
+    return None
+
+
+def polygon_envelope(polygon: list[list[float]] | None) -> dict | None:
+    """The axis-aligned box around every point of every ring (a trailing odd number is ignored)."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for ring in polygon or ():
+        end = len(ring) // 2 * 2
+        xs.extend(ring[0:end:2])
+        ys.extend(ring[1:end:2])
+    if not xs:
+        return None
+    return {"x_min": min(xs), "y_min": min(ys), "x_max": max(xs), "y_max": max(ys)}
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+class DatastoreMap:
+    """Image URL prefix rewrites (FROM -> TO) for the written lines; longest FROM wins.
+
+    Azure training reads datastore URLs, so e.g. ("s3://bucket/images",
+    "azureml://datastores/images/paths/images") points a converted manifest at the copy of
+    the images in Azure. A prefix matches whole path segments only.
+    """
+
+    def __init__(self, pairs: Any = None):
+        if isinstance(pairs, dict):
+            pairs = list(pairs.items())
+        rules = []
+        for pair in pairs or ():
+            if isinstance(pair, str) and "=" in pair:
+                pair = pair.split("=", 1)
+            if len(pair) != 2 or not all(isinstance(p, str) and p for p in pair):
+                raise ValueError(f"{DATASTORE_MAP} wants (FROM, TO) pairs of strings, got {pair!r}")
+            rules.append((pair[0].rstrip("/"), pair[1].rstrip("/")))
+        self.rules = sorted(rules, key=lambda rule: len(rule[0]), reverse=True)
+
+    def rewrite(self, uri: str) -> str:
+        for old, new in self.rules:
+            if uri == old or uri.startswith(old + "/"):
+                return new + uri[len(old):]
+        return uri
+
+
+def _score(value: float | None) -> float | None:
+    """A float32 score written with the shortest digits that read back to the same float32."""
+    return None if value is None else float(str(np.float32(value)))
+
+
+def _box(bbox: dict) -> dict:
+    return {"topX": bbox["x_min"], "topY": bbox["y_min"], "bottomX": bbox["x_max"], "bottomY": bbox["y_max"]}
+
+
+def _rectangle(bbox: dict) -> list[list[float]]:
+    x0, y0, x1, y1 = bbox["x_min"], bbox["y_min"], bbox["x_max"], bbox["y_max"]
+    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+
+def _same_box(a: dict | None, b: dict | None) -> bool:
+    return a is not None and b is not None and all(abs(a[k] - b[k]) <= 1e-12 for k in a)
+
+
+def _merge_kept(target: dict, kept: Any) -> None:
+    """Give back the keys the reader kept; what the writer set itself wins."""
+    if not isinstance(kept, dict):
+        return
+    for key, value in kept.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge_kept(target[key], value)
+        else:
+            target.setdefault(key, value)
+
+
+class _Unrepresentable(Exception):
+    """A row this format cannot express; becomes ctx.reject(OUTPUT_UNREPRESENTABLE)."""
+
+
+class _LineWriter:
+    """One canonical row -> one Azure line: training form for ground truth, else endpoint form."""
+
+    def __init__(self, row: dict, ctx: WriteContext, datastores: DatastoreMap):
+        self.row = row
+        self.ctx = ctx
+        self.datastores = datastores
+
+    def line(self) -> dict | None:
+        try:
+            return self._line()
+        except _Unrepresentable as why:
+            self.ctx.reject(self.row, errors.OUTPUT_UNREPRESENTABLE, str(why))
+            return None
+
+    def _line(self) -> dict:
+        row = self.row
+        image = row.get("image") or {}
+        if not image.get("uri"):
+            raise _Unrepresentable("the record has no image uri")
+        prediction = row.get("origin") == "prediction"
+        line: dict[str, Any] = {("filename" if prediction else "image_url"): self.datastores.rewrite(image["uri"])}
+        details = {k: image.get(k) for k in _DETAIL_KEYS if image.get(k) is not None}
+        if details:
+            line["image_details"] = details
+        line.update(self._prediction() if prediction else self._training())
+        _merge_kept(line, loads_extra(row.get("extra")).get(NAME))
+        return line
+
+    def _training(self) -> dict:
+        task = self.row.get("task")
+        names = [label.get("name") for label in self.row.get("labels") or ()]
+        if task == "classification":
+            if len(names) != 1:
+                raise _Unrepresentable(f"a multi-class line has one label, this record has {len(names)}")
+            return {"label": names[0]}
+        if task == "multilabel_classification":
+            return {"label": names}
+        if task == "object_detection":
+            return {"label": [self._training_box(o, i) for i, o in enumerate(self._objects())]}
+        if task == "instance_segmentation":
+            return {"label": [self._training_polygon(o, i) for i, o in enumerate(self._objects())]}
+        raise _Unrepresentable(f"Azure AutoML has no training form for task {task!r}")
+
+    def _prediction(self) -> dict:
+        task = self.row.get("task")
+        if task in ("classification", "multilabel_classification"):
+            labels = self.row.get("labels") or []
+            if not labels:
+                raise _Unrepresentable("a classification prediction without labels")
+            if any(label.get("score") is None for label in labels):
+                raise _Unrepresentable("an endpoint classification line needs a score for every label")
+            return {
+                "probs": [_score(label["score"]) for label in labels],
+                "labels": [label.get("name") for label in labels],
+            }
+        if task in ("object_detection", "instance_segmentation"):
+            segmented = task == "instance_segmentation"
+            return {"boxes": [self._prediction_box(o, i, segmented) for i, o in enumerate(self._objects())]}
+        raise _Unrepresentable(f"Azure AutoML has no endpoint output for task {task!r}")
+
+    def _objects(self) -> list[dict]:
+        return self.row.get("objects") or []
+
+    def _bbox_of(self, obj: dict, index: int) -> dict:
+        bbox = obj.get("bbox") or polygon_envelope(obj.get("polygon"))
+        if bbox is None:
+            raise _Unrepresentable(f"object {index} has neither a box nor a polygon")
+        return bbox
+
+    def _training_box(self, obj: dict, index: int) -> dict:
+        entry = {"label": obj.get("label"), **_box(self._bbox_of(obj, index))}
+        return self._finish(entry, obj)
+
+    def _training_polygon(self, obj: dict, index: int) -> dict:
+        polygon = obj.get("polygon")
+        if polygon is None:
+            polygon = _rectangle(self._bbox_of(obj, index))
+        entry = {"label": obj.get("label"), "polygon": polygon}
+        if obj.get("bbox") is not None and not _same_box(obj["bbox"], polygon_envelope(polygon)):
+            entry.update(_box(obj["bbox"]))  # a box of its own, not the polygon's envelope
+        return self._finish(entry, obj)
+
+    def _prediction_box(self, obj: dict, index: int, segmented: bool) -> dict:
+        bbox = self._bbox_of(obj, index)
+        entry: dict[str, Any] = {"box": _box(bbox), "label": obj.get("label")}
+        if obj.get("score") is not None:
+            entry["score"] = _score(obj["score"])
+        if segmented:
+            entry["polygon"] = obj.get("polygon") if obj.get("polygon") is not None else _rectangle(bbox)
+        return self._finish(entry, obj)
+
+    @staticmethod
+    def _finish(entry: dict, obj: dict) -> dict:
+        if obj.get("is_crowd") is not None:
+            entry["isCrowd"] = int(obj["is_crowd"])
+        _merge_kept(entry, loads_extra(obj.get("attributes")).get(NAME))
+        return entry

@@ -1,0 +1,137 @@
+"""The format plugin contract and its registry.
+
+A format turns one decoded source object (a JSON object of a manifest line, or one element of a
+JSON array) into canonical rows (dicts of transforms.schema.SCHEMA), and canonical rows back
+into encoded output elements. Plugins are pure Python: no Beam imports, so they can be tested
+and reused alone.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import posixpath
+from typing import Any, Iterable, Iterator
+
+from transforms.errors import RecordError
+
+
+@dataclasses.dataclass
+class ParseContext:
+    """What a plugin may know about the record it parses."""
+
+    uri: str  # the manifest the record came from
+    base_uri: str  # folder relative references resolve against (no trailing slash)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def resolve(self, ref: str) -> str:
+        """A reference as written in the manifest -> an absolute URL or path."""
+        return resolve_reference(self.base_uri, ref)
+
+
+@dataclasses.dataclass
+class Parsed:
+    """The canonical rows of one source object, and what was skipped on purpose."""
+
+    rows: list[dict]
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class WriteContext:
+    """Options of the writer, and the rows it had to refuse."""
+
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    rejected: list[tuple[dict, str, str]] = dataclasses.field(default_factory=list)
+
+    def reject(self, row: dict, code: str, message: str) -> None:
+        """A row this format cannot represent: it becomes a dead letter of stage write."""
+        self.rejected.append((row, code, message))
+
+
+class ManifestFormat(abc.ABC):
+    """One format family: detect, parse, write."""
+
+    #: registry name, used by --format and --output_format
+    name: str = ""
+    #: file extension of written files
+    extension: str = ".jsonl"
+    #: "jsonl": one encoded element per line; "json_array": a JSON array of elements
+    file_layout: str = "jsonl"
+
+    @abc.abstractmethod
+    def detect(self, sample: list[Any]) -> float:
+        """Share (0..1) of the sample's decoded objects that look like this format."""
+
+    @abc.abstractmethod
+    def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
+        """One decoded source object -> canonical rows. Raises RecordError when it can't."""
+
+    @abc.abstractmethod
+    def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
+        """Canonical rows (as from RecordBatch.to_pylist()) -> encoded output elements."""
+
+
+class UnknownFormatError(ValueError):
+    pass
+
+
+_REGISTRY: dict[str, ManifestFormat] = {}
+
+
+def register(cls: type[ManifestFormat]) -> type[ManifestFormat]:
+    """Class decorator: adds a format to the registry; a second one of a name is refused."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in _REGISTRY:
+        raise ValueError(f"format {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get_format(name: str) -> ManifestFormat:
+    _load_builtin_formats()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownFormatError(
+            f"unknown format {name!r}; known formats: {', '.join(format_names())}"
+        ) from None
+
+
+def format_names() -> list[str]:
+    _load_builtin_formats()
+    return sorted(_REGISTRY)
+
+
+def detect_format(sample: list[Any]) -> str | None:
+    """The registered format that claims the largest share of the sample, if any claims it."""
+    _load_builtin_formats()
+    best, best_score = None, 0.0
+    for name in sorted(_REGISTRY):
+        score = _REGISTRY[name].detect(sample)
+        if score > best_score:
+            best, best_score = name, score
+    return best
+
+
+def _load_builtin_formats() -> None:
+    # Every module of transforms/formats/ registers its format on import.
+    import transforms.formats  # noqa: F401  (the package imports its modules)
+
+
+def resolve_reference(base_uri: str, ref: str) -> str:
+    """Relative refs resolve against base_uri; URLs and absolute paths stay as written."""
+    if not ref or "://" in ref or ref.startswith("/") or not base_uri:
+        return ref
+    if "://" in base_uri:
+        scheme, rest = base_uri.split("://", 1)
+        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, ref))}"
+    return posixpath.normpath(posixpath.join(base_uri, ref))
+
+
+def iter_or_raise(items: Iterable[Any], what: str) -> Iterable[Any]:
+    """Iterate a JSON value that must be a list; a wrong type is a record error."""
+    if not isinstance(items, list):
+        raise RecordError("INVALID_FIELD_TYPE", f"{what} must be a list, got {type(items).__name__}")
+    return items

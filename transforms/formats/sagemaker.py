@@ -1,0 +1,482 @@
+"""SageMaker Ground Truth output manifests, and the Lookout for Vision / Rekognition family.
+
+A line is `{"source-ref": ..., "<attr>": value, "<attr>-metadata": {...}, ...}`. A label
+attribute is any key with a `<key>-metadata` twin, whatever its name and the key order; one line
+may carry several (chained jobs, Rekognition's several classification attributes, Lookout for
+Vision's classification + mask). The metadata `type` says what the value is; when it is absent
+the value's shape does.
+
+Lossless round trip: the columns hold what the labels mean; `extra.sagemaker.attributes` keeps,
+per attribute, its name, kind, the value fields and metadata fields that have no column, and
+which labels/objects it produced, so the writer can give the same line back.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import orjson
+
+from transforms import errors
+from transforms.dates import format_timestamp, parse_timestamp
+from transforms.errors import RecordError
+from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
+from transforms.schema import dumps_extra, issue, loads_extra
+
+SOURCE_REF = "source-ref"
+METADATA_SUFFIX = "-metadata"
+
+CLASSIFICATION = "classification"
+MULTILABEL = "multilabel"
+DETECTION = "detection"
+MASK = "mask"
+UNKNOWN = "unknown"
+
+_TYPE_TO_KIND = {
+    "groundtruth/image-classification": CLASSIFICATION,
+    "groundtruth/image-classification-multilabel": MULTILABEL,
+    "groundtruth/object-detection": DETECTION,
+    "groundtruth/semantic-segmentation": MASK,
+}
+_KIND_TO_TYPE = {kind: type_ for type_, kind in _TYPE_TO_KIND.items()}
+
+# Metadata fields that live in columns; every other metadata field is kept as written.
+_COLUMN_METADATA = {
+    CLASSIFICATION: ("class-name", "confidence"),
+    MULTILABEL: ("class-map", "confidence-map"),
+    DETECTION: ("class-map", "objects"),
+    MASK: ("internal-color-map",),
+    UNKNOWN: (),
+}
+
+LOOKOUT_CLASSES = {"normal": 0, "anomaly": 1}
+
+
+def _kind_of(attribute: str, value: Any, metadata: dict) -> str:
+    kind = _TYPE_TO_KIND.get(metadata.get("type"))
+    if kind:
+        return kind
+    if metadata.get("type"):
+        return UNKNOWN
+    if "class-name" in metadata:
+        return CLASSIFICATION
+    if isinstance(value, list) and "class-map" in metadata:
+        return MULTILABEL
+    if isinstance(value, dict) and "annotations" in value:
+        return DETECTION
+    if attribute.endswith("-ref") or "internal-color-map" in metadata:
+        return MASK
+    return UNKNOWN
+
+
+def _number(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError(errors.INVALID_FIELD_TYPE, f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def _string(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise RecordError(errors.INVALID_FIELD_TYPE, f"{what} must be a string, got {value!r}")
+    return value
+
+
+def _dict(value: Any, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise RecordError(errors.INVALID_FIELD_TYPE, f"{what} must be an object")
+    return value
+
+
+class _LineParser:
+    """Builds one canonical row from one Ground Truth line."""
+
+    def __init__(self, obj: dict, ctx: ParseContext):
+        self.obj = obj
+        self.ctx = ctx
+        self.labels: list[dict] = []
+        self.objects: list[dict] = []
+        self.mask: dict | None = None
+        self.issues: list[dict] = []
+        self.image_size: tuple[int, int] | None = None
+        self.layout: list[dict] = []
+
+    def row(self) -> dict:
+        source_ref = self.obj.get(SOURCE_REF)
+        if source_ref is None:
+            raise RecordError(errors.MISSING_SOURCE_REF, "the line has no source-ref")
+        source_ref = _string(source_ref, SOURCE_REF)
+        attributes, fields = self._split_keys()
+        for attribute in attributes:
+            self._read_attribute(attribute)
+        first_metadata = self.obj[attributes[0] + METADATA_SUFFIX] if attributes else {}
+        width, height = self.image_size or (None, None)
+        extra = {"attributes": self.layout} if self.layout else {}
+        if fields:
+            extra["fields"] = fields
+        return {
+            "source": {"attribute": ",".join(attributes) or None},
+            "image": {"uri": self.ctx.resolve(source_ref), "width": width, "height": height},
+            "task": self._task(),
+            "origin": "ground_truth",
+            "labels": self.labels,
+            "objects": self.objects,
+            "mask": self.mask,
+            "annotation": self._annotation(first_metadata) if attributes else None,
+            "issues": self.issues,
+            "extra": dumps_extra({"sagemaker": extra}) if extra else None,
+        }
+
+    def _split_keys(self) -> tuple[list[str], dict]:
+        """Label attributes (in line order) and the other fields; orphans are errors."""
+        attributes, fields = [], {}
+        for key, value in self.obj.items():
+            if key == SOURCE_REF:
+                continue
+            if key.endswith(METADATA_SUFFIX):
+                if key[: -len(METADATA_SUFFIX)] not in self.obj:
+                    raise RecordError(
+                        errors.MISSING_LABEL_METADATA,
+                        f"{key!r} has no label attribute {key[: -len(METADATA_SUFFIX)]!r}",
+                    )
+                continue
+            if key + METADATA_SUFFIX in self.obj:
+                attributes.append(key)
+            elif key.endswith("-ref"):
+                raise RecordError(
+                    errors.MISSING_LABEL_METADATA, f"{key!r} has no {key + METADATA_SUFFIX!r}"
+                )
+            else:
+                fields[key] = value
+        return attributes, fields
+
+    def _read_attribute(self, attribute: str) -> None:
+        value = self.obj[attribute]
+        metadata = _dict(self.obj[attribute + METADATA_SUFFIX], attribute + METADATA_SUFFIX)
+        kind = _kind_of(attribute, value, metadata)
+        if kind == MASK and self.mask is not None:
+            kind = UNKNOWN
+            self.issues.append(
+                issue(errors.MULTIPLE_MASKS, f"{attribute!r}: one mask per record; kept in extra")
+            )
+        entry = {"name": attribute, "kind": kind}
+        first_label, first_object = len(self.labels), len(self.objects)
+        if kind == CLASSIFICATION:
+            self._classification(attribute, value, metadata, entry)
+        elif kind == MULTILABEL:
+            self._multilabel(attribute, value, metadata, entry)
+        elif kind == DETECTION:
+            self._detection(attribute, value, metadata, entry)
+        elif kind == MASK:
+            self._mask(attribute, value, metadata)
+        else:
+            entry["value"] = value
+            self.issues.append(
+                issue(
+                    errors.UNKNOWN_LABEL_TYPE,
+                    f"{attribute!r} of type {metadata.get('type')!r} is kept in extra",
+                )
+            )
+        entry["labels"] = list(range(first_label, len(self.labels)))
+        entry["objects"] = list(range(first_object, len(self.objects)))
+        kept = _COLUMN_METADATA[kind]
+        entry["metadata"] = {k: v for k, v in metadata.items() if k not in kept}
+        self.layout.append(entry)
+
+    def _classification(self, attribute, value, metadata, entry) -> None:
+        if "class-name" not in metadata:
+            raise RecordError(errors.MISSING_CLASS_NAME, f"{attribute}-metadata has no class-name")
+        name = _string(metadata["class-name"], f"{attribute}-metadata.class-name")
+        score = _number(metadata.get("confidence"), f"{attribute}-metadata.confidence")
+        self.labels.append({"name": name, "score": score})
+        entry["value"] = value
+
+    def _multilabel(self, attribute, value, metadata, entry) -> None:
+        if not isinstance(value, list):
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"{attribute} must be a list of class ids")
+        class_map = _dict(metadata.get("class-map", {}), f"{attribute}-metadata.class-map")
+        confidences = _dict(metadata.get("confidence-map", {}), "confidence-map")
+        for class_id in value:
+            key = str(class_id)
+            if key not in class_map:
+                raise RecordError(
+                    errors.MISSING_CLASS_NAME, f"class id {class_id!r} is not in the class-map"
+                )
+            self.labels.append(
+                {
+                    "name": _string(class_map[key], "class-map entry"),
+                    "score": _number(confidences.get(key), "confidence-map entry"),
+                }
+            )
+        entry["value"] = value
+
+    def _detection(self, attribute, value, metadata, entry) -> None:
+        value = _dict(value, attribute)
+        sizes = value.get("image_size")
+        if not isinstance(sizes, list) or not sizes or not isinstance(sizes[0], dict):
+            raise RecordError(errors.MISSING_IMAGE_SIZE, f"{attribute} has no image_size")
+        width = _number(sizes[0].get("width"), "image_size.width")
+        height = _number(sizes[0].get("height"), "image_size.height")
+        if not width or not height or width <= 0 or height <= 0:
+            raise RecordError(errors.MISSING_IMAGE_SIZE, f"{attribute} image_size is not positive")
+        self.image_size = (int(width), int(height))
+        class_map = _dict(metadata.get("class-map", {}), f"{attribute}-metadata.class-map")
+        scores = metadata.get("objects") or []
+        boxes = value.get("annotations", [])
+        if not isinstance(boxes, list):
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"{attribute}.annotations must be a list")
+        for index, box in enumerate(boxes):
+            box = _dict(box, f"{attribute}.annotations[{index}]")
+            left = _number(box.get("left"), "left")
+            top = _number(box.get("top"), "top")
+            box_w = _number(box.get("width"), "width")
+            box_h = _number(box.get("height"), "height")
+            if None in (left, top, box_w, box_h):
+                raise RecordError(errors.INVALID_FIELD_TYPE, f"box {index} lacks left/top/width/height")
+            class_id = box.get("class_id")
+            label = class_map.get(str(class_id))
+            if label is None:
+                raise RecordError(errors.MISSING_CLASS_NAME, f"class id {class_id!r} is not in the class-map")
+            score = scores[index].get("confidence") if index < len(scores) and isinstance(scores[index], dict) else None
+            self.objects.append(
+                {
+                    "label": label,
+                    "score": _number(score, "objects.confidence"),
+                    "bbox": {
+                        "x_min": left / width,
+                        "y_min": top / height,
+                        "x_max": (left + box_w) / width,
+                        "y_max": (top + box_h) / height,
+                    },
+                    "area": box_w * box_h,
+                    "attributes": orjson.dumps({"class_id": class_id}).decode(),
+                }
+            )
+        entry["value"] = {k: v for k, v in value.items() if k != "annotations"}
+
+    def _mask(self, attribute, value, metadata) -> None:
+        uri = _string(value, attribute)
+        color_map = []
+        for key, color in _dict(metadata.get("internal-color-map", {}), "internal-color-map").items():
+            color = _dict(color, f"internal-color-map[{key}]")
+            try:
+                index = int(key)
+            except ValueError:
+                raise RecordError(errors.INVALID_FIELD_TYPE, f"color map key {key!r} is not an integer") from None
+            color_map.append(
+                {
+                    "index": index,
+                    "class_name": color.get("class-name"),
+                    "hex_color": color.get("hex-color"),
+                    "confidence": _number(color.get("confidence"), "color map confidence"),
+                }
+            )
+        color_map.sort(key=lambda c: c["index"])
+        self.mask = {"uri": self.ctx.resolve(uri), "color_map": color_map}
+
+    def _task(self) -> str:
+        kinds = {entry["kind"] for entry in self.layout}
+        if self.mask is not None:
+            return "semantic_segmentation"
+        if DETECTION in kinds:
+            return "object_detection"
+        if MULTILABEL in kinds or len(self.labels) > 1:
+            return "multilabel_classification"
+        if self.labels:
+            return "classification"
+        return "unlabeled"
+
+    def _annotation(self, metadata: dict) -> dict:
+        created = metadata.get("creation-date")
+        created_at = None
+        if created is not None:
+            try:
+                created_at = parse_timestamp(created)
+            except ValueError:
+                self.issues.append(issue(errors.INVALID_DATE, f"creation-date {created!r} is not a date"))
+        human = metadata.get("human-annotated")
+        return {
+            "job_name": metadata.get("job-name") if isinstance(metadata.get("job-name"), str) else None,
+            "human_annotated": None if human is None else str(human).lower() == "yes",
+            "created_at": created_at,
+            "confidence": _number(metadata.get("confidence"), "confidence"),
+        }
+
+
+def _pixels(value: float) -> float | int:
+    """Pixel coordinates as Ground Truth writes them: integers when they are integers."""
+    rounded = round(value)
+    return int(rounded) if abs(value - rounded) < 1e-6 else round(value, 6)
+
+
+def _json_float(value: float | None) -> float | None:
+    """float32 columns written back with the digits they were read with."""
+    return None if value is None else float(f"{value:.7g}")
+
+
+class _LineWriter:
+    """Builds one Ground Truth line from one canonical row."""
+
+    def __init__(self, row: dict, ctx: WriteContext):
+        self.row = row
+        self.ctx = ctx
+
+    def line(self) -> dict | None:
+        row = self.row
+        image = row.get("image") or {}
+        if not image.get("uri"):
+            self.ctx.reject(row, errors.OUTPUT_UNREPRESENTABLE, "the record has no image uri")
+            return None
+        out: dict[str, Any] = {SOURCE_REF: image["uri"]}
+        extra = loads_extra(row.get("extra")).get("sagemaker", {})
+        layout = extra.get("attributes") or self._default_layout()
+        if layout is None:
+            return None
+        for entry in layout:
+            value, metadata = self._attribute(entry)
+            if value is _REJECTED:
+                return None
+            out[entry["name"]] = value
+            out[entry["name"] + METADATA_SUFFIX] = metadata
+        out.update(extra.get("fields", {}))
+        return out
+
+    def _default_layout(self) -> list[dict] | None:
+        """Attributes for a record that did not come from Ground Truth."""
+        row, layout = self.row, []
+        labels, objects = row.get("labels") or [], row.get("objects") or []
+        if labels:
+            if row.get("task") == "multilabel_classification" or len(labels) > 1:
+                layout.append({"name": "labels", "kind": MULTILABEL, "labels": list(range(len(labels)))})
+            else:
+                layout.append({"name": "label", "kind": CLASSIFICATION, "labels": [0]})
+        if objects:
+            layout.append({"name": "bounding-box", "kind": DETECTION, "objects": list(range(len(objects)))})
+        if (row.get("mask") or {}).get("uri"):
+            layout.append({"name": "label-ref", "kind": MASK})
+        annotation = row.get("annotation") or {}
+        for entry in layout:
+            entry["metadata"] = _default_metadata(entry["kind"], annotation)
+        return layout
+
+    def _attribute(self, entry: dict) -> tuple[Any, dict]:
+        row, kind = self.row, entry["kind"]
+        metadata = dict(entry.get("metadata") or {})
+        labels = [row["labels"][i] for i in entry.get("labels", []) if i < len(row.get("labels") or [])]
+        if kind == CLASSIFICATION:
+            label = labels[0]
+            metadata["class-name"] = label["name"]
+            if label.get("score") is not None:
+                metadata["confidence"] = _json_float(label["score"])
+            value = entry.get("value", LOOKOUT_CLASSES.get(label["name"].lower(), 0))
+            return value, metadata
+        if kind == MULTILABEL:
+            ids = entry.get("value")
+            if not isinstance(ids, list) or len(ids) != len(labels):
+                ids = list(range(len(labels)))
+            metadata["class-map"] = {str(i): label["name"] for i, label in zip(ids, labels)}
+            scores = {str(i): _json_float(label["score"]) for i, label in zip(ids, labels) if label.get("score") is not None}
+            if scores:
+                metadata["confidence-map"] = scores
+            return ids, metadata
+        if kind == DETECTION:
+            return self._detection(entry, metadata)
+        if kind == MASK:
+            mask = row.get("mask") or {}
+            colors = mask.get("color_map") or []
+            metadata["internal-color-map"] = {
+                str(c["index"]): _without_none(
+                    {"class-name": c["class_name"], "hex-color": c["hex_color"], "confidence": _json_float(c.get("confidence"))}
+                )
+                for c in colors
+            }
+            return mask.get("uri"), metadata
+        return entry.get("value"), metadata
+
+    def _detection(self, entry: dict, metadata: dict):
+        row = self.row
+        value = dict(entry.get("value") or {})
+        image = row.get("image") or {}
+        sizes = value.get("image_size")
+        if sizes:
+            width, height = sizes[0]["width"], sizes[0]["height"]
+        else:
+            width, height = image.get("width"), image.get("height")
+            if not width or not height:
+                self.ctx.reject(
+                    row, errors.OUTPUT_UNREPRESENTABLE,
+                    "Ground Truth boxes are in pixels and the image size is unknown (try --probe_images)",
+                )
+                return _REJECTED, {}
+            value["image_size"] = [{"width": width, "height": height, "depth": 3}]
+        objects = [row["objects"][i] for i in entry.get("objects", [])]
+        names: dict[str, int] = {}
+        annotations, confidences = [], []
+        for obj in objects:
+            attributes = orjson.loads(obj["attributes"]) if obj.get("attributes") else {}
+            class_id = attributes.get("class_id") if isinstance(attributes, dict) else None
+            if class_id is None:
+                class_id = names.setdefault(obj["label"], len(names))
+            names.setdefault(obj["label"], class_id)
+            box = obj["bbox"]
+            annotations.append(
+                {
+                    "class_id": class_id,
+                    "left": _pixels(box["x_min"] * width),
+                    "top": _pixels(box["y_min"] * height),
+                    "width": _pixels((box["x_max"] - box["x_min"]) * width),
+                    "height": _pixels((box["y_max"] - box["y_min"]) * height),
+                }
+            )
+            confidences.append({"confidence": _json_float(obj["score"])} if obj.get("score") is not None else {})
+        value["annotations"] = annotations
+        metadata["class-map"] = {str(class_id): label for label, class_id in names.items()}
+        if any(confidences):
+            metadata["objects"] = confidences
+        return value, metadata
+
+
+_REJECTED = object()
+
+
+def _without_none(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _default_metadata(kind: str, annotation: dict) -> dict:
+    metadata: dict[str, Any] = {}
+    if annotation.get("job_name"):
+        metadata["job-name"] = annotation["job_name"]
+    if annotation.get("human_annotated") is not None:
+        metadata["human-annotated"] = "yes" if annotation["human_annotated"] else "no"
+    if annotation.get("created_at") is not None:
+        metadata["creation-date"] = format_timestamp(annotation["created_at"])
+    metadata["type"] = _KIND_TO_TYPE[kind]
+    return metadata
+
+
+@register
+class SageMakerFormat(ManifestFormat):
+    """Ground Truth / Lookout for Vision / Rekognition Custom Labels manifests (JSON lines)."""
+
+    name = "sagemaker"
+    extension = ".manifest"
+    file_layout = "jsonl"
+
+    def detect(self, sample: list[Any]) -> float:
+        if not sample:
+            return 0.0
+        hits = sum(1 for obj in sample if isinstance(obj, dict) and SOURCE_REF in obj)
+        return hits / len(sample)
+
+    def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
+        if not isinstance(obj, dict):
+            raise RecordError(errors.NOT_AN_OBJECT, "a Ground Truth line must be a JSON object")
+        return Parsed(rows=[_LineParser(obj, ctx).row()])
+
+    def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
+        for row in rows:
+            line = _LineWriter(row, ctx).line()
+            if line is not None:
+                yield orjson.dumps(line)

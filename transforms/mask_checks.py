@@ -1,0 +1,294 @@
+"""Decode and check one semantic-mask PNG: pure functions, no Beam, no I/O.
+
+Policy (docs/validation.md):
+- A pixel is *labelled* when its alpha is >= `alpha_threshold` (default 128). Real masks are
+  anti-aliased: Lookout for Vision's own masks carry a tRNS alpha ramp from 0 to 255 on every edge,
+  so a pixel at half opacity or more belongs to the region and fainter ones do not.
+- A labelled pixel belongs to the declared class whose colour is nearest, when the largest
+  per-channel difference is <= `color_tolerance` (default 8); otherwise it is undeclared.
+- Background is transparent pixels plus the colour of the color map's BACKGROUND entry; when the
+  map declares no BACKGROUND, opaque white (#ffffff, Ground Truth) and black (#000000) are it.
+- The header is read and the declared pixel count bounded *before* any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+MASK_NOT_FOUND = "MASK_NOT_FOUND"
+MASK_NOT_PNG = "MASK_NOT_PNG"
+MASK_CORRUPT = "MASK_CORRUPT"
+MASK_TOO_LARGE = "MASK_TOO_LARGE"
+MASK_SIZE_MISMATCH = "MASK_SIZE_MISMATCH"
+MASK_UNDECLARED_COLOR = "MASK_UNDECLARED_COLOR"
+MASK_BACKGROUND_INVALID = "MASK_BACKGROUND_INVALID"
+MASK_LABEL_MISMATCH = "MASK_LABEL_MISMATCH"
+# Label Studio brush masks (objects[].mask_rle), measured by transforms.rle.
+RLE_CORRUPT = "RLE_CORRUPT"
+RLE_EMPTY = "RLE_EMPTY"
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+BACKGROUND = "background"
+WHITE = (255, 255, 255)
+BLACK = (0, 0, 0)
+_BACKGROUND_CLASS = -1
+_UNDECLARED_CLASS = -2
+# Bytes needed to read the signature and the IHDR chunk (8 + 4 + 4 + 13 + 4).
+HEADER_BYTES = 33
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    code: str
+    message: str
+
+
+class MaskRejected(Exception):
+    """A finding after which the mask cannot be checked further (unreadable, too large, ...)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.finding = Finding(code, message)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskPolicy:
+    alpha_threshold: int = 128
+    color_tolerance: int = 8
+    max_pixels: int = 25_000_000
+    require_white_background: bool = False
+
+
+@dataclasses.dataclass
+class MaskReport:
+    """What one decoded mask contains, and what is wrong with it."""
+
+    width: int
+    height: int
+    class_pixels: list[dict]
+    foreground_pixels: int
+    foreground_bbox: dict | None
+    findings: list[Finding]
+
+
+@dataclasses.dataclass(frozen=True)
+class _ColorClass:
+    class_name: str
+    rgb: tuple[int, int, int]
+
+
+def parse_hex_color(text: str | None) -> tuple[int, int, int] | None:
+    """'#23A436' or '23a436' or '#fff' -> (35, 164, 54); anything else -> None."""
+    if not isinstance(text, str):
+        return None
+    digits = text.strip().lstrip("#")
+    if len(digits) == 3:
+        digits = "".join(c * 2 for c in digits)
+    if len(digits) != 6:
+        return None
+    try:
+        value = int(digits, 16)
+    except ValueError:
+        return None
+    return (value >> 16) & 255, (value >> 8) & 255, value & 255
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the signature and IHDR, without decoding; raises MaskRejected."""
+    if not data:
+        raise MaskRejected(MASK_CORRUPT, "empty file")
+    if len(data) < len(PNG_MAGIC) and PNG_MAGIC.startswith(data):
+        raise MaskRejected(MASK_CORRUPT, f"truncated after {len(data)} bytes")
+    if not data.startswith(PNG_MAGIC):
+        raise MaskRejected(MASK_NOT_PNG, f"no PNG signature (starts with {data[:8]!r})")
+    if len(data) < HEADER_BYTES:
+        raise MaskRejected(MASK_CORRUPT, f"truncated in the header ({len(data)} bytes)")
+    length, kind = struct.unpack(">I4s", data[8:16])
+    if kind != b"IHDR" or length != 13:
+        raise MaskRejected(MASK_CORRUPT, "first chunk is not a 13-byte IHDR")
+    if zlib.crc32(data[12:29]) != struct.unpack(">I", data[29:33])[0]:
+        raise MaskRejected(MASK_CORRUPT, "IHDR checksum mismatch")
+    width, height = struct.unpack(">II", data[16:24])
+    if width == 0 or height == 0:
+        raise MaskRejected(MASK_CORRUPT, f"zero dimension {width}x{height}")
+    return width, height
+
+
+def check_size_bound(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise MaskRejected(
+            MASK_TOO_LARGE,
+            f"{width}x{height} = {width * height} pixels declared, limit {max_pixels}",
+        )
+
+
+def decode_rgba(data: bytes) -> np.ndarray:
+    """PNG bytes (any colour type) -> an HxWx4 uint8 array; raises MaskRejected(MASK_CORRUPT)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+            image.load()
+            return _to_rgba(image)
+    except Image.DecompressionBombError as exc:
+        raise MaskRejected(MASK_TOO_LARGE, str(exc)) from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
+        raise MaskRejected(MASK_CORRUPT, f"cannot decode: {exc}") from None
+
+
+def _to_rgba(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):
+        # 16-bit grey: scale to 8 bits, then grey v is the colour (v, v, v).
+        grey = (np.asarray(image).astype(np.uint32) // 257).clip(0, 255).astype(np.uint8)
+        alpha = np.full_like(grey, 255)
+        return np.dstack([grey, grey, grey, alpha])
+    return np.asarray(image.convert("RGBA"))
+
+
+def declared_classes(color_map: list[dict] | None) -> tuple[list[_ColorClass], list[tuple]]:
+    """The color map split into (foreground classes, background colours)."""
+    classes, background = [], []
+    for entry in color_map or []:
+        rgb = parse_hex_color(entry.get("hex_color"))
+        name = entry.get("class_name") or ""
+        if rgb is None:
+            continue
+        if name.strip().casefold() == BACKGROUND:
+            background.append(rgb)
+        else:
+            classes.append(_ColorClass(name, rgb))
+    if not background:
+        background = [WHITE, BLACK]
+    return classes, background
+
+
+def background_findings(color_map: list[dict] | None) -> list[Finding]:
+    """Lookout for Vision: entry 0 must be class BACKGROUND with colour #ffffff."""
+    entry = next((e for e in color_map or [] if e.get("index") == 0), None)
+    if entry is None:
+        return [Finding(MASK_BACKGROUND_INVALID, "color map has no entry 0 (BACKGROUND #ffffff)")]
+    name, rgb = entry.get("class_name") or "", parse_hex_color(entry.get("hex_color"))
+    if name.strip().casefold() != BACKGROUND or rgb != WHITE:
+        return [
+            Finding(
+                MASK_BACKGROUND_INVALID,
+                f"entry 0 is {name!r} {entry.get('hex_color')!r}, expected 'BACKGROUND' '#ffffff'",
+            )
+        ]
+    return []
+
+
+def classify_pixels(
+    rgba: np.ndarray, color_map: list[dict] | None, policy: MaskPolicy
+) -> tuple[list[dict], int, dict | None, dict[tuple, int]]:
+    """Count labelled pixels per declared class, vectorised over the unique colours.
+
+    Returns (class_pixels, foreground pixel count, normalized foreground bbox or None,
+    undeclared colour -> pixel count).
+    """
+    height, width = rgba.shape[:2]
+    flat = rgba.reshape(-1, 4)
+    labelled = np.flatnonzero(flat[:, 3] >= policy.alpha_threshold)
+    rgb = flat[labelled, :3].astype(np.uint32)
+    packed = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+    colours, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
+
+    classes, background = declared_classes(color_map)
+    colour_class = _match_colours(colours, classes, background, policy.color_tolerance)
+
+    class_pixels = [
+        {"class_name": c.class_name, "pixels": int(counts[colour_class == i].sum())}
+        for i, c in enumerate(classes)
+    ]
+    undeclared = {
+        _unpack(int(colour)): int(n)
+        for colour, n in zip(colours[colour_class == _UNDECLARED_CLASS], counts[colour_class == _UNDECLARED_CLASS])
+    }
+    foreground = labelled[colour_class[inverse] != _BACKGROUND_CLASS]
+    bbox = None
+    if foreground.size:
+        rows, cols = np.divmod(foreground, width)
+        bbox = {
+            "x_min": float(cols.min()) / width,
+            "y_min": float(rows.min()) / height,
+            "x_max": float(cols.max() + 1) / width,
+            "y_max": float(rows.max() + 1) / height,
+        }
+    return class_pixels, int(foreground.size), bbox, undeclared
+
+
+def _match_colours(colours, classes, background, tolerance) -> np.ndarray:
+    """Per unique colour: the index of the nearest declared class, background, or undeclared."""
+    if colours.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    candidates = [c.rgb for c in classes] + list(background)
+    labels = np.array(list(range(len(classes))) + [_BACKGROUND_CLASS] * len(background))
+    rgb = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], axis=1).astype(np.int32)
+    distance = np.abs(rgb[:, None, :] - np.array(candidates, dtype=np.int32)[None, :, :]).max(axis=2)
+    nearest = distance.argmin(axis=1)
+    within = distance[np.arange(len(colours)), nearest] <= tolerance
+    return np.where(within, labels[nearest], _UNDECLARED_CLASS)
+
+
+def _unpack(colour: int) -> tuple[int, int, int]:
+    return (colour >> 16) & 255, (colour >> 8) & 255, colour & 255
+
+
+def hex_of(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def image_class_of(labels: list[dict] | None) -> str | None:
+    """'anomaly' or 'normal' when the record's image-level labels say so (case-insensitive)."""
+    names = {(label.get("name") or "").strip().casefold() for label in labels or []}
+    if "anomaly" in names:
+        return "anomaly"
+    if "normal" in names:
+        return "normal"
+    return None
+
+
+def check_mask(
+    data: bytes,
+    color_map: list[dict] | None,
+    policy: MaskPolicy,
+    image_size: tuple[int, int] | None = None,
+    image_class: str | None = None,
+) -> MaskReport:
+    """Every check of one mask. Raises MaskRejected when it cannot be decoded at all."""
+    width, height = png_size(data)
+    check_size_bound(width, height, policy.max_pixels)
+    rgba = decode_rgba(data)
+    height, width = rgba.shape[:2]
+    class_pixels, foreground, bbox, undeclared = classify_pixels(rgba, color_map, policy)
+
+    findings: list[Finding] = []
+    if image_size and all(image_size) and tuple(image_size) != (width, height):
+        findings.append(
+            Finding(
+                MASK_SIZE_MISMATCH,
+                f"mask is {width}x{height}, image is {image_size[0]}x{image_size[1]}",
+            )
+        )
+    if undeclared:
+        worst = sorted(undeclared.items(), key=lambda item: -item[1])[:5]
+        listed = ", ".join(f"{hex_of(rgb)} ({n} px)" for rgb, n in worst)
+        findings.append(
+            Finding(
+                MASK_UNDECLARED_COLOR,
+                f"{len(undeclared)} colour(s) not in the color map: {listed}",
+            )
+        )
+    if policy.require_white_background:
+        findings.extend(background_findings(color_map))
+    if image_class == "anomaly" and foreground == 0:
+        findings.append(Finding(MASK_LABEL_MISMATCH, "image labelled anomaly, mask has no anomaly pixels"))
+    elif image_class == "normal" and foreground > 0:
+        findings.append(
+            Finding(MASK_LABEL_MISMATCH, f"image labelled normal, mask has {foreground} anomaly pixels")
+        )
+    return MaskReport(width, height, class_pixels, foreground, bbox, findings)

@@ -1,0 +1,373 @@
+"""ValidateMasks: mask PNG and image-header checks, spread over all workers.
+
+Batches of canonical rows in, batches out with the mask columns filled, image size probed where
+the manifest lacks it, and findings in `issues`. Within a batch, files are fetched and decoded
+concurrently in a thread pool, each one bounded in time: a file that hangs the decoder marks its
+own record (MASK_CORRUPT / IMAGE_CORRUPT) and every other record is validated as usual.
+Findings that the validation profile makes errors send the record to the dead letters.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import dataclasses
+import logging
+import time
+from typing import Any, Iterator
+
+import apache_beam as beam
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.metrics import Metrics
+
+from transforms import errors, image_probe, mask_checks, profiles, rle, schema, storage
+
+_LOG = logging.getLogger(__name__)
+STAGE = "validate"
+# Seconds between looks at running files while waiting for a batch.
+_POLL_SECONDS = 0.05
+# Compressed bytes a mask may have per declared pixel before it is refused unread (PNG worst case
+# is about 4 bytes of RGBA per pixel plus small overheads).
+_MAX_BYTES_PER_PIXEL = 5
+_MIN_BYTE_BOUND = 1024 * 1024
+
+
+@dataclasses.dataclass
+class MaskValidationConfig:
+    """What ValidateMasks checks and how hard it tries.
+
+    alpha_threshold: a pixel is labelled when alpha >= this (0..255); anti-aliased edges below it
+    are not. color_tolerance: largest per-channel difference to still match a declared hex colour.
+    max_pixels: width*height a mask may declare in its PNG header; larger ones are refused before
+    decoding (MASK_TOO_LARGE). timeout_seconds: time allowed per file (fetch + decode).
+    concurrency: files fetched and decoded at once per worker.
+    """
+
+    validate_masks: bool = True
+    probe_images: bool = False
+    validation_profile: str = "none"
+    alpha_threshold: int = 128
+    color_tolerance: int = 8
+    max_pixels: int = 25_000_000
+    timeout_seconds: float = 30.0
+    concurrency: int = 16
+
+    def __post_init__(self):
+        profiles.get_profile(self.validation_profile)  # fail at launch on a wrong name
+        if not 0 <= self.alpha_threshold <= 255:
+            raise ValueError(f"alpha_threshold must be 0..255, got {self.alpha_threshold}")
+        if self.color_tolerance < 0 or self.max_pixels <= 0 or self.timeout_seconds <= 0:
+            raise ValueError("color_tolerance >= 0, max_pixels > 0 and timeout_seconds > 0 required")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+
+
+class ValidateMasks(beam.PTransform):
+    """RecordBatches -> {"records": RecordBatches, errors.DEAD_LETTERS: dead-letter dicts}."""
+
+    def __init__(self, config: MaskValidationConfig, storage_options: dict | None = None):
+        super().__init__()
+        self._config = config
+        self._storage_options = storage_options
+
+    def expand(self, batches):
+        return (
+            batches
+            | "Reshuffle" >> beam.Reshuffle()
+            | "Validate"
+            >> beam.ParDo(_ValidateMasksFn(self._config, self._storage_options)).with_outputs(
+                errors.DEAD_LETTERS, main="records"
+            )
+        )
+
+
+@dataclasses.dataclass
+class _RowTask:
+    """One row's files, checked in a pool thread; the waiting thread reads started/stage."""
+
+    row: dict
+    started: float | None = None
+    stage: str = "image"
+
+
+@dataclasses.dataclass
+class _RowOutcome:
+    row: dict
+    findings: list[tuple[str, str]]  # (code, message)
+    changed: bool
+
+
+class _ValidateMasksFn(beam.DoFn):
+    def __init__(self, config: MaskValidationConfig, storage_options: dict | None):
+        self._config = config
+        self._storage_options = storage_options
+
+    def setup(self):
+        config = self._config
+        self._profile = profiles.get_profile(config.validation_profile)
+        self._policy = mask_checks.MaskPolicy(
+            alpha_threshold=config.alpha_threshold,
+            color_tolerance=config.color_tolerance,
+            max_pixels=config.max_pixels,
+            require_white_background=self._profile.mask_background_white,
+        )
+        self._pool = self._new_pool()
+        self._counters: dict[str, Any] = {}
+        self._validated = Metrics.counter("validate_masks", "masks_validated")
+
+    def teardown(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _new_pool(self):
+        return concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._config.concurrency, thread_name_prefix="validate-masks"
+        )
+
+    def process(self, batch: pa.RecordBatch) -> Iterator:
+        if batch.num_rows == 0 or not self._needs_work(batch):
+            yield batch
+            return
+        rows = batch.to_pylist()
+        outcomes = self._run(rows)
+        if not any(o.changed or o.findings for o in outcomes):
+            yield batch
+            return
+        kept = []
+        for outcome in outcomes:
+            dead = self._apply_findings(outcome)
+            if dead is not None:
+                yield beam.pvalue.TaggedOutput(errors.DEAD_LETTERS, dead)
+            else:
+                kept.append(outcome.row)
+        if kept:
+            yield schema.rows_to_batch(kept)
+
+    # -- which rows have work -------------------------------------------------------------
+
+    def _needs_work(self, batch: pa.RecordBatch) -> bool:
+        """Cheap, columnar: is there any mask to check, image to probe, or limit to apply?"""
+        if self._profile.checks_records:
+            return True
+        if self._config.probe_images and pc.any(pc.is_valid(_field(batch, "image", "uri"))).as_py():
+            return True
+        if not self._config.validate_masks:
+            return False
+        if pc.any(pc.is_valid(_field(batch, "mask", "uri"))).as_py():
+            return True
+        objects = pc.list_flatten(batch.column("objects"))
+        return len(objects) > 0 and bool(pc.any(pc.is_valid(pc.struct_field(objects, "mask_rle"))).as_py())
+
+    # -- running the files of a batch concurrently, each bounded in time -----------------
+
+    def _run(self, rows: list[dict]) -> list[_RowOutcome]:
+        tasks = [_RowTask(row) for row in rows]
+        futures = {self._pool.submit(self._check_row, task): i for i, task in enumerate(tasks)}
+        outcomes: list[_RowOutcome | None] = [None] * len(rows)
+        pending = set(futures)
+        timed_out = False
+        limit = self._config.timeout_seconds
+        while pending:
+            done, pending = concurrent.futures.wait(
+                pending, timeout=_POLL_SECONDS, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in done:
+                outcomes[futures[future]] = future.result()
+            now = time.monotonic()
+            for future in list(pending):
+                task = tasks[futures[future]]
+                if task.started is not None and now - task.started > limit:
+                    pending.discard(future)
+                    future.cancel()
+                    timed_out = True
+                    outcomes[futures[future]] = _timeout_outcome(task, limit)
+        if timed_out:
+            # Threads stuck in a decoder cannot be killed: leave them, and give later batches
+            # a fresh pool so they do not queue behind them.
+            self._pool.shutdown(wait=False)
+            self._pool = self._new_pool()
+        return outcomes
+
+    def _check_row(self, task: _RowTask) -> _RowOutcome:
+        task.started = time.monotonic()
+        try:
+            return self._check_row_files(task)
+        except Exception as exc:  # noqa: BLE001 - one record's surprise never stops the batch
+            _LOG.exception("validation failed for %s", (task.row.get("source") or {}).get("uri"))
+            return _RowOutcome(task.row, [(errors.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")], True)
+
+    def _check_row_files(self, task: _RowTask) -> _RowOutcome:
+        row = dict(task.row)
+        findings: list[tuple[str, str]] = []
+        changed = False
+        image = dict(row.get("image") or {})
+        if self._config.probe_images and image.get("uri"):
+            task.stage = "image"
+            changed |= self._probe_image(image, findings)
+            row["image"] = image
+        mask = row.get("mask") or {}
+        if self._config.validate_masks and mask.get("uri"):
+            task.stage = "mask"
+            row["mask"] = self._check_mask(row, image, findings)
+            changed = True
+        if self._config.validate_masks and any(o.get("mask_rle") for o in row.get("objects") or []):
+            task.stage = "rle"
+            row["objects"] = self._check_rles(row, image, findings)
+            changed = True
+        task.stage = "record"
+        findings.extend(profiles.record_findings(row, self._profile))
+        return _RowOutcome(row, findings, changed)
+
+    def _probe_image(self, image: dict, findings: list) -> bool:
+        """Probe the header; fill width/height/format the manifest lacks. True if filled."""
+        uri = image["uri"]
+        try:
+            fs, path = storage.filesystem(uri, self._storage_options)
+            header = image_probe.probe(fs, path, want_file_bytes=self._profile.max_image_bytes is not None)
+        except image_probe.ImageProbeError as exc:
+            findings.append((exc.code, f"{uri}: {exc.message}"))
+            return False
+        except (OSError, ValueError) as exc:
+            findings.append((image_probe.IMAGE_NOT_FOUND, f"{uri}: {exc}"))
+            return False
+        findings.extend(profiles.file_size_findings(header.file_bytes, self._profile))
+        filled = False
+        for key in ("width", "height", "format"):
+            if image.get(key) in (None, ""):
+                image[key] = getattr(header, key)
+                filled = True
+        return filled
+
+    def _check_mask(self, row: dict, image: dict, findings: list) -> dict:
+        mask = dict(row["mask"])
+        mask["validated"] = False
+        uri = mask["uri"]
+        try:
+            data = self._fetch_mask(uri)
+            report = mask_checks.check_mask(
+                data,
+                mask.get("color_map"),
+                self._policy,
+                image_size=(image.get("width"), image.get("height")),
+                image_class=mask_checks.image_class_of(row.get("labels")),
+            )
+        except mask_checks.MaskRejected as exc:
+            findings.append((exc.finding.code, f"{uri}: {exc.finding.message}"))
+            return mask
+        mask.update(
+            width=report.width,
+            height=report.height,
+            class_pixels=report.class_pixels,
+            foreground_bbox=report.foreground_bbox,
+            validated=True,
+        )
+        findings.extend((f.code, f"{uri}: {f.message}") for f in report.findings)
+        self._validated.inc()
+        return mask
+
+    def _check_rles(self, row: dict, image: dict, findings: list) -> list[dict]:
+        """Brush RLEs: decode against the image size; fill area and bbox where missing."""
+        width, height = image.get("width"), image.get("height")
+        objects = [dict(o) for o in row["objects"]]
+        if not (width and height):
+            return objects  # the RLE's size is the image's: nothing to check it against
+        for i, obj in enumerate(objects):
+            if not obj.get("mask_rle"):
+                continue
+            try:
+                area, box = rle.mask_stats(obj["mask_rle"], width, height, self._policy.alpha_threshold)
+            except ValueError as exc:
+                findings.append((mask_checks.RLE_CORRUPT, f"object {i} ({obj.get('label')}): {exc}"))
+                continue
+            if area == 0:
+                findings.append((mask_checks.RLE_EMPTY, f"object {i} ({obj.get('label')}): no pixel at alpha >= "
+                                 f"{self._policy.alpha_threshold}"))
+            if obj.get("area") is None:
+                obj["area"] = float(area)
+            if obj.get("bbox") is None and box is not None:
+                obj["bbox"] = dict(zip(("x_min", "y_min", "x_max", "y_max"), box))
+        return objects
+
+    def _fetch_mask(self, uri: str) -> bytes:
+        """The mask's bytes; the header is read and bounded before the rest is downloaded."""
+        try:
+            fs, path = storage.filesystem(uri, self._storage_options)
+            with fs.open(path, "rb") as f:
+                head = f.read(mask_checks.HEADER_BYTES)
+                width, height = mask_checks.png_size(head) if len(head) == mask_checks.HEADER_BYTES else (0, 0)
+                if width:
+                    mask_checks.check_size_bound(width, height, self._policy.max_pixels)
+                    bound = max(_MIN_BYTE_BOUND, width * height * _MAX_BYTES_PER_PIXEL)
+                    rest = f.read(bound + 1)
+                    if len(rest) > bound:
+                        raise mask_checks.MaskRejected(
+                            mask_checks.MASK_TOO_LARGE, f"more than {bound} bytes for {width}x{height}"
+                        )
+                    return head + rest
+                return head
+        except mask_checks.MaskRejected:
+            raise
+        except (FileNotFoundError, IsADirectoryError):
+            raise mask_checks.MaskRejected(mask_checks.MASK_NOT_FOUND, "does not exist") from None
+        except (OSError, ValueError) as exc:
+            raise mask_checks.MaskRejected(mask_checks.MASK_NOT_FOUND, f"cannot read: {exc}") from None
+
+    # -- findings -> issues or a dead letter ----------------------------------------------
+
+    def _apply_findings(self, outcome: _RowOutcome) -> dict | None:
+        """Appends warnings to the row's issues; returns a dead letter when one is an error."""
+        row = outcome.row
+        severe = []
+        issues = list(row.get("issues") or [])
+        for code, message in outcome.findings:
+            severity = errors.ERROR if code == errors.INTERNAL_ERROR else self._profile.severity(code)
+            self._count(code)
+            if severity == errors.ERROR:
+                severe.append((code, message))
+            issues.append(schema.issue(code, message, severity))
+        row["issues"] = issues
+        if not severe:
+            return None
+        code, message = severe[0]
+        if len(severe) > 1:
+            message += "; also " + ", ".join(c for c, _ in severe[1:])
+        source = row.get("source") or {}
+        where = errors.Provenance(
+            uri=source.get("uri") or "", line=source.get("line") or 0,
+            offset=source.get("offset") or 0, format=source.get("format"),
+        )
+        return errors.dead_letter(where, STAGE, code, message, raw=row_json(row))
+
+    def _count(self, code: str) -> None:
+        counter = self._counters.get(code)
+        if counter is None:
+            counter = self._counters[code] = Metrics.counter("validate_masks", code)
+        counter.inc()
+
+
+def _timeout_outcome(task: _RowTask, limit: float) -> _RowOutcome:
+    code = {"image": image_probe.IMAGE_CORRUPT, "rle": mask_checks.RLE_CORRUPT}.get(
+        task.stage, mask_checks.MASK_CORRUPT
+    )
+    row = dict(task.row)
+    if task.stage == "mask" and row.get("mask"):
+        row["mask"] = dict(row["mask"], validated=False)
+    return _RowOutcome(row, [(code, f"no result within {limit:g} s ({task.stage} stage)")], True)
+
+
+def _field(batch: pa.RecordBatch, column: str, field: str) -> pa.Array:
+    return pc.struct_field(batch.column(column), field)
+
+
+def row_json(row: dict) -> str:
+    """A canonical row as JSON for a dead letter (binary RLE as base64; errors.dead_letter bounds it)."""
+    return orjson.dumps(row, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _json_default(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode()
+    return str(value)

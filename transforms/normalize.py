@@ -1,0 +1,154 @@
+"""NormalizeRecords: batches of raw records -> canonical RecordBatches and dead-letter rows.
+
+Per-record Python work (JSON decoding, the format plugin) happens inside one DoFn call per
+batch; what leaves is one Arrow RecordBatch per input batch. Every raw record ends as rows, a
+dead letter, or (for a record a format skips on purpose) a counted skip; per-file counters go
+out on their own tag for run.json.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import apache_beam as beam
+import orjson
+import pyarrow as pa
+
+from transforms import errors, schema, storage
+from transforms.errors import Provenance, RecordError
+from transforms.formats.base import ParseContext, get_format
+from transforms.read import RawBatch
+
+RECORDS = "records"
+COUNTS = "counts"
+STAGE = "normalize"
+
+_LOG = logging.getLogger(__name__)
+_BOM = b"\xef\xbb\xbf"
+
+
+def decode(raw: bytes):
+    """Raw bytes -> a JSON object, or RecordError with the code that says why not."""
+    if raw.startswith(_BOM):
+        raw = raw[len(_BOM) :]
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise RecordError(errors.INVALID_UTF8, f"not UTF-8 at byte {bad.start}") from None
+        raise RecordError(errors.INVALID_JSON, str(exc)) from None
+    if not isinstance(obj, dict):
+        raise RecordError(errors.NOT_AN_OBJECT, f"a record must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+class RecordNormalizer:
+    """Pure-Python core of NormalizeRecords: one RawBatch -> (rows, dead letters, counters)."""
+
+    def __init__(self, format_options: dict | None = None, relative_to: str | None = None):
+        self._options = dict(format_options or {})
+        self._relative_to = relative_to
+        self._contexts: dict[str, ParseContext] = {}
+
+    def _context(self, uri: str) -> ParseContext:
+        ctx = self._contexts.get(uri)
+        if ctx is None:
+            base = (self._relative_to or storage.parent(uri)).rstrip("/")
+            ctx = self._contexts[uri] = ParseContext(uri=uri, base_uri=base, options=self._options)
+        return ctx
+
+    def normalize(self, batch: RawBatch) -> tuple[list[dict], list[dict], dict]:
+        rows: list[dict] = []
+        dead: list[dict] = []
+        counts = {"ok": 0, "dead_letters": 0, "blank": batch.blank, "records": 0, "skipped": {}}
+        failures = {index: (code, message) for index, code, message in batch.failures}
+        fmt = get_format(batch.format) if batch.format else None
+        ctx = self._context(batch.uri)
+        for index, raw in enumerate(batch.raws):
+            where = Provenance(batch.uri, batch.lines[index], batch.offsets[index], batch.format)
+            try:
+                if index in failures:
+                    raise RecordError(*failures[index])
+                if fmt is None:
+                    raise RecordError(errors.UNKNOWN_FORMAT, "no registered format recognises this file; pass --format")
+                parsed = fmt.parse(decode(raw), ctx)
+            except RecordError as exc:
+                dead.append(errors.dead_letter(where, STAGE, exc.code, exc.message, raw))
+                continue
+            except Exception as exc:  # a plugin bug must not stop the job: keep the evidence
+                _LOG.exception("format %s failed on %s:%s", batch.format, where.uri, where.line)
+                dead.append(errors.dead_letter(where, STAGE, errors.INTERNAL_ERROR, repr(exc), raw))
+                continue
+            counts["ok"] += 1
+            for reason, n in parsed.skipped.items():
+                counts["skipped"][reason] = counts["skipped"].get(reason, 0) + n
+            for position, row in enumerate(parsed.rows):
+                source = row.get("source") or {}
+                row["record_id"] = schema.record_id(where.uri, where.offset, position)
+                row["source"] = {
+                    "uri": where.uri,
+                    "line": where.line,
+                    "offset": where.offset,
+                    "format": batch.format,
+                    "attribute": source.get("attribute"),
+                }
+                rows.append((row, where, raw))
+        built, rejected = _rows_to_batch(rows)
+        for where, raw, message in rejected:
+            dead.append(errors.dead_letter(where, STAGE, errors.INVALID_FIELD_TYPE, message, raw))
+        counts["ok"] -= len(rejected)
+        counts["dead_letters"] = len(dead)
+        counts["records"] = built.num_rows
+        return built, dead, counts
+
+
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
+
+
+def _rows_to_batch(entries: list[tuple[dict, Provenance, bytes]]):
+    """Rows -> RecordBatch. A row Arrow refuses (a plugin's type slip) rejects its whole line."""
+    try:
+        return schema.rows_to_batch(row for row, _, _ in entries), []
+    except _ARROW_ERRORS:
+        pass
+    bad: dict[int, tuple[Provenance, bytes, str]] = {}
+    for row, where, raw in entries:
+        try:
+            schema.rows_to_batch([row])
+        except _ARROW_ERRORS as exc:
+            bad.setdefault(where.offset, (where, raw, f"a value does not fit the schema: {exc}"[:500]))
+    kept = [row for row, where, _ in entries if where.offset not in bad]
+    return schema.rows_to_batch(kept), list(bad.values())
+
+
+class _NormalizeFn(beam.DoFn):
+    def __init__(self, format_options, relative_to):
+        self._format_options = format_options
+        self._relative_to = relative_to
+
+    def setup(self):
+        self._normalizer = RecordNormalizer(self._format_options, self._relative_to)
+
+    def process(self, batch: RawBatch):
+        built, dead, counts = self._normalizer.normalize(batch)
+        if built.num_rows:
+            yield built
+        for letter in dead:
+            yield beam.pvalue.TaggedOutput(errors.DEAD_LETTERS, letter)
+        yield beam.pvalue.TaggedOutput(COUNTS, (batch.uri, counts))
+
+
+class NormalizeRecords(beam.PTransform):
+    """RawBatch -> {records: RecordBatch, dead_letters: dict, counts: (uri, dict)}."""
+
+    def __init__(self, format_options: dict | None = None, relative_to: str | None = None):
+        super().__init__()
+        self._format_options = format_options
+        self._relative_to = relative_to
+
+    def expand(self, batches):
+        return batches | "Normalize" >> beam.ParDo(
+            _NormalizeFn(self._format_options, self._relative_to)
+        ).with_outputs(errors.DEAD_LETTERS, COUNTS, main=RECORDS)

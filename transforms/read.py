@@ -1,0 +1,385 @@
+"""ReadManifests: file patterns -> byte-range shards -> batches of raw records with provenance.
+
+JSON-lines files are cut into byte-range shards so one big file is read by many workers. A
+shard owns the lines that *start* inside [start, end): it skips the partial line it begins in and
+reads past its end to finish its last line, so no line is lost or read twice at an edge.
+
+Exact 1-based line numbers need to know how many lines precede a shard. Each shard counts the
+lines it owns; a small side input of those counts turns shard-local numbers into file line
+numbers. Gzip files, JSON arrays and single-object files cannot be split: one shard each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import re
+from typing import Iterator
+
+import apache_beam as beam
+import orjson
+
+from transforms import errors, storage
+from transforms.formats.base import detect_format
+
+DEFAULT_SHARD_SIZE = 64 << 20
+DEFAULT_MAX_LINE_BYTES = 32 << 20
+DEFAULT_BATCH_LINES = 1000
+_BATCH_BYTES = 8 << 20
+_CHUNK = 4 << 20
+_SAMPLE_BYTES = 256 << 10
+_SAMPLE_RECORDS = 50
+
+# Tags of ReadManifests' outputs.
+BATCHES = "batches"
+FILES = "files"
+SHARD_LINES = "shard_lines"
+
+JSONL, JSON_ARRAY, JSON_OBJECT = "jsonl", "json_array", "json_object"
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    uri: str
+    index: int
+    start: int
+    end: int  # exclusive; -1 reads to the end of the file
+    layout: str
+    format: str | None
+    compression: str | None = None
+
+
+@dataclasses.dataclass
+class RawBatch:
+    """Raw records of one shard. `lines` are shard-local until line numbers are assigned."""
+
+    uri: str
+    format: str | None
+    shard: int
+    lines: list[int] = dataclasses.field(default_factory=list)
+    offsets: list[int] = dataclasses.field(default_factory=list)
+    raws: list[bytes] = dataclasses.field(default_factory=list)
+    # (index into the lists above, code, message): records the reader already knows are bad.
+    failures: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
+    blank: int = 0
+
+    def size(self) -> int:
+        return len(self.raws)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """'64MB', '512KB', '1.5GB', '4096' -> bytes (binary multiples, as storage tools count)."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ValueError(f"not a size: {text!r} (examples: 4096, 512KB, 64MB, 1GB)")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    return int(number * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit])
+
+
+def compression_of(uri: str) -> str | None:
+    return "gzip" if uri.endswith(".gz") else None
+
+
+def _open(uri: str, storage_options, compression=None):
+    raw = storage.open_file(uri, "rb", storage_options, block_size=_CHUNK)
+    return gzip.GzipFile(fileobj=raw) if compression == "gzip" else raw
+
+
+def sniff(head: bytes) -> str:
+    """The file layout from its first bytes: JSON lines, a JSON array, or one JSON object."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"["):
+        return JSON_ARRAY
+    if text.startswith(b"{") and not any(_is_object(line) for line in text.split(b"\n")[:20]):
+        return JSON_OBJECT  # a pretty-printed object: no line of it is an object alone
+    return JSONL
+
+
+def _is_object(line: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def sample_records(head: bytes, layout: str, complete: bool) -> list:
+    """A few decoded records from the start of a file, to detect its format."""
+    head = head.lstrip(b"\xef\xbb\xbf")
+    if layout == JSONL:
+        lines = head.split(b"\n")
+        if not complete:
+            lines = lines[:-1]
+        found = []
+        for line in lines:
+            if line.strip():
+                try:
+                    found.append(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    continue
+            if len(found) >= _SAMPLE_RECORDS:
+                break
+        return found
+    if layout == JSON_ARRAY:
+        from transforms.json_array import iter_json_array
+
+        found = []
+        try:
+            for _, raw in iter_json_array(io.BytesIO(head)):
+                found.append(orjson.loads(raw))
+                if len(found) >= _SAMPLE_RECORDS:
+                    break
+        except ValueError:
+            pass  # the sample ends inside an element: what was read is the sample
+        return found
+    try:
+        return [orjson.loads(head)] if complete else []
+    except orjson.JSONDecodeError:
+        return []
+
+
+class _PlanShardsFn(beam.DoFn):
+    """(uri, size) -> the shards of that file, with its layout and format."""
+
+    def __init__(self, format_name, shard_size, storage_options):
+        self._format_name = format_name
+        self._shard_size = shard_size
+        self._storage_options = storage_options
+
+    def process(self, file_info):
+        uri, size = file_info
+        compression = compression_of(uri)
+        try:
+            with _open(uri, self._storage_options, compression) as handle:
+                head = handle.read(_SAMPLE_BYTES)
+                complete = len(head) < _SAMPLE_BYTES or not handle.read(1)
+        except Exception as exc:  # unreadable file: one dead letter, the job goes on
+            yield Shard(uri, 0, 0, 0, "unreadable:" + str(exc)[:300], None, compression)
+            return
+        layout = sniff(head)
+        if layout == JSON_OBJECT and not complete:
+            # A huge document is an array or object we cannot split; read it whole.
+            complete = True
+        name = self._format_name
+        if name is None:
+            if layout == JSON_OBJECT:
+                with _open(uri, self._storage_options, compression) as handle:
+                    head, complete = handle.read(), True
+            name = detect_format(sample_records(head, layout, complete))
+        yield beam.pvalue.TaggedOutput(FILES, (uri, {"format": name, "layout": layout, "bytes": size}))
+        if layout != JSONL or compression or size <= self._shard_size:
+            yield Shard(uri, 0, 0, -1, layout, name, compression)
+            return
+        for index, start in enumerate(range(0, size, self._shard_size)):
+            yield Shard(uri, index, start, min(start + self._shard_size, size), layout, name)
+
+
+class _ReadShardFn(beam.DoFn):
+    """A shard -> RawBatches (shard-local line numbers) and the count of lines it owns."""
+
+    def __init__(self, storage_options, batch_lines, max_line_bytes):
+        self._storage_options = storage_options
+        self._batch_lines = batch_lines
+        self._max_line_bytes = max_line_bytes
+
+    def process(self, shard: Shard):
+        reader = _ShardReader(shard, self._batch_lines, self._max_line_bytes)
+        if shard.layout.startswith("unreadable:"):
+            yield from reader.fail(0, errors.READ_FAILED, shard.layout.split(":", 1)[1])
+        else:
+            try:
+                with _open(shard.uri, self._storage_options, shard.compression) as handle:
+                    if shard.layout == JSON_ARRAY:
+                        yield from reader.read_array(handle)
+                    elif shard.layout == JSON_OBJECT:
+                        yield from reader.read_object(handle)
+                    else:
+                        yield from reader.read_lines(handle)
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                yield from reader.fail(shard.start, errors.READ_FAILED, f"read failed: {exc}")
+        yield from reader.flush()
+        yield beam.pvalue.TaggedOutput(SHARD_LINES, ((shard.uri, shard.index), reader.line_count))
+
+
+class _ShardReader:
+    """The per-shard state: the batch being filled and the count of lines seen."""
+
+    def __init__(self, shard: Shard, batch_lines: int, max_line_bytes: int):
+        self.shard = shard
+        self.batch_lines = batch_lines
+        self.max_line_bytes = max_line_bytes
+        self.line_count = 0
+        self.batch = self._new_batch()
+        self.batch_bytes = 0
+
+    def _new_batch(self) -> RawBatch:
+        return RawBatch(self.shard.uri, self.shard.format, self.shard.index)
+
+    def _add(self, offset: int, raw: bytes, failure: tuple[str, str] | None = None):
+        batch = self.batch
+        self.line_count += 1
+        if failure is None and not raw.strip():
+            batch.blank += 1
+        else:
+            if failure is not None:
+                batch.failures.append((len(batch.raws), *failure))
+            batch.lines.append(self.line_count)
+            batch.offsets.append(offset)
+            batch.raws.append(raw)
+            self.batch_bytes += len(raw)
+        if len(batch.raws) >= self.batch_lines or self.batch_bytes >= _BATCH_BYTES:
+            yield from self.flush()
+
+    def flush(self):
+        if self.batch.raws or self.batch.blank:
+            yield self.batch
+        self.batch = self._new_batch()
+        self.batch_bytes = 0
+
+    def fail(self, offset: int, code: str, message: str):
+        yield from self._add(offset, b"", (code, message))
+
+    def read_lines(self, handle) -> Iterator[RawBatch]:
+        shard = self.shard
+        end = shard.end if shard.end >= 0 else float("inf")
+        position = shard.start
+        pending = b""
+        if shard.start > 0:
+            handle.seek(shard.start - 1)
+            position = shard.start - 1
+            # Skip the rest of the line that began before this shard: it belongs to the last one.
+            while True:
+                chunk = handle.read(_CHUNK)
+                if not chunk:
+                    return
+                newline = chunk.find(b"\n")
+                if newline >= 0:
+                    position += newline + 1
+                    pending = chunk[newline + 1 :]
+                    break
+                position += len(chunk)
+        skipping = False  # inside a line longer than max_line_bytes
+        while position < end:
+            chunk = handle.read(_CHUNK)
+            at_eof = not chunk
+            if at_eof:
+                if not pending or skipping:
+                    return
+                chunk = b"\n"  # the last line has no newline: end it here
+            buffer = pending + chunk if pending else chunk
+            start = 0
+            while position < end:
+                newline = buffer.find(b"\n", start)
+                if newline < 0:
+                    break
+                if skipping:
+                    skipping = False
+                else:
+                    yield from self._line(position, buffer[start:newline])
+                position += newline - start + 1
+                start = newline + 1
+            if at_eof:
+                return
+            pending = buffer[start:]
+            if len(pending) > self.max_line_bytes and not skipping:
+                yield from self._too_long(position, pending)
+                skipping = True
+            if skipping:
+                position += len(pending)
+                pending = b""
+
+    def _too_long(self, offset: int, raw: bytes):
+        message = f"line longer than {self.max_line_bytes} bytes"
+        yield from self._add(offset, raw[: errors.RAW_TEXT_LIMIT], (errors.LINE_TOO_LONG, message))
+
+    def _line(self, offset: int, raw: bytes):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if len(raw) > self.max_line_bytes:
+            yield from self._too_long(offset, raw)
+        else:
+            yield from self._add(offset, raw)
+
+    def read_array(self, handle) -> Iterator[RawBatch]:
+        from transforms.json_array import JsonArrayError, iter_json_array
+
+        try:
+            for offset, raw in iter_json_array(handle):
+                yield from self._add(offset, raw)
+        except JsonArrayError as exc:
+            yield from self.fail(getattr(exc, "offset", 0) or 0, errors.INVALID_JSON, str(exc))
+
+    def read_object(self, handle) -> Iterator[RawBatch]:
+        data = handle.read()
+        if len(data) > self.max_line_bytes:
+            yield from self._too_long(0, data)
+        else:
+            yield from self._add(0, data)
+
+
+class _NumberLinesFn(beam.DoFn):
+    """Shard-local line numbers -> 1-based file line numbers, from the lines each shard owns."""
+
+    def process(self, batch: RawBatch, shard_lines: dict):
+        base = 0
+        if batch.shard:
+            base = sum(shard_lines.get((batch.uri, index), 0) for index in range(batch.shard))
+        if base:
+            batch.lines = [line + base for line in batch.lines]
+        yield batch
+
+
+def _match(pattern: str, storage_options):
+    matched = storage.expand(pattern, storage_options)
+    if not matched:
+        raise FileNotFoundError(f"no file matches {pattern!r}")
+    yield from matched
+
+
+class ReadManifests(beam.PTransform):
+    """Glob patterns -> {batches: RawBatch, files: (uri, info), shard_lines: ((uri, shard), n)}."""
+
+    def __init__(
+        self,
+        patterns: list[str],
+        format_name: str | None = None,
+        shard_size: int = DEFAULT_SHARD_SIZE,
+        storage_options: dict | None = None,
+        batch_lines: int = DEFAULT_BATCH_LINES,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ):
+        super().__init__()
+        self._patterns = list(patterns)
+        self._format_name = format_name
+        self._shard_size = max(int(shard_size), 1)
+        self._storage_options = storage_options
+        self._batch_lines = batch_lines
+        self._max_line_bytes = max_line_bytes
+
+    def expand(self, pbegin):
+        files = (
+            pbegin
+            | "Patterns" >> beam.Create(self._patterns)
+            | "MatchFiles" >> beam.FlatMap(_match, self._storage_options)
+            | "Deduplicate" >> beam.Distinct()
+        )
+        planned = files | "PlanShards" >> beam.ParDo(
+            _PlanShardsFn(self._format_name, self._shard_size, self._storage_options)
+        ).with_outputs(FILES, main="shards")
+        read = (
+            planned.shards
+            | "SpreadShards" >> beam.Reshuffle()
+            | "ReadShards"
+            >> beam.ParDo(
+                _ReadShardFn(self._storage_options, self._batch_lines, self._max_line_bytes)
+            ).with_outputs(SHARD_LINES, main=BATCHES)
+        )
+        batches = read[BATCHES] | "NumberLines" >> beam.ParDo(
+            _NumberLinesFn(), shard_lines=beam.pvalue.AsDict(read[SHARD_LINES])
+        )
+        return {BATCHES: batches, FILES: planned[FILES], SHARD_LINES: read[SHARD_LINES]}

@@ -1,0 +1,83 @@
+"""AssignSplit: a deterministic train / validation / test split from a hash of the image URI.
+
+The same image always lands in the same split, in every run and on every worker, so records of
+one image never leak across splits and re-running a job does not reshuffle a dataset.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.schema import SCHEMA
+
+DEFAULT_RATIOS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+
+
+def parse_ratios(text: str | dict) -> dict[str, float]:
+    """'train=0.8,validation=0.1,test=0.1' (or a dict) -> ratios that sum to 1."""
+    if isinstance(text, dict):
+        ratios = {str(k): float(v) for k, v in text.items()}
+    else:
+        ratios = {}
+        for part in str(text).split(","):
+            name, _, value = part.partition("=")
+            if not name.strip() or not value.strip():
+                raise ValueError(f"split ratios look like train=0.8,validation=0.1,test=0.1; got {text!r}")
+            ratios[name.strip()] = float(value)
+    total = sum(ratios.values())
+    if not ratios or total <= 0 or any(v < 0 for v in ratios.values()):
+        raise ValueError(f"split ratios must be non-negative with a positive sum: {text!r}")
+    return {name: value / total for name, value in ratios.items()}
+
+
+class SplitAssigner:
+    """Maps a key to a split name by where its hash falls in [0, 1)."""
+
+    def __init__(self, ratios: dict[str, float], salt: str = ""):
+        self.names = list(ratios)
+        self.salt = salt.encode()
+        bounds, running = [], 0.0
+        for value in ratios.values():
+            running += value
+            bounds.append(running)
+        bounds[-1] = 1.0
+        self.bounds = bounds
+
+    def assign(self, key: str) -> str:
+        digest = hashlib.blake2b(self.salt + key.encode(), digest_size=8).digest()
+        point = int.from_bytes(digest, "big") / 2**64
+        return self.names[min(bisect.bisect_right(self.bounds, point), len(self.names) - 1)]
+
+    def assign_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        uris = pc.struct_field(batch.column("image"), "uri").to_pylist()
+        ids = batch.column("record_id").to_pylist()
+        names = [self.assign(uri if uri else rid) for uri, rid in zip(uris, ids)]
+        column = pa.array(names, type=SCHEMA.field("split").type)
+        return batch.set_column(SCHEMA.get_field_index("split"), "split", column)
+
+
+class _AssignSplitFn(beam.DoFn):
+    def __init__(self, ratios, salt):
+        self._ratios = ratios
+        self._salt = salt
+
+    def setup(self):
+        self._assigner = SplitAssigner(self._ratios, self._salt)
+
+    def process(self, batch: pa.RecordBatch):
+        yield self._assigner.assign_batch(batch)
+
+
+class AssignSplit(beam.PTransform):
+    def __init__(self, ratios: dict[str, float] | None = None, salt: str = ""):
+        super().__init__()
+        self._ratios = dict(ratios or DEFAULT_RATIOS)
+        self._salt = salt
+
+    def expand(self, batches):
+        return batches | "AssignSplit" >> beam.ParDo(_AssignSplitFn(self._ratios, self._salt))
