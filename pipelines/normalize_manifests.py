@@ -126,7 +126,7 @@ def run(argv: list[str] | None = None) -> int:
     result = pipeline.run()
     state = result.wait_until_finish()
     finished = time.time()
-    summary = report.write_run_report(job, launch.beam_flags, started, finished, str(state))
+    summary = report.write_run_report(job, launch.beam_options(), started, finished, str(state))
     print(report.describe(job, summary))
     return summary["exit_code"]
 

@@ -121,6 +121,11 @@ class Launch:
     job: JobConfig
     beam_flags: list[str]
 
+    def beam_options(self) -> dict[str, Any]:
+        """The Beam options that were set, without the job's own flags (they have their section)."""
+        options = self.pipeline_options.get_all_options(drop_default=True)
+        return {k: v for k, v in options.items() if k not in _JOB_FIELDS and k != "config"}
+
 
 def _flags_from_mapping(mapping: dict[str, Any]) -> list[str]:
     flags = []

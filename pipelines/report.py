@@ -45,22 +45,22 @@ def totals_of(files: list[dict]) -> dict:
     totals = {name: sum(f[name] for f in files) for name in _FILE_COUNTERS}
     totals["files"] = len(files)
     by_code: dict[str, int] = {}
-    rejected_later = 0
+    later: dict[str, dict[str, int]] = {}
     for entry in files:
         for stage, codes in entry["dead_letter_codes"].items():
+            target = by_code if stage == "normalize" else later.setdefault(stage, {})
             for code, n in codes.items():
-                by_code[code] = by_code.get(code, 0) + n
-                if stage != "normalize":
-                    rejected_later += n
+                target[code] = target.get(code, 0) + n
         for reason, n in entry["skipped"].items():
             totals.setdefault("skipped", {})[reason] = totals.get("skipped", {}).get(reason, 0) + n
-    totals["records_rejected_after_normalize"] = rejected_later
     totals["dead_letters_by_code"] = dict(sorted(by_code.items()))
+    # Records that were normalized but refused later (validation, a writer): not input lines.
+    totals["rejected_by_stage"] = {stage: dict(sorted(codes.items())) for stage, codes in sorted(later.items())}
     totals["reconciled"] = all(f["reconciled"] for f in files)
     return totals
 
 
-def write_run_report(job: JobConfig, beam_flags: list[str], started: float, finished: float, state: str) -> dict:
+def write_run_report(job: JobConfig, pipeline_options: dict, started: float, finished: float, state: str) -> dict:
     """Reads the job's counters, writes <output>/run.json, returns it."""
     fs, out = storage.filesystem(job.output, job.storage_options)
     counters_path = storage.join(out, COUNTERS_FILE)
@@ -77,7 +77,7 @@ def write_run_report(job: JobConfig, beam_flags: list[str], started: float, fini
         "seconds": round(finished - started, 3),
         "inputs": job.input,
         "output": job.output,
-        "options": {"job": job.redacted(), "pipeline": storage.redact(_flags_dict(beam_flags))},
+        "options": {"job": job.redacted(), "pipeline": storage.redact(pipeline_options)},
         "versions": {
             "python": platform.python_version(),
             "apache-beam": _version("apache-beam"),
@@ -97,14 +97,6 @@ def write_run_report(job: JobConfig, beam_flags: list[str], started: float, fini
     return summary
 
 
-def _flags_dict(flags: list[str]) -> dict:
-    found = {}
-    for flag in flags:
-        name, _, value = flag.lstrip("-").partition("=")
-        found[name] = value if value else True
-    return found
-
-
 def describe(job: JobConfig, summary: dict) -> str:
     """The short summary the CLI prints."""
     totals = summary["totals"]
@@ -119,6 +111,9 @@ def describe(job: JobConfig, summary: dict) -> str:
     if totals["dead_letters_by_code"]:
         codes = ", ".join(f"{code} {n}" for code, n in totals["dead_letters_by_code"].items())
         lines.append(f"  dead letters by code: {codes} -> {storage.join(job.output, 'errors')}")
+    for stage, codes in totals["rejected_by_stage"].items():
+        listed = ", ".join(f"{code} {n}" for code, n in codes.items())
+        lines.append(f"  records refused at stage {stage}: {listed}")
     if totals.get("skipped"):
         lines.append("  skipped: " + ", ".join(f"{k} {v}" for k, v in totals["skipped"].items()))
     lines.append(f"  run report: {storage.join(job.output, RUN_FILE)}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.format_contract import assert_detects, assert_round_trip, canonical, parse_all
+from tests.format_contract import assert_detects, assert_round_trip, parse_all
 from transforms import schema
 from transforms.errors import RecordError
 from transforms.formats import azure_automl

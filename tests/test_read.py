@@ -1,0 +1,147 @@
+"""The sharded reader without Beam: shard edges, line numbers, offsets, layouts, bad bytes."""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import pytest
+
+from transforms import errors
+from transforms.read import (
+    JSON_ARRAY,
+    JSON_OBJECT,
+    JSONL,
+    Shard,
+    _PlanShardsFn,
+    _ReadShardFn,
+    _ShardReader,
+    parse_size,
+    sniff,
+)
+
+
+def read_all(data: bytes, shard_size: int, max_line_bytes: int = 1 << 20, batch_lines: int = 7):
+    """Reads `data` shard by shard as the pipeline does; returns [(line, offset, raw)], failures, blank."""
+    records, failures, blank, counts = [], [], 0, []
+    starts = list(range(0, len(data), shard_size)) or [0]
+    for index, start in enumerate(starts):
+        shard = Shard("mem://x", index, start, min(start + shard_size, len(data)), JSONL, "sagemaker")
+        reader = _ShardReader(shard, batch_lines, max_line_bytes)
+        batches = list(reader.read_lines(io.BytesIO(data))) + list(reader.flush())
+        base = sum(counts)
+        counts.append(reader.line_count)
+        for batch in batches:
+            blank += batch.blank
+            bad = {i: (code, msg) for i, code, msg in batch.failures}
+            for i, raw in enumerate(batch.raws):
+                item = (batch.lines[i] + base, batch.offsets[i], raw)
+                (failures if i in bad else records).append(item + ((bad[i][0],) if i in bad else ()))
+    return records, failures, blank, sum(counts)
+
+
+def expected_lines(data: bytes):
+    out, offset = [], 0
+    parts = data.split(b"\n")
+    if parts and parts[-1] == b"":
+        parts = parts[:-1]
+    for number, part in enumerate(parts, start=1):
+        raw = part[:-1] if part.endswith(b"\r") else part
+        if raw.strip():
+            out.append((number, offset, raw))
+        offset += len(part) + 1
+    return out, len(parts)
+
+
+SAMPLE = b'{"a": 1}\n\n{"b": 22}\r\n   \n{"c": "x\\ny"}\n{"d": 4444444444}\n{"e": 5}'
+
+
+@pytest.mark.parametrize("shard_size", [1, 2, 3, 5, 8, 9, 10, 11, 17, 64, 1000])
+def test_every_shard_size_gives_the_same_lines_offsets_and_numbers(shard_size):
+    want, total = expected_lines(SAMPLE)
+    got, failures, blank, lines = read_all(SAMPLE, shard_size)
+    assert got == want
+    assert failures == []
+    assert lines == total == 7
+    assert blank == 2
+
+
+@pytest.mark.parametrize("shard_size", [4, 13, 50])
+def test_trailing_newline_and_edges_on_line_starts(shard_size):
+    data = b"".join(b'{"i": %d}\n' % i for i in range(20))  # 9 or 10 bytes a line
+    want, total = expected_lines(data)
+    got, _, _, lines = read_all(data, shard_size)
+    assert got == want and lines == total == 20
+
+
+def test_long_lines_become_failures_and_keep_counting():
+    data = b'{"a": 1}\n' + b'{"big": "' + b"x" * 5000 + b'"}\n{"b": 2}\n'
+    got, failures, _, lines = read_all(data, shard_size=100, max_line_bytes=1000)
+    assert [g[2] for g in got] == [b'{"a": 1}', b'{"b": 2}']
+    assert [(f[0], f[1], f[3]) for f in failures] == [(2, 9, errors.LINE_TOO_LONG)]
+    assert lines == 3
+    assert [g[0] for g in got] == [1, 3]
+
+
+def test_long_line_within_one_chunk_is_refused_too():
+    data = b'{"big": "' + b"y" * 3000 + b'"}\n{"b": 2}'
+    got, failures, _, lines = read_all(data, shard_size=1 << 20, max_line_bytes=100)
+    assert len(failures) == 1 and failures[0][3] == errors.LINE_TOO_LONG
+    assert len(failures[0][2]) <= errors.RAW_TEXT_LIMIT
+    assert got == [(2, len(data) - 8, b'{"b": 2}')] and lines == 2
+
+
+def test_parse_size_accepts_suffixes():
+    assert parse_size("64MB") == 64 << 20
+    assert parse_size("512KB") == 512 << 10
+    assert parse_size("1.5GB") == int(1.5 * (1 << 30))
+    assert parse_size("4096") == 4096
+    assert parse_size("2 MiB") == 2 << 20
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+@pytest.mark.parametrize(
+    "head, layout",
+    [
+        (b'{"source-ref": "a"}\n{"source-ref": "b"}\n', JSONL),
+        (b'\xef\xbb\xbf  [\n  {"id": 1}', JSON_ARRAY),
+        (b'{\n  "data": {"image": "x"},\n  "annotations": []\n}\n', JSON_OBJECT),
+        (b'{"broken": \n{"source-ref": "b"}\n', JSONL),  # a broken first line is still JSON lines
+        (b"not json at all\n", JSONL),
+    ],
+)
+def test_sniff_layouts(head, layout):
+    assert sniff(head) == layout
+
+
+def test_plan_shards_detects_format_and_cuts_byte_ranges(tmp_path):
+    path = tmp_path / "m.manifest"
+    path.write_bytes(b"".join(b'{"source-ref": "s3://b/%06d.jpg"}\n' % i for i in range(1000)))
+    outputs = list(_PlanShardsFn(None, 4096, None).process((str(path), path.stat().st_size)))
+    shards = [o for o in outputs if isinstance(o, Shard)]
+    info = [o.value for o in outputs if not isinstance(o, Shard)]
+    assert info == [(str(path), {"format": "sagemaker", "layout": JSONL, "bytes": path.stat().st_size})]
+    assert [s.start for s in shards] == list(range(0, path.stat().st_size, 4096))
+    assert shards[-1].end == path.stat().st_size and all(s.format == "sagemaker" for s in shards)
+
+
+def test_gzip_is_one_shard_and_reads_whole(tmp_path):
+    path = tmp_path / "m.manifest.gz"
+    data = b"".join(b'{"source-ref": "s3://b/%d.jpg"}\n' % i for i in range(5000))
+    path.write_bytes(gzip.compress(data))
+    outputs = list(_PlanShardsFn(None, 1024, None).process((str(path), path.stat().st_size)))
+    shards = [o for o in outputs if isinstance(o, Shard)]
+    assert len(shards) == 1 and shards[0].compression == "gzip" and shards[0].format == "sagemaker"
+    batches = [o for o in _ReadShardFn(None, 1000, 1 << 20).process(shards[0]) if hasattr(o, "raws")]
+    assert sum(len(b.raws) for b in batches) == 5000
+    assert batches[-1].offsets[-1] == len(data) - len(data.split(b"\n")[-2]) - 1
+
+
+def test_unreadable_gzip_is_a_dead_letter_not_a_crash(tmp_path):
+    path = tmp_path / "bad.manifest.gz"
+    path.write_bytes(gzip.compress(b'{"source-ref": "a"}\n' * 100)[:40])
+    shard = Shard(str(path), 0, 0, -1, JSONL, "sagemaker", "gzip")
+    batches = [o for o in _ReadShardFn(None, 1000, 1 << 20).process(shard) if hasattr(o, "raws")]
+    codes = [code for b in batches for _, code, _ in b.failures]
+    assert codes == [errors.READ_FAILED]

@@ -1,0 +1,384 @@
+"""Label Studio task exports: a JSON array of tasks, one task object, or one task per JSONL line.
+
+One canonical row per annotation and one per prediction of a task (cancelled annotations are
+skipped and counted); a task with nothing left to read gives one `unlabeled` row, so every
+image stays in the dataset. Regions become objects (see _label_studio_regions), `choices`
+become image labels.
+
+Lossless round trip: `extra.label_studio` keeps the task's own fields (`task`), its data
+fields other than the image (`data`, and the image's key `data_key`), the annotation's or
+prediction's fields but `result` and `id` (`annotation`), and the raw results that are not
+regions (`results`: choices, relations between results, unknown types...). Objects keep their
+raw results in `attributes`. The writer puts all of it back, one task per row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any, Iterator
+
+import orjson
+
+from transforms import errors
+from transforms.dates import parse_timestamp
+from transforms.errors import RecordError
+from transforms.formats import _label_studio_regions as regions
+from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, iter_or_raise, register
+from transforms.schema import dumps_extra, issue, loads_extra
+
+NAMESPACE = "label_studio"
+
+# Options (ParseContext.options), with their defaults.
+OPTION_ANNOTATIONS = "label_studio_annotations"  # "all" | "latest" | "ground_truth"
+OPTION_TOLERANCE = "region_tolerance"  # percentage points a region may leave the image by
+OPTION_ALPHA = "brush_alpha_threshold"  # brush pixels with alpha >= this are the mask
+DEFAULT_OPTIONS = {OPTION_ANNOTATIONS: "all", OPTION_TOLERANCE: 0.1, OPTION_ALPHA: 128}
+ANNOTATION_MODES = ("all", "latest", "ground_truth")
+
+# Skipped-record counters (Parsed.skipped).
+CANCELLED = "cancelled_annotations"
+NOT_LATEST = "annotations_not_latest"
+NOT_GROUND_TRUTH = "annotations_not_ground_truth"
+
+# A row's task is the most specific its content supports, in this order.
+_TASK_BY_KIND = (
+    (regions.KEYPOINT, "keypoints"),
+    (regions.POLYGON, "instance_segmentation"),
+    (regions.BRUSH, "instance_segmentation"),
+    (regions.RECTANGLE, "object_detection"),
+    (regions.ELLIPSE, "object_detection"),
+)
+_TASK_KEYS = ("data", "annotations", "predictions")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def parse_options(options: dict[str, Any]) -> tuple[str, float, int]:
+    """(annotation mode, tolerance, alpha threshold) from format options; ValueError if bad."""
+    merged = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
+    mode = merged[OPTION_ANNOTATIONS]
+    if mode not in ANNOTATION_MODES:
+        raise ValueError(f"{OPTION_ANNOTATIONS} must be one of {ANNOTATION_MODES}, got {mode!r}")
+    tolerance = float(merged[OPTION_TOLERANCE])
+    alpha = int(merged[OPTION_ALPHA])
+    if tolerance < 0 or not 0 <= alpha <= 255:
+        raise ValueError(f"{OPTION_TOLERANCE} must be >= 0 and {OPTION_ALPHA} in 0..255")
+    return mode, tolerance, alpha
+
+
+@register
+class LabelStudioFormat(ManifestFormat):
+    name = NAMESPACE
+    extension = ".json"
+    file_layout = "json_array"
+
+    def detect(self, sample: list[Any]) -> float:
+        if not sample:
+            return 0.0
+        hits = sum(
+            1
+            for obj in sample
+            if isinstance(obj, dict)
+            and isinstance(obj.get("data"), dict)
+            and any(key in obj for key in ("annotations", "predictions", "id"))
+        )
+        return hits / len(sample)
+
+    def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
+        if not isinstance(obj, dict):
+            raise RecordError(errors.NOT_AN_OBJECT, f"a task must be an object, got {type(obj).__name__}")
+        data = obj.get("data")
+        if not isinstance(data, dict):
+            raise RecordError(errors.MISSING_SOURCE_REF, "task has no 'data' object")
+        mode, tolerance, alpha = parse_options(ctx.options)
+        annotations = _units(obj.get("annotations"), "annotations")
+        predictions = _units(obj.get("predictions"), "predictions")
+        skipped: dict[str, int] = defaultdict(int)
+        kept = [a for a in annotations if not a.get("was_cancelled")]
+        if len(kept) < len(annotations):
+            skipped[CANCELLED] = len(annotations) - len(kept)
+        if mode == "latest" and len(kept) > 1:
+            skipped[NOT_LATEST] = len(kept) - 1
+            kept = [max(kept, key=_recency)]
+        elif mode == "ground_truth":
+            truth = [a for a in kept if a.get("ground_truth") is True]
+            if len(truth) < len(kept):
+                skipped[NOT_GROUND_TRUTH] = len(kept) - len(truth)
+            kept = truth
+        task_fields = {k: v for k, v in obj.items() if k not in _TASK_KEYS}
+        build = _RowBuilder(task_fields, data, tolerance, alpha)
+        rows = [build.row(a, "ground_truth") for a in kept]
+        rows += [build.row(p, "prediction", index=i) for i, p in enumerate(predictions)]
+        if not rows:
+            rows = [build.row(None, None)]
+        return Parsed(rows=rows, skipped=dict(skipped))
+
+    def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
+        for row in rows:
+            task = _task_of_row(row, ctx)
+            if task is not None:
+                yield orjson.dumps(task)
+
+
+def _units(value: Any, what: str) -> list[dict]:
+    units = iter_or_raise(value if value is not None else [], what)
+    for unit in units:
+        if not isinstance(unit, dict):
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"each of {what} must be an object")
+    return units
+
+
+def _timestamp(value: Any) -> dt.datetime | None:
+    try:
+        return parse_timestamp(value)
+    except (ValueError, TypeError):
+        return None
+
+
+def _recency(annotation: dict) -> dt.datetime:
+    """Latest = most recently updated (else created); unknown dates count as oldest."""
+    when = _timestamp(annotation.get("updated_at")) or _timestamp(annotation.get("created_at"))
+    return when or dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+
+class _RowBuilder:
+    """Canonical rows of one task: one per annotation / prediction."""
+
+    def __init__(self, task_fields: dict, data: dict, tolerance: float, alpha: int):
+        self.task_fields = task_fields
+        self.data = data
+        self.tolerance = tolerance
+        self.alpha = alpha
+
+    def row(self, unit: dict | None, origin: str | None, index: int = 0) -> dict:
+        results = iter_or_raise(unit.get("result") or [], "result") if unit else []
+        for result in results:
+            if not isinstance(result, dict):
+                raise RecordError(errors.INVALID_FIELD_TYPE, "each result must be an object")
+        key = _image_key(self.data, results)
+        uri = self.data[key]
+        if not isinstance(uri, str) or not uri:
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"data[{key!r}] must be an image URL or path")
+        width, height = _image_size(results)
+        rctx = regions.RegionContext(width, height, self.tolerance, self.alpha)
+        objects, kinds, labels, loose = _read_results(results, rctx)
+        if kinds and not rctx.sized:
+            rctx.issues.append(issue(regions.IMAGE_SIZE_UNKNOWN, "regions without original_width/original_height"))
+        extra: dict[str, Any] = {"data_key": key}
+        if self.task_fields:
+            extra["task"] = self.task_fields
+        other_data = {k: v for k, v in self.data.items() if k != key}
+        if other_data:
+            extra["data"] = other_data
+        if loose:
+            extra["results"] = loose
+        row: dict[str, Any] = {
+            "image": {"uri": uri, "width": width, "height": height},
+            "task": _task_name(kinds, labels) if unit is not None else "unlabeled",
+            "labels": labels,
+            "objects": objects,
+            "issues": rctx.issues,
+        }
+        if unit is not None:
+            extra["annotation"] = {k: v for k, v in unit.items() if k not in ("result", "id")}
+            row["origin"] = origin
+            row["annotation"] = self._annotation(unit, origin, rctx.issues)
+            unit_id = unit.get("id")
+            if origin == "prediction":
+                row["source"] = {"attribute": f"prediction:{unit_id if unit_id is not None else index}"}
+            elif unit_id is not None:
+                row["source"] = {"attribute": str(unit_id)}
+        row["extra"] = dumps_extra({NAMESPACE: extra})
+        return row
+
+    @staticmethod
+    def _annotation(unit: dict, origin: str, issues: list[dict]) -> dict:
+        created = unit.get("created_at")
+        created_at = _timestamp(created) if created is not None else None
+        if created is not None and created_at is None:
+            issues.append(issue(errors.INVALID_DATE, f"created_at {created!r} is not a date"))
+        if created_at is not None:  # the column holds milliseconds; extra keeps the text
+            created_at = created_at.replace(microsecond=created_at.microsecond // 1000 * 1000)
+        prediction = origin == "prediction"
+        score = unit.get("score") if prediction else None
+        return {
+            "id": str(unit["id"]) if unit.get("id") is not None else None,
+            "annotator": _annotator(unit.get("completed_by")),
+            "human_annotated": not prediction,
+            "created_at": created_at,
+            "confidence": regions.number(score, "prediction score") if score is not None else None,
+            "model_version": str(unit["model_version"]) if prediction and unit.get("model_version") is not None else None,
+        }
+
+
+def _annotator(completed_by: Any) -> str | None:
+    """Label Studio writes a user id, or a user object with an email."""
+    if isinstance(completed_by, dict):
+        who = completed_by.get("email") or completed_by.get("id")
+        return str(who) if who is not None else None
+    return str(completed_by) if completed_by is not None else None
+
+
+def _image_key(data: dict, results: list[dict]) -> str:
+    """The data key of the image: named by a result's `$source` / to_name, else guessed."""
+    for result in results:
+        source = result.get("source")
+        if isinstance(source, str) and source.startswith("$") and source[1:] in data:
+            return source[1:]
+    for result in results:
+        if isinstance(result.get("to_name"), str) and result["to_name"] in data:
+            return result["to_name"]
+    if "image" in data:
+        return "image"
+    refs = [k for k, v in data.items() if isinstance(v, str) and ("://" in v or v.startswith("/"))]
+    images = [k for k, v in data.items() if isinstance(v, str) and v.lower().split("?")[0].endswith(_IMAGE_SUFFIXES)]
+    if images or refs:
+        return (images or refs)[0]
+    raise RecordError(errors.MISSING_SOURCE_REF, "task data has no image URL or path")
+
+
+def _image_size(results: list[dict]) -> tuple[int | None, int | None]:
+    for result in results:
+        width, height = result.get("original_width"), result.get("original_height")
+        if type(width) is int and type(height) is int and width > 0 and height > 0:
+            return width, height
+    return None, None
+
+
+def _read_results(results: list[dict], rctx: regions.RegionContext):
+    """Results -> (objects, region kinds, image labels, raw results kept at row level)."""
+    groups: dict[Any, list[dict]] = {}
+    loose_first: list[dict] = []  # results without an id (relations, ...)
+    for result in results:
+        rid = result.get("id")
+        if rid is None or regions.result_type(result) == "relation":
+            loose_first.append(result)
+        else:
+            groups.setdefault(rid, []).append(result)
+    region_ids = {rid for rid, group in groups.items() if any(_is_region(r) for r in group)}
+    relations: dict[Any, list[dict]] = defaultdict(list)
+    loose: list[dict] = []
+    for result in loose_first:
+        if regions.result_type(result) == "relation" and result.get("from_id") in region_ids:
+            relations[result["from_id"]].append(result)
+        else:
+            loose.append(result)
+    objects, kinds, labels, row_level = [], set(), [], []
+    for rid, group in groups.items():
+        region = next((r for r in group if _is_region(r)), None)
+        if region is None:
+            row_level.extend(group)
+            continue
+        members = [r for r in group if r is not region]
+        for member in members:
+            _warn_unknown(member, rctx)
+        obj, kind = regions.region_object(region, members, relations.get(rid, []), rctx)
+        objects.append(obj)
+        kinds.add(kind)
+    for result in row_level + loose:
+        _warn_unknown(result, rctx)
+        if regions.result_type(result) == "choices":
+            score = result.get("score")
+            score = regions.number(score, "result score") if score is not None else None
+            labels.extend({"name": str(c), "score": score} for c in _choices(result))
+    return objects, kinds, labels, row_level + loose
+
+
+def _is_region(result: dict) -> bool:
+    return regions.result_type(result) in regions.REGION_KINDS
+
+
+def _choices(result: dict) -> list:
+    value = result.get("value")
+    choices = value.get("choices") if isinstance(value, dict) else None
+    if not isinstance(choices, list):
+        raise RecordError(errors.INVALID_FIELD_TYPE, f"choices result {result.get('id')!r} has no choices list")
+    return choices
+
+
+def _warn_unknown(result: dict, rctx: regions.RegionContext) -> None:
+    kind = regions.result_type(result)
+    if kind not in regions.PLAIN_TYPES and kind not in regions.REGION_KINDS:
+        rctx.issues.append(
+            issue(regions.UNKNOWN_RESULT_TYPE, f"result type {result.get('type')!r} kept as written in extra")
+        )
+
+
+def _task_name(kinds: set[str], labels: list[dict]) -> str:
+    for kind, task in _TASK_BY_KIND:
+        if kind in kinds:
+            return task
+    if labels:
+        return "multilabel_classification" if len(labels) > 1 else "classification"
+    return "unlabeled"
+
+
+# ---- writing ---------------------------------------------------------------------------------
+
+
+def _task_of_row(row: dict, ctx: WriteContext) -> dict | None:
+    """One canonical row -> one importable Label Studio task (None when rejected)."""
+    image = row.get("image") or {}
+    if not image.get("uri"):
+        ctx.reject(row, errors.OUTPUT_UNREPRESENTABLE, "row has no image URI")
+        return None
+    ls = loads_extra(row.get("extra")).get(NAMESPACE) or {}
+    origin = row.get("origin")
+    results = []
+    for index, obj in enumerate(row.get("objects") or []):
+        written = regions.raw_results(obj) or regions.results_from_columns(obj, index, image, origin == "prediction")
+        if written is None:
+            ctx.reject(row, errors.OUTPUT_UNREPRESENTABLE, f"object {index} has no box, polygon or keypoints")
+            return None
+        results.extend(written)
+    if "results" in ls:
+        results.extend(ls["results"])
+    elif row.get("labels"):
+        results.append(_choices_result(row["labels"], origin == "prediction"))
+    task = dict(ls.get("task") or {})
+    task["data"] = {**(ls.get("data") or {}), ls.get("data_key") or "image": image["uri"]}
+    if origin is None and not results and "annotation" not in ls:
+        return task  # an unlabeled image
+    unit = _unit_fields(row, ls)
+    unit["result"] = results
+    task["predictions" if origin == "prediction" else "annotations"] = [unit]
+    return task
+
+
+def _choices_result(labels: list[dict], with_score: bool) -> dict:
+    result = {
+        "id": "lb_choices",
+        "type": "choices",
+        "from_name": "choice",
+        "to_name": "image",
+        "value": {"choices": [label["name"] for label in labels]},
+    }
+    scores = [label.get("score") for label in labels if label.get("score") is not None]
+    if with_score and scores:
+        result["score"] = max(scores)
+    return result
+
+
+def _unit_fields(row: dict, ls: dict) -> dict:
+    """Annotation / prediction fields: as read when known, else from the columns."""
+    annotation = row.get("annotation") or {}
+    unit = dict(ls.get("annotation") or {})
+    if annotation.get("id") is not None:
+        unit["id"] = _maybe_int(annotation["id"])
+    if "annotation" in ls:
+        return unit
+    if annotation.get("annotator") is not None:
+        unit["completed_by"] = _maybe_int(annotation["annotator"])
+    if annotation.get("created_at") is not None:
+        created = annotation["created_at"].astimezone(dt.timezone.utc)
+        unit["created_at"] = created.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    if row.get("origin") == "prediction":
+        if annotation.get("model_version") is not None:
+            unit["model_version"] = annotation["model_version"]
+        if annotation.get("confidence") is not None:
+            unit["score"] = annotation["confidence"]
+    return unit
+
+
+def _maybe_int(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
