@@ -18,6 +18,8 @@ TRICKY = [
     b'\xef\xbb\xbf[{"bom": "ok"}]',
     b'[{"unicode": "\xc3\xa9\xe2\x82\xac \\u00e9"}, {"nested": {"deep": {"deeper": [[[]]]}}}]',
     b'["a\\\\", "b\\\\\\"c", "{[", 0]',
+    json.dumps([{"t": "\\" * k + '"]}' + "\\" * j, "u": ['"' * j]} for k in range(6) for j in range(4)]).encode(),
+    json.dumps([json.dumps({"nested json": ['"[{', "\\"]}) for _ in range(3)]).encode(),
     b'[{"big": "' + b"x" * 5000 + b'"}, {"list": [' + b",".join(b"%d" % i for i in range(2000)) + b"]}]",
 ]
 

@@ -88,7 +88,7 @@ def test_huge_declared_size_is_refused_before_decoding(monkeypatch):
     def must_not_decode(data):
         raise AssertionError("decoded a mask whose header is over the limit")
 
-    monkeypatch.setattr(mc, "decode_rgba", must_not_decode)
+    monkeypatch.setattr(mc, "decode", must_not_decode)
     started = time.perf_counter()
     with pytest.raises(mc.MaskRejected) as caught:
         check(crafted_png_header(200_000, 200_000), max_pixels=25_000_000)
@@ -252,3 +252,16 @@ def test_real_lookout_masks_validate_with_their_anomaly_pixel_counts(number):
     assert report.class_pixels == [{"class_name": "cracked", "pixels": expected}]
     # The anti-aliased ramp is real: a lower threshold counts more pixels.
     assert check(path.read_bytes(), color_map=CRACKED, alpha_threshold=1).foreground_pixels > expected
+
+
+@pytest.mark.parametrize("number", range(1, 9))
+def test_palette_fast_path_agrees_with_the_rgba_path(number):
+    path = LOOKOUT_MASKS / f"anomaly-{number}.png"
+    if not path.exists():
+        pytest.skip(f"{path.name} is not in the shared real data")
+    policy = mc.MaskPolicy(alpha_threshold=100, color_tolerance=0)
+    image = mc.decode(path.read_bytes())
+    via_image = mc.classify_image(image, TWO_CLASSES, policy)
+    via_rgba = mc.classify_pixels(mc.to_rgba(image), TWO_CLASSES, policy)
+    assert via_image == via_rgba
+    assert via_image[3]  # green is undeclared under TWO_CLASSES: both paths list it

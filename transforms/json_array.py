@@ -2,19 +2,23 @@
 
 Label Studio exports a project as one JSON array: a file of many gigabytes is one JSON value.
 `iter_json_array` cuts it into its elements without decoding them, holding only the element
-being scanned (plus one read chunk) in memory. Scanning is done by compiled regexes over the
-buffered bytes: one step per string and per bracket, never per byte, and commas or numbers
-inside an element are skipped by C code. Elements are not validated beyond their brackets;
-decoding each one (orjson) finds what else is wrong with it.
+being read (plus one read chunk) in memory.
+
+Speed: each chunk is analysed once with numpy: unescaped quotes give which brackets lie inside
+strings, and a cumulative sum of the other brackets gives the depth, so the closing bracket of
+every element is known without a per-byte Python loop. Only the top level (commas, blanks,
+scalar elements) is walked with compiled regexes. Elements are not validated inside; decoding
+each one (orjson) finds what else is wrong with it.
 """
 
 from __future__ import annotations
 
 import re
+from collections import deque
 from typing import BinaryIO, Iterator
 
-# Inside an element: a whole string, a bracket, or a string still open at the buffer's end.
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]|"', re.S)
+import numpy as np
+
 # A string element at the top level.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _SPACE = re.compile(rb"[ \t\r\n]*")
@@ -22,6 +26,10 @@ _SPACE = re.compile(rb"[ \t\r\n]*")
 _SCALAR_END = re.compile(rb'[ \t\r\n,\[\]{}"]')
 _BOM = b"\xef\xbb\xbf"
 _CLOSER = {ord("["): ord("]"), ord("{"): ord("}")}
+# Depth change of each byte outside strings.
+_DEPTH_STEP = np.zeros(256, np.int8)
+_DEPTH_STEP[list(b"[{")] = 1
+_DEPTH_STEP[list(b"]}")] = -1
 _QUOTE, _OPEN_ARRAY, _CLOSE_ARRAY, _COMMA = ord('"'), ord("["), ord("]"), ord(",")
 
 
@@ -34,7 +42,11 @@ class JsonArrayError(ValueError):
 
 
 class _Buffer:
-    """The unconsumed tail of the file: `data[i]` is the file's byte `base + i`."""
+    """The unconsumed tail of the file: `data[i]` is the file's byte `base + i`.
+
+    Every chunk read is analysed once (`_BracketScan`); the file offsets of the brackets that
+    close a top-level element wait in `element_ends`.
+    """
 
     def __init__(self, fileobj: BinaryIO, chunk_size: int):
         self.fileobj = fileobj
@@ -42,12 +54,14 @@ class _Buffer:
         self.data = b""
         self.base = 0
         self.eof = False
+        self.scan = _BracketScan()
+        self.element_ends: deque[int] = deque()
 
     def more(self, keep_from: int) -> int:
         """Drop bytes before `keep_from`, read more; returns how far positions shifted.
 
-        Reads at least as much as is already held, so re-scanning a large open string or
-        element after each read costs amortized linear time.
+        Reads at least as much as is already held, so an element larger than a chunk costs
+        amortized linear time to gather.
         """
         if self.eof:
             return 0
@@ -55,6 +69,8 @@ class _Buffer:
         chunk = self.fileobj.read(max(self.chunk_size, len(kept)))
         if not chunk:
             self.eof = True
+        else:
+            self.element_ends.extend(self.scan.element_ends(bytes(chunk)))
         self.data = kept + chunk if kept else bytes(chunk)
         self.base += keep_from
         return keep_from
@@ -68,6 +84,54 @@ class _Buffer:
             pos -= self.more(pos)
             if self.eof and pos >= len(self.data):
                 return pos, None
+
+
+class _BracketScan:
+    """Finds, chunk after chunk, the brackets that bring the depth back to the array's level.
+
+    Carries across chunks: the depth (1 = inside the top-level array, between elements),
+    whether the chunk starts inside a string, and how many backslashes ended the last chunk.
+    """
+
+    def __init__(self):
+        self.offset = 0
+        self.depth = 0
+        self.in_string = False
+        self.trailing_backslashes = 0
+
+    def element_ends(self, chunk: bytes) -> list[int]:
+        arr = np.frombuffer(chunk, np.uint8)
+        quotes = self._unescaped_quotes(chunk, arr)
+        step = _DEPTH_STEP[arr]
+        brackets = np.flatnonzero(step)
+        # A bracket is inside a string when an odd number of quotes (with the carry) precede it.
+        quotes_before = np.searchsorted(quotes, brackets) + self.in_string
+        brackets = brackets[quotes_before % 2 == 0]
+        deltas = step[brackets].astype(np.int64)
+        depths = self.depth + np.cumsum(deltas)
+        ends = brackets[(deltas < 0) & (depths == 1)] + self.offset
+        if depths.size:
+            self.depth = int(depths[-1])
+        self.in_string = bool((self.in_string + quotes.size) % 2)
+        stripped = len(chunk) - len(chunk.rstrip(b"\\"))
+        self.trailing_backslashes = stripped + (self.trailing_backslashes if stripped == len(chunk) else 0)
+        self.offset += len(chunk)
+        return ends.tolist()
+
+    def _unescaped_quotes(self, chunk: bytes, arr: np.ndarray) -> np.ndarray:
+        """Quote positions not escaped by an odd run of backslashes just before them."""
+        quotes = np.flatnonzero(arr == _QUOTE)
+        candidates = quotes[(quotes > 0) & (arr[quotes - 1] == 0x5C)]
+        if candidates.size:
+            # index of the last non-backslash byte at or before each position (-1: none)
+            positions = np.arange(arr.size, dtype=np.int64)
+            last_other = np.maximum.accumulate(np.where(arr != 0x5C, positions, -1))
+            runs = candidates - 1 - last_other[candidates - 1]
+            runs += np.where(last_other[candidates - 1] < 0, self.trailing_backslashes, 0)
+            quotes = np.setdiff1d(quotes, candidates[runs % 2 == 1], assume_unique=True)
+        if quotes.size and quotes[0] == 0 and self.trailing_backslashes % 2:
+            quotes = quotes[1:]  # escaped by the backslashes that ended the last chunk
+        return quotes
 
 
 def iter_json_array(fileobj: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
@@ -133,29 +197,16 @@ def _scan_element(buf: _Buffer, start: int) -> tuple[int, int]:
 
 
 def _scan_container(buf: _Buffer, start: int) -> tuple[int, int]:
-    """Match brackets (skipping strings) from the object/array at `start` to its closer."""
-    expected: list[int] = []  # closers still owed, innermost last
-    pos = start
+    """The object/array at `start` ends at the next bracket that brings the depth back."""
     while True:
-        for match in _TOKEN.finditer(buf.data, pos):
-            token_start = match.start()
-            byte = buf.data[token_start]
-            if byte == _QUOTE:
-                if match.end() - token_start == 1:  # string open at the buffer's end
-                    pos = token_start
-                    break
-                continue
-            if byte in _CLOSER:
-                expected.append(_CLOSER[byte])
-                continue
-            if not expected or byte != expected.pop():
-                raise JsonArrayError(f"unbalanced {chr(byte)!r}", buf.base + token_start)
-            if not expected:
-                return start, match.end()
-        else:
-            pos = len(buf.data)
+        absolute = buf.base + start
+        while buf.element_ends and buf.element_ends[0] <= absolute:
+            buf.element_ends.popleft()
+        if buf.element_ends:
+            end = buf.element_ends.popleft() - buf.base
+            if buf.data[end] != _CLOSER[buf.data[start]]:
+                raise JsonArrayError(f"unbalanced {chr(buf.data[end])!r}", buf.base + end)
+            return start, end + 1
         if buf.eof:
-            raise JsonArrayError("element cut short (unclosed object or array)", buf.base + start)
-        shift = buf.more(start)
-        start -= shift
-        pos -= shift
+            raise JsonArrayError("element cut short (unclosed object or array)", absolute)
+        start -= buf.more(start)

@@ -128,25 +128,44 @@ def check_size_bound(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def decode_rgba(data: bytes) -> np.ndarray:
-    """PNG bytes (any colour type) -> an HxWx4 uint8 array; raises MaskRejected(MASK_CORRUPT)."""
+def decode(data: bytes) -> Image.Image:
+    """PNG bytes -> a loaded Pillow image; raises MaskRejected(MASK_CORRUPT / MASK_TOO_LARGE)."""
     try:
-        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
-            image.load()
-            return _to_rgba(image)
+        image = Image.open(io.BytesIO(data), formats=["PNG"])
+        image.load()
+        return image
     except Image.DecompressionBombError as exc:
         raise MaskRejected(MASK_TOO_LARGE, str(exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
         raise MaskRejected(MASK_CORRUPT, f"cannot decode: {exc}") from None
 
 
-def _to_rgba(image: Image.Image) -> np.ndarray:
+def decode_rgba(data: bytes) -> np.ndarray:
+    """PNG bytes (any colour type) -> an HxWx4 uint8 array."""
+    return to_rgba(decode(data))
+
+
+def to_rgba(image: Image.Image) -> np.ndarray:
     if image.mode in ("I", "I;16", "I;16B", "I;16L"):
         # 16-bit grey: scale to 8 bits, then grey v is the colour (v, v, v).
         grey = (np.asarray(image).astype(np.uint32) // 257).clip(0, 255).astype(np.uint8)
         alpha = np.full_like(grey, 255)
         return np.dstack([grey, grey, grey, alpha])
-    return np.asarray(image.convert("RGBA"))
+    return np.asarray(image if image.mode == "RGBA" else image.convert("RGBA"))
+
+
+def palette_rgba(image: Image.Image) -> np.ndarray:
+    """A palette image's colour table as (256, 4) RGBA, alpha from its tRNS chunk."""
+    table = np.zeros((256, 4), np.uint8)
+    palette = np.asarray(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)[:256]
+    table[: len(palette), :3] = palette
+    table[:, 3] = 255
+    transparency = image.info.get("transparency")
+    if isinstance(transparency, bytes):
+        table[: len(transparency), 3] = np.frombuffer(transparency[:256], np.uint8)
+    elif isinstance(transparency, int) and 0 <= transparency < 256:
+        table[transparency, 3] = 0
+    return table
 
 
 def declared_classes(color_map: list[dict] | None) -> tuple[list[_ColorClass], list[tuple]]:
@@ -182,43 +201,85 @@ def background_findings(color_map: list[dict] | None) -> list[Finding]:
     return []
 
 
+def classify_image(
+    image: Image.Image, color_map: list[dict] | None, policy: MaskPolicy
+) -> tuple[list[dict], int, dict | None, dict[tuple, int]]:
+    """classify_pixels for a decoded image; palette images are classified per palette entry
+    (at most 256) and mapped back through their indices, without expanding to RGBA."""
+    if image.mode != "P":
+        return classify_pixels(to_rgba(image), color_map, policy)
+    table = palette_rgba(image)
+    entry_labelled = table[:, 3] >= policy.alpha_threshold
+    box = image.point(np.where(entry_labelled, 255, 0).tolist()).getbbox()
+    width, height = image.size
+    if box is None:
+        return _tally([], [], [], color_map, np.zeros((0, 0), bool), (0, 0), (width, height))
+    indices = np.asarray(image)[box[1] : box[3], box[0] : box[2]]
+    counts = np.bincount(indices.ravel(), minlength=256)[:256]
+    packed = _pack(table[:, :3])
+    entry_class = _match_colours(packed, *declared_classes(color_map), policy.color_tolerance)
+    entry_class[~entry_labelled] = _BACKGROUND_CLASS
+    foreground = (entry_class != _BACKGROUND_CLASS)[indices]
+    return _tally(entry_class, packed, counts, color_map, foreground, box[:2], (width, height))
+
+
 def classify_pixels(
     rgba: np.ndarray, color_map: list[dict] | None, policy: MaskPolicy
 ) -> tuple[list[dict], int, dict | None, dict[tuple, int]]:
     """Count labelled pixels per declared class, vectorised over the unique colours.
 
-    Returns (class_pixels, foreground pixel count, normalized foreground bbox or None,
-    undeclared colour -> pixel count).
+    Only the box around labelled pixels (alpha >= threshold) is examined: masks are mostly
+    transparent background. Returns (class_pixels, foreground pixel count, normalized
+    foreground bbox or None, undeclared colour -> pixel count).
     """
     height, width = rgba.shape[:2]
-    flat = rgba.reshape(-1, 4)
-    labelled = np.flatnonzero(flat[:, 3] >= policy.alpha_threshold)
-    rgb = flat[labelled, :3].astype(np.uint32)
-    packed = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-    colours, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
+    labelled = rgba[:, :, 3] >= policy.alpha_threshold
+    rows, cols = np.flatnonzero(labelled.any(axis=1)), np.flatnonzero(labelled.any(axis=0))
+    if not rows.size:
+        return _tally([], [], [], color_map, np.zeros((0, 0), bool), (0, 0), (width, height))
+    top, left = rows[0], cols[0]
+    crop = rgba[top : rows[-1] + 1, left : cols[-1] + 1].reshape(-1, 4)
+    inside = np.flatnonzero(labelled[top : rows[-1] + 1, left : cols[-1] + 1].ravel())
+    colours, inverse, counts = np.unique(_pack(crop[inside, :3]), return_inverse=True, return_counts=True)
+    colour_class = _match_colours(colours, *declared_classes(color_map), policy.color_tolerance)
+    foreground = np.zeros(crop.shape[0], bool)
+    foreground[inside[colour_class[inverse] != _BACKGROUND_CLASS]] = True
+    crop_shape = (rows[-1] + 1 - top, cols[-1] + 1 - left)
+    return _tally(colour_class, colours, counts, color_map, foreground.reshape(crop_shape), (left, top), (width, height))
 
-    classes, background = declared_classes(color_map)
-    colour_class = _match_colours(colours, classes, background, policy.color_tolerance)
 
+def _tally(colour_class, colours, counts, color_map, foreground: np.ndarray, origin, size):
+    """Per-class counts, undeclared colours and the foreground box from classified colours.
+
+    `foreground` covers a crop of the mask whose top-left corner is `origin` (x, y)."""
+    colour_class, colours, counts = (np.asarray(a) for a in (colour_class, colours, counts))
+    classes, _ = declared_classes(color_map)
     class_pixels = [
         {"class_name": c.class_name, "pixels": int(counts[colour_class == i].sum())}
         for i, c in enumerate(classes)
     ]
-    undeclared = {
-        _unpack(int(colour)): int(n)
-        for colour, n in zip(colours[colour_class == _UNDECLARED_CLASS], counts[colour_class == _UNDECLARED_CLASS])
-    }
-    foreground = labelled[colour_class[inverse] != _BACKGROUND_CLASS]
+    undeclared: dict[tuple, int] = {}
+    is_undeclared = colour_class == _UNDECLARED_CLASS
+    for colour, n in zip(colours[is_undeclared], counts[is_undeclared]):
+        if n:
+            rgb = _unpack(int(colour))
+            undeclared[rgb] = undeclared.get(rgb, 0) + int(n)
+    (left, top), (width, height) = origin, size
+    rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
     bbox = None
-    if foreground.size:
-        rows, cols = np.divmod(foreground, width)
+    if rows.size:
         bbox = {
-            "x_min": float(cols.min()) / width,
-            "y_min": float(rows.min()) / height,
-            "x_max": float(cols.max() + 1) / width,
-            "y_max": float(rows.max() + 1) / height,
+            "x_min": float(left + cols[0]) / width,
+            "y_min": float(top + rows[0]) / height,
+            "x_max": float(left + cols[-1] + 1) / width,
+            "y_max": float(top + rows[-1] + 1) / height,
         }
-    return class_pixels, int(foreground.size), bbox, undeclared
+    return class_pixels, int(np.count_nonzero(foreground)), bbox, undeclared
+
+
+def _pack(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.uint32)
+    return (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
 
 
 def _match_colours(colours, classes, background, tolerance) -> np.ndarray:
@@ -262,9 +323,9 @@ def check_mask(
     """Every check of one mask. Raises MaskRejected when it cannot be decoded at all."""
     width, height = png_size(data)
     check_size_bound(width, height, policy.max_pixels)
-    rgba = decode_rgba(data)
-    height, width = rgba.shape[:2]
-    class_pixels, foreground, bbox, undeclared = classify_pixels(rgba, color_map, policy)
+    with decode(data) as image:
+        width, height = image.size
+        class_pixels, foreground, bbox, undeclared = classify_image(image, color_map, policy)
 
     findings: list[Finding] = []
     if image_size and all(image_size) and tuple(image_size) != (width, height):

@@ -138,6 +138,9 @@ class _ValidateMasksFn(beam.DoFn):
             return
         kept = []
         for outcome in outcomes:
+            # Counters here, in the bundle's thread: Beam drops increments made in pool threads.
+            if (outcome.row.get("mask") or {}).get("validated"):
+                self._validated.inc()
             dead = self._apply_findings(outcome)
             if dead is not None:
                 yield beam.pvalue.TaggedOutput(errors.DEAD_LETTERS, dead)
@@ -265,7 +268,6 @@ class _ValidateMasksFn(beam.DoFn):
             validated=True,
         )
         findings.extend((f.code, f"{uri}: {f.message}") for f in report.findings)
-        self._validated.inc()
         return mask
 
     def _check_rles(self, row: dict, image: dict, findings: list) -> list[dict]:

@@ -5,9 +5,11 @@ thi.ng's rle-pack: a 32-bit value count, a 5-bit word size, four 4-bit run-lengt
 records `flag(1) size_index(2) count-1(size)` followed by one word repeated `count` times
 (flag 1) or `count` literal words (flag 0). Bits are read most significant first.
 
-Only the record headers are walked in Python (one step per record, not per bit or per pixel);
-the words are gathered from the unpacked bit array and expanded with np.repeat, so decoding
-is many times faster than label-studio-sdk's bit-string decoder while giving the same bytes.
+Records have variable lengths, so where each one starts is known only from the one before.
+Instead of reading them one by one, numpy computes, for every bit position, the length of a
+record that would start there; the real records are then a chain of list look-ups from the
+first one. Words are gathered from the unpacked bit array and expanded with np.repeat. The
+result equals label-studio-sdk's bit-string decoder, many times faster.
 """
 
 from __future__ import annotations
@@ -25,62 +27,80 @@ def rle_bytes(rle: Sequence[int] | bytes | bytearray | memoryview) -> bytes:
         return bytes(rle)
     if not isinstance(rle, (list, tuple)):
         raise ValueError(f"RLE must be a list of byte values, got {type(rle).__name__}")
-    if not all(type(v) is int for v in rle):
-        raise ValueError("RLE must hold integers only")
     try:
         return bytes(rle)
-    except ValueError:
-        raise ValueError("RLE values must be in 0..255") from None
+    except (TypeError, ValueError):
+        raise ValueError("RLE values must be integers in 0..255") from None
 
 
-def decode_values(rle: Sequence[int] | bytes) -> np.ndarray:
-    """The flat uint8 values of an RLE (what label_studio_sdk's decode_rle returns)."""
+def decode_values(rle: Sequence[int] | bytes, expected: int | None = None) -> np.ndarray:
+    """The flat uint8 values of an RLE (what label_studio_sdk's decode_rle returns).
+
+    `expected`: the value count the caller needs; a header promising another count is refused
+    before anything is allocated for it.
+    """
     data = rle_bytes(rle)
-    total_bits = len(data) * 8
-    if total_bits < _HEADER_BITS:
+    if len(data) * 8 < _HEADER_BITS:
         raise ValueError(f"RLE of {len(data)} bytes is shorter than its header")
-    padded = data + bytes(8)  # reads of a 64-bit window never run off the end
     header = int.from_bytes(data[:7], "big") >> (56 - _HEADER_BITS)
     num = header >> 21
     word_size = ((header >> 16) & 0x1F) + 1
     run_sizes = [((header >> shift) & 0xF) + 1 for shift in (12, 8, 4, 0)]
     if word_size > 8:
         raise ValueError(f"RLE word size {word_size} does not fit a byte")
-
-    word_bits, counts, literal = [], [], []  # one entry per record
-    done, bit = 0, _HEADER_BITS
-    while done < num:
-        window = int.from_bytes(padded[bit >> 3 : (bit >> 3) + 8], "big")
-        shift = 64 - (bit & 7) - 3
-        head = (window >> shift) & 0b111
-        size = run_sizes[head & 0b11]
-        count = ((window >> (shift - size)) & ((1 << size) - 1)) + 1
-        bit += 3 + size
-        word_bits.append(bit)
-        counts.append(count)
-        is_literal = not head >> 2
-        literal.append(is_literal)
-        bit += word_size * count if is_literal else word_size
-        done += count
-        if bit > total_bits:
-            raise ValueError(f"RLE is cut short: record at bit {word_bits[-1]} runs past the end")
-    if done != num:
-        raise ValueError(f"RLE runs cover {done} values, header says {num}")
-    return _expand(np.frombuffer(data, np.uint8), word_bits, counts, literal, word_size, num)
-
-
-def _expand(raw, word_bits, counts, literal, word_size, num) -> np.ndarray:
-    """Gather every word from the bit array and repeat run words: all vectorised."""
+    if expected is not None and num != expected:
+        raise ValueError(f"RLE holds {num} values, {expected} expected")
     if num == 0:
         return np.zeros(0, np.uint8)
-    bits = np.unpackbits(raw)
-    starts = np.asarray(word_bits, np.int64)
-    counts = np.asarray(counts, np.int64)
-    literal = np.asarray(literal, bool)
+    bits = np.unpackbits(np.frombuffer(data, np.uint8))
+    is_run, counts, next_record = _records_at_every_bit(data, word_size, run_sizes)
+    # Follow the chain of records from the first one: one cheap step per record.
+    chain, starts, position = memoryview(next_record), [], _HEADER_BITS
+    while position < bits.size:
+        starts.append(position)
+        position = chain[position]
+    starts = np.asarray(starts, np.int64)
+    covered = np.cumsum(counts[starts])
+    last = int(np.searchsorted(covered, num))
+    if last == covered.size:
+        raise ValueError(f"RLE is cut short: its records cover {int(covered[-1]) if covered.size else 0} of {num} values")
+    if covered[last] != num:
+        raise ValueError(f"RLE runs cover {int(covered[last])} values, header says {num}")
+    starts = starts[: last + 1]
+    if next_record[starts[-1]] > bits.size:
+        raise ValueError("RLE is cut short: its last record runs past the end")
+    sizes = np.asarray(run_sizes, np.int64)[bits[starts + 1] * 2 + bits[starts + 2]]
+    return _expand(bits, starts + 3 + sizes, counts[starts], ~is_run[starts], word_size)
+
+
+def _records_at_every_bit(data: bytes, word_size: int, run_sizes: list[int]):
+    """(run flag, value count, start of the next record) of a record starting at each bit.
+
+    Only one bit position in many starts a real record, but computing all of them is a few
+    vector operations on 32-bit windows, where finding the real ones is a sequential walk.
+    """
+    raw = np.frombuffer(data + bytes(4), np.uint8).astype(np.uint64)
+    length = len(data)
+    # the 40 bits from each byte on, then the 32 bits from each bit on
+    window40 = (raw[:length] << 32) | (raw[1 : length + 1] << 24) | (raw[2 : length + 2] << 16)
+    window40 |= (raw[3 : length + 3] << 8) | raw[4 : length + 4]
+    offsets = np.tile(np.arange(8, 0, -1, dtype=np.uint64), length)
+    window32 = (np.repeat(window40, 8) >> offsets).astype(np.uint32)  # keeps the low 32 bits
+    is_run = window32 >= 1 << 31
+    size = np.asarray(run_sizes, np.uint32)[(window32 >> 29) & 3]
+    counts = (window32 >> (29 - size)) & ((np.uint32(1) << size) - 1)
+    counts += 1
+    step = np.where(is_run, np.uint32(word_size), counts * np.uint32(word_size)) + size + 3
+    next_record = np.arange(length * 8, dtype=np.int64) + step
+    return is_run, counts, next_record
+
+
+def _expand(bits, word_bits, counts, literal, word_size) -> np.ndarray:
+    """Gather every word from the bit array and repeat run words: all vectorised."""
     words_per_record = np.where(literal, counts, 1)
     first_word = np.cumsum(words_per_record) - words_per_record
     index_in_record = np.arange(words_per_record.sum()) - np.repeat(first_word, words_per_record)
-    word_start = np.repeat(starts, words_per_record) + index_in_record * word_size
+    word_start = np.repeat(word_bits, words_per_record) + index_in_record * word_size
     weights = 1 << np.arange(word_size - 1, -1, -1)
     values = (bits[word_start[:, None] + np.arange(word_size)] * weights).sum(axis=1)
     repeats = np.repeat(np.where(literal, 1, counts), words_per_record)
@@ -89,13 +109,7 @@ def _expand(raw, word_bits, counts, literal, word_size, num) -> np.ndarray:
 
 def decode_rle(rle: Sequence[int] | bytes, width: int, height: int) -> np.ndarray:
     """RLE -> (height, width, 4) uint8 RGBA array; ValueError when malformed or mis-sized."""
-    values = decode_values(rle)
-    if values.size != int(width) * int(height) * 4:
-        raise ValueError(
-            f"RLE holds {values.size} values, a {width}x{height} RGBA image needs "
-            f"{int(width) * int(height) * 4}"
-        )
-    return values.reshape(int(height), int(width), 4)
+    return decode_values(rle, expected=int(width) * int(height) * 4).reshape(int(height), int(width), 4)
 
 
 def mask_stats(

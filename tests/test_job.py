@@ -1,0 +1,185 @@
+"""End-to-end runs of the job (FnApiRunner, in process), every output read back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pytest
+
+from benchmarks.synthetic import write_manifest
+from pipelines.normalize_manifests import run
+from tests.format_contract import canonical
+from transforms.formats.base import ParseContext, get_format
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples" / "sagemaker"
+REALDATA = REPO.parent / "shared" / "realdata" / "lookout-for-vision-getting-started"
+RUNNER = "--runner=FnApiRunner"
+
+
+def read_records(out: Path):
+    return ds.dataset(out / "records", format="parquet", partitioning="hive").to_table()
+
+
+def read_run(out: Path) -> dict:
+    return json.loads((out / "run.json").read_text())
+
+
+def read_dead_letters(out: Path) -> list[dict]:
+    return [orjson.loads(line) for path in sorted((out / "errors").glob("*.jsonl")) for line in path.read_bytes().splitlines()]
+
+
+def test_samples_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    code = run(["--input", str(SAMPLES / "*.manifest"), "--input", str(SAMPLES / "*.jsonl"), "--output", str(out), "--output_format", "sagemaker", RUNNER, "--validate_masks=false"])
+    assert code == 0
+    summary = read_run(out)
+    files = {Path(f["uri"]).name: f for f in summary["files"]}
+    broken = files["broken.manifest"]
+    assert (broken["lines"], broken["ok"], broken["dead_letters"], broken["blank"]) == (11, 1, 8, 2)
+    assert broken["dead_letter_codes"]["normalize"] == {
+        "INVALID_JSON": 1, "NOT_AN_OBJECT": 1, "INVALID_UTF8": 1, "MISSING_SOURCE_REF": 1,
+        "MISSING_LABEL_METADATA": 2, "INVALID_FIELD_TYPE": 2,
+    }
+    assert all(f["reconciled"] for f in summary["files"]) and summary["totals"]["reconciled"]
+    assert files["lookout-for-vision.manifest"]["records"] == 10
+    table = read_records(out)
+    assert table.num_rows == summary["totals"]["records"] == 18
+    assert set(table.column("split").to_pylist()) <= {"train", "validation", "test"}
+    letters = read_dead_letters(out)
+    assert len(letters) == 8
+    assert {l["line"] for l in letters} == {1, 2, 3, 4, 5, 6, 7, 8}
+    assert all(set(l) == {"source_uri", "line", "offset", "format", "stage", "code", "severity", "message", "raw"} for l in letters)
+    # The manifests read back through the format give the same rows.
+    fmt = get_format("sagemaker")
+    written = sorted((out / "manifests" / "sagemaker").glob("split=*/part-*-of-*.manifest"))
+    assert written
+    ctx = ParseContext(uri="x", base_uri="/nowhere")
+    again = [r for path in written for line in path.read_bytes().splitlines() for r in fmt.parse(orjson.loads(line), ctx).rows]
+    assert sorted(map(repr, canonical(again))) == sorted(map(repr, canonical(table.to_pylist())))
+    assert not list(out.rglob(".labelbeam-tmp")), "temporary files are cleaned up"
+
+
+def test_realdata_lookout_template(tmp_path):
+    manifest = REALDATA / "manifests" / "template.manifest"
+    if not manifest.exists():
+        pytest.skip("shared realdata is not beside the repository")
+    out = tmp_path / "out"
+    assert run(["--input", str(manifest), "--output", str(out), RUNNER, "--validate_masks=false"]) == 0
+    table = read_records(out)
+    assert table.num_rows == 63
+    labels = [row[0]["name"] for row in table.column("labels").to_pylist()]
+    assert labels.count("anomaly") == 32 and labels.count("normal") == 31
+    masks = [m["uri"] for m in table.column("mask").to_pylist() if m]
+    assert len(masks) == 32
+    assert all(m.startswith(str(manifest.parent) + "/mask-images/") for m in masks)
+    summary = read_run(out)
+    assert summary["totals"]["dead_letters"] == 0 and summary["totals"]["lines"] == 63
+    assert summary["totals"]["reconciled"]
+
+
+def test_max_error_rate_exits_non_zero_after_writing(tmp_path):
+    out = tmp_path / "out"
+    code = run(["--input", str(SAMPLES / "broken.manifest"), "--output", str(out), RUNNER, "--max_error_rate=0.5"])
+    assert code == 1
+    assert (out / "run.json").exists() and len(read_dead_letters(out)) == 8
+    assert read_run(out)["error_rate"] == pytest.approx(8 / 11, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input", "nothing/here/*.manifest"], "no input file matches"),
+        (["--format", "yolo"], "unknown format 'yolo'; known formats:"),
+        (["--output_format", "coco"], "unknown format 'coco'"),
+        (["--shard_sise=4KB"], "unknown option --shard_sise; did you mean --shard_size?"),
+        (["--shard_size=lots"], "--shard_size: not a size"),
+        (["--max_error_rate=2"], "--max_error_rate: must be between 0 and 1"),
+        (["--split_ratios=train"], "--split_ratios"),
+    ],
+)
+def test_bad_launches_fail_with_one_line_before_any_work(tmp_path, capsys, args, message):
+    base = ["--input", str(SAMPLES / "broken.manifest"), "--output", str(tmp_path / "o"), RUNNER]
+    assert run(base + args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o" / "run.json").exists()
+
+
+def test_non_empty_output_is_refused_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    args = ["--input", str(SAMPLES / "lookout-for-vision.manifest"), "--output", str(out), RUNNER]
+    assert run(args) == 2
+    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+    assert (out / "keep.txt").exists()
+    assert run(args + ["--overwrite"]) == 0
+    assert not (out / "keep.txt").exists() and (out / "run.json").exists()
+
+
+def test_config_files_merge_and_flags_win(tmp_path):
+    first = tmp_path / "a.yaml"
+    first.write_text(f"pipeline_options:\n  runner: FnApiRunner\njob:\n  input: [{SAMPLES / 'broken.manifest'}]\n  output: {tmp_path / 'from-yaml'}\n  max_error_rate: 0.9\n")
+    second = tmp_path / "b.yaml"
+    second.write_text("job:\n  max_error_rate: 0.1\n")
+    assert run(["--config", str(first), "--config", str(second)]) == 1  # the later file wins
+    assert run(["--config", str(first), "--config", str(second), "--output", str(tmp_path / "cli"), "--max_error_rate=0.95"]) == 0
+    summary = read_run(tmp_path / "cli")
+    assert summary["options"]["job"]["max_error_rate"] == 0.95
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("job:\n  shard_sise: 4KB\n")
+    assert run(["--config", str(bad), "--input", "x", "--output", "y"]) == 2
+
+
+def test_secrets_are_redacted_in_run_json(tmp_path):
+    out = tmp_path / "out"
+    options = json.dumps({"s3": {"key": "AKIAEXAMPLE", "secret": "very-secret", "client_kwargs": {"region_name": "eu-west-1"}}})
+    assert run(["--input", str(SAMPLES / "lookout-for-vision.manifest"), "--output", str(out), RUNNER, "--storage_options", options]) == 0
+    text = (out / "run.json").read_text()
+    assert "very-secret" not in text and "AKIAEXAMPLE" not in text and "eu-west-1" in text
+
+
+def test_sharded_read_equals_one_shard_read(tmp_path):
+    """200,000 lines read in 50+ shards give the same records, line numbers and offsets."""
+    manifest = tmp_path / "big.manifest"
+    write_manifest(str(manifest), 200_000, broken_every=997, blank_every=1009)
+    size = manifest.stat().st_size
+    results = {}
+    for name, shard_size in (("one", size + 1), ("many", size // 60)):
+        out = tmp_path / name
+        assert run(["--input", str(manifest), "--output", str(out), RUNNER, f"--shard_size={shard_size}", "--validate_masks=false"]) == 0
+        table = read_records(out).select(["record_id", "source"])
+        ids = table.column("record_id").to_pylist()
+        lines = pc.struct_field(table.column("source"), "line").to_pylist()
+        offsets = pc.struct_field(table.column("source"), "offset").to_pylist()
+        letters = sorted((l["line"], l["offset"], l["code"]) for l in read_dead_letters(out))
+        results[name] = (sorted(zip(lines, offsets, ids)), letters, read_run(out)["files"][0])
+    assert results["many"] == results["one"]
+    records, letters, counts = results["one"]
+    assert counts["lines"] == 200_000 and counts["reconciled"]
+    assert len(letters) == counts["dead_letters"] > 0 and counts["blank"] > 0
+    # Line numbers are 1-based file lines, offsets the byte where the line starts.
+    with open(manifest, "rb") as handle:
+        for line, offset, _ in records[:: 20_000]:
+            handle.seek(offset)
+            assert handle.readline().startswith(b'{"source-ref"')
+    assert records[0][:2] == (1, 0)
+
+
+def test_console_script_runs_the_demo_config(tmp_path):
+    out = tmp_path / "demo"
+    script = Path(sys.executable).with_name("labelbeam")
+    done = subprocess.run(
+        [str(script), "--config", str(REPO / "configs" / "demo.yaml"), "--output", str(out), RUNNER],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "reconciled" in done.stdout and str(out / "run.json") in done.stdout
+    assert read_run(out)["totals"]["reconciled"]
