@@ -60,7 +60,8 @@ def decode_values(rle: Sequence[int] | bytes, expected: int | None = None) -> np
         starts.append(position)
         position = chain[position]
     starts = np.asarray(starts, np.int64)
-    covered = np.cumsum(counts[starts])
+    record_counts = counts[starts].astype(np.int64)
+    covered = np.cumsum(record_counts)
     last = int(np.searchsorted(covered, num))
     if last == covered.size:
         raise ValueError(f"RLE is cut short: its records cover {int(covered[-1]) if covered.size else 0} of {num} values")
@@ -70,7 +71,7 @@ def decode_values(rle: Sequence[int] | bytes, expected: int | None = None) -> np
     if next_record[starts[-1]] > bits.size:
         raise ValueError("RLE is cut short: its last record runs past the end")
     sizes = np.asarray(run_sizes, np.int64)[bits[starts + 1] * 2 + bits[starts + 2]]
-    return _expand(bits, starts + 3 + sizes, counts[starts], ~is_run[starts], word_size)
+    return _expand(bits, starts + 3 + sizes, record_counts[: last + 1], ~is_run[starts], word_size)
 
 
 def _records_at_every_bit(data: bytes, word_size: int, run_sizes: list[int]):
