@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
     }
     print(f"{len(paths)} masks {WIDTH}x{HEIGHT}, batches of {ns.batch}, median of {ns.repeats}, "
-          f"{os.cpu_count()} cores, concurrency {ns.concurrency}")
+          f"{os.cpu_count()} cores, concurrency {ns.concurrency}, load average {os.getloadavg()[0]:.1f}")
     baseline = None
     for name, run in modes.items():
         seconds = statistics.median(run() for _ in range(ns.repeats))

@@ -20,24 +20,21 @@ import time
 
 import orjson
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from benchmarks.synthetic import write_manifest
 from pipelines.normalize_manifests import run
 from transforms import schema
 from transforms.formats.base import ParseContext, get_format
 from transforms.split import DEFAULT_RATIOS, SplitAssigner
-from transforms.write import partition_batch
+from transforms.write import _ParquetFile, partition_batch
 
 
 def baseline(manifest: str, out: str, batch_lines: int = 1000) -> int:
-    """orjson + the plugin + pyarrow, one process: the same Parquet rows as records/."""
+    """orjson + the plugin + pyarrow, one process: the same Parquet rows (and row groups) as records/."""
     fmt = get_format("sagemaker")
     ctx = ParseContext(uri=manifest, base_uri=os.path.dirname(manifest))
     splitter = SplitAssigner(DEFAULT_RATIOS)
-    writers: dict[str, pq.ParquetWriter] = {}
-    file_schema = schema.SCHEMA.remove(schema.SCHEMA.get_field_index("split"))
-    file_schema = file_schema.remove(file_schema.get_field_index("task"))
+    writers: dict[str, _ParquetFile] = {}
     total, rows, offset = 0, [], 0
     with open(manifest, "rb") as handle:
         for number, line in enumerate(handle, start=1):
@@ -48,23 +45,24 @@ def baseline(manifest: str, out: str, batch_lines: int = 1000) -> int:
                     rows.append(row)
             offset += len(line)
             if len(rows) >= batch_lines:
-                total += _write(rows, splitter, writers, out, file_schema)
+                total += _write(rows, splitter, writers, out)
                 rows = []
-    total += _write(rows, splitter, writers, out, file_schema)
+    total += _write(rows, splitter, writers, out)
     for writer in writers.values():
         writer.close()
+        writer.handle.close()
     return total
 
 
-def _write(rows, splitter, writers, out, file_schema) -> int:
+def _write(rows, splitter, writers, out) -> int:
     if not rows:
         return 0
     batch = splitter.assign_batch(schema.rows_to_batch(rows))
     for partition, piece in partition_batch(batch, ("split", "task")):
         if partition not in writers:
             os.makedirs(os.path.join(out, partition), exist_ok=True)
-            writers[partition] = pq.ParquetWriter(os.path.join(out, partition, "part-0.parquet"), file_schema, compression="zstd")
-        writers[partition].write_batch(piece.drop_columns(["split", "task"]))
+            writers[partition] = _ParquetFile(open(os.path.join(out, partition, "part-0.parquet"), "wb"))
+        writers[partition].write(piece)
     return batch.num_rows
 
 

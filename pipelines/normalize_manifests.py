@@ -16,7 +16,7 @@ import apache_beam as beam
 from pipelines import report
 from pipelines.options import ConfigError, JobConfig, parse_launch
 from transforms import errors, storage
-from transforms.counters import COUNTERS_FILE, MergeCounters, WriteCounters, counters_of_dead_letters
+from transforms.counters import COUNTERS_FILE, MergeCounters, WriteCounters, counters_of_dead_letters, issue_counts
 from transforms.normalize import COUNTS, RECORDS, NormalizeRecords
 from transforms.read import BATCHES, FILES, SHARD_LINES, ReadManifests
 from transforms.split import AssignSplit
@@ -64,6 +64,7 @@ def build(pipeline: beam.Pipeline, job: JobConfig) -> dict[str, beam.PCollection
             read[SHARD_LINES] | "LinesPerFile" >> beam.Map(lambda kv: (kv[0][0], {"lines": kv[1]})),
             normalized[COUNTS],
             all_dead | "CountDeadLetters" >> beam.Map(counters_of_dead_letters),
+            records | "CountWarnings" >> beam.FlatMap(issue_counts),
         )
         | "AllCounters" >> beam.Flatten()
         | "MergeCounters" >> beam.CombinePerKey(MergeCounters())

@@ -36,6 +36,7 @@ def file_entries(counters: dict) -> list[dict]:
         entry.update({name: int(counts.get(name, 0)) for name in _FILE_COUNTERS})
         entry["skipped"] = counts.get("skipped", {})
         entry["dead_letter_codes"] = counts.get("dead_letter_codes", {})
+        entry["warnings"] = dict(sorted(counts.get("warnings", {}).items()))
         entry["reconciled"] = entry["lines"] == entry["ok"] + entry["dead_letters"] + entry["blank"]
         entries.append(entry)
     return entries
@@ -54,6 +55,12 @@ def totals_of(files: list[dict]) -> dict:
         for reason, n in entry["skipped"].items():
             totals.setdefault("skipped", {})[reason] = totals.get("skipped", {}).get(reason, 0) + n
     totals["dead_letters_by_code"] = dict(sorted(by_code.items()))
+    warnings: dict[str, int] = {}
+    for entry in files:
+        for code, n in entry["warnings"].items():
+            warnings[code] = warnings.get(code, 0) + n
+    # Findings on records that were kept (issues column), by code.
+    totals["warnings_by_code"] = dict(sorted(warnings.items()))
     # Records that were normalized but refused later (validation, a writer): not input lines.
     totals["rejected_by_stage"] = {stage: dict(sorted(codes.items())) for stage, codes in sorted(later.items())}
     totals["reconciled"] = all(f["reconciled"] for f in files)
@@ -111,6 +118,9 @@ def describe(job: JobConfig, summary: dict) -> str:
     if totals["dead_letters_by_code"]:
         codes = ", ".join(f"{code} {n}" for code, n in totals["dead_letters_by_code"].items())
         lines.append(f"  dead letters by code: {codes} -> {storage.join(job.output, 'errors')}")
+    if totals["warnings_by_code"]:
+        listed = ", ".join(f"{code} {n}" for code, n in totals["warnings_by_code"].items())
+        lines.append(f"  warnings on kept records: {listed}")
     for stage, codes in totals["rejected_by_stage"].items():
         listed = ", ".join(f"{code} {n}" for code, n in codes.items())
         lines.append(f"  records refused at stage {stage}: {listed}")

@@ -284,12 +284,24 @@ def test_brush_rles_are_measured_when_the_image_size_is_known():
     canvas = np.zeros((64, 80, 4), np.uint8)
     canvas[10:20, 5:15, 3] = 255
     encoded = bytes(rle.encode_rle(canvas.ravel()))
-    objects = [{"label": "spot", "mask_rle": encoded}, {"label": "bad", "mask_rle": encoded[:9]}]
+    empty = bytes(rle.encode_rle(np.zeros(64 * 80 * 4, np.uint8)))
+    measured = {"label": "old", "mask_rle": encoded, "area": 3.0}  # measured at parse: left alone
+    objects = [{"label": "spot", "mask_rle": encoded}, {"label": "bad", "mask_rle": encoded[:9]},
+               {"label": "none", "mask_rle": empty}, measured]
     kept, dead = run_fn(MaskValidationConfig(), schema.rows_to_batch([make_row(1, objects=objects)]))
     (row,) = kept[0].to_pylist()
     assert row["objects"][0]["area"] == 100.0
     assert row["objects"][0]["bbox"] == {"x_min": 5 / 80, "y_min": 10 / 64, "x_max": 15 / 80, "y_max": 20 / 64}
-    assert issue_codes(row) == ["RLE_CORRUPT"] and dead == []
+    assert row["objects"][1]["area"] is None and row["objects"][3]["area"] == 3.0
+    assert issue_codes(row) == ["RLE_INVALID", "RLE_EMPTY"] and dead == []
+    # Under label_studio an RLE that does not decode is an error; one the format already
+    # reported at parse time is not reported twice.
+    _, dead = run_fn(MaskValidationConfig(validation_profile="label_studio"),
+                     schema.rows_to_batch([make_row(2, objects=objects[:2])]))
+    assert [d["code"] for d in dead] == ["RLE_INVALID"]
+    flagged = dict(make_row(3, objects=objects[:2]), issues=[{"code": "RLE_INVALID", "severity": "warning", "message": "x"}])
+    kept, dead = run_fn(MaskValidationConfig(validation_profile="label_studio"), schema.rows_to_batch([flagged]))
+    assert dead == [] and issue_codes(kept[0].to_pylist()[0]) == ["RLE_INVALID"]
 
 
 def test_config_refuses_unknown_profiles_and_bad_bounds():
@@ -334,3 +346,24 @@ def test_masks_and_images_on_s3(s3_endpoint):
     assert issue_codes(by_line[1]) == [] and by_line[1]["mask"]["class_pixels"][0]["pixels"] == 20
     assert (by_line[1]["image"]["width"], by_line[1]["image"]["height"]) == (80, 64)
     assert sorted(issue_codes(by_line[2])) == ["IMAGE_NOT_FOUND", "MASK_NOT_FOUND"]
+
+
+def test_counters_reach_the_pipeline_result(hostile):
+    """Counted in the bundle's thread, not the pool's: Beam drops increments made elsewhere."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    rows = [make_row(i, mask_uri=path) for i, (path, _) in enumerate(hostile.values(), start=1)]
+    pipeline = beam.Pipeline(runner=FnApiRunner())
+    _ = pipeline | beam.Create([schema.rows_to_batch(rows)]) | ValidateMasks(MaskValidationConfig())
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace("validate_masks"))["counters"]
+    }
+    expected = {}
+    for _, code in hostile.values():
+        if code:
+            expected[code] = expected.get(code, 0) + 1
+    validated = sum(1 for _, code in hostile.values() if code in (None, "MASK_UNDECLARED_COLOR", "MASK_SIZE_MISMATCH"))
+    assert counters == dict(expected, masks_validated=validated)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import apache_beam as beam
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms import storage
 
@@ -45,6 +47,21 @@ class MergeCounters(beam.CombineFn):
 
 def counters_of_dead_letters(letter: dict) -> tuple[str, dict]:
     return letter["source_uri"], {"dead_letter_codes": {letter["stage"]: {letter["code"]: 1}}}
+
+
+def issue_counts(batch: pa.RecordBatch) -> list[tuple[str, dict]]:
+    """(file uri, {"warnings": {code: n}}) for the issues on the kept records of a batch."""
+    issues = batch.column("issues")
+    flat = pc.list_flatten(issues)
+    if len(flat) == 0:
+        return []
+    uris = pc.take(pc.struct_field(batch.column("source"), "uri"), pc.list_parent_indices(issues))
+    table = pa.table({"uri": uris, "code": pc.struct_field(flat, "code")})
+    counted = table.group_by(["uri", "code"], use_threads=False).aggregate([("code", "count")])
+    per_file: dict[str, dict] = {}
+    for row in counted.to_pylist():
+        per_file.setdefault(row["uri"], {})[row["code"]] = row["code_count"]
+    return [(uri, {"warnings": codes}) for uri, codes in per_file.items()]
 
 
 class _WriteJsonFn(beam.DoFn):

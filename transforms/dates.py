@@ -16,16 +16,19 @@ def parse_timestamp(text: str) -> dt.datetime:
     """ISO 8601 (naive means UTC) or JavaScript Date strings; ValueError otherwise."""
     if not isinstance(text, str):
         raise ValueError(f"not a date string: {text!r}")
-    match = _JS_DATE.match(text)
-    if match:
-        month, day, year, hh, mm, ss, offset = match.groups()
-        parsed = dt.datetime.strptime(
-            f"{month} {day} {year} {hh}:{mm}:{ss} {offset}", "%b %d %Y %H:%M:%S %z"
-        )
-    else:
-        parsed = dt.datetime.fromisoformat(text.strip())
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        match = _JS_DATE.match(text)
+        if not match:
+            parsed = dt.datetime.fromisoformat(text.strip())  # raises ValueError with the reason
+        else:
+            month, day, year, hh, mm, ss, offset = match.groups()
+            parsed = dt.datetime.strptime(
+                f"{month} {day} {year} {hh}:{mm}:{ss} {offset}", "%b %d %Y %H:%M:%S %z"
+            )
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        return parsed.replace(tzinfo=dt.timezone.utc)
     return parsed.astimezone(dt.timezone.utc)
 
 

@@ -29,8 +29,9 @@ MASK_SIZE_MISMATCH = "MASK_SIZE_MISMATCH"
 MASK_UNDECLARED_COLOR = "MASK_UNDECLARED_COLOR"
 MASK_BACKGROUND_INVALID = "MASK_BACKGROUND_INVALID"
 MASK_LABEL_MISMATCH = "MASK_LABEL_MISMATCH"
-# Label Studio brush masks (objects[].mask_rle), measured by transforms.rle.
-RLE_CORRUPT = "RLE_CORRUPT"
+# Label Studio brush masks (objects[].mask_rle), measured by transforms.rle; RLE_INVALID is the
+# code the label_studio format already uses when it cannot decode one at parse time.
+RLE_INVALID = "RLE_INVALID"
 RLE_EMPTY = "RLE_EMPTY"
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

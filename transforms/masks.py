@@ -271,24 +271,26 @@ class _ValidateMasksFn(beam.DoFn):
         return mask
 
     def _check_rles(self, row: dict, image: dict, findings: list) -> list[dict]:
-        """Brush RLEs: decode against the image size; fill area and bbox where missing."""
+        """Brush RLEs not measured at parse time (image size unknown then, probed now):
+        decode against the image size; fill area and bbox."""
         width, height = image.get("width"), image.get("height")
         objects = [dict(o) for o in row["objects"]]
         if not (width and height):
             return objects  # the RLE's size is the image's: nothing to check it against
+        reported = any(i.get("code") == mask_checks.RLE_INVALID for i in row.get("issues") or [])
         for i, obj in enumerate(objects):
-            if not obj.get("mask_rle"):
+            if not obj.get("mask_rle") or obj.get("area") is not None:
                 continue
             try:
                 area, box = rle.mask_stats(obj["mask_rle"], width, height, self._policy.alpha_threshold)
             except ValueError as exc:
-                findings.append((mask_checks.RLE_CORRUPT, f"object {i} ({obj.get('label')}): {exc}"))
+                if not reported:  # the format flagged it at parse time already: once is enough
+                    findings.append((mask_checks.RLE_INVALID, f"object {i} ({obj.get('label')}): {exc}"))
                 continue
             if area == 0:
                 findings.append((mask_checks.RLE_EMPTY, f"object {i} ({obj.get('label')}): no pixel at alpha >= "
                                  f"{self._policy.alpha_threshold}"))
-            if obj.get("area") is None:
-                obj["area"] = float(area)
+            obj["area"] = float(area)
             if obj.get("bbox") is None and box is not None:
                 obj["bbox"] = dict(zip(("x_min", "y_min", "x_max", "y_max"), box))
         return objects
@@ -351,7 +353,7 @@ class _ValidateMasksFn(beam.DoFn):
 
 
 def _timeout_outcome(task: _RowTask, limit: float) -> _RowOutcome:
-    code = {"image": image_probe.IMAGE_CORRUPT, "rle": mask_checks.RLE_CORRUPT}.get(
+    code = {"image": image_probe.IMAGE_CORRUPT, "rle": mask_checks.RLE_INVALID}.get(
         task.stage, mask_checks.MASK_CORRUPT
     )
     row = dict(task.row)

@@ -112,7 +112,7 @@ PROFILES: dict[str, Profile] = {
     # RLE that does not decode to the image's size cannot be displayed or exported.
     "label_studio": Profile(
         "label_studio",
-        errors=frozenset(_IMAGE_READ + (mask_codes.RLE_CORRUPT,)),
+        errors=frozenset(_IMAGE_READ + (mask_codes.RLE_INVALID,)),
         image_formats=frozenset({"jpeg", "png", "gif", "bmp", "webp"}),
     ),
 }

@@ -64,6 +64,7 @@ class AzureAutoMLFormat(ManifestFormat):
     name = NAME
     extension = ".jsonl"
     file_layout = "jsonl"
+    one_task_per_file = True  # an AutoML training job reads one task's JSONL
 
     def detect(self, sample: list[Any]) -> float:
         if not sample:

@@ -58,6 +58,9 @@ class ManifestFormat(abc.ABC):
     extension: str = ".jsonl"
     #: "jsonl": one encoded element per line; "json_array": a JSON array of elements
     file_layout: str = "jsonl"
+    #: True when a consumer of the format reads one task per file (Azure AutoML training):
+    #: manifests are then partitioned by task as well as by split
+    one_task_per_file: bool = False
 
     @abc.abstractmethod
     def detect(self, sample: list[Any]) -> float:

@@ -15,6 +15,7 @@ raw results in `attributes`. The writer puts all of it back, one task per row.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
 from typing import Any, Iterator
 
@@ -239,10 +240,19 @@ def _image_key(data: dict, results: list[dict]) -> str:
 
 def _image_size(results: list[dict]) -> tuple[int | None, int | None]:
     for result in results:
-        width, height = result.get("original_width"), result.get("original_height")
-        if type(width) is int and type(height) is int and width > 0 and height > 0:
+        width, height = _pixels(result.get("original_width")), _pixels(result.get("original_height"))
+        if width and height:
             return width, height
     return None, None
+
+
+def _pixels(value: Any) -> int | None:
+    """A positive whole number of pixels (640 or 640.0), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value) or value <= 0 or value != int(value):
+        return None
+    return int(value)
 
 
 def _read_results(results: list[dict], rctx: regions.RegionContext):
