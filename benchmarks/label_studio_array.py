@@ -5,7 +5,8 @@
 Writes a synthetic export (one JSON array, tasks with rotated and plain rectangles,
 polygons, choices, brush masks, predictions, a cancelled annotation now and then) to
 benchmarks/data/label_studio_export.json (git-ignored; reused when already big enough), then
-measures, each in a fresh child process so peak RSS is that of the measurement alone:
+measures, each in a fresh child process: RSS after the imports, the largest RSS sampled while
+reading (every 1000 elements), and the process's peak RSS (getrusage):
   baseline       the child imports everything and reads nothing (the RSS floor)
   scan           transforms.json_array.iter_json_array over the whole file
   scan_parse     the same + orjson.loads + the label_studio plugin's parse, rows gathered into
@@ -59,8 +60,12 @@ def _task(i: int, rng: np.random.Generator, rles: list[list[int]]) -> dict:
             "x": x, "y": y, "width": float(rng.uniform(2, 20)), "height": float(rng.uniform(2, 20)),
             "rotation": float(rng.choice([0, 0, 0, 12.5, 90])), "rectanglelabels": [str(rng.choice(["car", "bus", "person"]))]}))  # fmt: skip
     if i % 3 == 0:
-        points = [[float(a), float(b)] for a, b in rng.uniform(5, 95, (int(rng.integers(4, 30)), 2))]
-        results.append(region(f"p{i}", "polygonlabels", {"points": points, "polygonlabels": ["road"]}))
+        points = [
+            [float(a), float(b)] for a, b in rng.uniform(5, 95, (int(rng.integers(4, 30)), 2))
+        ]
+        results.append(
+            region(f"p{i}", "polygonlabels", {"points": points, "polygonlabels": ["road"]})
+        )
     if i % 10 == 0:
         results.append(region(f"b{i}", "brushlabels", {"format": "rle", "rle": rles[i % len(rles)], "brushlabels": ["blob"]},
                               size=(128, 72)))  # fmt: skip
@@ -70,7 +75,9 @@ def _task(i: int, rng: np.random.Generator, rles: list[list[int]]) -> dict:
                     "was_cancelled": False, "ground_truth": False, "created_at": "2024-05-01T12:00:00.123456Z",
                     "updated_at": "2024-05-01T12:00:00.123456Z", "lead_time": 31.4, "task": i, "project": 1}]  # fmt: skip
     if i % 50 == 0:
-        annotations.append({"id": 2 * i + 1, "completed_by": 4, "result": [], "was_cancelled": True})
+        annotations.append(
+            {"id": 2 * i + 1, "completed_by": 4, "result": [], "was_cancelled": True}
+        )
     predictions = []
     if i % 4 == 0:
         predictions.append({"id": i, "model_version": "det-1", "score": 0.5, "result": results[:2]})
@@ -100,6 +107,11 @@ def generate(path: Path, gigabytes: float) -> None:
     tmp.replace(path)
 
 
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
 def _measure(mode: str, path: str, chunk_size: int) -> None:
     """Runs in the child: one measurement, one JSON line on stdout."""
     from transforms import schema
@@ -109,33 +121,47 @@ def _measure(mode: str, path: str, chunk_size: int) -> None:
     fmt = get_format("label_studio")
     ctx = ParseContext(uri=path, base_uri=str(Path(path).parent))
     elements = rows = 0
+    rss_before = max_rss = _current_rss_mb()
+    half = os.path.getsize(path) // 2
+    max_rss_first_half = None  # flat memory: the first half's maximum equals the whole run's
     started = time.perf_counter()
     if mode == "scan":
         with open(path, "rb") as handle:
-            for _, raw in iter_json_array(handle, chunk_size=chunk_size):
+            for offset, raw in iter_json_array(handle, chunk_size=chunk_size):
                 elements += 1
+                if elements % 1000 == 0:
+                    max_rss = max(max_rss, _current_rss_mb())
+                if max_rss_first_half is None and offset >= half:
+                    max_rss_first_half = max_rss
     elif mode == "scan_parse":
         pending: list[dict] = []
         with open(path, "rb") as handle:
-            for _, raw in iter_json_array(handle, chunk_size=chunk_size):
+            for offset, raw in iter_json_array(handle, chunk_size=chunk_size):
                 elements += 1
+                if max_rss_first_half is None and offset >= half:
+                    max_rss_first_half = max_rss
                 pending.extend(fmt.parse(orjson.loads(raw), ctx).rows)
                 if len(pending) >= 1000:
                     rows += schema.rows_to_batch(pending).num_rows
                     pending = []
+                    max_rss = max(max_rss, _current_rss_mb())
         rows += schema.rows_to_batch(pending).num_rows
     elif mode == "json_load_50mb":
         with open(path, "rb") as handle:
             head = handle.read(50 << 20)
         head = head[: head.rindex(b"},\n{") + 1] + b"]"
         elements = len(json.loads(head))
+        max_rss = max(max_rss, _current_rss_mb())
     seconds = time.perf_counter() - started
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"mode": mode, "elements": elements, "rows": rows, "seconds": seconds, "peak_rss_mb": peak_kb / 1024}))
+    print(json.dumps({"mode": mode, "elements": elements, "rows": rows, "seconds": seconds,
+                      "rss_before_mb": rss_before, "max_rss_mb": max_rss, "max_rss_first_half_mb": max_rss_first_half, "peak_rss_mb": peak_kb / 1024}))  # fmt: skip
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--gigabytes", type=float, default=1.0)
     parser.add_argument("--chunk-size", type=int, default=1 << 20)
     parser.add_argument("--measure", help=argparse.SUPPRESS)
@@ -146,7 +172,9 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     generate(EXPORT, args.gigabytes)
     size_mb = EXPORT.stat().st_size / (1 << 20)
-    print(f"export: {EXPORT.relative_to(REPO)}  {size_mb:,.0f} MB  (ready in {time.perf_counter() - started:.0f} s)")
+    print(
+        f"export: {EXPORT.relative_to(REPO)}  {size_mb:,.0f} MB  (ready in {time.perf_counter() - started:.0f} s)"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for mode in ("baseline", "scan", "scan_parse", "json_load_50mb"):
         out = subprocess.run(
@@ -158,7 +186,14 @@ def main(argv=None) -> None:
         rate = f"{read_mb / result['seconds']:8.1f} MB/s" if read_mb else " " * 13
         print(
             f"{mode:15s} elements {result['elements']:>9,}  rows {result['rows']:>9,}  "
-            f"{result['seconds']:8.1f} s  {rate}  peak RSS {result['peak_rss_mb']:7.1f} MB"
+            f"{result['seconds']:7.1f} s {rate}  RSS before {result['rss_before_mb']:6.1f} MB, "
+            f"max while reading {result['max_rss_mb']:6.1f} MB"
+            + (
+                f" (first half {half_mb:6.1f} MB)"
+                if (half_mb := result["max_rss_first_half_mb"])
+                else ""
+            )
+            + f", process peak {result['peak_rss_mb']:6.1f} MB"
         )
 
 

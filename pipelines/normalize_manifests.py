@@ -16,6 +16,7 @@ import apache_beam as beam
 from pipelines import report
 from pipelines.options import ConfigError, JobConfig, parse_launch
 from transforms import errors, storage
+from transforms.masks import MaskValidationConfig, ValidateMasks
 from transforms.counters import COUNTERS_FILE, MergeCounters, WriteCounters, counters_of_dead_letters, issue_counts
 from transforms.normalize import COUNTS, RECORDS, NormalizeRecords
 from transforms.read import BATCHES, FILES, SHARD_LINES, ReadManifests
@@ -74,28 +75,21 @@ def build(pipeline: beam.Pipeline, job: JobConfig) -> dict[str, beam.PCollection
 
 
 def _validate_masks(records, job: JobConfig, store):
-    """ValidateMasks on every record with a mask, when enabled (see transforms/masks.py)."""
-    if not job.validate_masks:
+    """ValidateMasks, when masks are checked, images probed, or a target profile applies."""
+    if not (job.validate_masks or job.probe_images or job.validation_profile != "none"):
         return None
-    try:
-        from transforms.masks import MaskValidationConfig, ValidateMasks
-    except ImportError:
-        return None
+    tuning = {
+        "alpha_threshold": job.mask_alpha_threshold,
+        "color_tolerance": job.mask_color_tolerance,
+        "max_pixels": job.mask_max_pixels,
+        "timeout_seconds": job.mask_timeout_seconds,
+        "concurrency": job.io_concurrency,
+    }
     config = MaskValidationConfig(
-        validate_masks=True,
+        validate_masks=job.validate_masks,
         probe_images=job.probe_images,
         validation_profile=job.validation_profile,
-        **{
-            name: value
-            for name, value in {
-                "alpha_threshold": job.mask_alpha_threshold,
-                "color_tolerance": job.mask_color_tolerance,
-                "max_pixels": job.mask_max_pixels,
-                "timeout_seconds": job.mask_timeout_seconds,
-                "concurrency": job.io_concurrency,
-            }.items()
-            if value is not None
-        },
+        **{name: value for name, value in tuning.items() if value is not None},
     )
     return records | "ValidateMasks" >> ValidateMasks(config, store)
 

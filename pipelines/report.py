@@ -38,12 +38,15 @@ def file_entries(counters: dict) -> list[dict]:
         entry["dead_letter_codes"] = counts.get("dead_letter_codes", {})
         entry["warnings"] = dict(sorted(counts.get("warnings", {}).items()))
         entry["reconciled"] = entry["lines"] == entry["ok"] + entry["dead_letters"] + entry["blank"]
+        # Records a validation profile refused: in errors/, not in records/.
+        entry["records_rejected"] = sum(entry["dead_letter_codes"].get("validate", {}).values())
         entries.append(entry)
     return entries
 
 
 def totals_of(files: list[dict]) -> dict:
-    totals = {name: sum(f[name] for f in files) for name in _FILE_COUNTERS}
+    totals = {name: sum(f[name] for f in files) for name in (*_FILE_COUNTERS, "records_rejected")}
+    totals["records_written"] = totals["records"] - totals["records_rejected"]
     totals["files"] = len(files)
     by_code: dict[str, int] = {}
     later: dict[str, dict[str, int]] = {}
@@ -111,7 +114,7 @@ def describe(job: JobConfig, summary: dict) -> str:
         f"labelbeam: {summary['state']} in {summary['seconds']:.1f}s",
         f"  input lines {totals['lines']}: ok {totals['ok']}, dead letters {totals['dead_letters']}, "
         f"blank {totals['blank']} ({'reconciled' if totals['reconciled'] else 'NOT reconciled'})",
-        f"  records {totals['records']} written to {storage.join(job.output, 'records')}",
+        f"  records {totals['records_written']} written to {storage.join(job.output, 'records')}",
     ]
     if job.output_format:
         lines.append(f"  manifests ({', '.join(job.output_format)}) in {storage.join(job.output, 'manifests')}")

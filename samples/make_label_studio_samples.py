@@ -52,7 +52,14 @@ def result(rid, kind, value, *, sized=True, from_name="label", **more):
 
 
 def rect(x, y, w, h, rotation=0, labels=("car",)):
-    return {"x": x, "y": y, "width": w, "height": h, "rotation": rotation, "rectanglelabels": list(labels)}
+    return {
+        "x": x,
+        "y": y,
+        "width": w,
+        "height": h,
+        "rotation": rotation,
+        "rectanglelabels": list(labels),
+    }
 
 
 def annotation(aid, results, *, user=1, created="2024-03-05T10:11:12.345678Z", **more):
@@ -97,8 +104,12 @@ def export_tasks() -> list[dict]:
                     [
                         result("r1", "rectanglelabels", rect(10, 20, 30, 25, rotation=30)),
                         result("r2", "rectanglelabels", rect(55, 50, 20, 30, labels=("truck",))),
-                        result("r2", "textarea", {"text": ["parked, half hidden"]}, from_name="note"),
-                        result("c1", "choices", {"choices": ["day"]}, sized=False, from_name="time"),
+                        result(
+                            "r2", "textarea", {"text": ["parked, half hidden"]}, from_name="note"
+                        ),
+                        result(
+                            "c1", "choices", {"choices": ["day"]}, sized=False, from_name="time"
+                        ),
                         {"type": "relation", "from_id": "r1", "to_id": "r2", "direction": "right"},
                     ],
                     user={"id": 1, "email": "ann@example.com", "first_name": "", "last_name": ""},
@@ -108,7 +119,11 @@ def export_tasks() -> list[dict]:
                 annotation(
                     103,
                     [  # the older split form: a plain region and its labels, one id
-                        result("s1", "rectangle", {"x": 11, "y": 21, "width": 29, "height": 24, "rotation": 0}),
+                        result(
+                            "s1",
+                            "rectangle",
+                            {"x": 11, "y": 21, "width": 29, "height": 24, "rotation": 0},
+                        ),
                         result("s1", "labels", {"labels": ["car"]}, from_name="kind"),
                     ],
                     user=2,
@@ -122,8 +137,16 @@ def export_tasks() -> list[dict]:
                     "score": 0.81,
                     "created_ago": "2 days",
                     "result": [
-                        {**result("p1", "rectanglelabels", rect(9, 19, 31, 26, rotation=28), sized=False),
-                         "score": 0.9, "source": "$image"},
+                        {
+                            **result(
+                                "p1",
+                                "rectanglelabels",
+                                rect(9, 19, 31, 26, rotation=28),
+                                sized=False,
+                            ),
+                            "score": 0.9,
+                            "source": "$image",
+                        },
                     ],
                 }
             ],
@@ -135,11 +158,26 @@ def export_tasks() -> list[dict]:
                 annotation(
                     201,
                     [
-                        result("g1", "polygonlabels",
-                               {"points": [[10, 10], [40, 12], [35, 45], [12, 40]], "polygonlabels": ["table"]}),
-                        result("e1", "ellipselabels",
-                               {"x": 70, "y": 60, "radiusX": 10, "radiusY": 5, "rotation": 45,
-                                "ellipselabels": ["plate"]}),
+                        result(
+                            "g1",
+                            "polygonlabels",
+                            {
+                                "points": [[10, 10], [40, 12], [35, 45], [12, 40]],
+                                "polygonlabels": ["table"],
+                            },
+                        ),
+                        result(
+                            "e1",
+                            "ellipselabels",
+                            {
+                                "x": 70,
+                                "y": 60,
+                                "radiusX": 10,
+                                "radiusY": 5,
+                                "rotation": 45,
+                                "ellipselabels": ["plate"],
+                            },
+                        ),
                     ],
                 )
             ],
@@ -151,10 +189,18 @@ def export_tasks() -> list[dict]:
                 annotation(
                     301,
                     [
-                        result("k1", "keypointlabels", {"x": 50, "y": 20, "width": 0.5, "keypointlabels": ["nose"]},
-                               parentID="b1"),
-                        result("k2", "keypointlabels", {"x": 45, "y": 18, "width": 0.5, "keypointlabels": ["left_eye"]},
-                               parentID="b1"),
+                        result(
+                            "k1",
+                            "keypointlabels",
+                            {"x": 50, "y": 20, "width": 0.5, "keypointlabels": ["nose"]},
+                            parentID="b1",
+                        ),
+                        result(
+                            "k2",
+                            "keypointlabels",
+                            {"x": 45, "y": 18, "width": 0.5, "keypointlabels": ["left_eye"]},
+                            parentID="b1",
+                        ),
                         result("b1", "rectanglelabels", rect(35, 10, 30, 80, labels=("person",))),
                         {"type": "relation", "from_id": "k1", "to_id": "b1", "direction": "right"},
                     ],
@@ -168,7 +214,11 @@ def export_tasks() -> list[dict]:
                 annotation(
                     401,
                     [
-                        result("m1", "brushlabels", {"format": "rle", "rle": _brush_rle(), "brushlabels": ["blob"]}),
+                        result(
+                            "m1",
+                            "brushlabels",
+                            {"format": "rle", "rle": _brush_rle(), "brushlabels": ["blob"]},
+                        ),
                         result("m2", "brush", {"format": "rle", "rle": _brush_rle()}),
                         result("m2", "labels", {"labels": ["blob"]}, from_name="kind"),
                     ],
@@ -179,11 +229,23 @@ def export_tasks() -> list[dict]:
             5,
             "s3://example-bucket/images/shelf-5.jpg",
             annotations=[
-                annotation(501, [result("c5", "choices", {"choices": ["indoor", "cluttered"]}, sized=False)]),
+                annotation(
+                    501,
+                    [result("c5", "choices", {"choices": ["indoor", "cluttered"]}, sized=False)],
+                ),
             ],
             predictions=[
-                {"id": 8, "model_version": "tagger-2", "score": 0.66,
-                 "result": [{**result("c5", "choices", {"choices": ["indoor"]}, sized=False), "score": 0.66}]},
+                {
+                    "id": 8,
+                    "model_version": "tagger-2",
+                    "score": 0.66,
+                    "result": [
+                        {
+                            **result("c5", "choices", {"choices": ["indoor"]}, sized=False),
+                            "score": 0.66,
+                        }
+                    ],
+                },
             ],
         ),
         task(6, "gs://example-bucket/images/unlabeled-6.png"),
@@ -195,7 +257,12 @@ def export_tasks() -> list[dict]:
                     701,
                     [
                         result("o1", "rectanglelabels", rect(90, 5, 15, 10), sized=False),
-                        result("v1", "videorectangle", {"sequence": [{"frame": 1, "x": 1, "y": 2}]}, sized=False),
+                        result(
+                            "v1",
+                            "videorectangle",
+                            {"sequence": [{"frame": 1, "x": 1, "y": 2}]},
+                            sized=False,
+                        ),
                     ],
                 )
             ],
@@ -210,15 +277,34 @@ def export_tasks() -> list[dict]:
 
 def jsonl_tasks() -> list[dict]:
     return [
-        task(11, "/data/upload/7/a-11.jpg",
-             annotations=[annotation(1101, [result("c", "choices", {"choices": ["cat"]}, sized=False)])]),
+        task(
+            11,
+            "/data/upload/7/a-11.jpg",
+            annotations=[
+                annotation(1101, [result("c", "choices", {"choices": ["cat"]}, sized=False)])
+            ],
+        ),
         task(
             12,
             "/data/upload/7/a-12.jpg",
-            annotations=[annotation(1201, [result("r", "rectanglelabels", rect(5, 5, 50, 50, labels=("dog",)))])],
-            predictions=[{"id": 9, "model_version": "m1", "score": 0.5,
-                          "result": [{**result("r", "rectanglelabels", rect(6, 6, 48, 48, labels=("dog",))),
-                                      "score": 0.5}]}],
+            annotations=[
+                annotation(
+                    1201, [result("r", "rectanglelabels", rect(5, 5, 50, 50, labels=("dog",)))]
+                )
+            ],
+            predictions=[
+                {
+                    "id": 9,
+                    "model_version": "m1",
+                    "score": 0.5,
+                    "result": [
+                        {
+                            **result("r", "rectanglelabels", rect(6, 6, 48, 48, labels=("dog",))),
+                            "score": 0.5,
+                        }
+                    ],
+                }
+            ],
         ),
         task(13, "/data/upload/7/a-13.jpg"),
     ]
@@ -228,8 +314,11 @@ def main() -> None:
     ROOT.mkdir(parents=True, exist_ok=True)
     (ROOT / "export.json").write_text(json.dumps(export_tasks(), indent=1) + "\n")
     (ROOT / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in jsonl_tasks()))
-    single = task(21, "/data/upload/7/single-21.jpg",
-                  annotations=[annotation(2101, [result("r", "rectanglelabels", rect(1, 2, 3, 4))])])
+    single = task(
+        21,
+        "/data/upload/7/single-21.jpg",
+        annotations=[annotation(2101, [result("r", "rectanglelabels", rect(1, 2, 3, 4))])],
+    )
     (ROOT / "single_task.json").write_text(json.dumps(single, indent=1) + "\n")
 
 

@@ -20,7 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata" / "label-studio-sdk-converter-tests"
 SAMPLES = REPO / "samples" / "label_studio"
 REAL_FILES = ["rectangles.json", "polygons.json", "keypoints.json", "predictions.json"]
-REGION_TYPES = {"rectanglelabels", "polygonlabels", "keypointlabels", "ellipselabels", "brushlabels"}
+REGION_TYPES = {
+    "rectanglelabels",
+    "polygonlabels",
+    "keypointlabels",
+    "ellipselabels",
+    "brushlabels",
+}
 
 FMT = get_format("label_studio")
 
@@ -152,8 +158,16 @@ def test_cancelled_annotations_are_skipped_and_counted():
     "mode, attributes, skipped",
     [
         ("all", ["101", "103", "prediction:7"], {"cancelled_annotations": 1}),
-        ("latest", ["103", "prediction:7"], {"cancelled_annotations": 1, "annotations_not_latest": 1}),
-        ("ground_truth", ["101", "prediction:7"], {"cancelled_annotations": 1, "annotations_not_ground_truth": 1}),
+        (
+            "latest",
+            ["103", "prediction:7"],
+            {"cancelled_annotations": 1, "annotations_not_latest": 1},
+        ),
+        (
+            "ground_truth",
+            ["101", "prediction:7"],
+            {"cancelled_annotations": 1, "annotations_not_ground_truth": 1},
+        ),
     ],
 )
 def test_annotation_selection_option(mode, attributes, skipped):
@@ -174,7 +188,9 @@ def test_older_split_form_merges_region_and_labels():
     (obj,) = split_row["objects"]
     assert obj["label"] == "car"
     assert [r["type"] for r in _attributes(obj)["ls"]] == ["rectangle", "labels"]
-    assert obj["bbox"] == pytest.approx({"x_min": 0.11, "y_min": 0.21, "x_max": 0.40, "y_max": 0.45})
+    assert obj["bbox"] == pytest.approx(
+        {"x_min": 0.11, "y_min": 0.21, "x_max": 0.40, "y_max": 0.45}
+    )
 
 
 def test_annotation_columns_and_per_region_text():
@@ -214,13 +230,46 @@ def test_image_reference_follows_source_and_to_name():
         ([1, 2], errors.NOT_AN_OBJECT),
         ({"id": 1}, errors.MISSING_SOURCE_REF),
         ({"id": 1, "data": {"text": "no image here"}}, errors.MISSING_SOURCE_REF),
-        ({"id": 1, "data": {"image": "a.jpg"}, "annotations": {"id": 1}}, errors.INVALID_FIELD_TYPE),
-        ({"id": 1, "data": {"image": "a.jpg"}, "annotations": [{"result": ["x"]}]}, errors.INVALID_FIELD_TYPE),
-        ({"id": 1, "data": {"image": "a.jpg"}, "annotations": [{"result": [
-            {"id": "r", "type": "rectanglelabels", "value": {"x": "10", "y": 1, "width": 1, "height": 1}}]}]},
-         errors.INVALID_FIELD_TYPE),
-        ({"id": 1, "data": {"image": "a.jpg"}, "annotations": [{"result": [
-            {"id": "p", "type": "polygonlabels", "value": {"points": [[1, 2, 3]]}}]}]}, errors.INVALID_FIELD_TYPE),
+        (
+            {"id": 1, "data": {"image": "a.jpg"}, "annotations": {"id": 1}},
+            errors.INVALID_FIELD_TYPE,
+        ),
+        (
+            {"id": 1, "data": {"image": "a.jpg"}, "annotations": [{"result": ["x"]}]},
+            errors.INVALID_FIELD_TYPE,
+        ),
+        (
+            {
+                "id": 1,
+                "data": {"image": "a.jpg"},
+                "annotations": [
+                    {
+                        "result": [
+                            {
+                                "id": "r",
+                                "type": "rectanglelabels",
+                                "value": {"x": "10", "y": 1, "width": 1, "height": 1},
+                            }
+                        ]
+                    }
+                ],
+            },
+            errors.INVALID_FIELD_TYPE,
+        ),
+        (
+            {
+                "id": 1,
+                "data": {"image": "a.jpg"},
+                "annotations": [
+                    {
+                        "result": [
+                            {"id": "p", "type": "polygonlabels", "value": {"points": [[1, 2, 3]]}}
+                        ]
+                    }
+                ],
+            },
+            errors.INVALID_FIELD_TYPE,
+        ),
     ],
 )
 def test_bad_tasks_are_record_errors(task, code):
@@ -274,7 +323,18 @@ def test_rotated_rectangles_match_label_studio_sdk_yolo_obb_export(tmp_path):
                 ours.append(obj["polygon"][0])
             else:  # unrotated: corners of the box, clockwise from the anchor
                 b = obj["bbox"]
-                ours.append([b["x_min"], b["y_min"], b["x_max"], b["y_min"], b["x_max"], b["y_max"], b["x_min"], b["y_max"]])
+                ours.append(
+                    [
+                        b["x_min"],
+                        b["y_min"],
+                        b["x_max"],
+                        b["y_min"],
+                        b["x_max"],
+                        b["y_max"],
+                        b["x_min"],
+                        b["y_max"],
+                    ]
+                )
         assert np.allclose(ours, expected, atol=1e-12)
         for obj, corners in zip(row["objects"], expected):
             assert obj["bbox"]["x_min"] == pytest.approx(min(corners[0::2]))
@@ -349,7 +409,9 @@ def test_ellipse_box_is_the_envelope_of_the_turned_ellipse():
 
 def test_unknown_result_type_is_kept_with_a_warning():
     (row,) = FMT.parse(_only_task(_samples(), 7)[0], _ctx()).rows
-    assert {"UNKNOWN_RESULT_TYPE", "REGION_OUT_OF_RANGE", "IMAGE_SIZE_UNKNOWN"} <= {i["code"] for i in row["issues"]}
+    assert {"UNKNOWN_RESULT_TYPE", "REGION_OUT_OF_RANGE", "IMAGE_SIZE_UNKNOWN"} <= {
+        i["code"] for i in row["issues"]
+    }
     kept = schema.loads_extra(row["extra"])["label_studio"]["results"]
     assert kept[0]["type"] == "videorectangle"
     assert row["image"]["width"] is None
@@ -420,7 +482,10 @@ def test_rows_that_cannot_be_written_are_rejected():
 
 def test_detect_rejects_other_formats():
     assert FMT.detect([{"source-ref": "s3://b/a.jpg", "class": 1}]) == 0.0
-    assert FMT.detect([{"image_url": "a.jpg", "label": "cat"}, {"data": {"image": "x"}, "id": 1}]) == 0.5
+    assert (
+        FMT.detect([{"image_url": "a.jpg", "label": "cat"}, {"data": {"image": "x"}, "id": 1}])
+        == 0.5
+    )
     assert FMT.detect([]) == 0.0
 
 

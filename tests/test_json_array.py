@@ -18,9 +18,15 @@ TRICKY = [
     b'\xef\xbb\xbf[{"bom": "ok"}]',
     b'[{"unicode": "\xc3\xa9\xe2\x82\xac \\u00e9"}, {"nested": {"deep": {"deeper": [[[]]]}}}]',
     b'["a\\\\", "b\\\\\\"c", "{[", 0]',
-    json.dumps([{"t": "\\" * k + '"]}' + "\\" * j, "u": ['"' * j]} for k in range(6) for j in range(4)]).encode(),
+    json.dumps(
+        [{"t": "\\" * k + '"]}' + "\\" * j, "u": ['"' * j]} for k in range(6) for j in range(4)]
+    ).encode(),
     json.dumps([json.dumps({"nested json": ['"[{', "\\"]}) for _ in range(3)]).encode(),
-    b'[{"big": "' + b"x" * 5000 + b'"}, {"list": [' + b",".join(b"%d" % i for i in range(2000)) + b"]}]",
+    b'[{"big": "'
+    + b"x" * 5000
+    + b'"}, {"list": ['
+    + b",".join(b"%d" % i for i in range(2000))
+    + b"]}]",
 ]
 
 
@@ -65,8 +71,8 @@ def test_elements_and_offsets_match_json_loads(raw, chunk_size):
         (b'[{"a": 1},]', 10),
         (b'[{"a": 1]]', 8),
         (b'[{"a": 1}] x', 11),
-        (b'[1, 2', 4),
-        (b'[,1]', 1),
+        (b"[1, 2", 4),
+        (b"[,1]", 1),
         (b'[{"a": 1},\n', 11),
     ],
 )
@@ -106,3 +112,27 @@ def test_reads_are_bounded_by_the_chunk_and_the_element():
     count = sum(1 for _ in iter_json_array(reader, chunk_size=256))
     assert count == 500
     assert reader.largest <= 2 * len(element) + 256
+
+
+def test_reads_an_fsspec_file_object():
+    import fsspec
+
+    raw = _samples_export()
+    fs = fsspec.filesystem("memory")
+    with fs.open("/ls/export.json", "wb") as out:
+        out.write(raw)
+    with fs.open("/ls/export.json", "rb") as handle:
+        got = [
+            (offset, json.loads(element))
+            for offset, element in iter_json_array(handle, chunk_size=4096)
+        ]
+    assert got == _expected(raw)
+    fs.rm("/ls/export.json")
+
+
+def _samples_export() -> bytes:
+    from pathlib import Path
+
+    return (
+        Path(__file__).resolve().parents[1] / "samples" / "label_studio" / "export.json"
+    ).read_bytes()

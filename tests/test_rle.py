@@ -41,7 +41,9 @@ def test_decode_equals_reference_on_literal_runs_and_long_runs():
     rng = np.random.default_rng(7)
     values = np.concatenate(
         [rng.integers(0, 256, 3000), np.full(70_000, 255), rng.integers(0, 3, 999)]
-    ).astype(np.uint8)  # literals, a run longer than 2**16, short runs
+    ).astype(
+        np.uint8
+    )  # literals, a run longer than 2**16, short runs
     rle = brush.encode_rle(values)
     assert np.array_equal(decode_values(rle), brush.decode_rle(rle))
 

@@ -98,17 +98,17 @@ def _read_range(fs, path: str, length: int) -> bytes:
     try:
         return fs.cat_file(path, start=0, end=length)
     except FileNotFoundError:
-        raise ImageProbeError(IMAGE_NOT_FOUND, f"{path} does not exist") from None
+        raise ImageProbeError(IMAGE_NOT_FOUND, "does not exist") from None
     except IsADirectoryError:
-        raise ImageProbeError(IMAGE_NOT_FOUND, f"{path} is a folder") from None
+        raise ImageProbeError(IMAGE_NOT_FOUND, "is a folder") from None
     except OSError as exc:
-        raise ImageProbeError(IMAGE_NOT_FOUND, f"cannot read {path}: {exc}") from None
+        raise ImageProbeError(IMAGE_NOT_FOUND, f"cannot read: {exc}") from None
 
 
 def _size(fs, path: str) -> int | None:
     try:
         return fs.size(path)
     except FileNotFoundError:
-        raise ImageProbeError(IMAGE_NOT_FOUND, f"{path} does not exist") from None
+        raise ImageProbeError(IMAGE_NOT_FOUND, "does not exist") from None
     except OSError as exc:
-        raise ImageProbeError(IMAGE_NOT_FOUND, f"cannot read {path}: {exc}") from None
+        raise ImageProbeError(IMAGE_NOT_FOUND, f"cannot read: {exc}") from None

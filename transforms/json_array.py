@@ -114,7 +114,9 @@ class _BracketScan:
             self.depth = int(depths[-1])
         self.in_string = bool((self.in_string + quotes.size) % 2)
         stripped = len(chunk) - len(chunk.rstrip(b"\\"))
-        self.trailing_backslashes = stripped + (self.trailing_backslashes if stripped == len(chunk) else 0)
+        self.trailing_backslashes = stripped + (
+            self.trailing_backslashes if stripped == len(chunk) else 0
+        )
         self.offset += len(chunk)
         return ends.tolist()
 
@@ -160,7 +162,9 @@ def iter_json_array(fileobj: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[tu
             return _expect_end(buf, pos + 1)
         if byte != _COMMA:
             what = "end of file" if byte is None else repr(chr(byte))
-            raise JsonArrayError(f"expected ',' or ']' after an element, found {what}", buf.base + pos)
+            raise JsonArrayError(
+                f"expected ',' or ']' after an element, found {what}", buf.base + pos
+            )
         pos, byte = buf.skip_space(pos + 1)
         if byte == _CLOSE_ARRAY:
             raise JsonArrayError("trailing ',' before ']'", buf.base + pos)

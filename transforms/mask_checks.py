@@ -141,11 +141,6 @@ def decode(data: bytes) -> Image.Image:
         raise MaskRejected(MASK_CORRUPT, f"cannot decode: {exc}") from None
 
 
-def decode_rgba(data: bytes) -> np.ndarray:
-    """PNG bytes (any colour type) -> an HxWx4 uint8 array."""
-    return to_rgba(decode(data))
-
-
 def to_rgba(image: Image.Image) -> np.ndarray:
     if image.mode in ("I", "I;16", "I;16B", "I;16L"):
         # 16-bit grey: scale to 8 bits, then grey v is the colour (v, v, v).

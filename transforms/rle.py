@@ -64,7 +64,9 @@ def decode_values(rle: Sequence[int] | bytes, expected: int | None = None) -> np
     covered = np.cumsum(record_counts)
     last = int(np.searchsorted(covered, num))
     if last == covered.size:
-        raise ValueError(f"RLE is cut short: its records cover {int(covered[-1]) if covered.size else 0} of {num} values")
+        raise ValueError(
+            f"RLE is cut short: its records cover {int(covered[-1]) if covered.size else 0} of {num} values"
+        )
     if covered[last] != num:
         raise ValueError(f"RLE runs cover {int(covered[last])} values, header says {num}")
     starts = starts[: last + 1]
@@ -110,7 +112,9 @@ def _expand(bits, word_bits, counts, literal, word_size) -> np.ndarray:
 
 def decode_rle(rle: Sequence[int] | bytes, width: int, height: int) -> np.ndarray:
     """RLE -> (height, width, 4) uint8 RGBA array; ValueError when malformed or mis-sized."""
-    return decode_values(rle, expected=int(width) * int(height) * 4).reshape(int(height), int(width), 4)
+    return decode_values(rle, expected=int(width) * int(height) * 4).reshape(
+        int(height), int(width), 4
+    )
 
 
 def mask_stats(

@@ -23,10 +23,18 @@ from transforms.errors import RecordError
 from transforms.rle import mask_stats, rle_bytes
 from transforms.schema import issue
 
-RECTANGLE, POLYGON, ELLIPSE, KEYPOINT, BRUSH = "rectangle", "polygon", "ellipse", "keypoint", "brush"
+RECTANGLE, POLYGON, ELLIPSE, KEYPOINT, BRUSH = (
+    "rectangle",
+    "polygon",
+    "ellipse",
+    "keypoint",
+    "brush",
+)
 # Region result types, in their label-carrying and their plain (older split) forms.
 REGION_KINDS = {kind: kind for kind in (RECTANGLE, POLYGON, ELLIPSE, KEYPOINT, BRUSH)}
-REGION_KINDS.update({f"{kind}labels": kind for kind in (RECTANGLE, POLYGON, ELLIPSE, KEYPOINT, BRUSH)})
+REGION_KINDS.update(
+    {f"{kind}labels": kind for kind in (RECTANGLE, POLYGON, ELLIPSE, KEYPOINT, BRUSH)}
+)
 # Non-region result types this format knows; any other type is kept raw with a warning.
 PLAIN_TYPES = frozenset(
     {"choices", "labels", "textarea", "relation", "number", "rating", "taxonomy", "datetime"}
@@ -64,12 +72,16 @@ def result_type(result: dict) -> str:
     return kind.lower() if isinstance(kind, str) else ""
 
 
-def region_object(region: dict, members: list[dict], relations: list[dict], ctx: RegionContext) -> tuple[dict, str]:
+def region_object(
+    region: dict, members: list[dict], relations: list[dict], ctx: RegionContext
+) -> tuple[dict, str]:
     """One region result (+ results sharing its id) -> (canonical object, region kind)."""
     kind = REGION_KINDS[result_type(region)]
     value = region.get("value")
     if not isinstance(value, dict):
-        raise RecordError(errors.INVALID_FIELD_TYPE, f"region {region.get('id')!r} has no value object")
+        raise RecordError(
+            errors.INVALID_FIELD_TYPE, f"region {region.get('id')!r} has no value object"
+        )
     labels = _labels_of(region, members)
     obj: dict[str, Any] = {"label": labels[0] if labels else None}
     if region.get("score") is not None:
@@ -149,7 +161,9 @@ def rectangle_corners(x, y, width, height, rotation, image_width, image_height) 
 
 def _rectangle(value: dict, ctx: RegionContext) -> dict:
     x, y = number(value.get("x"), "rectangle x"), number(value.get("y"), "rectangle y")
-    w, h = number(value.get("width"), "rectangle width"), number(value.get("height"), "rectangle height")
+    w, h = number(value.get("width"), "rectangle width"), number(
+        value.get("height"), "rectangle height"
+    )
     rotation = number(value.get("rotation", 0) or 0, "rectangle rotation")
     out: dict[str, Any] = {"rotation": rotation}
     if ctx.sized:
@@ -168,7 +182,9 @@ def _rectangle(value: dict, ctx: RegionContext) -> dict:
 def _polygon(value: dict, ctx: RegionContext) -> dict:
     points = value.get("points")
     if not isinstance(points, list) or not all(isinstance(p, list) and len(p) == 2 for p in points):
-        raise RecordError(errors.INVALID_FIELD_TYPE, "polygon points must be a list of [x, y] pairs")
+        raise RecordError(
+            errors.INVALID_FIELD_TYPE, "polygon points must be a list of [x, y] pairs"
+        )
     xs = [number(p[0], "polygon x") / 100 for p in points]
     ys = [number(p[1], "polygon y") / 100 for p in points]
     ring = [c for pair in zip(xs, ys) for c in pair]
@@ -184,7 +200,10 @@ def _polygon(value: dict, ctx: RegionContext) -> dict:
 def _ellipse(value: dict, ctx: RegionContext) -> dict:
     """Centre x, y and radii in percent; the envelope of the turned ellipse, in pixel space."""
     ext_w, ext_h = _extent(ctx)
-    cx, cy = number(value.get("x"), "ellipse x") * ext_w / 100, number(value.get("y"), "ellipse y") * ext_h / 100
+    cx, cy = (
+        number(value.get("x"), "ellipse x") * ext_w / 100,
+        number(value.get("y"), "ellipse y") * ext_h / 100,
+    )
     rx = number(value.get("radiusX"), "ellipse radiusX") * ext_w / 100
     ry = number(value.get("radiusY"), "ellipse radiusY") * ext_h / 100
     rotation = number(value.get("rotation", 0) or 0, "ellipse rotation")
@@ -192,7 +211,10 @@ def _ellipse(value: dict, ctx: RegionContext) -> dict:
     half_w, half_h = math.hypot(rx * cos, ry * sin), math.hypot(rx * sin, ry * cos)
     out: dict[str, Any] = {
         "rotation": rotation,
-        "bbox": _box([(cx - half_w) / ext_w, (cx + half_w) / ext_w], [(cy - half_h) / ext_h, (cy + half_h) / ext_h]),
+        "bbox": _box(
+            [(cx - half_w) / ext_w, (cx + half_w) / ext_w],
+            [(cy - half_h) / ext_h, (cy + half_h) / ext_h],
+        ),
     }
     if ctx.sized:
         out["area"] = math.pi * abs(rx * ry)
@@ -204,7 +226,9 @@ def _brush(region: dict, value: dict, ctx: RegionContext) -> tuple[dict, dict]:
     rle = value.get("rle", region.get("rle"))
     where = f"brush region {region.get('id')!r}"
     if value.get("format", "rle") != "rle" or rle is None:
-        ctx.issues.append(issue(RLE_INVALID, f"{where} has no RLE (format {value.get('format')!r})"))
+        ctx.issues.append(
+            issue(RLE_INVALID, f"{where} has no RLE (format {value.get('format')!r})")
+        )
         return {}, region
     try:
         data = rle_bytes(rle)
@@ -279,7 +303,9 @@ def _attributes(obj: dict) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def results_from_columns(obj: dict, index: int, image: dict, origin_score: bool) -> list[dict] | None:
+def results_from_columns(
+    obj: dict, index: int, image: dict, origin_score: bool
+) -> list[dict] | None:
     """A canonical object of any format -> Label Studio results; None if it has no geometry."""
     width, height = image.get("width"), image.get("height")
     region_id = f"lb{index}"
@@ -293,12 +319,26 @@ def results_from_columns(obj: dict, index: int, image: dict, origin_score: bool)
     corners = (obj.get("polygon") or [None])[0]
     if obj.get("rotation") and corners and len(corners) == 8 and width and height:
         value = _rotated_rectangle_value(corners, width, height)
-        results.append({**base, "id": region_id, "type": "rectanglelabels", "value": {**value, "rectanglelabels": labels}})
+        results.append(
+            {
+                **base,
+                "id": region_id,
+                "type": "rectanglelabels",
+                "value": {**value, "rectanglelabels": labels},
+            }
+        )
     elif obj.get("polygon"):
         for ring_index, ring in enumerate(obj["polygon"]):
             points = [[ring[i] * 100, ring[i + 1] * 100] for i in range(0, len(ring) - 1, 2)]
             rid = region_id if ring_index == 0 else f"{region_id}_{ring_index}"
-            results.append({**base, "id": rid, "type": "polygonlabels", "value": {"points": points, "polygonlabels": labels}})
+            results.append(
+                {
+                    **base,
+                    "id": rid,
+                    "type": "polygonlabels",
+                    "value": {"points": points, "polygonlabels": labels},
+                }
+            )
     elif obj.get("bbox"):
         box = obj["bbox"]
         value = {

@@ -25,7 +25,14 @@ from transforms import errors
 from transforms.dates import parse_timestamp
 from transforms.errors import RecordError
 from transforms.formats import _label_studio_regions as regions
-from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, iter_or_raise, register
+from transforms.formats.base import (
+    ManifestFormat,
+    ParseContext,
+    Parsed,
+    WriteContext,
+    iter_or_raise,
+    register,
+)
 from transforms.schema import dumps_extra, issue, loads_extra
 
 NAMESPACE = "label_studio"
@@ -87,7 +94,9 @@ class LabelStudioFormat(ManifestFormat):
 
     def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
         if not isinstance(obj, dict):
-            raise RecordError(errors.NOT_AN_OBJECT, f"a task must be an object, got {type(obj).__name__}")
+            raise RecordError(
+                errors.NOT_AN_OBJECT, f"a task must be an object, got {type(obj).__name__}"
+            )
         data = obj.get("data")
         if not isinstance(data, dict):
             raise RecordError(errors.MISSING_SOURCE_REF, "task has no 'data' object")
@@ -159,12 +168,16 @@ class _RowBuilder:
         key = _image_key(self.data, results)
         uri = self.data[key]
         if not isinstance(uri, str) or not uri:
-            raise RecordError(errors.INVALID_FIELD_TYPE, f"data[{key!r}] must be an image URL or path")
+            raise RecordError(
+                errors.INVALID_FIELD_TYPE, f"data[{key!r}] must be an image URL or path"
+            )
         width, height = _image_size(results)
         rctx = regions.RegionContext(width, height, self.tolerance, self.alpha)
         objects, kinds, labels, loose = _read_results(results, rctx)
         if kinds and not rctx.sized:
-            rctx.issues.append(issue(regions.IMAGE_SIZE_UNKNOWN, "regions without original_width/original_height"))
+            rctx.issues.append(
+                issue(regions.IMAGE_SIZE_UNKNOWN, "regions without original_width/original_height")
+            )
         extra: dict[str, Any] = {"data_key": key}
         if self.task_fields:
             extra["task"] = self.task_fields
@@ -186,7 +199,9 @@ class _RowBuilder:
             row["annotation"] = self._annotation(unit, origin, rctx.issues)
             unit_id = unit.get("id")
             if origin == "prediction":
-                row["source"] = {"attribute": f"prediction:{unit_id if unit_id is not None else index}"}
+                row["source"] = {
+                    "attribute": f"prediction:{unit_id if unit_id is not None else index}"
+                }
             elif unit_id is not None:
                 row["source"] = {"attribute": str(unit_id)}
         row["extra"] = dumps_extra({NAMESPACE: extra})
@@ -208,7 +223,11 @@ class _RowBuilder:
             "human_annotated": not prediction,
             "created_at": created_at,
             "confidence": regions.number(score, "prediction score") if score is not None else None,
-            "model_version": str(unit["model_version"]) if prediction and unit.get("model_version") is not None else None,
+            "model_version": (
+                str(unit["model_version"])
+                if prediction and unit.get("model_version") is not None
+                else None
+            ),
         }
 
 
@@ -232,7 +251,11 @@ def _image_key(data: dict, results: list[dict]) -> str:
     if "image" in data:
         return "image"
     refs = [k for k, v in data.items() if isinstance(v, str) and ("://" in v or v.startswith("/"))]
-    images = [k for k, v in data.items() if isinstance(v, str) and v.lower().split("?")[0].endswith(_IMAGE_SUFFIXES)]
+    images = [
+        k
+        for k, v in data.items()
+        if isinstance(v, str) and v.lower().split("?")[0].endswith(_IMAGE_SUFFIXES)
+    ]
     if images or refs:
         return (images or refs)[0]
     raise RecordError(errors.MISSING_SOURCE_REF, "task data has no image URL or path")
@@ -240,7 +263,9 @@ def _image_key(data: dict, results: list[dict]) -> str:
 
 def _image_size(results: list[dict]) -> tuple[int | None, int | None]:
     for result in results:
-        width, height = _pixels(result.get("original_width")), _pixels(result.get("original_height"))
+        width, height = _pixels(result.get("original_width")), _pixels(
+            result.get("original_height")
+        )
         if width and height:
             return width, height
     return None, None
@@ -302,7 +327,9 @@ def _choices(result: dict) -> list:
     value = result.get("value")
     choices = value.get("choices") if isinstance(value, dict) else None
     if not isinstance(choices, list):
-        raise RecordError(errors.INVALID_FIELD_TYPE, f"choices result {result.get('id')!r} has no choices list")
+        raise RecordError(
+            errors.INVALID_FIELD_TYPE, f"choices result {result.get('id')!r} has no choices list"
+        )
     return choices
 
 
@@ -310,7 +337,10 @@ def _warn_unknown(result: dict, rctx: regions.RegionContext) -> None:
     kind = regions.result_type(result)
     if kind not in regions.PLAIN_TYPES and kind not in regions.REGION_KINDS:
         rctx.issues.append(
-            issue(regions.UNKNOWN_RESULT_TYPE, f"result type {result.get('type')!r} kept as written in extra")
+            issue(
+                regions.UNKNOWN_RESULT_TYPE,
+                f"result type {result.get('type')!r} kept as written in extra",
+            )
         )
 
 
@@ -336,9 +366,15 @@ def _task_of_row(row: dict, ctx: WriteContext) -> dict | None:
     origin = row.get("origin")
     results = []
     for index, obj in enumerate(row.get("objects") or []):
-        written = regions.raw_results(obj) or regions.results_from_columns(obj, index, image, origin == "prediction")
+        written = regions.raw_results(obj) or regions.results_from_columns(
+            obj, index, image, origin == "prediction"
+        )
         if written is None:
-            ctx.reject(row, errors.OUTPUT_UNREPRESENTABLE, f"object {index} has no box, polygon or keypoints")
+            ctx.reject(
+                row,
+                errors.OUTPUT_UNREPRESENTABLE,
+                f"object {index} has no box, polygon or keypoints",
+            )
             return None
         results.extend(written)
     if "results" in ls:
