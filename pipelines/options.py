@@ -156,17 +156,21 @@ def _load_yaml(path: str) -> dict:
     return loaded
 
 
+class _RaisingParser(_BeamArgumentParser):
+    """Beam's parser, but a bad value is one ConfigError line, not usage text and an exit."""
+
+    def error(self, message):
+        raise ConfigError(message)
+
+
 def _check_known_flags(flags: list[str]) -> None:
-    parser = _BeamArgumentParser(allow_abbrev=False)
+    parser = _RaisingParser(allow_abbrev=False)
     seen = {}
     for cls in PipelineOptions.__subclasses__():
         seen.setdefault(str(cls), cls)
     for cls in seen.values():
         cls._add_argparse_args(parser)  # noqa: SLF001 (Beam's own way to list every option)
-    try:
-        _, unknown = parser.parse_known_args(flags)
-    except SystemExit:
-        raise ConfigError(f"invalid option in: {' '.join(flags)}") from None
+    _, unknown = parser.parse_known_args(flags)
     for arg in unknown:
         if arg.startswith("-"):
             name = arg.split("=", 1)[0]
@@ -272,8 +276,11 @@ def _check_job(job: JobConfig) -> None:
     for name in [job.format, *job.output_format]:
         if name is not None and name not in known:
             raise ConfigError(f"unknown format {name!r}; known formats: {', '.join(known)}")
-    for name in job.output_format:
-        get_format(name)
+    for name in known:
+        try:
+            get_format(name).check_options(job.format_options())
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"format option for {name}: {exc}") from None
     if job.validation_profile not in VALIDATION_PROFILES:
         raise ConfigError(f"unknown validation profile {job.validation_profile!r}")
     for pattern in job.input:

@@ -270,6 +270,14 @@ def test_image_reference_follows_source_and_to_name():
             },
             errors.INVALID_FIELD_TYPE,
         ),
+        (
+            {
+                "id": 1,
+                "data": {"image": "a.jpg"},
+                "annotations": [{"result": [{"id": ["x"], "type": "choices"}]}],
+            },
+            errors.INVALID_FIELD_TYPE,
+        ),
     ],
 )
 def test_bad_tasks_are_record_errors(task, code):

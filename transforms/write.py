@@ -106,14 +106,23 @@ class _ManifestFile:
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
         ctx = WriteContext(options=self.options)
-        for element in self.format.write(batch.to_pylist(), ctx):
-            if self.array:
-                self.handle.write(b",\n" if self.count else b"\n")
-                self.handle.write(element)
-            else:
-                self.handle.write(element + b"\n")
-            self.count += 1
+        for row in batch.to_pylist():
+            try:
+                elements = list(self.format.write([row], ctx))
+            except Exception as exc:  # a writer bug must not stop the job: the row is a dead letter
+                ctx.reject(row, errors.INTERNAL_ERROR, f"the writer failed: {exc!r}")
+                continue
+            for element in elements:
+                self._write_element(element)
         return [_rejected_letter(row, code, message, self.format.name) for row, code, message in ctx.rejected]
+
+    def _write_element(self, element: bytes) -> None:
+        if self.array:
+            self.handle.write(b",\n" if self.count else b"\n")
+            self.handle.write(element)
+        else:
+            self.handle.write(element + b"\n")
+        self.count += 1
 
     def close(self) -> None:
         if self.array:

@@ -66,6 +66,9 @@ class AzureAutoMLFormat(ManifestFormat):
     file_layout = "jsonl"
     one_task_per_file = True  # an AutoML training job reads one task's JSONL
 
+    def check_options(self, options: dict[str, Any]) -> None:
+        DatastoreMap(options.get(DATASTORE_MAP))
+
     def detect(self, sample: list[Any]) -> float:
         if not sample:
             return 0.0

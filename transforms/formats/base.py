@@ -62,6 +62,9 @@ class ManifestFormat(abc.ABC):
     #: manifests are then partitioned by task as well as by split
     one_task_per_file: bool = False
 
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Raises ValueError for a bad format option; called once at launch, before any work."""
+
     @abc.abstractmethod
     def detect(self, sample: list[Any]) -> float:
         """Share (0..1) of the sample's decoded objects that look like this format."""

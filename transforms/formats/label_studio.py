@@ -80,6 +80,9 @@ class LabelStudioFormat(ManifestFormat):
     extension = ".json"
     file_layout = "json_array"
 
+    def check_options(self, options: dict[str, Any]) -> None:
+        parse_options(options)
+
     def detect(self, sample: list[Any]) -> float:
         if not sample:
             return 0.0
@@ -263,9 +266,8 @@ def _image_key(data: dict, results: list[dict]) -> str:
 
 def _image_size(results: list[dict]) -> tuple[int | None, int | None]:
     for result in results:
-        width, height = _pixels(result.get("original_width")), _pixels(
-            result.get("original_height")
-        )
+        width = _pixels(result.get("original_width"))
+        height = _pixels(result.get("original_height"))
         if width and height:
             return width, height
     return None, None
@@ -288,13 +290,16 @@ def _read_results(results: list[dict], rctx: regions.RegionContext):
         rid = result.get("id")
         if rid is None or regions.result_type(result) == "relation":
             loose_first.append(result)
-        else:
+        elif isinstance(rid, (str, int)):
             groups.setdefault(rid, []).append(result)
+        else:
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"result id must be a string, got {rid!r}")
     region_ids = {rid for rid, group in groups.items() if any(_is_region(r) for r in group)}
     relations: dict[Any, list[dict]] = defaultdict(list)
     loose: list[dict] = []
     for result in loose_first:
-        if regions.result_type(result) == "relation" and result.get("from_id") in region_ids:
+        from_id = result.get("from_id")
+        if isinstance(from_id, (str, int)) and from_id in region_ids:
             relations[result["from_id"]].append(result)
         else:
             loose.append(result)

@@ -411,6 +411,9 @@ class _LineWriter:
                 return _REJECTED, {}
             value["image_size"] = [{"width": width, "height": height, "depth": 3}]
         objects = [row["objects"][i] for i in entry.get("objects", [])]
+        if any(obj.get("bbox") is None for obj in objects):
+            self.ctx.reject(row, errors.OUTPUT_UNREPRESENTABLE, "a region without a box (e.g. a keypoint) has no Ground Truth form")
+            return _REJECTED, {}
         names: dict[str, int] = {}
         annotations, confidences = [], []
         for obj in objects:
