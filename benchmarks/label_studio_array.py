@@ -127,7 +127,7 @@ def _measure(mode: str, path: str, chunk_size: int) -> None:
     started = time.perf_counter()
     if mode == "scan":
         with open(path, "rb") as handle:
-            for offset, raw in iter_json_array(handle, chunk_size=chunk_size):
+            for offset, _raw in iter_json_array(handle, chunk_size=chunk_size):
                 elements += 1
                 if elements % 1000 == 0:
                     max_rss = max(max_rss, _current_rss_mb())

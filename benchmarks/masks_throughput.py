@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     bare = median(lambda: bare_loop(paths))
     print(f"{'bare_loop':20s} {bare:6.2f} s  {len(paths) / bare:6.0f} masks/s")
     for name, args in (("fnapi_in_process", []), ("fnapi_multi_process", multi)):
-        total = median(lambda: pipeline_run(batches, len(paths), args, config))
+        total = median(lambda args=args: pipeline_run(batches, len(paths), args, config))
         # The same graph with validation off: start-up, Create, Reshuffle; not masks.
-        overhead = median(lambda: pipeline_run(batches, 0, args, no_checks))
+        overhead = median(lambda args=args: pipeline_run(batches, 0, args, no_checks))
         net = max(total - overhead, 1e-9)
         print(f"{name:20s} {total:6.2f} s  {len(paths) / total:6.0f} masks/s  x{bare / total:.2f} of bare loop"
               f"  | fixed overhead {overhead:5.2f} s, net {len(paths) / net:6.0f} masks/s x{bare / net:.2f}")

@@ -16,8 +16,8 @@ import apache_beam as beam
 from pipelines import report
 from pipelines.options import ConfigError, JobConfig, parse_launch
 from transforms import errors, storage
-from transforms.masks import MaskValidationConfig, ValidateMasks
 from transforms.counters import COUNTERS_FILE, MergeCounters, WriteCounters, counters_of_dead_letters, issue_counts
+from transforms.masks import MaskValidationConfig, ValidateMasks
 from transforms.normalize import COUNTS, RECORDS, NormalizeRecords
 from transforms.read import BATCHES, FILES, SHARD_LINES, ReadManifests
 from transforms.split import AssignSplit

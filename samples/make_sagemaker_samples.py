@@ -80,7 +80,7 @@ def lookout_lines() -> list[dict]:
         ref = _image(f"anomaly-{i}.jpg", (180, 170, 160 + i))
         name = "Anomaly" if i == 4 else "anomaly"  # recognized case-insensitively, kept as written
         mask = _mask(f"anomaly-{i}.png", [((8 + i, 8, 24 + i, 20), (0x2C, 0xA0, 0x2C)), ((40, 30, 50, 40), (0x1F, 0x77, 0xB4))])
-        metadata_first = {f"anomaly-label-metadata": classification("anomaly-label", name, 1)["anomaly-label-metadata"]}
+        metadata_first = {"anomaly-label-metadata": classification("anomaly-label", name, 1)["anomaly-label-metadata"]}
         lines.append({"source-ref": ref, **metadata_first, "anomaly-label": 1, **mask_attr("anomaly-mask-ref", mask)})
     return lines
 

@@ -11,7 +11,6 @@ import pytest
 from tests.format_contract import assert_detects, assert_round_trip, parse_all
 from transforms import schema
 from transforms.errors import RecordError
-from transforms.formats import azure_automl
 from transforms.formats.base import ParseContext, WriteContext, get_format
 
 REPO = Path(__file__).resolve().parents[1]

@@ -137,7 +137,7 @@ def test_ground_truth_sample_shapes():
     by_image = {Path(r["image"]["uri"]).name: r for r in canonical([r for o in sample("ground-truth.jsonl") for r in FMT.parse(o, CTX).rows])}
     multilabel = by_image["street-1.jpg"]
     assert multilabel["task"] == "multilabel_classification"
-    assert [(l["name"], round(l["score"], 2)) for l in multilabel["labels"]] == [("car", 0.91), ("bicycle", 0.62)]
+    assert [(lab["name"], round(lab["score"], 2)) for lab in multilabel["labels"]] == [("car", 0.91), ("bicycle", 0.62)]
     detection = by_image["street-2.jpg"]
     assert detection["task"] == "object_detection"
     assert (detection["image"]["width"], detection["image"]["height"]) == (64, 48)
@@ -150,7 +150,7 @@ def test_ground_truth_sample_shapes():
     assert raw_chained["source"]["attribute"] == "bounding-box,bounding-box-chained"
     rekognition = by_image["kitchen-1.jpg"]
     assert rekognition["task"] == "multilabel_classification"
-    assert [l["name"] for l in rekognition["labels"]] == ["kitchen", "window"]
+    assert [lab["name"] for lab in rekognition["labels"]] == ["kitchen", "window"]
     segmentation = by_image["street-4.jpg"]
     assert segmentation["task"] == "semantic_segmentation" and segmentation["labels"] == []
     assert by_image["street-5.jpg"]["task"] == "unlabeled"

@@ -54,8 +54,8 @@ def test_samples_end_to_end(tmp_path):
     assert set(table.column("split").to_pylist()) <= {"train", "validation", "test"}
     letters = read_dead_letters(out)
     assert len(letters) == 8
-    assert {l["line"] for l in letters} == {1, 2, 3, 4, 5, 6, 7, 8}
-    assert all(set(l) == {"source_uri", "line", "offset", "format", "stage", "code", "severity", "message", "raw"} for l in letters)
+    assert {lab["line"] for lab in letters} == {1, 2, 3, 4, 5, 6, 7, 8}
+    assert all(set(lab) == {"source_uri", "line", "offset", "format", "stage", "code", "severity", "message", "raw"} for lab in letters)
     # The manifests read back through the format give the same rows.
     fmt = get_format("sagemaker")
     written = sorted((out / "manifests" / "sagemaker").glob("split=*/part-*-of-*.manifest"))
@@ -159,7 +159,7 @@ def test_sharded_read_equals_one_shard_read(tmp_path):
         ids = table.column("record_id").to_pylist()
         lines = pc.struct_field(table.column("source"), "line").to_pylist()
         offsets = pc.struct_field(table.column("source"), "offset").to_pylist()
-        letters = sorted((l["line"], l["offset"], l["code"]) for l in read_dead_letters(out))
+        letters = sorted((lab["line"], lab["offset"], lab["code"]) for lab in read_dead_letters(out))
         results[name] = (sorted(zip(lines, offsets, ids)), letters, read_run(out)["files"][0])
     assert results["many"] == results["one"]
     records, letters, counts = results["one"]
@@ -167,7 +167,7 @@ def test_sharded_read_equals_one_shard_read(tmp_path):
     assert len(letters) == counts["dead_letters"] > 0 and counts["blank"] > 0
     # Line numbers are 1-based file lines, offsets the byte where the line starts.
     with open(manifest, "rb") as handle:
-        for line, offset, _ in records[:: 20_000]:
+        for _, offset, _ in records[:: 20_000]:
             handle.seek(offset)
             assert handle.readline().startswith(b'{"source-ref"')
     assert records[0][:2] == (1, 0)

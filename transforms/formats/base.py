@@ -64,6 +64,7 @@ class ManifestFormat(abc.ABC):
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Raises ValueError for a bad format option; called once at launch, before any work."""
+        return None
 
     @abc.abstractmethod
     def detect(self, sample: list[Any]) -> float:
