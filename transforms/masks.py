@@ -315,7 +315,7 @@ class _ValidateMasksFn(beam.DoFn):
         except mask_checks.MaskRejected:
             raise
         except (FileNotFoundError, IsADirectoryError):
-            raise mask_checks.MaskRejected(mask_checks.MASK_NOT_FOUND, "does not exist") from None
+            raise mask_checks.MaskRejected(mask_checks.MASK_NOT_FOUND, "does not exist (relative refs resolve against the manifest folder, or --relative_to)") from None
         except (OSError, ValueError) as exc:
             raise mask_checks.MaskRejected(mask_checks.MASK_NOT_FOUND, f"cannot read: {exc}") from None
 
