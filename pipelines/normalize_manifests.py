@@ -17,7 +17,7 @@ from pipelines import report
 from pipelines.options import ConfigError, JobConfig, parse_launch
 from transforms import errors, storage
 from transforms.counters import COUNTERS_FILE, MergeCounters, WriteCounters, counters_of_dead_letters, issue_counts
-from transforms.masks import MaskValidationConfig, ValidateMasks
+from transforms.masks import ValidateMasks
 from transforms.normalize import COUNTS, RECORDS, NormalizeRecords
 from transforms.read import BATCHES, FILES, SHARD_LINES, ReadManifests
 from transforms.split import AssignSplit
@@ -62,7 +62,7 @@ def build(pipeline: beam.Pipeline, job: JobConfig) -> dict[str, beam.PCollection
     counters = (
         (
             read[FILES],
-            read[SHARD_LINES] | "LinesPerFile" >> beam.Map(lambda kv: (kv[0][0], {"lines": kv[1]})),
+            read[SHARD_LINES] | "LinesPerFile" >> beam.MapTuple(lambda uri, lines: (uri, {"lines": lines})),
             normalized[COUNTS],
             all_dead | "CountDeadLetters" >> beam.Map(counters_of_dead_letters),
             records | "CountWarnings" >> beam.FlatMap(issue_counts),
@@ -78,19 +78,7 @@ def _validate_masks(records, job: JobConfig, store):
     """ValidateMasks, when masks are checked, images probed, or a target profile applies."""
     if not (job.validate_masks or job.probe_images or job.validation_profile != "none"):
         return None
-    tuning = {
-        "alpha_threshold": job.mask_alpha_threshold,
-        "color_tolerance": job.mask_color_tolerance,
-        "max_pixels": job.mask_max_pixels,
-        "timeout_seconds": job.mask_timeout_seconds,
-        "concurrency": job.io_concurrency,
-    }
-    config = MaskValidationConfig(
-        validate_masks=job.validate_masks,
-        probe_images=job.probe_images,
-        validation_profile=job.validation_profile,
-        **{name: value for name, value in tuning.items() if value is not None},
-    )
+    config = job.mask_config()
     return records | "ValidateMasks" >> ValidateMasks(config, store)
 
 

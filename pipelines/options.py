@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 
 from transforms import read, storage
 from transforms.formats.base import format_names, get_format
+from transforms.masks import MaskValidationConfig
 from transforms.split import DEFAULT_RATIOS, parse_ratios
 
 VALIDATION_PROFILES = ("none", "lookout_for_vision", "rekognition", "azure_automl", "label_studio")
@@ -63,6 +64,22 @@ class JobConfig:
         options["azure_datastore_map"] = [tuple(pair) for pair in self.azure_datastore_map]
         options["label_studio_annotations"] = self.label_studio_annotations
         return options
+
+    def mask_config(self) -> MaskValidationConfig:
+        """What ValidateMasks gets; unset tuning flags keep its documented defaults."""
+        tuning = {
+            "alpha_threshold": self.mask_alpha_threshold,
+            "color_tolerance": self.mask_color_tolerance,
+            "max_pixels": self.mask_max_pixels,
+            "timeout_seconds": self.mask_timeout_seconds,
+            "concurrency": self.io_concurrency,
+        }
+        return MaskValidationConfig(
+            validate_masks=self.validate_masks,
+            probe_images=self.probe_images,
+            validation_profile=self.validation_profile,
+            **{name: value for name, value in tuning.items() if value is not None},
+        )
 
     def redacted(self) -> dict[str, Any]:
         return storage.redact(dataclasses.asdict(self))
@@ -283,6 +300,10 @@ def _check_job(job: JobConfig) -> None:
             raise ConfigError(f"format option for {name}: {exc}") from None
     if job.validation_profile not in VALIDATION_PROFILES:
         raise ConfigError(f"unknown validation profile {job.validation_profile!r}")
+    try:
+        job.mask_config()
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"mask validation: {exc}") from None
     for pattern in job.input:
         try:
             matched = storage.expand(pattern, job.storage_options)

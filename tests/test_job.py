@@ -102,6 +102,9 @@ def test_max_error_rate_exits_non_zero_after_writing(tmp_path):
         (["--shard_size=lots"], "--shard_size: not a size"),
         (["--max_error_rate=2"], "--max_error_rate: must be between 0 and 1"),
         (["--split_ratios=train"], "--split_ratios"),
+        (["--mask_alpha_threshold=300"], "alpha_threshold must be 0..255"),
+        (["--validation_profile=coco"], "invalid choice: 'coco'"),
+        (["--format_option", "region_tolerance=-1"], "format option for label_studio"),
     ],
 )
 def test_bad_launches_fail_with_one_line_before_any_work(tmp_path, capsys, args, message):

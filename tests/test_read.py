@@ -16,6 +16,7 @@ from transforms.read import (
     _PlanShardsFn,
     _ReadShardFn,
     _ShardReader,
+    count_line_starts,
     parse_size,
     sniff,
 )
@@ -91,6 +92,18 @@ def test_long_line_within_one_chunk_is_refused_too():
     assert got == [(2, len(data) - 8, b'{"b": 2}')] and lines == 2
 
 
+@pytest.mark.parametrize("shard_size", [1, 2, 3, 5, 8, 13, 64, 1000])
+@pytest.mark.parametrize("data", [SAMPLE, SAMPLE + b"\n", b"\n\n\n", b"x", b'{"a": 1}\r\n' * 9])
+def test_counted_line_starts_equal_the_lines_each_shard_reads(data, shard_size):
+    """The pre-count that numbers shards agrees with the reader, shard by shard."""
+    for index, start in enumerate(range(0, len(data), shard_size)):
+        end = min(start + shard_size, len(data))
+        shard = Shard("mem://x", index, start, end, JSONL, "sagemaker")
+        reader = _ShardReader(shard, 1000, 1 << 20)
+        list(reader.read_lines(io.BytesIO(data)))
+        assert count_line_starts(io.BytesIO(data), start, end) == reader.line_count, (start, end)
+
+
 def test_parse_size_accepts_suffixes():
     assert parse_size("64MB") == 64 << 20
     assert parse_size("512KB") == 512 << 10
@@ -119,8 +132,8 @@ def test_plan_shards_detects_format_and_cuts_byte_ranges(tmp_path):
     path = tmp_path / "m.manifest"
     path.write_bytes(b"".join(b'{"source-ref": "s3://b/%06d.jpg"}\n' % i for i in range(1000)))
     outputs = list(_PlanShardsFn(None, 4096, None).process((str(path), path.stat().st_size)))
-    shards = [o for o in outputs if isinstance(o, Shard)]
-    info = [o.value for o in outputs if not isinstance(o, Shard)]
+    shards = [o.value for o in outputs if isinstance(o.value, Shard)]
+    info = [o.value for o in outputs if not isinstance(o.value, Shard)]
     assert info == [(str(path), {"format": "sagemaker", "layout": JSONL, "bytes": path.stat().st_size})]
     assert [s.start for s in shards] == list(range(0, path.stat().st_size, 4096))
     assert shards[-1].end == path.stat().st_size and all(s.format == "sagemaker" for s in shards)

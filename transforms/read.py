@@ -4,9 +4,13 @@ JSON-lines files are cut into byte-range shards so one big file is read by many 
 shard owns the lines that *start* inside [start, end): it skips the partial line it begins in and
 reads past its end to finish its last line, so no line is lost or read twice at an edge.
 
-Exact 1-based line numbers need to know how many lines precede a shard. Each shard counts the
-lines it owns; a small side input of those counts turns shard-local numbers into file line
-numbers. Gzip files, JSON arrays and single-object files cannot be split: one shard each.
+Exact 1-based line numbers need to know how many lines precede a shard. Before reading, every
+shard of a split file counts the line starts in its byte range (bytes.count over the range, in
+parallel, I/O bound); a GroupByKey of those small counts per file gives each shard its first line
+number, so the reader emits exact numbers and nothing waits on a side input. (Beam 2.77's
+FnApiRunner drops elements of a large main input read with a side input when it runs more than
+one worker; this design needs none.) Gzip files, JSON arrays and single-object files cannot be
+split: one shard each, numbered from 1.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ _SAMPLE_RECORDS = 50
 BATCHES = "batches"
 FILES = "files"
 SHARD_LINES = "shard_lines"
+_SPLIT_SHARDS = "split_shards"
 
 JSONL, JSON_ARRAY, JSON_OBJECT = "jsonl", "json_array", "json_object"
 
@@ -48,6 +53,24 @@ class Shard:
     layout: str
     format: str | None
     compression: str | None = None
+    line_base: int = 0  # lines of the file before this shard
+
+
+def count_line_starts(handle, start: int, end: int) -> int:
+    """Lines that start in [start, end): the lines a shard owns (0 or a byte after a newline)."""
+    if end <= start:
+        return 0
+    count = 1 if start == 0 else 0
+    position = max(start - 1, 0)
+    handle.seek(position)
+    remaining = (end - 1) - position
+    while remaining > 0:
+        chunk = handle.read(min(_CHUNK, remaining))
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        remaining -= len(chunk)
+    return count
 
 
 @dataclasses.dataclass
@@ -176,7 +199,32 @@ class _PlanShardsFn(beam.DoFn):
             yield Shard(uri, 0, 0, -1, layout, name, compression)
             return
         for index, start in enumerate(range(0, size, self._shard_size)):
-            yield Shard(uri, index, start, min(start + self._shard_size, size), layout, name)
+            shard = Shard(uri, index, start, min(start + self._shard_size, size), layout, name)
+            yield beam.pvalue.TaggedOutput(_SPLIT_SHARDS, shard)
+
+
+class _CountShardLinesFn(beam.DoFn):
+    """A shard of a split file -> (uri, (shard, lines it owns))."""
+
+    def __init__(self, storage_options):
+        self._storage_options = storage_options
+
+    def process(self, shard: Shard):
+        try:
+            with _open(shard.uri, self._storage_options) as handle:
+                lines = count_line_starts(handle, shard.start, shard.end)
+        except OSError:
+            lines = 0  # the reader meets the same error and reports it as READ_FAILED
+        yield shard.uri, (shard, lines)
+
+
+def _with_line_bases(file_shards):
+    """(uri, [(shard, lines)]) -> the shards of the file, each knowing the lines before it."""
+    _, counted = file_shards
+    base = 0
+    for shard, lines in sorted(counted, key=lambda item: item[0].index):
+        yield dataclasses.replace(shard, line_base=base)
+        base += lines
 
 
 class _ReadShardFn(beam.DoFn):
@@ -203,7 +251,7 @@ class _ReadShardFn(beam.DoFn):
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 yield from reader.fail(shard.start, errors.READ_FAILED, f"read failed: {exc}")
         yield from reader.flush()
-        yield beam.pvalue.TaggedOutput(SHARD_LINES, ((shard.uri, shard.index), reader.line_count))
+        yield beam.pvalue.TaggedOutput(SHARD_LINES, (shard.uri, reader.line_count))
 
 
 class _ShardReader:
@@ -213,7 +261,7 @@ class _ShardReader:
         self.shard = shard
         self.batch_lines = batch_lines
         self.max_line_bytes = max_line_bytes
-        self.line_count = 0
+        self.line_count = 0  # lines this shard owns, blank ones included
         self.batch = self._new_batch()
         self.batch_bytes = 0
 
@@ -228,7 +276,7 @@ class _ShardReader:
         else:
             if failure is not None:
                 batch.failures.append((len(batch.raws), *failure))
-            batch.lines.append(self.line_count)
+            batch.lines.append(self.shard.line_base + self.line_count)
             batch.offsets.append(offset)
             batch.raws.append(raw)
             self.batch_bytes += len(raw)
@@ -322,18 +370,6 @@ class _ShardReader:
             yield from self._add(0, data)
 
 
-class _NumberLinesFn(beam.DoFn):
-    """Shard-local line numbers -> 1-based file line numbers, from the lines each shard owns."""
-
-    def process(self, batch: RawBatch, shard_lines: dict):
-        base = 0
-        if batch.shard:
-            base = sum(shard_lines.get((batch.uri, index), 0) for index in range(batch.shard))
-        if base:
-            batch.lines = [line + base for line in batch.lines]
-        yield batch
-
-
 def _match(pattern: str, storage_options):
     matched = storage.expand(pattern, storage_options)
     if not matched:
@@ -342,7 +378,7 @@ def _match(pattern: str, storage_options):
 
 
 class ReadManifests(beam.PTransform):
-    """Glob patterns -> {batches: RawBatch, files: (uri, info), shard_lines: ((uri, shard), n)}."""
+    """Glob patterns -> {batches: RawBatch, files: (uri, info), shard_lines: (uri, lines of a shard)}."""
 
     def __init__(
         self,
@@ -370,16 +406,21 @@ class ReadManifests(beam.PTransform):
         )
         planned = files | "PlanShards" >> beam.ParDo(
             _PlanShardsFn(self._format_name, self._shard_size, self._storage_options)
-        ).with_outputs(FILES, main="shards")
+        ).with_outputs(FILES, _SPLIT_SHARDS, main="whole_files")
+        numbered = (
+            planned[_SPLIT_SHARDS]
+            | "SpreadCounting" >> beam.Reshuffle()
+            | "CountShardLines" >> beam.ParDo(_CountShardLinesFn(self._storage_options))
+            | "ShardsPerFile" >> beam.GroupByKey()
+            | "AssignLineBases" >> beam.FlatMap(_with_line_bases)
+        )
         read = (
-            planned.shards
+            (planned.whole_files, numbered)
+            | "AllShards" >> beam.Flatten()
             | "SpreadShards" >> beam.Reshuffle()
             | "ReadShards"
             >> beam.ParDo(
                 _ReadShardFn(self._storage_options, self._batch_lines, self._max_line_bytes)
             ).with_outputs(SHARD_LINES, main=BATCHES)
         )
-        batches = read[BATCHES] | "NumberLines" >> beam.ParDo(
-            _NumberLinesFn(), shard_lines=beam.pvalue.AsDict(read[SHARD_LINES])
-        )
-        return {BATCHES: batches, FILES: planned[FILES], SHARD_LINES: read[SHARD_LINES]}
+        return {BATCHES: read[BATCHES], FILES: planned[FILES], SHARD_LINES: read[SHARD_LINES]}
