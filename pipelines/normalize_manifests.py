@@ -21,6 +21,7 @@ from transforms.masks import ValidateMasks
 from transforms.normalize import COUNTS, RECORDS, NormalizeRecords
 from transforms.read import BATCHES, FILES, SHARD_LINES, ReadManifests
 from transforms.split import AssignSplit
+from transforms.stats import ComputeStatistics
 from transforms.write import WriteDeadLetters, WriteManifests, WriteRecords
 
 _LOG = logging.getLogger("labelbeam")
@@ -50,6 +51,7 @@ def build(pipeline: beam.Pipeline, job: JobConfig) -> dict[str, beam.PCollection
         dead_letters.append(validated[errors.DEAD_LETTERS])
 
     records | "WriteRecords" >> WriteRecords(storage.join(out, "records"), store)
+    records | "ComputeStatistics" >> ComputeStatistics(storage.join(out, "stats"), store)
     for name in job.output_format:
         written = records | f"WriteManifests[{name}]" >> WriteManifests(
             storage.join(out, "manifests", name), name, job.format_options(), store

@@ -54,7 +54,7 @@ class _ParquetFile:
 
     extension = ".parquet"
     ROW_GROUP_ROWS = 64 * 1024
-    ROW_GROUP_BYTES = 64 << 20
+    ROW_GROUP_BYTES = 16 << 20
 
     def __init__(self, handle):
         self.handle = handle
