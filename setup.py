@@ -34,5 +34,5 @@ setuptools.setup(
             "label-studio-sdk>=1.0",
         ],
     },
-    entry_points={"console_scripts": ["labelbeam=pipelines.normalize_manifests:main"]},
+    entry_points={"console_scripts": ["labelbeam=pipelines.cli:main"]},
 )

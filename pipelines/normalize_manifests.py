@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 
@@ -24,7 +23,6 @@ from transforms.split import AssignSplit
 from transforms.stats import ComputeStatistics
 from transforms.write import WriteDeadLetters, WriteManifests, WriteRecords
 
-_LOG = logging.getLogger("labelbeam")
 
 
 def build(pipeline: beam.Pipeline, job: JobConfig) -> dict[str, beam.PCollection]:
@@ -116,10 +114,7 @@ def run(argv: list[str] | None = None) -> int:
     return summary["exit_code"]
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(run())
-
-
 if __name__ == "__main__":
+    from pipelines.cli import main
+
     main()

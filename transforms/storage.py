@@ -44,7 +44,7 @@ def filesystem(url: str, storage_options: dict | None = None) -> tuple[fsspec.Ab
 def to_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """A filesystem path back to the URL users write: plain paths for local files."""
     if isinstance(fs, LocalFileSystem):
-        return path
+        return posixpath.normpath(path)
     return fs.unstrip_protocol(path)
 
 
