@@ -24,7 +24,6 @@ from transforms.stats import ComputeStatistics
 from transforms.write import WriteDeadLetters, WriteManifests, WriteRecords
 
 
-
 def build(pipeline: beam.Pipeline, job: JobConfig) -> dict[str, beam.PCollection]:
     """The whole job graph on `pipeline`; returns its main PCollections by name."""
     out = job.output.rstrip("/")
