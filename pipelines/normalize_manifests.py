@@ -61,7 +61,7 @@ def build(pipeline: beam.Pipeline, job: JobConfig) -> dict[str, beam.PCollection
     counters = (
         (
             read[FILES],
-            read[SHARD_LINES] | "LinesPerFile" >> beam.MapTuple(lambda uri, lines: (uri, {"lines": lines})),
+            read[SHARD_LINES],
             normalized[COUNTS],
             all_dead | "CountDeadLetters" >> beam.Map(counters_of_dead_letters),
             records | "CountWarnings" >> beam.FlatMap(issue_counts),
@@ -82,7 +82,13 @@ def _validate_masks(records, job: JobConfig, store):
 
 
 def _prepare_output(job: JobConfig) -> None:
+    """An empty --output folder to write into; never one that holds the job's own inputs."""
     fs, path = storage.filesystem(job.output, job.storage_options)
+    folder = storage.to_url(fs, path).rstrip("/") + "/"
+    for pattern in job.input:
+        for url, _ in storage.expand(pattern, job.storage_options):
+            if url.startswith(folder):
+                raise ConfigError(f"input {url} is inside --output {job.output}; write somewhere else")
     if fs.exists(path) and (not fs.isdir(path) or fs.ls(path)):
         if not fs.isdir(path):
             raise ConfigError(f"--output {job.output} is a file, not a folder")
@@ -92,18 +98,26 @@ def _prepare_output(job: JobConfig) -> None:
     fs.makedirs(path, exist_ok=True)
 
 
+def _new_pipeline(launch) -> beam.Pipeline:
+    """The pipeline, its runner resolved first: a wrong --runner fails before the output is touched."""
+    try:
+        return beam.Pipeline(options=launch.pipeline_options)
+    except ValueError as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+
+
 def run(argv: list[str] | None = None) -> int:
     """Launch the job; returns the process exit code (0, 1 past --max_error_rate, 2 bad config)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         launch = parse_launch(argv)
+        pipeline = _new_pipeline(launch)
         _prepare_output(launch.job)
     except ConfigError as exc:
         print(f"labelbeam: error: {exc}", file=sys.stderr)
         return 2
     job = launch.job
     started = time.time()
-    pipeline = beam.Pipeline(options=launch.pipeline_options)
     build(pipeline, job)
     result = pipeline.run()
     state = result.wait_until_finish()

@@ -150,7 +150,8 @@ def _flags_from_mapping(mapping: dict[str, Any]) -> list[str]:
         if value is None:
             continue
         if isinstance(value, bool):
-            flags.append(f"--{key}" if value else f"--{key}=false")
+            if value:  # Beam's on/off flags are off unless given
+                flags.append(f"--{key}")
         elif isinstance(value, (list, tuple)):
             flags.extend(f"--{key}={item}" for item in value)
         elif isinstance(value, dict):
@@ -210,9 +211,14 @@ def _job_value(name: str, value: Any) -> Any:
     if value is None:
         return None
     if name in ("input", "output_format"):
-        return [value] if isinstance(value, str) else list(value)
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ValueError("expected a string or a list of strings")
+        return list(dict.fromkeys(items))  # a repeated value once
     if name in ("shard_size", "max_line_bytes"):
         size = read.parse_size(value)
+        if name == "shard_size" and size < MIN_SHARD_SIZE:
+            raise ValueError(f"must be at least {MIN_SHARD_SIZE} bytes (1KB)")
         if size <= 0:
             raise ValueError("must be positive")
         return size
@@ -240,17 +246,38 @@ def _job_value(name: str, value: Any) -> Any:
         if not 0 <= rate <= 1:
             raise ValueError("must be between 0 and 1")
         return rate
-    if name == "batch_size":
-        size = int(value)
-        if size <= 0:
+    if name in _INTEGERS:
+        number = _integer(value)
+        if number <= 0 and name != "mask_color_tolerance" and name != "mask_alpha_threshold":
             raise ValueError("must be positive")
-        return size
+        return number
+    if name in _FLOATS:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        return float(value)
+    if name in _STRINGS and not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
     return value
+
+
+_INTEGERS = {"batch_size", "mask_alpha_threshold", "mask_color_tolerance", "mask_max_pixels", "io_concurrency"}
+_FLOATS = {"mask_timeout_seconds"}
+_STRINGS = {"output", "format", "split_salt", "relative_to", "label_studio_annotations", "validation_profile"}
+MIN_SHARD_SIZE = 1024
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"expected an integer, got {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected an integer, got {value!r}") from None
 
 
 def parse_launch(argv: list[str]) -> Launch:
     """Command line (+ --config files) -> Launch, or ConfigError with one clear line."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = _RaisingParser(add_help=False)
     pre.add_argument("--config", action="append", default=[])
     config_args, _ = pre.parse_known_args(argv)
     yaml_job: dict[str, Any] = {}
@@ -298,6 +325,8 @@ def _check_job(job: JobConfig) -> None:
             get_format(name).check_options(job.format_options())
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"format option for {name}: {exc}") from None
+    if job.label_studio_annotations not in ("all", "latest", "ground_truth"):
+        raise ConfigError(f"label_studio_annotations must be all, latest or ground_truth, not {job.label_studio_annotations!r}")
     if job.validation_profile not in VALIDATION_PROFILES:
         raise ConfigError(f"unknown validation profile {job.validation_profile!r}")
     try:

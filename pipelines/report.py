@@ -37,7 +37,11 @@ def file_entries(counters: dict) -> list[dict]:
         entry["skipped"] = counts.get("skipped", {})
         entry["dead_letter_codes"] = counts.get("dead_letter_codes", {})
         entry["warnings"] = dict(sorted(counts.get("warnings", {}).items()))
-        entry["reconciled"] = entry["lines"] == entry["ok"] + entry["dead_letters"] + entry["blank"]
+        # Every line read is accounted for, and every line of the file was read: the reader's
+        # count agrees with the byte-range pre-count, and no read stopped early.
+        entry["expected_lines"] = int(counts.get("expected_lines", entry["lines"]))
+        entry["complete"] = entry["lines"] == entry["expected_lines"] and not counts.get("incomplete_reads")
+        entry["reconciled"] = entry["complete"] and entry["lines"] == entry["ok"] + entry["dead_letters"] + entry["blank"]
         # Records a validation profile refused: in errors/, not in records/.
         entry["records_rejected"] = sum(entry["dead_letter_codes"].get("validate", {}).values())
         entries.append(entry)

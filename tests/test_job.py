@@ -186,3 +186,62 @@ def test_console_script_runs_the_demo_config(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "reconciled" in done.stdout and str(out / "run.json") in done.stdout
     assert read_run(out)["totals"]["reconciled"]
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("output: [a, b]", "--output: expected a string"),
+        ("mask_alpha_threshold: abc", "--mask_alpha_threshold: expected an integer"),
+        ("shard_size: true", "--shard_size: not a size"),
+        ("batch_size: 1.9", "--batch_size: expected an integer"),
+        ("split_ratios: {train: .inf}", "--split_ratios"),
+        ("split_ratios: {train/2024: 1}", "a split name is letters"),
+        ("label_studio_annotations: newest", "label_studio_annotations must be"),
+    ],
+)
+def test_yaml_values_of_the_wrong_type_fail_in_one_line(tmp_path, capsys, setting, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"job:\n  input: [{SAMPLES / 'broken.manifest'}]\n  output: {tmp_path / 'o'}\n  {setting}\n")
+    assert run(["--config", str(config), RUNNER]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_yaml_false_for_a_beam_flag_is_the_flag_left_off(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"pipeline_options:\n  runner: FnApiRunner\n  save_main_session: false\njob:\n  input: [{SAMPLES / 'lookout-for-vision.manifest'}]\n  output: {tmp_path / 'o'}\n")
+    assert run(["--config", str(config)]) == 0
+
+
+def test_output_holding_the_inputs_is_refused_even_with_overwrite(tmp_path, capsys):
+    data = tmp_path / "out" / "data"
+    data.mkdir(parents=True)
+    (data / "m.manifest").write_bytes((SAMPLES / "broken.manifest").read_bytes())
+    assert run(["--input", str(data / "m.manifest"), "--output", str(tmp_path / "out"), "--overwrite", RUNNER]) == 2
+    assert "is inside --output" in capsys.readouterr().err
+    assert (data / "m.manifest").exists()
+
+
+def test_a_wrong_runner_fails_before_the_output_is_touched(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert run(["--input", str(SAMPLES / "broken.manifest"), "--output", str(out), "--overwrite", "--runner=Nope"]) == 2
+    assert "Unexpected pipeline runner: Nope" in capsys.readouterr().err
+    assert (out / "keep.txt").exists()
+
+
+def test_truncated_gzip_is_reported_incomplete(tmp_path):
+    import gzip
+
+    data = b"".join(b'{"source-ref": "s3://b/%06d.jpg"}\n' % i for i in range(20_000))
+    packed = gzip.compress(data)
+    source = tmp_path / "cut.manifest.gz"
+    source.write_bytes(packed[: len(packed) * 3 // 4])
+    out = tmp_path / "out"
+    assert run(["--input", str(source), "--output", str(out), RUNNER, "--validate_masks=false"]) == 0
+    (entry,) = read_run(out)["files"]
+    assert entry["ok"] > 10_000 and entry["dead_letter_codes"]["normalize"] == {"READ_FAILED": 1}
+    assert entry["complete"] is False and entry["reconciled"] is False
+    assert read_run(out)["totals"]["reconciled"] is False

@@ -158,3 +158,61 @@ def test_unreadable_gzip_is_a_dead_letter_not_a_crash(tmp_path):
     batches = [o for o in _ReadShardFn(None, 1000, 1 << 20).process(shard) if hasattr(o, "raws")]
     codes = [code for b in batches for _, code, _ in b.failures]
     assert codes == [errors.READ_FAILED]
+
+
+def test_a_long_first_line_does_not_turn_json_lines_into_one_object(tmp_path):
+    path = tmp_path / "long-first.manifest"
+    first = b'{"source-ref": "a.jpg", "note": "' + b"x" * 300_000 + b'"}\n'
+    path.write_bytes(first + b'{"source-ref": "b.jpg"}\n' * 10)
+    outputs = list(_PlanShardsFn(None, 1 << 30, None).process((str(path), path.stat().st_size)))
+    (shard,) = [o for o in outputs if isinstance(o, Shard)]
+    assert shard.layout == JSONL and shard.format == "sagemaker"
+
+
+def test_broken_first_lines_do_not_turn_json_lines_into_one_object():
+    head = b'{"source-ref": \n' * 25 + b'{"source-ref": "b.jpg"}\n'
+    assert sniff(head, complete=True) == JSONL
+    assert sniff(b'{"source-ref": ' + b"x" * 100, complete=False) == JSONL
+    assert sniff(b'{\n  "data": {"image": "x"}', complete=False) == JSON_OBJECT
+
+
+@pytest.mark.parametrize("shard_size", [997, 50_000])
+def test_no_line_too_long_for_the_tail_a_shard_does_not_own(shard_size):
+    data = b"".join(b'{"i": %d}\n' % i for i in range(20_000))
+    got, failures, _, lines = read_all(data, shard_size, max_line_bytes=1000)
+    assert failures == [] and len(got) == lines == 20_000
+
+
+def _gzip_shard(path):
+    return Shard(str(path), 0, 0, -1, JSONL, "sagemaker", "gzip")
+
+
+def _read_gzip(path):
+    outputs = list(_ReadShardFn(None, 1000, 1 << 20).process(_gzip_shard(path)))
+    batches = [o for o in outputs if hasattr(o, "raws")]
+    (counts,) = [o.value[1] for o in outputs if not hasattr(o, "raws")]
+    good = sum(len(b.raws) - len(b.failures) for b in batches)
+    codes = [code for b in batches for _, code, _ in b.failures]
+    return good, codes, counts
+
+
+def test_truncated_gzip_keeps_the_lines_before_the_damage(tmp_path):
+    data = b"".join(b'{"source-ref": "s3://b/%06d.jpg"}\n' % i for i in range(20_000))
+    packed = gzip.compress(data)
+    path = tmp_path / "cut.manifest.gz"
+    path.write_bytes(packed[: len(packed) * 3 // 4])
+    good, codes, counts = _read_gzip(path)
+    assert good > 10_000 and codes == [errors.READ_FAILED]
+    assert counts["incomplete_reads"] == 1
+
+
+def test_corrupt_gzip_block_is_a_dead_letter_not_a_crash(tmp_path):
+    data = b"".join(b'{"source-ref": "s3://b/%06d.jpg"}\n' % i for i in range(20_000))
+    packed = bytearray(gzip.compress(data, compresslevel=0))  # stored blocks: lengths to damage
+    packed[len(packed) // 2] ^= 0xFF
+    packed[len(packed) // 2 + 1] ^= 0xFF
+    path = tmp_path / "bad.manifest.gz"
+    path.write_bytes(bytes(packed))
+    good, codes, counts = _read_gzip(path)
+    assert codes == [errors.READ_FAILED] and counts["incomplete_reads"] == 1
+    assert good < 20_000

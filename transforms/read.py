@@ -19,6 +19,7 @@ import dataclasses
 import gzip
 import io
 import re
+import zlib
 from typing import Iterator
 
 import apache_beam as beam
@@ -54,6 +55,7 @@ class Shard:
     format: str | None
     compression: str | None = None
     line_base: int = 0  # lines of the file before this shard
+    counted_lines: int = -1  # lines the pre-count found in this shard (-1: not counted)
 
 
 def count_line_starts(handle, start: int, end: int) -> int:
@@ -96,6 +98,8 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
 
 def parse_size(text: str | int) -> int:
     """'64MB', '512KB', '1.5GB', '4096' -> bytes (binary multiples, as storage tools count)."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a size: {text!r}")
     if isinstance(text, int):
         return text
     match = _SIZE.match(str(text))
@@ -109,24 +113,60 @@ def compression_of(uri: str) -> str | None:
     return "gzip" if uri.endswith(".gz") else None
 
 
+class _GzipStream(io.RawIOBase):
+    """A gzip file read with read1: a truncated or corrupt stream keeps every line before the
+    damage (GzipFile.read(n) drops what it had decompressed of a read that hits the damage)."""
+
+    def __init__(self, raw):
+        super().__init__()
+        self._raw = raw
+        self._gzip = gzip.GzipFile(fileobj=raw)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._gzip.read() if size is None or size < 0 else self._gzip.read1(size)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._gzip.close()
+        self._raw.close()
+        super().close()
+
+
+# What a damaged file raises while it is read: it becomes READ_FAILED, never a crash.
+READ_ERRORS = (OSError, EOFError, gzip.BadGzipFile, zlib.error)
+
+
 def _open(uri: str, storage_options, compression=None):
     raw = storage.open_file(uri, "rb", storage_options, block_size=_CHUNK)
-    return gzip.GzipFile(fileobj=raw) if compression == "gzip" else raw
+    return _GzipStream(raw) if compression == "gzip" else raw
 
 
-def sniff(head: bytes) -> str:
-    """The file layout from its first bytes: JSON lines, a JSON array, or one JSON object."""
+def sniff(head: bytes, complete: bool = True) -> str:
+    """The file layout from its first bytes: JSON lines, a JSON array, or one JSON object.
+
+    One object is a file that starts with `{` and whose first line is not a record by itself:
+    when the whole file was seen, it must parse as one object; when only its head was, its
+    first line must be a lone `{` (a pretty-printed document). Anything else is JSON lines, so
+    a broken or very long first line never hides the lines after it.
+    """
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text.startswith(b"["):
         return JSON_ARRAY
-    if text.startswith(b"{") and not any(_is_object(line) for line in text.split(b"\n")[:20]):
-        return JSON_OBJECT  # a pretty-printed object: no line of it is an object alone
-    return JSONL
+    if not text.startswith(b"{"):
+        return JSONL
+    first_line = text.split(b"\n", 1)[0].strip()
+    if _is_object(first_line):
+        return JSONL
+    if complete:
+        return JSON_OBJECT if _is_object(text) else JSONL
+    return JSON_OBJECT if first_line == b"{" else JSONL
 
 
-def _is_object(line: bytes) -> bool:
+def _is_object(data: bytes) -> bool:
     try:
-        return isinstance(orjson.loads(line), dict)
+        return isinstance(orjson.loads(data), dict)
     except orjson.JSONDecodeError:
         return False
 
@@ -169,10 +209,11 @@ def sample_records(head: bytes, layout: str, complete: bool) -> list:
 class _PlanShardsFn(beam.DoFn):
     """(uri, size) -> the shards of that file, with its layout and format."""
 
-    def __init__(self, format_name, shard_size, storage_options):
+    def __init__(self, format_name, shard_size, storage_options, max_line_bytes=DEFAULT_MAX_LINE_BYTES):
         self._format_name = format_name
         self._shard_size = shard_size
         self._storage_options = storage_options
+        self._max_line_bytes = max_line_bytes
 
     def process(self, file_info):
         uri, size = file_info
@@ -184,16 +225,22 @@ class _PlanShardsFn(beam.DoFn):
         except Exception as exc:  # unreadable file: one dead letter, the job goes on
             yield Shard(uri, 0, 0, 0, "unreadable:" + str(exc)[:300], None, compression)
             return
-        layout = sniff(head)
-        if layout == JSON_OBJECT and not complete:
-            # A huge document is an array or object we cannot split; read it whole.
-            complete = True
+        layout = sniff(head, complete)
         name = self._format_name
         if name is None:
-            if layout == JSON_OBJECT:
+            if layout == JSON_OBJECT and not complete:
+                # A pretty-printed document larger than the sample: detect from all of it
+                # (bounded: a longer one is a LINE_TOO_LONG dead letter anyway).
                 with _open(uri, self._storage_options, compression) as handle:
-                    head, complete = handle.read(), True
-            name = detect_format(sample_records(head, layout, complete))
+                    head = handle.read(self._max_line_bytes + 1)
+                complete = len(head) <= self._max_line_bytes
+            sample = sample_records(head, layout, complete)
+            if not sample and layout == JSONL and not complete:
+                # The first lines are longer than the sample: read on, bounded, to reach records.
+                with _open(uri, self._storage_options, compression) as handle:
+                    head = handle.read(2 * self._max_line_bytes)
+                sample = sample_records(head, layout, len(head) < 2 * self._max_line_bytes)
+            name = detect_format(sample)
         yield beam.pvalue.TaggedOutput(FILES, (uri, {"format": name, "layout": layout, "bytes": size}))
         if layout != JSONL or compression or size <= self._shard_size:
             yield Shard(uri, 0, 0, -1, layout, name, compression)
@@ -213,8 +260,8 @@ class _CountShardLinesFn(beam.DoFn):
         try:
             with _open(shard.uri, self._storage_options) as handle:
                 lines = count_line_starts(handle, shard.start, shard.end)
-        except OSError:
-            lines = 0  # the reader meets the same error and reports it as READ_FAILED
+        except READ_ERRORS:
+            lines = -1  # the reader meets the same error and reports it as READ_FAILED
         yield shard.uri, (shard, lines)
 
 
@@ -223,8 +270,8 @@ def _with_line_bases(file_shards):
     _, counted = file_shards
     base = 0
     for shard, lines in sorted(counted, key=lambda item: item[0].index):
-        yield dataclasses.replace(shard, line_base=base)
-        base += lines
+        yield dataclasses.replace(shard, line_base=base, counted_lines=lines)
+        base += max(lines, 0)
 
 
 class _ReadShardFn(beam.DoFn):
@@ -238,6 +285,7 @@ class _ReadShardFn(beam.DoFn):
     def process(self, shard: Shard):
         reader = _ShardReader(shard, self._batch_lines, self._max_line_bytes)
         if shard.layout.startswith("unreadable:"):
+            reader.incomplete = True
             yield from reader.fail(0, errors.READ_FAILED, shard.layout.split(":", 1)[1])
         else:
             try:
@@ -248,10 +296,15 @@ class _ReadShardFn(beam.DoFn):
                         yield from reader.read_object(handle)
                     else:
                         yield from reader.read_lines(handle)
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                yield from reader.fail(shard.start, errors.READ_FAILED, f"read failed: {exc}")
+            except Exception as exc:  # noqa: BLE001 (whatever storage raises, the job goes on)
+                reader.incomplete = True
+                yield from reader.fail(shard.start, errors.READ_FAILED, f"read failed: {exc!r}"[:500])
         yield from reader.flush()
-        yield beam.pvalue.TaggedOutput(SHARD_LINES, (shard.uri, reader.line_count))
+        expected = shard.counted_lines if shard.counted_lines >= 0 else reader.line_count
+        yield beam.pvalue.TaggedOutput(
+            SHARD_LINES,
+            (shard.uri, {"lines": reader.line_count, "expected_lines": expected, "incomplete_reads": int(reader.incomplete)}),
+        )
 
 
 class _ShardReader:
@@ -262,6 +315,7 @@ class _ShardReader:
         self.batch_lines = batch_lines
         self.max_line_bytes = max_line_bytes
         self.line_count = 0  # lines this shard owns, blank ones included
+        self.incomplete = False  # reading stopped before the end of the shard
         self.batch = self._new_batch()
         self.batch_bytes = 0
 
@@ -334,7 +388,7 @@ class _ShardReader:
             if at_eof:
                 return
             pending = buffer[start:]
-            if len(pending) > self.max_line_bytes and not skipping:
+            if position < end and len(pending) > self.max_line_bytes and not skipping:
                 yield from self._too_long(position, pending)
                 skipping = True
             if skipping:
@@ -360,6 +414,7 @@ class _ShardReader:
             for offset, raw in iter_json_array(handle):
                 yield from self._add(offset, raw)
         except JsonArrayError as exc:
+            self.incomplete = True  # the elements after the damage cannot be found
             yield from self.fail(getattr(exc, "offset", 0) or 0, errors.INVALID_JSON, str(exc))
 
     def read_object(self, handle) -> Iterator[RawBatch]:
@@ -405,7 +460,7 @@ class ReadManifests(beam.PTransform):
             | "Deduplicate" >> beam.Distinct()
         )
         planned = files | "PlanShards" >> beam.ParDo(
-            _PlanShardsFn(self._format_name, self._shard_size, self._storage_options)
+            _PlanShardsFn(self._format_name, self._shard_size, self._storage_options, self._max_line_bytes)
         ).with_outputs(FILES, _SPLIT_SHARDS, main="whole_files")
         numbered = (
             planned[_SPLIT_SHARDS]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import math
+import re
 
 import apache_beam as beam
 import pyarrow as pa
@@ -16,6 +18,7 @@ import pyarrow.compute as pc
 from transforms.schema import SCHEMA
 
 DEFAULT_RATIOS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+_SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def parse_ratios(text: str | dict) -> dict[str, float]:
@@ -30,8 +33,11 @@ def parse_ratios(text: str | dict) -> dict[str, float]:
                 raise ValueError(f"split ratios look like train=0.8,validation=0.1,test=0.1; got {text!r}")
             ratios[name.strip()] = float(value)
     total = sum(ratios.values())
-    if not ratios or total <= 0 or any(v < 0 for v in ratios.values()):
-        raise ValueError(f"split ratios must be non-negative with a positive sum: {text!r}")
+    if not ratios or not math.isfinite(total) or total <= 0 or any(v < 0 for v in ratios.values()):
+        raise ValueError(f"split ratios must be finite, non-negative, with a positive sum: {text!r}")
+    for name in ratios:
+        if not _SPLIT_NAME.match(name):
+            raise ValueError(f"a split name is letters, digits, '_' or '-' (it names a folder): {name!r}")
     return {name: value / total for name, value in ratios.items()}
 
 
