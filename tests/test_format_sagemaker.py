@@ -220,3 +220,48 @@ def test_rows_from_elsewhere_write_default_attributes():
     no_size = dict(row, image={"uri": "s3://b/a.jpg"})
     assert list(FMT.write([no_size], ctx)) == []
     assert [code for _, code, _ in ctx.rejected] == [errors.OUTPUT_UNREPRESENTABLE]
+
+
+def _detection_line(class_map, boxes):
+    return {
+        "source-ref": "s3://b/a.jpg",
+        "bb": {"image_size": [{"width": 100, "height": 100, "depth": 3}], "annotations": boxes},
+        "bb-metadata": {"class-map": class_map, "type": "groundtruth/object-detection"},
+    }
+
+
+def test_class_ids_and_unused_classes_survive_the_writer():
+    obj = _detection_line(
+        {"0": "car", "1": "car", "7": "unused"},
+        [{"class_id": 0, "left": 1, "top": 1, "width": 5, "height": 5}, {"class_id": 1, "left": 9, "top": 9, "width": 5, "height": 5}],
+    )
+    _, encoded = assert_round_trip(FMT, [obj], CTX)
+    line = orjson.loads(encoded[0])
+    assert [a["class_id"] for a in line["bb"]["annotations"]] == [0, 1]
+    assert line["bb-metadata"]["class-map"] == {"0": "car", "1": "car", "7": "unused"}
+
+
+def test_empty_source_ref_is_missing():
+    with pytest.raises(RecordError) as caught:
+        FMT.parse({"source-ref": " "}, CTX)
+    assert caught.value.code == errors.MISSING_SOURCE_REF
+
+
+def test_sagemaker_classes_option_gives_every_line_the_same_ids():
+    from transforms.formats.base import WriteContext
+
+    def foreign(label):
+        return {
+            "image": {"uri": f"s3://b/{label}.jpg", "width": 10, "height": 10},
+            "task": "object_detection",
+            "objects": [{"label": label, "bbox": {"x_min": 0.1, "y_min": 0.1, "x_max": 0.5, "y_max": 0.5}}],
+        }
+
+    ctx = WriteContext(options={"sagemaker_classes": "can,carton,milk_bottle"})
+    lines = [orjson.loads(e) for e in FMT.write([foreign("carton"), foreign("can"), foreign("juice")], ctx)]
+    assert [line["bounding-box"]["annotations"][0]["class_id"] for line in lines] == [1, 0]
+    assert lines[0]["bounding-box-metadata"]["class-map"] == {"1": "carton"}
+    assert [(code, "juice" in message) for _, code, message in ctx.rejected] == [(errors.OUTPUT_UNREPRESENTABLE, True)]
+    classification = {"image": {"uri": "s3://b/x.jpg"}, "task": "classification", "labels": [{"name": "milk_bottle"}]}
+    (line,) = [orjson.loads(e) for e in FMT.write([classification], ctx)]
+    assert line["label"] == 2 and line["label-metadata"]["class-name"] == "milk_bottle"

@@ -43,8 +43,8 @@ _KIND_TO_TYPE = {kind: type_ for type_, kind in _TYPE_TO_KIND.items()}
 # Metadata fields that live in columns; every other metadata field is kept as written.
 _COLUMN_METADATA = {
     CLASSIFICATION: ("class-name", "confidence"),
-    MULTILABEL: ("class-map", "confidence-map"),
-    DETECTION: ("class-map", "objects"),
+    MULTILABEL: ("confidence-map",),  # class-map stays: it may name classes no image uses
+    DETECTION: ("objects",),
     MASK: ("internal-color-map",),
     UNKNOWN: (),
 }
@@ -107,6 +107,8 @@ class _LineParser:
         if source_ref is None:
             raise RecordError(errors.MISSING_SOURCE_REF, "the line has no source-ref")
         source_ref = _string(source_ref, SOURCE_REF)
+        if not source_ref.strip():
+            raise RecordError(errors.MISSING_SOURCE_REF, "source-ref is empty")
         attributes, fields = self._split_keys()
         for attribute in attributes:
             self._read_attribute(attribute)
@@ -369,13 +371,22 @@ class _LineWriter:
             metadata["class-name"] = label["name"]
             if label.get("score") is not None:
                 metadata["confidence"] = _json_float(label["score"])
-            value = entry.get("value", LOOKOUT_CLASSES.get(label["name"].lower(), 0))
+            if "value" in entry:
+                return entry["value"], metadata
+            value = self._class_id(label["name"], {})
+            if value is None:
+                return _REJECTED, {}
             return value, metadata
         if kind == MULTILABEL:
             ids = entry.get("value")
+            class_map = dict(metadata.get("class-map") or {})
             if not isinstance(ids, list) or len(ids) != len(labels):
-                ids = list(range(len(labels)))
-            metadata["class-map"] = {str(i): label["name"] for i, label in zip(ids, labels)}
+                ids = [self._class_id(label["name"], class_map) for label in labels]
+                if None in ids:
+                    return _REJECTED, {}
+            for class_id, label in zip(ids, labels):
+                class_map[str(class_id)] = label["name"]
+            metadata["class-map"] = class_map
             scores = {str(i): _json_float(label["score"]) for i, label in zip(ids, labels) if label.get("score") is not None}
             if scores:
                 metadata["confidence-map"] = scores
@@ -414,14 +425,16 @@ class _LineWriter:
         if any(obj.get("bbox") is None for obj in objects):
             self.ctx.reject(row, errors.OUTPUT_UNREPRESENTABLE, "a region without a box (e.g. a keypoint) has no Ground Truth form")
             return _REJECTED, {}
-        names: dict[str, int] = {}
+        class_map = dict(metadata.get("class-map") or {})
         annotations, confidences = [], []
         for obj in objects:
             attributes = orjson.loads(obj["attributes"]) if obj.get("attributes") else {}
             class_id = attributes.get("class_id") if isinstance(attributes, dict) else None
             if class_id is None:
-                class_id = names.setdefault(obj["label"], len(names))
-            names.setdefault(obj["label"], class_id)
+                class_id = self._class_id(obj["label"], class_map)
+                if class_id is None:
+                    return _REJECTED, {}
+            class_map[str(class_id)] = obj["label"]
             box = obj["bbox"]
             annotations.append(
                 {
@@ -434,10 +447,41 @@ class _LineWriter:
             )
             confidences.append({"confidence": _json_float(obj["score"])} if obj.get("score") is not None else {})
         value["annotations"] = annotations
-        metadata["class-map"] = {str(class_id): label for label, class_id in names.items()}
+        metadata["class-map"] = class_map
         if any(confidences):
             metadata["objects"] = confidences
         return value, metadata
+
+
+    def _class_id(self, name: str, class_map: dict[str, str]) -> int | None:
+        """The id of a class the source gave no id for.
+
+        With the format option `sagemaker_classes` (a comma-separated list) ids are positions in
+        that list, the same in every line. Without it: Lookout for Vision's 0 / 1 for normal /
+        anomaly, the id the line's class-map already gives the name, else the next free id.
+        """
+        classes = _class_list(self.ctx.options.get(CLASSES_OPTION))
+        if classes:
+            if name not in classes:
+                self.ctx.reject(self.row, errors.OUTPUT_UNREPRESENTABLE, f"class {name!r} is not in {CLASSES_OPTION}")
+                return None
+            return classes.index(name)
+        if name.lower() in LOOKOUT_CLASSES and not class_map:
+            return LOOKOUT_CLASSES[name.lower()]
+        for key, known in class_map.items():
+            if known == name and key.isdigit():
+                return int(key)
+        return max((int(key) for key in class_map if key.isdigit()), default=-1) + 1
+
+
+CLASSES_OPTION = "sagemaker_classes"
+
+
+def _class_list(value) -> list[str]:
+    if not value:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [str(item).strip() for item in items if str(item).strip()]
 
 
 _REJECTED = object()
