@@ -29,6 +29,7 @@ setuptools.setup(
         "test": [
             "pytest>=8",
             "pytest-xdist>=3",
+            "pytest-timeout>=2",
             "s3fs>=2024.2",
             "moto[server]>=5",
             "label-studio-sdk>=1.0",

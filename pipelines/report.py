@@ -104,10 +104,10 @@ def write_run_report(job: JobConfig, pipeline_options: dict, started: float, fin
         "max_error_rate": job.max_error_rate,
         "exit_code": 1 if exceeded or state != "DONE" else 0,
     }
-    with fs.open(storage.join(out, RUN_FILE), "wb") as handle:
-        handle.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
-    if fs.exists(counters_path):
-        fs.rm(counters_path)
+    storage.write_atomically(storage.join(job.output, RUN_FILE), orjson.dumps(summary, option=orjson.OPT_INDENT_2), job.storage_options)
+    temp_folder = storage.parent(counters_path)
+    if fs.exists(temp_folder):
+        fs.rm(temp_folder, recursive=True)
     return summary
 
 

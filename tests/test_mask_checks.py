@@ -94,7 +94,7 @@ def test_huge_declared_size_is_refused_before_decoding(monkeypatch):
         check(crafted_png_header(200_000, 200_000), max_pixels=25_000_000)
     assert caught.value.finding.code == mc.MASK_TOO_LARGE
     assert "40000000000" in caught.value.finding.message
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 5  # refused from the header: no 40-gigapixel decode
 
 
 def test_truncated_pixel_data_is_corrupt():

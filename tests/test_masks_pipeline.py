@@ -234,7 +234,7 @@ def test_a_hanging_decoder_marks_only_its_record(tmp_path, monkeypatch):
 
     def slow_on_one_file(data, *args, **kwargs):
         if data == hang_marker:
-            time.sleep(3)
+            time.sleep(20)
         return real_check(data, *args, **kwargs)
 
     monkeypatch.setattr(mask_checks, "check_mask", slow_on_one_file)
@@ -245,7 +245,7 @@ def test_a_hanging_decoder_marks_only_its_record(tmp_path, monkeypatch):
     ]
     started = time.perf_counter()
     kept, dead = run_fn(MaskValidationConfig(timeout_seconds=0.5, concurrency=4), schema.rows_to_batch(rows))
-    assert time.perf_counter() - started < 2.5
+    assert time.perf_counter() - started < 10  # the hung file is 20 s: nobody waited for it
     out = kept[0].to_pylist()
     assert issue_codes(out[0]) == ["MASK_CORRUPT"] and "0.5 s" in out[0]["issues"][0]["message"]
     assert out[0]["mask"]["validated"] is False

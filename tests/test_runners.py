@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def worker_pool():
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     pool = subprocess.Popen(
         [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -68,13 +69,14 @@ def worker_pool():
         except OSError:
             time.sleep(0.2)
     else:
-        pool.kill()
+        os.killpg(pool.pid, signal.SIGKILL)
         pytest.fail("the worker pool did not start")
     yield port
-    pool.kill()
+    os.killpg(pool.pid, signal.SIGKILL)  # the pool and the SDK workers it started
     pool.wait(timeout=30)
 
 
+@pytest.mark.timeout(300)  # a crashed SDK worker hangs a portable job: fail instead
 def test_portable_runner_with_an_external_worker_pool(tmp_path, worker_pool):
     expected = _expected_totals(tmp_path)
     out = tmp_path / "portable"

@@ -13,7 +13,8 @@ import pyarrow.compute as pc
 
 from transforms import storage
 
-COUNTERS_FILE = ".labelbeam-counters.json"
+# Read by the driver once the job is done, then removed with its hidden folder.
+COUNTERS_FILE = ".labelbeam-tmp/counters.json"
 
 
 def merge_into(target: dict, update: dict) -> dict:
@@ -70,8 +71,7 @@ class _WriteJsonFn(beam.DoFn):
         self._storage_options = storage_options
 
     def process(self, items):
-        with storage.open_file(self._url, "wb", self._storage_options) as handle:
-            handle.write(orjson.dumps(dict(items), option=orjson.OPT_SORT_KEYS))
+        storage.write_atomically(self._url, orjson.dumps(dict(items), option=orjson.OPT_SORT_KEYS), self._storage_options)
         yield self._url
 
 

@@ -151,10 +151,9 @@ class _WriteStatisticsFn(beam.DoFn):
     def process(self, tables: dict[str, pa.Table]):
         for name, table in sorted(tables.items()):
             url = storage.join(self._root, f"{name}.parquet")
-            fs, path = storage.filesystem(url, self._storage_options)
-            fs.makedirs(storage.parent(path), exist_ok=True)
-            with fs.open(path, "wb") as handle:
-                pq.write_table(table, handle)
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink)
+            storage.write_atomically(url, sink.getvalue().to_pybytes(), self._storage_options)
             yield url
 
 

@@ -66,6 +66,17 @@ def open_file(url: str, mode: str = "rb", storage_options: dict | None = None, *
     return fs.open(path, mode, **kwargs)
 
 
+def write_atomically(url: str, data: bytes, storage_options: dict | None = None) -> None:
+    """Writes a whole file under a hidden name, then renames it: never seen half written."""
+    fs, path = filesystem(url, storage_options)
+    folder, name = posixpath.split(path)
+    temp = posixpath.join(folder, f".{name}.inprogress")
+    fs.makedirs(folder, exist_ok=True)
+    with fs.open(temp, "wb") as handle:
+        handle.write(data)
+    fs.mv(temp, path)
+
+
 def join(base: str, *parts: str) -> str:
     if "://" in base:
         scheme, rest = base.split("://", 1)

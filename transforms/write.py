@@ -207,7 +207,12 @@ class _FinalizeFilesFn(beam.DoFn):
             fs.makedirs(storage.filesystem(folder, self._storage_options)[1], exist_ok=True)
             for index, (temp, extension) in enumerate(temps):
                 final = storage.join(folder, f"part-{index:05d}-of-{len(temps):05d}{extension}")
-                fs.mv(storage.filesystem(temp, self._storage_options)[1], storage.filesystem(final, self._storage_options)[1])
+                temp_path = storage.filesystem(temp, self._storage_options)[1]
+                final_path = storage.filesystem(final, self._storage_options)[1]
+                if fs.exists(temp_path):
+                    fs.mv(temp_path, final_path)
+                elif not fs.exists(final_path):  # a retried finalize finds its renames done
+                    raise FileNotFoundError(f"temporary file {temp} is gone and {final} was never written")
                 yield final
         tmp = storage.filesystem(storage.join(self._root, TMP_DIR), self._storage_options)[1]
         if fs.exists(tmp):
