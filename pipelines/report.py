@@ -120,6 +120,7 @@ def describe(job: JobConfig, summary: dict) -> str:
         f"blank {totals['blank']} ({'reconciled' if totals['reconciled'] else 'NOT reconciled'})",
         f"  records {totals['records_written']} written to {storage.join(job.output, 'records')}",
     ]
+    lines.append(f"  statistics in {storage.join(job.output, 'stats')}")
     if job.output_format:
         lines.append(f"  manifests ({', '.join(job.output_format)}) in {storage.join(job.output, 'manifests')}")
     if totals["dead_letters_by_code"]:
