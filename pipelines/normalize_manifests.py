@@ -21,7 +21,7 @@ from transforms.normalize import COUNTS, RECORDS, NormalizeRecords
 from transforms.read import BATCHES, FILES, SHARD_LINES, ReadManifests
 from transforms.split import AssignSplit
 from transforms.stats import ComputeStatistics
-from transforms.write import WriteDeadLetters, WriteManifests, WriteRecords
+from transforms.write import WriteDeadLetters, WriteManifests, WriteRecords, ensure_records_dataset
 
 
 def build(pipeline: beam.Pipeline, job: JobConfig) -> dict[str, beam.PCollection]:
@@ -121,6 +121,7 @@ def run(argv: list[str] | None = None) -> int:
     build(pipeline, job)
     result = pipeline.run()
     state = result.wait_until_finish()
+    ensure_records_dataset(storage.join(job.output, "records"), job.storage_options)
     finished = time.time()
     summary = report.write_run_report(job, launch.beam_options(), started, finished, str(state))
     print(report.describe(job, summary))

@@ -245,3 +245,13 @@ def test_truncated_gzip_is_reported_incomplete(tmp_path):
     assert entry["ok"] > 10_000 and entry["dead_letter_codes"]["normalize"] == {"READ_FAILED": 1}
     assert entry["complete"] is False and entry["reconciled"] is False
     assert read_run(out)["totals"]["reconciled"] is False
+
+
+def test_a_run_that_keeps_no_record_leaves_a_readable_empty_dataset(tmp_path):
+    source = tmp_path / "all-bad.manifest"
+    source.write_bytes(b'{"broken\n["not an object"]\n')
+    out = tmp_path / "out"
+    assert run(["--input", str(source), "--output", str(out), "--format=sagemaker", RUNNER]) == 0
+    table = read_records(out)
+    assert table.num_rows == 0 and "record_id" in table.column_names
+    assert read_run(out)["totals"]["dead_letters"] == 2

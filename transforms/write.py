@@ -241,6 +241,16 @@ class _WriteFiles(beam.PTransform):
         return {"files": files, errors.DEAD_LETTERS: written[errors.DEAD_LETTERS]}
 
 
+def ensure_records_dataset(root: str, storage_options: dict | None = None) -> None:
+    """A run that kept no record still leaves a readable (empty) Parquet dataset at `root`."""
+    fs, path = storage.filesystem(root, storage_options)
+    if fs.exists(path) and fs.find(path):
+        return
+    sink = pa.BufferOutputStream()
+    pq.write_table(file_schema().empty_table(), sink)
+    storage.write_atomically(storage.join(root, "part-00000-of-00001.parquet"), sink.getvalue().to_pybytes(), storage_options)
+
+
 def _split_records(batch):
     return partition_batch(batch, PARTITION_COLUMNS)
 
