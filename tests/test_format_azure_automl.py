@@ -427,3 +427,10 @@ def test_detect_share_and_other_formats():
     assert FMT.detect(training[:2] + sagemaker_like) == 0.5
     assert FMT.detect(sagemaker_like + [{"filename": "x.jpg"}]) == 0.0  # filename alone is not output
     assert FMT.detect([]) == 0.0
+
+
+def test_digit_like_characters_in_a_size_are_unreadable_not_a_crash():
+    obj = {"image_url": "a.jpg", "image_details": {"width": "\u00b2", "height": 10}, "label": "x"}
+    (row,) = FMT.parse(obj, ctx()).rows
+    assert row["image"]["width"] is None and row["image"]["height"] == 10
+    assert "FIELD_UNREADABLE" in [i["code"] for i in row["issues"]]

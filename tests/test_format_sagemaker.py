@@ -265,3 +265,12 @@ def test_sagemaker_classes_option_gives_every_line_the_same_ids():
     classification = {"image": {"uri": "s3://b/x.jpg"}, "task": "classification", "labels": [{"name": "milk_bottle"}]}
     (line,) = [orjson.loads(e) for e in FMT.write([classification], ctx)]
     assert line["label"] == 2 and line["label-metadata"]["class-name"] == "milk_bottle"
+
+
+def test_dates_shifted_out_of_range_are_invalid_not_a_crash():
+    from transforms.dates import parse_timestamp
+
+    with pytest.raises(ValueError):
+        parse_timestamp("0001-01-01T00:00:00+01:00")
+    obj = {"source-ref": "a.jpg", "x": 1, "x-metadata": {"class-name": "c", "creation-date": "9999-12-31T23:59:59-01:00"}}
+    assert [i["code"] for i in parse_one(obj)["issues"]] == [errors.INVALID_DATE]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -367,3 +370,47 @@ def test_counters_reach_the_pipeline_result(hostile):
             expected[code] = expected.get(code, 0) + 1
     validated = sum(1 for _, code in hostile.values() if code in (None, "MASK_UNDECLARED_COLOR", "MASK_SIZE_MISMATCH"))
     assert counters == dict(expected, masks_validated=validated)
+
+
+def test_files_queued_behind_hung_ones_still_run(tmp_path):
+    """Named pipes never finish opening: with one thread, the second would wait for ever."""
+    for name in ("hang-1.png", "hang-2.png"):
+        os.mkfifo(tmp_path / name)
+    (tmp_path / "ok.png").write_bytes(png(good_mask()))
+    rows = [make_row(1, mask_uri=str(tmp_path / "hang-1.png")), make_row(2, mask_uri=str(tmp_path / "hang-2.png")),
+            make_row(3, mask_uri=str(tmp_path / "ok.png"))]
+    started = time.perf_counter()
+    kept, dead = run_fn(MaskValidationConfig(timeout_seconds=0.5, concurrency=1), schema.rows_to_batch(rows))
+    assert time.perf_counter() - started < 15
+    out = kept[0].to_pylist()
+    assert [issue_codes(r) for r in out] == [["MASK_CORRUPT"], ["MASK_CORRUPT"], []]
+
+
+def test_a_hung_file_does_not_keep_the_process_from_exiting(tmp_path):
+    os.mkfifo(tmp_path / "hang.png")
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from tests.test_masks_pipeline import make_row, run_fn
+from transforms import schema
+from transforms.masks import MaskValidationConfig
+kept, _ = run_fn(MaskValidationConfig(timeout_seconds=0.5), schema.rows_to_batch([make_row(1, mask_uri={str(tmp_path / "hang.png")!r})]))
+print(kept[0].to_pylist()[0]["issues"][0]["code"])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("MASK_CORRUPT")
+
+
+def test_a_decoder_bug_on_a_hostile_chunk_is_mask_corrupt():
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    buffer = io.BytesIO()
+    Image.new("L", (4, 4)).save(buffer, "PNG")
+    good = buffer.getvalue()
+    end = good.rfind(b"IEND") - 4
+    hostile = good[:end] + chunk(b"iCCP", b"x\x00") + good[end:]  # iCCP after IDAT, cut short
+    with pytest.raises(mask_checks.MaskRejected) as caught:
+        mask_checks.check_mask(hostile, None, mask_checks.MaskPolicy())
+    assert caught.value.finding.code == mask_checks.MASK_CORRUPT

@@ -216,3 +216,12 @@ def test_corrupt_gzip_block_is_a_dead_letter_not_a_crash(tmp_path):
     good, codes, counts = _read_gzip(path)
     assert codes == [errors.READ_FAILED] and counts["incomplete_reads"] == 1
     assert good < 20_000
+
+
+def test_json_array_elements_past_max_line_bytes_are_too_long(tmp_path):
+    path = tmp_path / "export.json"
+    path.write_bytes(b'[{"data": {"image": "a.jpg"}}, {"data": {"image": "' + b"b" * 5000 + b'.jpg"}}, {"data": {}}]')
+    shard = Shard(str(path), 0, 0, -1, JSON_ARRAY, "label_studio")
+    batches = [o for o in _ReadShardFn(None, 1000, 1000).process(shard) if hasattr(o, "raws")]
+    assert [code for b in batches for _, code, _ in b.failures] == [errors.LINE_TOO_LONG]
+    assert sum(len(b.raws) for b in batches) == 3

@@ -107,3 +107,10 @@ def test_truncated_and_mis_sized_rle_raise_value_error():
 def test_rle_bytes_is_lossless_for_label_studio_int_lists():
     rle = brush.mask2rle(_disc_mask(8, 8, 4, 4, 2))
     assert list(rle_bytes(rle)) == rle
+
+
+def test_a_huge_declared_size_is_refused_before_decoding():
+    from transforms import rle as rle_module
+
+    with pytest.raises(ValueError, match="not decoded"):
+        rle_module.decode_rle([0, 0, 0, 16], 30_000, 30_000)

@@ -29,7 +29,10 @@ def parse_timestamp(text: str) -> dt.datetime:
             )
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
+    try:
+        return parsed.astimezone(dt.timezone.utc)
+    except OverflowError:  # year 1 or 9999 shifted out of range by its offset
+        raise ValueError(f"{text!r} is out of the representable range") from None
 
 
 def format_timestamp(value: dt.datetime) -> str:

@@ -139,6 +139,8 @@ def decode(data: bytes) -> Image.Image:
         raise MaskRejected(MASK_TOO_LARGE, str(exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
         raise MaskRejected(MASK_CORRUPT, f"cannot decode: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a decoder's own bug on a hostile file is still a corrupt file
+        raise MaskRejected(MASK_CORRUPT, f"cannot decode: {type(exc).__name__}: {exc}") from None
 
 
 def to_rgba(image: Image.Image) -> np.ndarray:

@@ -13,6 +13,8 @@ import base64
 import concurrent.futures
 import dataclasses
 import logging
+import queue
+import threading
 import time
 from typing import Any, Iterator
 
@@ -83,6 +85,42 @@ class ValidateMasks(beam.PTransform):
         )
 
 
+class _DaemonPool:
+    """A fixed set of daemon threads running submitted calls, returning Futures.
+
+    Unlike ThreadPoolExecutor, whose threads the interpreter joins at exit, a thread stuck in a
+    hostile file here can never keep a worker process (or the CLI) from exiting.
+    """
+
+    def __init__(self, workers: int):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(max(1, workers)):
+            threading.Thread(target=self._work, name="validate-masks", daemon=True).start()
+        self._workers = max(1, workers)
+
+    def submit(self, fn, *args) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def shutdown(self, wait: bool = False, cancel_futures: bool = False) -> None:
+        for _ in range(self._workers):
+            self._queue.put(None)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                future.set_exception(exc)
+
+
 @dataclasses.dataclass
 class _RowTask:
     """One row's files, checked in a pool thread; the waiting thread reads started/stage."""
@@ -123,9 +161,7 @@ class _ValidateMasksFn(beam.DoFn):
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _new_pool(self):
-        return concurrent.futures.ThreadPoolExecutor(
-            max_workers=self._config.concurrency, thread_name_prefix="validate-masks"
-        )
+        return _DaemonPool(self._config.concurrency)
 
     def process(self, batch: pa.RecordBatch) -> Iterator:
         if batch.num_rows == 0 or not self._needs_work(batch):
@@ -187,12 +223,29 @@ class _ValidateMasksFn(beam.DoFn):
                     future.cancel()
                     timed_out = True
                     outcomes[futures[future]] = _timeout_outcome(task, limit)
+            if timed_out and pending:
+                pending = self._move_queued_to_fresh_pool(pending, futures, tasks)
         if timed_out:
-            # Threads stuck in a decoder cannot be killed: leave them, and give later batches
-            # a fresh pool so they do not queue behind them.
-            self._pool.shutdown(wait=False)
+            # Threads stuck in a decoder cannot be killed: leave them (daemon threads never
+            # hold the process at exit), and give later batches a fresh pool.
+            self._pool.shutdown()
             self._pool = self._new_pool()
         return outcomes
+
+    def _move_queued_to_fresh_pool(self, pending, futures, tasks):
+        """Files queued behind stuck threads would never start: run them on a new pool."""
+        queued = [f for f in pending if tasks[futures[f]].started is None and f.cancel()]
+        if not queued:
+            return pending
+        self._pool.shutdown()
+        self._pool = self._new_pool()
+        pending = set(pending) - set(queued)
+        for future in queued:
+            index = futures.pop(future)
+            again = self._pool.submit(self._check_row, tasks[index])
+            futures[again] = index
+            pending.add(again)
+        return pending
 
     def _check_row(self, task: _RowTask) -> _RowOutcome:
         task.started = time.monotonic()

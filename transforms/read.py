@@ -412,7 +412,10 @@ class _ShardReader:
 
         try:
             for offset, raw in iter_json_array(handle):
-                yield from self._add(offset, raw)
+                if len(raw) > self.max_line_bytes:
+                    yield from self._too_long(offset, raw)
+                else:
+                    yield from self._add(offset, raw)
         except JsonArrayError as exc:
             self.incomplete = True  # the elements after the damage cannot be found
             yield from self.fail(getattr(exc, "offset", 0) or 0, errors.INVALID_JSON, str(exc))

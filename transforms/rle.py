@@ -110,8 +110,15 @@ def _expand(bits, word_bits, counts, literal, word_size) -> np.ndarray:
     return np.repeat(values.astype(np.uint8), repeats)
 
 
+# Largest brush mask decoded (pixels): like PNG masks, a declared size is checked before any
+# memory is spent on it; a few hundred bytes of RLE can describe a gigapixel image.
+MAX_PIXELS = 25_000_000
+
+
 def decode_rle(rle: Sequence[int] | bytes, width: int, height: int) -> np.ndarray:
-    """RLE -> (height, width, 4) uint8 RGBA array; ValueError when malformed or mis-sized."""
+    """RLE -> (height, width, 4) uint8 RGBA array; ValueError when malformed, mis-sized or huge."""
+    if int(width) * int(height) > MAX_PIXELS:
+        raise ValueError(f"{width}x{height} is more than {MAX_PIXELS} pixels: not decoded")
     return decode_values(rle, expected=int(width) * int(height) * 4).reshape(
         int(height), int(width), 4
     )

@@ -386,7 +386,7 @@ def _pixels(value: Any) -> int | None:
         value = int(value)
     if isinstance(value, str):
         text = value.strip().lower().removesuffix("px").strip()
-        value = int(text) if text.isdigit() else None
+        value = int(text) if text.isdecimal() and text.isascii() else None
     if isinstance(value, int) and 0 < value <= _MAX_INT32:
         return value
     return None

@@ -432,4 +432,4 @@ def _unit_fields(row: dict, ls: dict) -> dict:
 
 
 def _maybe_int(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
+    return int(text) if text.isdecimal() and text.isascii() else text

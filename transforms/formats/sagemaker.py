@@ -469,9 +469,9 @@ class _LineWriter:
         if name.lower() in LOOKOUT_CLASSES and not class_map:
             return LOOKOUT_CLASSES[name.lower()]
         for key, known in class_map.items():
-            if known == name and key.isdigit():
+            if known == name and key.isdecimal() and key.isascii():
                 return int(key)
-        return max((int(key) for key in class_map if key.isdigit()), default=-1) + 1
+        return max((int(key) for key in class_map if key.isdecimal() and key.isascii()), default=-1) + 1
 
 
 CLASSES_OPTION = "sagemaker_classes"
