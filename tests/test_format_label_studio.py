@@ -502,3 +502,20 @@ def test_canonical_rows_are_stable_across_two_round_trips():
     first, encoded = assert_round_trip(FMT, tasks, _ctx())
     twice, _ = assert_round_trip(FMT, [orjson.loads(e) for e in encoded], _ctx())
     assert twice == first == canonical(parse_all(FMT, tasks, _ctx()))
+
+
+def test_results_on_several_images_are_flagged():
+    from transforms.formats.base import ParseContext, get_format
+
+    task = {
+        "id": 1,
+        "data": {"image1": "/data/a.jpg", "image2": "/data/b.jpg"},
+        "annotations": [{"id": 5, "result": [
+            {"id": "r1", "type": "rectanglelabels", "from_name": "box", "to_name": "image1", "original_width": 100, "original_height": 100,
+             "value": {"x": 10, "y": 10, "width": 10, "height": 10, "rotation": 0, "rectanglelabels": ["a"]}},
+            {"id": "r2", "type": "rectanglelabels", "from_name": "box", "to_name": "image2", "original_width": 100, "original_height": 100,
+             "value": {"x": 50, "y": 50, "width": 10, "height": 10, "rotation": 0, "rectanglelabels": ["b"]}},
+        ]}],
+    }
+    (row,) = get_format("label_studio").parse(task, ParseContext(uri="x", base_uri="")).rows
+    assert "MULTIPLE_IMAGES" in [i["code"] for i in row["issues"]]

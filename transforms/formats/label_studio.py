@@ -181,6 +181,13 @@ class _RowBuilder:
             rctx.issues.append(
                 issue(regions.IMAGE_SIZE_UNKNOWN, "regions without original_width/original_height")
             )
+        named = sorted({r["to_name"] for r in results if isinstance(r.get("to_name"), str) and r["to_name"] in self.data})
+        if len(named) > 1:
+            # One row is one image: regions drawn on the task's other images are not moved
+            # onto this one silently.
+            rctx.issues.append(
+                issue(regions.MULTIPLE_IMAGES, f"results name several images {named}; the row is {key!r}")
+            )
         extra: dict[str, Any] = {"data_key": key}
         if self.task_fields:
             extra["task"] = self.task_fields
