@@ -106,3 +106,16 @@ def test_lookout_masks_validate_with_relative_to(tmp_path):
     missing = [r for r in masked if Path(r["mask"]["uri"]).name not in present]
     assert all("MASK_NOT_FOUND" in {i["code"] for i in r["issues"]} for r in missing) and len(missing) == 24
     assert summary(out)["totals"]["warnings_by_code"]["MASK_NOT_FOUND"] == 24
+
+
+def test_a_profile_turns_parse_warnings_it_rejects_into_dead_letters(tmp_path):
+    source = SAMPLES / "azure_automl" / "malformed.jsonl"
+    described, judged = tmp_path / "none", tmp_path / "azure"
+    assert run(["--input", str(source), "--output", str(described), RUNNER]) == 0
+    assert run(["--input", str(source), "--output", str(judged), RUNNER, "--validation_profile=azure_automl"]) == 0
+    warned = summary(described)["totals"]["warnings_by_code"]
+    refused = summary(judged)["totals"]["rejected_by_stage"]["validate"]
+    for code in ("BBOX_OUT_OF_RANGE", "BBOX_INVERTED"):
+        assert refused[code] >= 1 and warned[code] >= 1
+        assert code not in summary(judged)["totals"]["warnings_by_code"]
+    assert records(judged).num_rows == records(described).num_rows - sum(refused.values())

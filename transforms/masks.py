@@ -164,8 +164,11 @@ class _ValidateMasksFn(beam.DoFn):
         return _DaemonPool(self._config.concurrency)
 
     def process(self, batch: pa.RecordBatch) -> Iterator:
+        batch, rejected = self._reject_earlier_findings(batch)
+        yield from rejected
         if batch.num_rows == 0 or not self._needs_work(batch):
-            yield batch
+            if batch.num_rows:
+                yield batch
             return
         rows = batch.to_pylist()
         outcomes = self._run(rows)
@@ -186,6 +189,27 @@ class _ValidateMasksFn(beam.DoFn):
             yield schema.rows_to_batch(kept)
 
     # -- which rows have work -------------------------------------------------------------
+
+    def _reject_earlier_findings(self, batch: pa.RecordBatch):
+        """Warnings found while parsing that this profile rejects -> dead letters (columnar)."""
+        if not self._profile.errors or batch.num_rows == 0:
+            return batch, []
+        issues = batch.column("issues")
+        codes = pc.struct_field(pc.list_flatten(issues), "code")
+        hits = pc.is_in(codes, value_set=pa.array(sorted(self._profile.errors), pa.string()))
+        if not pc.any(hits).as_py():
+            return batch, []
+        rejected_rows = sorted(set(pc.filter(pc.list_parent_indices(issues), hits).to_pylist()))
+        letters = []
+        for row in batch.take(pa.array(rejected_rows, pa.int64())).to_pylist():
+            found = [i for i in row["issues"] if i["code"] in self._profile.errors]
+            self._count(found[0]["code"])
+            message = f"the {self._profile.name} profile rejects {found[0]['code']}: {found[0]['message']}"
+            source = row.get("source") or {}
+            where = errors.Provenance(source.get("uri") or "", source.get("line") or 0, source.get("offset") or 0, source.get("format"))
+            letters.append(beam.pvalue.TaggedOutput(errors.DEAD_LETTERS, errors.dead_letter(where, STAGE, found[0]["code"], message, raw=row_json(row))))
+        keep = pc.invert(pc.is_in(pa.array(range(batch.num_rows), pa.int64()), value_set=pa.array(rejected_rows, pa.int64())))
+        return batch.filter(keep), letters
 
     def _needs_work(self, batch: pa.RecordBatch) -> bool:
         """Cheap, columnar: is there any mask to check, image to probe, or limit to apply?"""

@@ -105,7 +105,9 @@ PROFILES: dict[str, Profile] = {
     # published size limits; masks are polygons in the JSONL, so PNG mask findings stay warnings.
     "azure_automl": Profile(
         "azure_automl",
-        errors=frozenset(_IMAGE_READ),
+        # Parse-time geometry findings (azure_automl format) are errors too: AutoML training
+        # refuses boxes outside the image, inverted boxes and broken polygons.
+        errors=frozenset(_IMAGE_READ + ("BBOX_OUT_OF_RANGE", "BBOX_INVERTED", "POLYGON_INVALID")),
         image_formats=frozenset({"jpeg", "png", "bmp", "tiff"}),
     ),
     # Label Studio: the browser shows the image, so it must exist and be a web format; a brush
