@@ -434,3 +434,11 @@ def test_digit_like_characters_in_a_size_are_unreadable_not_a_crash():
     (row,) = FMT.parse(obj, ctx()).rows
     assert row["image"]["width"] is None and row["image"]["height"] == 10
     assert "FIELD_UNREADABLE" in [i["code"] for i in row["issues"]]
+
+
+def test_datastore_map_from_a_bare_scheme():
+    from transforms.formats.azure_automl import DatastoreMap
+
+    rewrite = DatastoreMap([("s3://", "azureml://datastores/img/paths/")]).rewrite
+    assert rewrite("s3://bucket/a.jpg") == "azureml://datastores/img/paths/bucket/a.jpg"
+    assert rewrite("gs://bucket/a.jpg") == "gs://bucket/a.jpg"

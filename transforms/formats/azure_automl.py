@@ -426,14 +426,21 @@ class DatastoreMap:
                 pair = pair.split("=", 1)
             if len(pair) != 2 or not all(isinstance(p, str) and p for p in pair):
                 raise ValueError(f"{DATASTORE_MAP} wants (FROM, TO) pairs of strings, got {pair!r}")
-            rules.append((pair[0].rstrip("/"), pair[1].rstrip("/")))
+            rules.append((_prefix(pair[0]), _prefix(pair[1])))
         self.rules = sorted(rules, key=lambda rule: len(rule[0]), reverse=True)
 
     def rewrite(self, uri: str) -> str:
         for old, new in self.rules:
             if uri == old or uri.startswith(old + "/"):
                 return new + uri[len(old):]
+            if old.endswith("://") and uri.startswith(old):  # a scheme alone: s3:// -> ...
+                return new.rstrip("/") + "/" + uri[len(old):]
         return uri
+
+
+def _prefix(text: str) -> str:
+    """A prefix without its trailing slash, but a bare scheme (`s3://`) kept whole."""
+    return text if text.endswith("://") else text.rstrip("/")
 
 
 def _score(value: float | None) -> float | None:
