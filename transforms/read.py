@@ -421,7 +421,7 @@ class _ShardReader:
             yield from self.fail(getattr(exc, "offset", 0) or 0, errors.INVALID_JSON, str(exc))
 
     def read_object(self, handle) -> Iterator[RawBatch]:
-        data = handle.read()
+        data = handle.read(self.max_line_bytes + 1)  # never more than the bound in memory
         if len(data) > self.max_line_bytes:
             yield from self._too_long(0, data)
         else:
