@@ -414,3 +414,20 @@ def test_a_decoder_bug_on_a_hostile_chunk_is_mask_corrupt():
     with pytest.raises(mask_checks.MaskRejected) as caught:
         mask_checks.check_mask(hostile, None, mask_checks.MaskPolicy())
     assert caught.value.finding.code == mask_checks.MASK_CORRUPT
+
+
+def test_only_rows_with_files_to_check_cross_the_shuffle():
+    from transforms.profiles import get_profile
+
+    rows = [
+        make_row(1, mask_uri="s3://b/m.png"),
+        make_row(2),
+        make_row(3, objects=[{"label": "brush", "mask_rle": b"\x00\x01"}]),
+        make_row(4, objects=[{"label": "box"}]),
+    ]
+    batch = schema.rows_to_batch(rows)
+    config = MaskValidationConfig()
+    assert masks.rows_with_work(batch, config, get_profile("none")).to_pylist() == [True, False, True, False]
+    no_masks = MaskValidationConfig(validate_masks=False)
+    assert masks.rows_with_work(batch, no_masks, get_profile("none")).to_pylist() == [False] * 4
+    assert masks.rows_with_work(batch, config, get_profile("rekognition")).to_pylist() == [True] * 4

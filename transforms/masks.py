@@ -75,14 +75,59 @@ class ValidateMasks(beam.PTransform):
         self._storage_options = storage_options
 
     def expand(self, batches):
-        return (
-            batches
+        # Only rows with files to check cross the Reshuffle: on a local runner a shuffle holds
+        # everything it carries, and rows without masks have nothing to spread.
+        routed = batches | "RouteByWork" >> beam.ParDo(_RouteByWorkFn(self._config)).with_outputs(
+            _WORK, main=_PASS
+        )
+        validated = (
+            routed[_WORK]
             | "Reshuffle" >> beam.Reshuffle()
             | "Validate"
             >> beam.ParDo(_ValidateMasksFn(self._config, self._storage_options)).with_outputs(
                 errors.DEAD_LETTERS, main="records"
             )
         )
+        records = (routed[_PASS], validated["records"]) | "AllRecords" >> beam.Flatten()
+        return {"records": records, errors.DEAD_LETTERS: validated[errors.DEAD_LETTERS]}
+
+
+_WORK, _PASS = "work", "pass"
+
+
+def rows_with_work(batch: pa.RecordBatch, config: MaskValidationConfig, profile) -> pa.Array:
+    """Per row: is there a mask, brush RLE or image to check, or a profile to apply?"""
+    if profile.errors or profile.checks_records:
+        return pa.array([True] * batch.num_rows)
+    work = pa.array([False] * batch.num_rows)
+    if config.probe_images:
+        work = pc.or_(work, pc.is_valid(_field(batch, "image", "uri")))
+    if config.validate_masks:
+        work = pc.or_(work, pc.is_valid(_field(batch, "mask", "uri")))
+        objects = batch.column("objects")
+        has_rle = pc.is_valid(pc.struct_field(pc.list_flatten(objects), "mask_rle"))
+        rle_rows = pc.filter(pc.list_parent_indices(objects), has_rle)
+        work = pc.or_(work, pc.is_in(pa.array(range(batch.num_rows), pa.int64()), value_set=rle_rows.cast(pa.int64())))
+    return work
+
+
+class _RouteByWorkFn(beam.DoFn):
+    def __init__(self, config: MaskValidationConfig):
+        self._config = config
+
+    def setup(self):
+        self._profile = profiles.get_profile(self._config.validation_profile)
+
+    def process(self, batch: pa.RecordBatch):
+        work = rows_with_work(batch, self._config, self._profile)
+        busy = pc.sum(work.cast(pa.int64())).as_py() or 0
+        if busy == 0:
+            yield batch
+        elif busy == batch.num_rows:
+            yield beam.pvalue.TaggedOutput(_WORK, batch)
+        else:
+            yield beam.pvalue.TaggedOutput(_WORK, batch.filter(work))
+            yield batch.filter(pc.invert(work))
 
 
 class _DaemonPool:
