@@ -258,16 +258,7 @@ class _ValidateMasksFn(beam.DoFn):
 
     def _needs_work(self, batch: pa.RecordBatch) -> bool:
         """Cheap, columnar: is there any mask to check, image to probe, or limit to apply?"""
-        if self._profile.checks_records:
-            return True
-        if self._config.probe_images and pc.any(pc.is_valid(_field(batch, "image", "uri"))).as_py():
-            return True
-        if not self._config.validate_masks:
-            return False
-        if pc.any(pc.is_valid(_field(batch, "mask", "uri"))).as_py():
-            return True
-        objects = pc.list_flatten(batch.column("objects"))
-        return len(objects) > 0 and bool(pc.any(pc.is_valid(pc.struct_field(objects, "mask_rle"))).as_py())
+        return bool(pc.any(rows_with_work(batch, self._config, self._profile)).as_py())
 
     # -- running the files of a batch concurrently, each bounded in time -----------------
 
