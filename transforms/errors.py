@@ -7,7 +7,10 @@ be normalized becomes a dead-letter row; a finding on a kept record becomes an e
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+
+import orjson
 
 # Reading and decoding (stage "read" / "normalize").
 INVALID_UTF8 = "INVALID_UTF8"
@@ -95,3 +98,21 @@ def dead_letter(
         "message": message,
         "raw": raw,
     }
+
+
+def row_dead_letter(row: dict, stage: str, code: str, message: str) -> dict:
+    """A dead letter for a canonical row refused after normalization (validate, write stages)."""
+    source = row.get("source") or {}
+    where = Provenance(source.get("uri") or "", source.get("line") or 0, source.get("offset") or 0, source.get("format"))
+    return dead_letter(where, stage, code, message, row_json(row))
+
+
+def row_json(row: dict) -> str:
+    """A canonical row as JSON (binary values such as brush RLEs as base64)."""
+    return orjson.dumps(row, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _json_default(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode()
+    return str(value)

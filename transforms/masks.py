@@ -9,7 +9,6 @@ Findings that the validation profile makes errors send the record to the dead le
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import dataclasses
 import logging
@@ -19,7 +18,6 @@ import time
 from typing import Any, Iterator
 
 import apache_beam as beam
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
@@ -250,9 +248,7 @@ class _ValidateMasksFn(beam.DoFn):
             found = [i for i in row["issues"] if i["code"] in self._profile.errors]
             self._count(found[0]["code"])
             message = f"the {self._profile.name} profile rejects {found[0]['code']}: {found[0]['message']}"
-            source = row.get("source") or {}
-            where = errors.Provenance(source.get("uri") or "", source.get("line") or 0, source.get("offset") or 0, source.get("format"))
-            letters.append(beam.pvalue.TaggedOutput(errors.DEAD_LETTERS, errors.dead_letter(where, STAGE, found[0]["code"], message, raw=row_json(row))))
+            letters.append(beam.pvalue.TaggedOutput(errors.DEAD_LETTERS, errors.row_dead_letter(row, STAGE, found[0]["code"], message)))
         keep = pc.invert(pc.is_in(pa.array(range(batch.num_rows), pa.int64()), value_set=pa.array(rejected_rows, pa.int64())))
         return batch.filter(keep), letters
 
@@ -451,12 +447,7 @@ class _ValidateMasksFn(beam.DoFn):
         code, message = severe[0]
         if len(severe) > 1:
             message += "; also " + ", ".join(c for c, _ in severe[1:])
-        source = row.get("source") or {}
-        where = errors.Provenance(
-            uri=source.get("uri") or "", line=source.get("line") or 0,
-            offset=source.get("offset") or 0, format=source.get("format"),
-        )
-        return errors.dead_letter(where, STAGE, code, message, raw=row_json(row))
+        return errors.row_dead_letter(row, STAGE, code, message)
 
     def _count(self, code: str) -> None:
         counter = self._counters.get(code)
@@ -479,12 +470,3 @@ def _field(batch: pa.RecordBatch, column: str, field: str) -> pa.Array:
     return pc.struct_field(batch.column(column), field)
 
 
-def row_json(row: dict) -> str:
-    """A canonical row as JSON for a dead letter (binary RLE as base64; errors.dead_letter bounds it)."""
-    return orjson.dumps(row, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-def _json_default(value):
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(value)).decode()
-    return str(value)

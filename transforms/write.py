@@ -20,7 +20,6 @@ import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms import errors, storage
-from transforms.errors import Provenance
 from transforms.formats.base import WriteContext, get_format
 from transforms.schema import PARTITION_COLUMNS, SCHEMA
 
@@ -114,7 +113,10 @@ class _ManifestFile:
                 continue
             for element in elements:
                 self._write_element(element)
-        return [_rejected_letter(row, code, message, self.format.name) for row, code, message in ctx.rejected]
+        return [
+            errors.row_dead_letter(row, WRITE_STAGE, code, f"{self.format.name}: {message}")
+            for row, code, message in ctx.rejected
+        ]
 
     def _write_element(self, element: bytes) -> None:
         if self.array:
@@ -145,12 +147,6 @@ class _JsonLinesFile:
         pass
 
 
-def _rejected_letter(row: dict, code: str, message: str, format_name: str) -> dict:
-    source = row.get("source") or {}
-    where = Provenance(source.get("uri"), source.get("line"), source.get("offset"), source.get("format"))
-    letter = errors.dead_letter(where, WRITE_STAGE, code, f"{format_name}: {message}", None)
-    letter["raw"] = orjson.dumps(row, default=str).decode()[: errors.RAW_TEXT_LIMIT]
-    return letter
 
 
 class _WriteBundleFilesFn(beam.DoFn):
