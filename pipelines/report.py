@@ -10,7 +10,7 @@ import orjson
 
 from pipelines.options import JobConfig
 from transforms import storage
-from transforms.counters import COUNTERS_FILE
+from transforms.counters import COUNTERS_FILE, merge_into
 
 RUN_FILE = "run.json"
 _FILE_COUNTERS = ("lines", "ok", "dead_letters", "blank", "records")
@@ -52,26 +52,23 @@ def totals_of(files: list[dict]) -> dict:
     totals = {name: sum(f[name] for f in files) for name in (*_FILE_COUNTERS, "records_rejected")}
     totals["records_written"] = totals["records"] - totals["records_rejected"]
     totals["files"] = len(files)
-    by_code: dict[str, int] = {}
-    later: dict[str, dict[str, int]] = {}
+    merged: dict = {}
     for entry in files:
-        for stage, codes in entry["dead_letter_codes"].items():
-            target = by_code if stage == "normalize" else later.setdefault(stage, {})
-            for code, n in codes.items():
-                target[code] = target.get(code, 0) + n
-        for reason, n in entry["skipped"].items():
-            totals.setdefault("skipped", {})[reason] = totals.get("skipped", {}).get(reason, 0) + n
-    totals["dead_letters_by_code"] = dict(sorted(by_code.items()))
-    warnings: dict[str, int] = {}
-    for entry in files:
-        for code, n in entry["warnings"].items():
-            warnings[code] = warnings.get(code, 0) + n
+        merge_into(merged, {"codes": entry["dead_letter_codes"], "warnings": entry["warnings"], "skipped": entry["skipped"]})
+    codes = merged.get("codes", {})
+    totals["dead_letters_by_code"] = _sorted(codes.get("normalize", {}))
     # Findings on records that were kept (issues column), by code.
-    totals["warnings_by_code"] = dict(sorted(warnings.items()))
+    totals["warnings_by_code"] = _sorted(merged.get("warnings", {}))
     # Records that were normalized but refused later (validation, a writer): not input lines.
-    totals["rejected_by_stage"] = {stage: dict(sorted(codes.items())) for stage, codes in sorted(later.items())}
+    totals["rejected_by_stage"] = {stage: _sorted(n) for stage, n in sorted(codes.items()) if stage != "normalize"}
+    if merged.get("skipped"):
+        totals["skipped"] = merged["skipped"]
     totals["reconciled"] = all(f["reconciled"] for f in files)
     return totals
+
+
+def _sorted(counts: dict) -> dict:
+    return dict(sorted(counts.items()))
 
 
 def write_run_report(job: JobConfig, pipeline_options: dict, started: float, finished: float, state: str) -> dict:
