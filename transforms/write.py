@@ -9,6 +9,7 @@ complete; readers of the dataset skip dot-folders, so the temporaries never show
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any, Callable, Iterator
 
@@ -247,10 +248,6 @@ def ensure_records_dataset(root: str, storage_options: dict | None = None) -> No
     storage.write_atomically(storage.join(root, "part-00000-of-00001.parquet"), sink.getvalue().to_pybytes(), storage_options)
 
 
-def _split_records(batch):
-    return partition_batch(batch, PARTITION_COLUMNS)
-
-
 class WriteRecords(beam.PTransform):
     """Canonical batches -> a Parquet dataset, hive-partitioned by split and task."""
 
@@ -260,24 +257,9 @@ class WriteRecords(beam.PTransform):
         self._storage_options = storage_options
 
     def expand(self, batches):
-        return batches | _WriteFiles(self._root, _ParquetFile, _split_records, self._storage_options)
-
-
-class _ManifestSplitter:
-    def __init__(self, columns):
-        self.columns = columns
-
-    def __call__(self, batch):
-        return partition_batch(batch, self.columns)
-
-
-class _ManifestOpener:
-    def __init__(self, format_name, options):
-        self.format_name = format_name
-        self.options = options
-
-    def __call__(self, handle):
-        return _ManifestFile(handle, self.format_name, self.options)
+        return batches | _WriteFiles(
+            self._root, _ParquetFile, functools.partial(partition_batch, columns=PARTITION_COLUMNS), self._storage_options
+        )
 
 
 class WriteManifests(beam.PTransform):
@@ -294,8 +276,8 @@ class WriteManifests(beam.PTransform):
     def expand(self, batches):
         return batches | _WriteFiles(
             self._root,
-            _ManifestOpener(self._format_name, self._options),
-            _ManifestSplitter(self._columns),
+            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options),
+            functools.partial(partition_batch, columns=self._columns),
             self._storage_options,
         )
 
