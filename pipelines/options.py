@@ -20,9 +20,10 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 from transforms import read, storage
 from transforms.formats.base import format_names, get_format
 from transforms.masks import MaskValidationConfig
+from transforms.profiles import PROFILES
 from transforms.split import DEFAULT_RATIOS, parse_ratios
 
-VALIDATION_PROFILES = ("none", "lookout_for_vision", "rekognition", "azure_automl", "label_studio")
+VALIDATION_PROFILES = tuple(PROFILES)
 
 
 class ConfigError(ValueError):
@@ -325,11 +326,7 @@ def _check_job(job: JobConfig) -> None:
             get_format(name).check_options(job.format_options())
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"format option for {name}: {exc}") from None
-    if job.label_studio_annotations not in ("all", "latest", "ground_truth"):
-        raise ConfigError(f"label_studio_annotations must be all, latest or ground_truth, not {job.label_studio_annotations!r}")
-    if job.validation_profile not in VALIDATION_PROFILES:
-        raise ConfigError(f"unknown validation profile {job.validation_profile!r}")
-    try:
+    try:  # the profile name, and the mask tuning flags
         job.mask_config()
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"mask validation: {exc}") from None
