@@ -137,7 +137,6 @@ class Launch:
 
     pipeline_options: PipelineOptions
     job: JobConfig
-    beam_flags: list[str]
 
     def beam_options(self) -> dict[str, Any]:
         """The Beam options that were set, without the job's own flags (they have their section)."""
@@ -313,7 +312,7 @@ def parse_launch(argv: list[str]) -> Launch:
         raise ConfigError("--output is required (a folder URL for the results)")
     job = JobConfig(**values)
     _check_job(job)
-    return Launch(options, job, flags)
+    return Launch(options, job)
 
 
 def _check_job(job: JobConfig) -> None:

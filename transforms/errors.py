@@ -42,18 +42,6 @@ WARNING = "warning"
 # Raw text kept in a dead letter, in characters: enough to see the problem, bounded.
 RAW_TEXT_LIMIT = 4096
 
-DEAD_LETTER_KEYS = (
-    "source_uri",
-    "line",
-    "offset",
-    "format",
-    "stage",
-    "code",
-    "severity",
-    "message",
-    "raw",
-)
-
 
 class RecordError(Exception):
     """Raised by a format plugin when one record cannot become a canonical row."""

@@ -147,10 +147,6 @@ def rows_to_batch(rows: Iterable[dict]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(list(rows), schema=SCHEMA)
 
 
-def empty_batch() -> pa.RecordBatch:
-    return pa.RecordBatch.from_pylist([], schema=SCHEMA)
-
-
 def dumps_extra(extra: dict | None) -> str | None:
     """The `extra` column: source fields without a column, as deterministic JSON."""
     if not extra:
