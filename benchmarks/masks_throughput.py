@@ -26,9 +26,9 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from PIL import Image
+from transforms.masks import MaskValidationConfig, ValidateMasks
 
 from transforms import schema
-from transforms.masks import MaskValidationConfig, ValidateMasks
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / "data" / "masks"

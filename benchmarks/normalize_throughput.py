@@ -20,13 +20,13 @@ import time
 
 import orjson
 import pyarrow.dataset as ds
+from transforms.split import DEFAULT_RATIOS, SplitAssigner
+from transforms.write import _ParquetFile, partition_batch
 
 from benchmarks.synthetic import write_manifest
 from pipelines.normalize_manifests import run
 from transforms import schema
 from transforms.formats.base import ParseContext, get_format
-from transforms.split import DEFAULT_RATIOS, SplitAssigner
-from transforms.write import _ParquetFile, partition_batch
 
 
 def baseline(manifest: str, out: str, batch_lines: int = 1000) -> int:

@@ -16,9 +16,20 @@ class _DropOptionalGcpNotice(logging.Filter):
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().addFilter(_DropOptionalGcpNotice())
+    args = sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        from pipelines.options import help_text
+
+        print(help_text())
+        sys.exit(0)
+    if "--help-beam" in args:
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        PipelineOptions(["--help"]).get_all_options()
+        sys.exit(0)
     from pipelines.normalize_manifests import run
 
-    sys.exit(run())
+    sys.exit(run(args))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,23 @@
-"""The labelbeam job: read manifests, normalize, validate, split, write; then run.json.
+"""The labelbeam job: read manifests, normalize, validate, check files, split, write; then report
+and publish.
 
-    labelbeam --input PATTERN --output URL [--format NAME] [--output_format NAME ...]
+    labelbeam --input PATTERN [PATTERN ...] --output URL [--format NAME] [--output_format NAME ...]
               [--config FILE ...] [--overwrite] [--max_error_rate F] [Beam options]
     python -m pipelines.normalize_manifests ...   (the same)
+
+The record path is one chain of ParDos with no shuffle and no flatten in it
+(ReadShards -> Normalize -> ValidateRecords -> CheckFiles -> AssignSplit -> writers), so every
+runner fuses it into one stage and no stage ever holds the dataset: memory stays flat as inputs
+grow. Dead letters are written where they are produced, by the stage that refused them.
+
+Exit codes (a scheduler acts on them; docs/scheduling.md):
+  0  done, every input line accounted for, outputs published with _SUCCESS
+  1  done and published, but dead letters / input lines passed --max_error_rate (no _SUCCESS)
+  2  refused at launch: a bad option or input, or another run holds the output
+  3  data loss: an output holds fewer rows than were given to it; nothing published
+  4  incomplete input: a file could not be read to its end; nothing published (--allow_incomplete
+     publishes anyway, without _SUCCESS)
+  5  the job itself failed (runner error, counters missing); nothing published
 """
 
 from __future__ import annotations
@@ -12,120 +27,132 @@ import time
 
 import apache_beam as beam
 
-from pipelines import report
-from pipelines.options import ConfigError, JobConfig, parse_launch
+from pipelines import publish, report, runners
+from pipelines.config import JobConfig
+from pipelines.options import ConfigError, parse_launch
 from transforms import errors, storage
-from transforms.counters import COUNTERS_FILE, MergeCounters, WriteCounters, counters_of_dead_letters, issue_counts
-from transforms.masks import ValidateMasks
-from transforms.normalize import COUNTS, RECORDS, NormalizeRecords
-from transforms.read import BATCHES, FILES, SHARD_LINES, ReadManifests
-from transforms.split import AssignSplit
-from transforms.stats import ComputeStatistics
-from transforms.write import WriteDeadLetters, WriteManifests, WriteRecords, ensure_records_dataset
+from transforms.stages.accounting import COUNTERS_FILE, LEDGER, WriteCounters
+from transforms.stages.check_files import CheckFiles, FileCheckConfig
+from transforms.stages.normalize import RECORDS, NormalizeRecords
+from transforms.stages.read import BATCHES, FileChecks, ReadManifests
+from transforms.stages.split import AssignSplit
+from transforms.stages.stats import ComputeStatistics
+from transforms.stages.validate import ValidateRecords
+from transforms.stages.write import WriteDeadLetters, WriteManifests, WriteRecords, manifests_output
+
+# The record stages, in graph order: each reports rows in / out / refused to the ledger.
+RECORD_STAGES = (errors.VALIDATE, errors.CHECK_FILES, "split")
 
 
-def build(pipeline: beam.Pipeline, job: JobConfig) -> dict[str, beam.PCollection]:
-    """The whole job graph on `pipeline`; returns its main PCollections by name."""
-    out = job.output.rstrip("/")
-    store = job.storage_options or None
+def file_check_config(job: JobConfig) -> FileCheckConfig:
+    v = job.validate
+    return FileCheckConfig(
+        validate_masks=v.masks,
+        probe_images=v.probe_images,
+        validation_profile=v.profile,
+        alpha_threshold=v.mask.alpha_threshold,
+        color_tolerance=v.mask.color_tolerance,
+        max_pixels=v.mask.max_pixels,
+        timeout_seconds=v.mask.timeout_seconds,
+        concurrency=v.io_concurrency,
+    )
+
+
+def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None) -> dict:
+    """The whole job graph on `pipeline`, writing under `out` (the run's staging folder; the
+    job's output when None). Returns the main PCollections and the record stages' names."""
+    out = (out or job.output).rstrip("/")
+    store = job.storage_config()
+    checks = file_check_config(job)
     read = pipeline | "ReadManifests" >> ReadManifests(
         job.input,
-        format_name=job.format,
-        shard_size=job.shard_size,
-        storage_options=store,
-        batch_lines=job.batch_size,
-        max_line_bytes=job.max_line_bytes,
+        format_name=job.read.format,
+        shard_size=job.read.shard_size,
+        store=store,
+        batch_lines=job.read.batch_size,
+        max_line_bytes=job.read.max_line_bytes,
+        checks=FileChecks(masks=checks.validate_masks, images=checks.probe_images),
     )
-    normalized = read[BATCHES] | "NormalizeRecords" >> NormalizeRecords(
-        job.format_options(), job.relative_to
-    )
-    records = normalized[RECORDS] | "AssignSplit" >> AssignSplit(job.split_ratios, job.split_salt)
-    dead_letters = [normalized[errors.DEAD_LETTERS]]
+    normalized = read[BATCHES] | "NormalizeRecords" >> NormalizeRecords(job.format_options(), job.read.relative_to)
+    validated = normalized[RECORDS] | "ValidateRecords" >> ValidateRecords(job.validate.profile)
+    checked = validated["main"] | "CheckFiles" >> CheckFiles(checks, store)
+    split = checked["main"] | "AssignSplit" >> AssignSplit(job.split.ratios, job.split.salt)
+    records = split["main"]
 
-    validated = _validate_masks(records, job, store)
-    if validated is not None:
-        records = validated["records"]
-        dead_letters.append(validated[errors.DEAD_LETTERS])
+    ledgers = [read[LEDGER], normalized[LEDGER], validated[LEDGER], checked[LEDGER], split[LEDGER]]
+    dead_letters = [normalized[errors.DEAD_LETTERS], validated[errors.DEAD_LETTERS], checked[errors.DEAD_LETTERS]]
 
-    records | "WriteRecords" >> WriteRecords(storage.join(out, "records"), store)
+    written = records | "WriteRecords" >> WriteRecords(storage.join(out, "records"), store)
+    ledgers += written[LEDGER]
     records | "ComputeStatistics" >> ComputeStatistics(storage.join(out, "stats"), store)
-    for name in job.output_format:
-        written = records | f"WriteManifests[{name}]" >> WriteManifests(
-            storage.join(out, "manifests", name), name, job.format_options(), store
+    options = job.format_options()
+    for name in job.write.formats:
+        manifests = records | f"WriteManifests[{name}]" >> WriteManifests(
+            storage.join(out, "manifests", name), name, options[name], store
         )
-        dead_letters.append(written[errors.DEAD_LETTERS])
+        ledgers += manifests[LEDGER]
+        dead_letters += manifests[errors.DEAD_LETTERS]
 
-    all_dead = dead_letters | "AllDeadLetters" >> beam.Flatten()
-    all_dead | "WriteDeadLetters" >> WriteDeadLetters(storage.join(out, "errors"), store)
-
-    counters = (
-        (
-            read[FILES],
-            read[SHARD_LINES],
-            normalized[COUNTS],
-            all_dead | "CountDeadLetters" >> beam.Map(counters_of_dead_letters),
-            records | "CountWarnings" >> beam.FlatMap(issue_counts),
-        )
-        | "AllCounters" >> beam.Flatten()
-        | "MergeCounters" >> beam.CombinePerKey(MergeCounters())
-    )
-    counters | "WriteCounters" >> WriteCounters(storage.join(out, COUNTERS_FILE), store)
-    return {"records": records, "dead_letters": all_dead, "counters": counters}
+    letters = tuple(dead_letters) | "WriteDeadLetters" >> WriteDeadLetters(storage.join(out, "errors"), store)
+    ledgers += letters[LEDGER]
+    tuple(ledgers) | "WriteCounters" >> WriteCounters(storage.join(out, COUNTERS_FILE), store)
+    return {"records": records, "record_stages": RECORD_STAGES, "outputs": output_names(job)}
 
 
-def _validate_masks(records, job: JobConfig, store):
-    """ValidateMasks, when masks are checked, images probed, or a target profile applies."""
-    if not (job.validate_masks or job.probe_images or job.validation_profile != "none"):
-        return None
-    config = job.mask_config()
-    return records | "ValidateMasks" >> ValidateMasks(config, store)
+def output_names(job: JobConfig) -> list[str]:
+    return ["records", *(manifests_output(name) for name in job.write.formats), "errors"]
 
 
-def _prepare_output(job: JobConfig) -> None:
-    """An empty --output folder to write into; never one that holds the job's own inputs."""
-    fs, path = storage.filesystem(job.output, job.storage_options)
-    folder = storage.to_url(fs, path).rstrip("/") + "/"
+def _check_output(job: JobConfig, root: publish.OutputRoot) -> None:
+    """An output folder that may be written: never one that holds the job's own inputs."""
+    folder = root.url.rstrip("/") + "/"
     for pattern in job.input:
-        for url, _ in storage.expand(pattern, job.storage_options):
-            if url.startswith(folder):
-                raise ConfigError(f"input {url} is inside --output {job.output}; write somewhere else")
-    if fs.exists(path) and (not fs.isdir(path) or fs.ls(path)):
-        if not fs.isdir(path):
-            raise ConfigError(f"--output {job.output} is a file, not a folder")
-        if not job.overwrite:
-            raise ConfigError(f"--output {job.output} is not empty; pass --overwrite to replace it")
-        fs.rm(path, recursive=True)
-    fs.makedirs(path, exist_ok=True)
-
-
-def _new_pipeline(launch) -> beam.Pipeline:
-    """The pipeline, its runner resolved first: a wrong --runner fails before the output is touched."""
-    try:
-        return beam.Pipeline(options=launch.pipeline_options)
-    except ValueError as exc:
-        raise ConfigError(str(exc).splitlines()[0]) from None
+        for url, _ in storage.expand(pattern, job.storage):
+            absolute = storage.to_url(*storage.filesystem(url, job.storage))
+            if absolute.startswith(folder) or url.startswith(folder):
+                raise ConfigError(f"input {storage.redact_url(url)} is inside --output {storage.redact_url(job.output)}; write somewhere else")
+    if root.fs.exists(root.path) and not root.fs.isdir(root.path):
+        raise ConfigError(f"--output {storage.redact_url(job.output)} is a file, not a folder")
+    if root.has_outputs() and not job.overwrite:
+        raise ConfigError(f"--output {storage.redact_url(job.output)} holds the outputs of an earlier run; pass --overwrite to replace them")
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Launch the job; returns the process exit code (0, 1 past --max_error_rate, 2 bad config)."""
+    """Launch the job; returns the process exit code (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         launch = parse_launch(argv)
-        pipeline = _new_pipeline(launch)
-        _prepare_output(launch.job)
-    except ConfigError as exc:
+        runners.prepare(launch.pipeline_options)
+        pipeline = runners.new_pipeline(launch.pipeline_options)
+        job = launch.job
+        root = publish.OutputRoot(job.output, job.storage_config())
+        _check_output(job, root)
+        run_id = publish.new_run_id()
+        lock = root.acquire(run_id)
+    except (ConfigError, publish.LockHeld, runners.RunnerRefused) as exc:
         print(f"labelbeam: error: {exc}", file=sys.stderr)
         return 2
-    job = launch.job
-    started = time.time()
-    build(pipeline, job)
-    result = pipeline.run()
-    state = result.wait_until_finish()
-    ensure_records_dataset(storage.join(job.output, "records"), job.storage_options)
-    finished = time.time()
-    summary = report.write_run_report(job, launch.beam_options(), started, finished, str(state))
-    print(report.describe(job, summary))
-    return summary["exit_code"]
+    with lock:
+        recovered = root.recover()
+        if recovered:
+            print(f"labelbeam: completed the interrupted publish of run {recovered}", file=sys.stderr)
+        root.clean_abandoned()
+        staging = root.staging(run_id)
+        started = time.time()
+        graph = build(pipeline, job, staging)
+        state = runners.run_to_completion(pipeline)
+        finished = time.time()
+        summary = report.write_run_report(
+            job, launch.beam_options(), staging, run_id, graph["record_stages"], graph["outputs"], started, finished, state
+        )
+        code = summary["exit_code"]
+        if code in (report.EXIT_OK, report.EXIT_ERROR_RATE) or (code == report.EXIT_INCOMPLETE and job.allow_incomplete):
+            root.publish(run_id, success=code == report.EXIT_OK)
+            where = job.output
+        else:
+            where = root.keep_failed(run_id)
+        print(report.describe(summary, where))
+        return code
 
 
 if __name__ == "__main__":

@@ -1,4 +1,12 @@
-"""run.json: what ran, with which options, and how every input line was accounted for."""
+"""run.json: what ran, with which options, and the proof that nothing was lost.
+
+The counts come from the ledger (transforms/stages/accounting.py): what each stage read, kept
+and refused per input file, and what each output's finalize step counted in the files it
+published. Here they are checked: every input line is a record, a dead letter or a blank line;
+every record stage passed on what it was given; every output holds what its writer was given
+minus what it refused; and every file the writers counted is where they said. Any shortfall is
+`data_loss` (exit code 3) and is said loudly.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +16,21 @@ from importlib import metadata
 
 import orjson
 
-from pipelines.options import JobConfig
-from transforms import storage
-from transforms.counters import COUNTERS_FILE, merge_into
+from pipelines.config import JobConfig
+from pipelines.publish import RUN_FILE
+from transforms import errors, storage
+from transforms.stages.accounting import COUNTERS_FILE, OUTPUTS, file_entries, merge_into
+from transforms.stages.write import ERRORS_OUTPUT, RECORDS_OUTPUT, ensure_records_dataset
 
-RUN_FILE = "run.json"
-_FILE_COUNTERS = ("lines", "ok", "dead_letters", "blank", "records")
+EXIT_OK, EXIT_ERROR_RATE, EXIT_CONFIG, EXIT_DATA_LOSS, EXIT_INCOMPLETE, EXIT_FAILED = 0, 1, 2, 3, 4, 5
+EXIT_MEANINGS = {
+    EXIT_OK: "done; every input line accounted for; published with _SUCCESS",
+    EXIT_ERROR_RATE: "done and published, but the error rate passed --max_error_rate",
+    EXIT_CONFIG: "refused at launch",
+    EXIT_DATA_LOSS: "data loss: an output holds fewer rows than it was given; not published",
+    EXIT_INCOMPLETE: "incomplete input: a file was not read to its end; not published",
+    EXIT_FAILED: "the job failed; not published",
+}
 
 
 def _version(package: str) -> str | None:
@@ -27,67 +44,127 @@ def _iso(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def file_entries(counters: dict) -> list[dict]:
-    """Merged per-file counters -> run.json `files` entries (reconciled per file)."""
-    entries = []
-    for uri in sorted(counters):
-        counts = counters[uri]
-        entry = {"uri": uri, "format": counts.get("format"), "layout": counts.get("layout"), "bytes": counts.get("bytes")}
-        entry.update({name: int(counts.get(name, 0)) for name in _FILE_COUNTERS})
-        entry["skipped"] = counts.get("skipped", {})
-        entry["dead_letter_codes"] = counts.get("dead_letter_codes", {})
-        entry["warnings"] = dict(sorted(counts.get("warnings", {}).items()))
-        # Every line read is accounted for, and every line of the file was read: the reader's
-        # count agrees with the byte-range pre-count, and no read stopped early.
-        entry["expected_lines"] = int(counts.get("expected_lines", entry["lines"]))
-        entry["complete"] = entry["lines"] == entry["expected_lines"] and not counts.get("incomplete_reads")
-        entry["reconciled"] = entry["complete"] and entry["lines"] == entry["ok"] + entry["dead_letters"] + entry["blank"]
-        # Records a validation profile refused: in errors/, not in records/.
-        entry["records_rejected"] = sum(entry["dead_letter_codes"].get("validate", {}).values())
-        entries.append(entry)
-    return entries
-
-
-def totals_of(files: list[dict]) -> dict:
-    totals = {name: sum(f[name] for f in files) for name in (*_FILE_COUNTERS, "records_rejected")}
-    totals["records_written"] = totals["records"] - totals["records_rejected"]
-    totals["files"] = len(files)
-    merged: dict = {}
-    for entry in files:
-        merge_into(merged, {"codes": entry["dead_letter_codes"], "warnings": entry["warnings"], "skipped": entry["skipped"]})
-    codes = merged.get("codes", {})
-    totals["dead_letters_by_code"] = _sorted(codes.get("normalize", {}))
-    # Findings on records that were kept (issues column), by code.
-    totals["warnings_by_code"] = _sorted(merged.get("warnings", {}))
-    # Records that were normalized but refused later (validation, a writer): not input lines.
-    totals["rejected_by_stage"] = {stage: _sorted(n) for stage, n in sorted(codes.items()) if stage != "normalize"}
-    if merged.get("skipped"):
-        totals["skipped"] = merged["skipped"]
-    totals["reconciled"] = all(f["reconciled"] for f in files)
-    return totals
-
-
 def _sorted(counts: dict) -> dict:
     return dict(sorted(counts.items()))
 
 
-def write_run_report(job: JobConfig, pipeline_options: dict, started: float, finished: float, state: str) -> dict:
-    """Reads the job's counters, writes <output>/run.json, returns it."""
-    fs, out = storage.filesystem(job.output, job.storage_options)
-    counters_path = storage.join(out, COUNTERS_FILE)
-    counters = orjson.loads(fs.cat_file(counters_path)) if fs.exists(counters_path) else {}
-    files = file_entries(counters)
+def totals_of(files: list[dict]) -> dict:
+    names = ("lines", "ok", "dead_letters", "blank", "records", "records_refused", "records_kept")
+    totals = {name: sum(f[name] for f in files) for name in names}
+    totals["files"] = len(files)
+    merged: dict = {}
+    for entry in files:
+        refused = {stage: flow["refused"] for stage, flow in entry["stages"].items() if flow["refused"]}
+        merge_into(merged, {"codes": entry["dead_letter_codes"], "refused": refused, "warnings": entry["warnings"], "skipped": entry["skipped"]})
+    codes = merged.get("codes", {})
+    line_codes: dict = {}
+    for stage in errors.LINE_STAGES:
+        merge_into(line_codes, codes.get(stage, {}))
+    totals["dead_letters_by_code"] = _sorted(line_codes)
+    totals["warnings_by_code"] = _sorted(merged.get("warnings", {}))
+    totals["refused_by_stage"] = {stage: _sorted(n) for stage, n in sorted(merged.get("refused", {}).items())}
+    if merged.get("skipped"):
+        totals["skipped"] = merged["skipped"]
+    totals["complete"] = all(f["complete"] for f in files)
+    totals["reconciled"] = all(f["reconciled"] for f in files)
+    return totals
+
+
+def output_entries(counters: dict, outputs: list[str], totals: dict, staging: str, store: storage.Storage) -> dict:
+    """Per output: given / refused / written / landed, the files, and any shortfall."""
+    counted = counters.get(OUTPUTS, {})
+    letters_expected = totals["dead_letters"] + totals["records_refused"] + sum(counted.get(o, {}).get("refused", 0) for o in outputs)
+    entries = {}
+    for name in outputs:
+        c = counted.get(name, {})
+        given = int(c.get("in", 0))
+        expected = letters_expected if name == ERRORS_OUTPUT else totals["records_kept"]
+        entry = {
+            "expected": expected,
+            "given": given,
+            "refused": int(c.get("refused", 0)),
+            "written": int(c.get("written", 0)),
+            "landed": int(c.get("landed", 0)),
+            "files": int(c.get("files", 0)),
+            "bytes": int(c.get("bytes", 0)),
+        }
+        problems = []
+        if given != expected:
+            problems.append(f"{given} rows reached the writer, {expected} were produced for it")
+        if entry["landed"] != given - entry["refused"]:
+            problems.append(f"{entry['landed']} rows in its files, {given - entry['refused']} given to it and not refused")
+        missing = _missing_files(storage.join(staging, name), c.get("published", {}), store)
+        if missing:
+            problems.append(f"{len(missing)} counted file(s) not found, e.g. {missing[0]}")
+        entry["problems"] = problems
+        entries[name] = entry
+    return entries
+
+
+def _missing_files(root: str, published: dict, store: storage.Storage) -> list[str]:
+    fs, path = store.fs(root)
+    present = set()
+    if fs.exists(path):
+        present = {storage.relative_to(storage.to_url(fs, p), storage.to_url(fs, path)) for p in fs.find(path)}
+    return sorted(name for name in published if name not in present)
+
+
+def write_run_report(
+    job: JobConfig,
+    pipeline_options: dict,
+    staging: str,
+    run_id: str,
+    record_stages: tuple[str, ...],
+    outputs: list[str],
+    started: float,
+    finished: float,
+    state: str,
+) -> dict:
+    """Reads the job's counters, writes run.json into the run's staging folder, returns it."""
+    store = job.storage_config()
+    counters_url = storage.join(staging, COUNTERS_FILE)
+    failure = None if state == "DONE" else f"the job ended in state {state}"
+    counters: dict = {}
+    if failure is None:
+        try:
+            counters = orjson.loads(store.read_bytes(counters_url))
+        except FileNotFoundError:
+            failure = "the job finished but left no counters: nothing can be proven, nothing is published"
+        except (OSError, orjson.JSONDecodeError) as exc:
+            failure = f"the job's counters cannot be read ({exc}): nothing is published"
+    if failure is None:
+        ensure_records_dataset(storage.join(staging, RECORDS_OUTPUT), store)
+    files = file_entries(counters, list(record_stages))
     totals = totals_of(files)
+    output_checks = output_entries(counters, outputs, totals, staging, store) if failure is None else {}
+    data_loss = {name: {"produced": e["expected"], "given": e["given"], "landed": e["landed"], "problems": e["problems"]} for name, e in output_checks.items() if e["problems"]}
+    flow_breaks = {f["uri"]: f["flow_breaks"] for f in files if f["flow_breaks"]}
+    lines_unaccounted = [f["uri"] for f in files if f["complete"] and f["lines"] != f["ok"] + f["dead_letters"] + f["blank"]]
+    if flow_breaks or lines_unaccounted:
+        data_loss["stages"] = {"flow_breaks": flow_breaks, "lines_unaccounted": lines_unaccounted}
+    incomplete = [{"uri": f["uri"], "lines_read": f["lines"], "lines_expected": f["expected_lines"], "incomplete_reads": f["incomplete_reads"]} for f in files if not f["complete"]]
     error_rate = totals["dead_letters"] / totals["lines"] if totals["lines"] else 0.0
-    exceeded = job.max_error_rate is not None and error_rate > job.max_error_rate
+    if failure is not None:
+        code = EXIT_FAILED
+    elif data_loss:
+        code = EXIT_DATA_LOSS
+    elif incomplete:
+        code = EXIT_INCOMPLETE
+    elif job.max_error_rate is not None and error_rate > job.max_error_rate:
+        code = EXIT_ERROR_RATE
+    else:
+        code = EXIT_OK
+    totals["records_written"] = output_checks.get(RECORDS_OUTPUT, {}).get("landed", 0)
     summary = {
         "labelbeam": _version("labelbeam"),
+        "run_id": run_id,
         "state": state,
+        "failure": failure,
         "started_at": _iso(started),
         "finished_at": _iso(finished),
         "seconds": round(finished - started, 3),
-        "inputs": job.input,
-        "output": job.output,
+        "inputs": [storage.redact_url(p) for p in job.input],
+        "output": storage.redact_url(job.output),
         "options": {"job": job.redacted(), "pipeline": storage.redact(pipeline_options)},
         "versions": {
             "python": platform.python_version(),
@@ -96,46 +173,62 @@ def write_run_report(job: JobConfig, pipeline_options: dict, started: float, fin
             "fsspec": _version("fsspec"),
         },
         "totals": totals,
+        "outputs": output_checks,
+        "data_loss": data_loss,
+        "incomplete_files": incomplete,
         "files": files,
         "error_rate": round(error_rate, 6),
         "max_error_rate": job.max_error_rate,
-        "exit_code": 1 if exceeded or state != "DONE" else 0,
+        "exit_code": code,
+        "exit_meaning": EXIT_MEANINGS[code],
     }
-    storage.write_atomically(storage.join(job.output, RUN_FILE), orjson.dumps(summary, option=orjson.OPT_INDENT_2), job.storage_options)
-    temp_folder = storage.parent(counters_path)
-    if fs.exists(temp_folder):
-        fs.rm(temp_folder, recursive=True)
+    store.write_atomically(storage.join(staging, RUN_FILE), orjson.dumps(storage.redact(summary), option=orjson.OPT_INDENT_2))
+    counters_path = store.fs(counters_url)
+    if counters_path[0].exists(counters_path[1]):
+        counters_path[0].rm(counters_path[1])
     return summary
 
 
-def describe(job: JobConfig, summary: dict) -> str:
+def describe(summary: dict, where: str) -> str:
     """The short summary the CLI prints."""
     totals = summary["totals"]
-    lines = [
-        f"labelbeam: {summary['state']} in {summary['seconds']:.1f}s",
+    lines = [f"labelbeam: {summary['state']} in {summary['seconds']:.1f}s (run {summary['run_id']})"]
+    if summary["failure"]:
+        lines.append(f"  FAILED: {summary['failure']}")
+    lines.append(
         f"  input lines {totals['lines']}: ok {totals['ok']}, dead letters {totals['dead_letters']}, "
-        f"blank {totals['blank']} ({'reconciled' if totals['reconciled'] else 'NOT reconciled'})",
-        f"  records {totals['records_written']} written to {storage.join(job.output, 'records')}",
-    ]
-    lines.append(f"  statistics in {storage.join(job.output, 'stats')}")
-    if job.output_format:
-        lines.append(f"  manifests ({', '.join(job.output_format)}) in {storage.join(job.output, 'manifests')}")
+        f"blank {totals['blank']} ({'reconciled' if totals['reconciled'] else 'NOT reconciled'})"
+    )
+    records = summary["outputs"].get(RECORDS_OUTPUT)
+    if records:
+        lines.append(f"  records {records['landed']} in {storage.join(where, 'records')}")
+    for name, entry in summary["outputs"].items():
+        if name.startswith("manifests/"):
+            refused = f", {entry['refused']} refused (OUTPUT_UNREPRESENTABLE, in errors/)" if entry["refused"] else ""
+            lines.append(f"  {name}: {entry['landed']} in {entry['files']} file(s){refused}")
     if totals["dead_letters_by_code"]:
         codes = ", ".join(f"{code} {n}" for code, n in totals["dead_letters_by_code"].items())
-        lines.append(f"  dead letters by code: {codes} -> {storage.join(job.output, 'errors')}")
+        lines.append(f"  dead letters by code: {codes} -> {storage.join(where, 'errors')}")
     if totals["warnings_by_code"]:
         listed = ", ".join(f"{code} {n}" for code, n in totals["warnings_by_code"].items())
         lines.append(f"  warnings on kept records: {listed}")
-    for stage, codes in totals["rejected_by_stage"].items():
+    for stage, codes in totals["refused_by_stage"].items():
         listed = ", ".join(f"{code} {n}" for code, n in codes.items())
         lines.append(f"  records refused at stage {stage}: {listed}")
     if totals.get("skipped"):
-        lines.append("  skipped: " + ", ".join(f"{k} {v}" for k, v in totals["skipped"].items()))
-    lines.append(f"  run report: {storage.join(job.output, RUN_FILE)}")
-    if summary["exit_code"]:
-        lines.append(
-            f"  error rate {summary['error_rate']:.4f} exceeds --max_error_rate {summary['max_error_rate']}"
-            if summary["max_error_rate"] is not None and summary["state"] == "DONE"
-            else f"  the job ended in state {summary['state']}"
-        )
+        lines.append("  skipped on purpose: " + ", ".join(f"{k} {v}" for k, v in totals["skipped"].items()))
+    for entry in summary["incomplete_files"]:
+        lines.append(f"  INCOMPLETE: {entry['uri']}: {entry['lines_read']} of {entry['lines_expected']} lines read")
+    for name, loss in summary["data_loss"].items():
+        if name == "stages":
+            for uri, breaks in loss["flow_breaks"].items():
+                lines.append(f"  DATA LOSS in {uri}: {'; '.join(breaks)}")
+            for uri in loss["lines_unaccounted"]:
+                lines.append(f"  DATA LOSS: lines of {uri} are not accounted for")
+        else:
+            lines.append(f"  DATA LOSS in {name}: {'; '.join(loss['problems'])}")
+    lines.append(f"  statistics in {storage.join(where, 'stats')}; run report {storage.join(where, RUN_FILE)}")
+    if summary["exit_code"] == EXIT_ERROR_RATE:
+        lines.append(f"  error rate {summary['error_rate']:.4f} exceeds --max_error_rate {summary['max_error_rate']}")
+    lines.append(f"  exit {summary['exit_code']}: {summary['exit_meaning']}")
     return "\n".join(lines)

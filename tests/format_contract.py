@@ -33,7 +33,7 @@ def parse_all(fmt: ManifestFormat, objs: list, ctx: ParseContext) -> list[dict]:
 def assert_round_trip(fmt: ManifestFormat, objs: list, ctx: ParseContext, write_options=None):
     """parse -> canonical batch -> write -> decode -> parse gives equal canonical rows."""
     first = canonical(parse_all(fmt, objs, ctx))
-    wctx = WriteContext(options=dict(write_options or {}))
+    wctx = WriteContext(options=fmt.options(write_options) if write_options is not None else None)
     encoded = list(fmt.write(schema.rows_to_batch(parse_all(fmt, objs, ctx)).to_pylist(), wctx))
     assert not wctx.rejected, wctx.rejected
     again = canonical(parse_all(fmt, [orjson.loads(e) for e in encoded], ctx))

@@ -21,7 +21,7 @@ FMT = get_format("azure_automl")
 
 
 def ctx(**options) -> ParseContext:
-    return ParseContext(uri="memory://manifests/train.jsonl", base_uri="memory://manifests", options=options)
+    return ParseContext(uri="memory://manifests/train.jsonl", base_uri="memory://manifests", options=FMT.options(options))
 
 
 def read_jsonl(path: Path) -> list:
@@ -38,7 +38,7 @@ def codes(row: dict) -> set[str]:
 
 
 def write(rows: list[dict], **options) -> tuple[list[dict], WriteContext]:
-    wctx = WriteContext(options=options)
+    wctx = WriteContext(options=FMT.options(options))
     lines = [orjson.loads(e) for e in FMT.write(schema.rows_to_batch(rows).to_pylist(), wctx)]
     return lines, wctx
 
@@ -333,7 +333,7 @@ def test_unknown_keys_are_kept_and_written_back():
 def test_prediction_task_option_overrides_the_softmax_guess():
     obj = {"filename": "x.jpg", "probs": [0.6, 0.4], "labels": ["a", "b"]}
     assert parse_one(obj)["task"] == "classification"
-    assert parse_one(obj, azure_prediction_task="multilabel_classification")["task"] == "multilabel_classification"
+    assert parse_one(obj, prediction_task="multilabel_classification")["task"] == "multilabel_classification"
     assert parse_one({**obj, "probs": [0.9, 0.8]})["task"] == "multilabel_classification"
 
 
@@ -406,7 +406,7 @@ def test_datastore_map_rewrites_image_url_prefixes():
             ("s3://bucket/images/a/1.jpg", "s3://bucket/images2/1.jpg", "s3://bucket/images/special/2.jpg", "https://x/1.jpg")]
     mapping = [("s3://bucket/images", "azureml://datastores/images/paths/images"),
                ("s3://bucket/images/special/", "azureml://datastores/special/paths")]
-    lines, _ = write(rows, azure_datastore_map=mapping)
+    lines, _ = write(rows, datastore_map=mapping)
     assert [line["image_url"] for line in lines] == [
         "azureml://datastores/images/paths/images/a/1.jpg",
         "s3://bucket/images2/1.jpg",  # a prefix matches whole path segments only
@@ -414,7 +414,7 @@ def test_datastore_map_rewrites_image_url_prefixes():
         "https://x/1.jpg",
     ]
     with pytest.raises(ValueError):
-        write(rows, azure_datastore_map=[("only-one",)])
+        write(rows, datastore_map=[("only-one",)])
 
 
 # --- detection ------------------------------------------------------------------------------

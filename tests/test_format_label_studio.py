@@ -32,7 +32,7 @@ FMT = get_format("label_studio")
 
 
 def _ctx(**options):
-    return ParseContext(uri="memory://export.json", base_uri="memory://", options=options)
+    return ParseContext(uri="memory://export.json", base_uri="memory://", options=FMT.options(options))
 
 
 def _real(name):
@@ -172,14 +172,14 @@ def test_cancelled_annotations_are_skipped_and_counted():
 )
 def test_annotation_selection_option(mode, attributes, skipped):
     task = _only_task(_samples(), 1)[0]
-    parsed = FMT.parse(task, _ctx(label_studio_annotations=mode))
+    parsed = FMT.parse(task, _ctx(annotations=mode))
     assert [r["source"]["attribute"] for r in parsed.rows] == attributes
     assert parsed.skipped == skipped
 
 
 def test_bad_option_is_refused():
     with pytest.raises(ValueError):
-        FMT.parse(_samples()[0], _ctx(label_studio_annotations="newest"))
+        FMT.parse(_samples()[0], _ctx(annotations="newest"))
 
 
 def test_older_split_form_merges_region_and_labels():

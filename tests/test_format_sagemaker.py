@@ -257,7 +257,7 @@ def test_sagemaker_classes_option_gives_every_line_the_same_ids():
             "objects": [{"label": label, "bbox": {"x_min": 0.1, "y_min": 0.1, "x_max": 0.5, "y_max": 0.5}}],
         }
 
-    ctx = WriteContext(options={"sagemaker_classes": "can,carton,milk_bottle"})
+    ctx = WriteContext(options=get_format("sagemaker").options({"classes": "can,carton,milk_bottle"}))
     lines = [orjson.loads(e) for e in FMT.write([foreign("carton"), foreign("can"), foreign("juice")], ctx)]
     assert [line["bounding-box"]["annotations"][0]["class_id"] for line in lines] == [1, 0]
     assert lines[0]["bounding-box-metadata"]["class-map"] == {"1": "carton"}

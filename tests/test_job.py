@@ -96,15 +96,17 @@ def test_max_error_rate_exits_non_zero_after_writing(tmp_path):
     "args, message",
     [
         (["--input", "nothing/here/*.manifest"], "no input file matches"),
-        (["--format", "yolo"], "unknown format 'yolo'; known formats:"),
-        (["--output_format", "coco"], "unknown format 'coco'"),
+        (["--format", "yolo"], "--format): 'yolo' is not one of azure_automl, label_studio, sagemaker"),
+        (["--output_format", "nope"], "--output_format): 'nope' is not one of"),
         (["--shard_sise=4KB"], "unknown option --shard_sise; did you mean --shard_size?"),
-        (["--shard_size=lots"], "--shard_size: not a size"),
-        (["--max_error_rate=2"], "--max_error_rate: must be between 0 and 1"),
+        (["--shard_size=lots"], "job.read.shard_size (--shard_size): not a size"),
+        (["--max_error_rate=2"], "job.max_error_rate (--max_error_rate): must be at most 1"),
         (["--split_ratios=train"], "--split_ratios"),
-        (["--mask_alpha_threshold=300"], "alpha_threshold must be 0..255"),
-        (["--validation_profile=coco"], "invalid choice: 'coco'"),
-        (["--format_option", "region_tolerance=-1"], "format option for label_studio"),
+        (["--mask_alpha_threshold=300"], "job.validate.mask.alpha_threshold (--mask_alpha_threshold): must be at most 255"),
+        (["--validation_profile=coco"], "(--validation_profile): 'coco' is not one of none, lookout_for_vision"),
+        (["--format_option", "label_studio.region_tolerance=-1"], "job.formats.label_studio.region_tolerance: must be at least 0"),
+        (["--format_option", "region_tolerance=1"], "--format_option takes FORMAT.KEY=VALUE"),
+        (["--format_option", "coco.x=1"], "job.formats: unknown format 'coco'"),
     ],
 )
 def test_bad_launches_fail_with_one_line_before_any_work(tmp_path, capsys, args, message):
@@ -115,16 +117,20 @@ def test_bad_launches_fail_with_one_line_before_any_work(tmp_path, capsys, args,
     assert not (tmp_path / "o" / "run.json").exists()
 
 
-def test_non_empty_output_is_refused_unless_overwrite(tmp_path, capsys):
+def test_earlier_outputs_are_replaced_only_with_overwrite_and_other_files_stay(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     args = ["--input", str(SAMPLES / "lookout-for-vision.manifest"), "--output", str(out), RUNNER]
+    assert run(args) == 0  # a folder with other files in it is fine
+    first = read_run(out)["run_id"]
     assert run(args) == 2
-    assert "is not empty; pass --overwrite" in capsys.readouterr().err
-    assert (out / "keep.txt").exists()
+    assert "holds the outputs of an earlier run; pass --overwrite" in capsys.readouterr().err
+    assert read_run(out)["run_id"] == first
     assert run(args + ["--overwrite"]) == 0
-    assert not (out / "keep.txt").exists() and (out / "run.json").exists()
+    assert read_run(out)["run_id"] != first
+    assert (out / "keep.txt").read_text() == "mine" and (out / "_SUCCESS").exists()
+    assert sorted(p.name for p in out.iterdir()) == [".labelbeam", "_SUCCESS", "keep.txt", "records", "run.json", "stats"]  # no dead letters: no errors/
 
 
 def test_config_files_merge_and_flags_win(tmp_path):
@@ -191,13 +197,15 @@ def test_console_script_runs_the_demo_config(tmp_path):
 @pytest.mark.parametrize(
     "setting, message",
     [
-        ("output: [a, b]", "--output: expected a string"),
-        ("mask_alpha_threshold: abc", "--mask_alpha_threshold: expected an integer"),
-        ("shard_size: true", "--shard_size: not a size"),
-        ("batch_size: 1.9", "--batch_size: expected an integer"),
-        ("split_ratios: {train: .inf}", "--split_ratios"),
-        ("split_ratios: {train/2024: 1}", "a split name is letters"),
-        ("label_studio_annotations: newest", "label_studio_annotations must be"),
+        ("output: [a, b]", "job.output (--output): expected a string"),
+        ("validate: {mask: {alpha_threshold: abc}}", "job.validate.mask.alpha_threshold (--mask_alpha_threshold): expected an integer"),
+        ("read: {shard_size: true}", "job.read.shard_size (--shard_size): not a size"),
+        ("read: {batch_size: 1.9}", "job.read.batch_size (--batch_size): expected an integer"),
+        ("split: {ratios: {train: .inf}}", "job.split.ratios (--split_ratios)"),
+        ("split: {ratios: {train/2024: 1}}", "a split name is letters"),
+        ("formats: {label_studio: {annotations: newest}}", "job.formats.label_studio.annotations: 'newest' is not one of all, latest, ground_truth"),
+        ("shard_size: 4KB", "job: unknown setting 'shard_size'"),
+        ("read: {shard_sise: 4KB}", "job.read: unknown setting 'shard_sise'; did you mean 'shard_size'?"),
     ],
 )
 def test_yaml_values_of_the_wrong_type_fail_in_one_line(tmp_path, capsys, setting, message):
@@ -240,11 +248,16 @@ def test_truncated_gzip_is_reported_incomplete(tmp_path):
     source = tmp_path / "cut.manifest.gz"
     source.write_bytes(packed[: len(packed) * 3 // 4])
     out = tmp_path / "out"
-    assert run(["--input", str(source), "--output", str(out), RUNNER, "--validate_masks=false"]) == 0
-    (entry,) = read_run(out)["files"]
-    assert entry["ok"] > 10_000 and entry["dead_letter_codes"]["normalize"] == {"READ_FAILED": 1}
+    assert run(["--input", str(source), "--output", str(out), RUNNER, "--validate_masks=false"]) == 4
+    assert not out.joinpath("run.json").exists()  # an incomplete run publishes nothing
+    (failed,) = (out / ".labelbeam" / "failed").iterdir()
+    (entry,) = read_run(failed)["files"]
+    assert entry["ok"] > 10_000 and entry["dead_letter_codes"]["read"] == {"READ_FAILED": 1}
     assert entry["complete"] is False and entry["reconciled"] is False
-    assert read_run(out)["totals"]["reconciled"] is False
+    assert read_run(failed)["totals"]["reconciled"] is False
+    # --allow_incomplete publishes what was read, without _SUCCESS, and still exits 4.
+    assert run(["--input", str(source), "--output", str(out), RUNNER, "--validate_masks=false", "--allow_incomplete"]) == 4
+    assert read_run(out)["incomplete_files"][0]["uri"] == str(source) and not (out / "_SUCCESS").exists()
 
 
 def test_a_run_that_keeps_no_record_leaves_a_readable_empty_dataset(tmp_path):

@@ -114,7 +114,7 @@ def test_a_profile_turns_parse_warnings_it_rejects_into_dead_letters(tmp_path):
     assert run(["--input", str(source), "--output", str(described), RUNNER]) == 0
     assert run(["--input", str(source), "--output", str(judged), RUNNER, "--validation_profile=azure_automl"]) == 0
     warned = summary(described)["totals"]["warnings_by_code"]
-    refused = summary(judged)["totals"]["rejected_by_stage"]["validate"]
+    refused = summary(judged)["totals"]["refused_by_stage"]["validate"]
     for code in ("BBOX_OUT_OF_RANGE", "BBOX_INVERTED"):
         assert refused[code] >= 1 and warned[code] >= 1
         assert code not in summary(judged)["totals"]["warnings_by_code"]

@@ -8,7 +8,8 @@ import io
 import pytest
 
 from transforms import errors
-from transforms.read import (
+from transforms.settings import parse_size
+from transforms.stages.read import (
     JSON_ARRAY,
     JSON_OBJECT,
     JSONL,
@@ -17,9 +18,9 @@ from transforms.read import (
     _ReadShardFn,
     _ShardReader,
     count_line_starts,
-    parse_size,
     sniff,
 )
+from transforms.storage import Storage
 
 
 def read_all(data: bytes, shard_size: int, max_line_bytes: int = 1 << 20, batch_lines: int = 7):
@@ -131,7 +132,7 @@ def test_sniff_layouts(head, layout):
 def test_plan_shards_detects_format_and_cuts_byte_ranges(tmp_path):
     path = tmp_path / "m.manifest"
     path.write_bytes(b"".join(b'{"source-ref": "s3://b/%06d.jpg"}\n' % i for i in range(1000)))
-    outputs = list(_PlanShardsFn(None, 4096, None).process((str(path), path.stat().st_size)))
+    outputs = list(_PlanShardsFn(None, 4096, Storage()).process((str(path), path.stat().st_size)))
     shards = [o.value for o in outputs if isinstance(o.value, Shard)]
     info = [o.value for o in outputs if not isinstance(o.value, Shard)]
     assert info == [(str(path), {"format": "sagemaker", "layout": JSONL, "bytes": path.stat().st_size})]
@@ -143,10 +144,10 @@ def test_gzip_is_one_shard_and_reads_whole(tmp_path):
     path = tmp_path / "m.manifest.gz"
     data = b"".join(b'{"source-ref": "s3://b/%d.jpg"}\n' % i for i in range(5000))
     path.write_bytes(gzip.compress(data))
-    outputs = list(_PlanShardsFn(None, 1024, None).process((str(path), path.stat().st_size)))
+    outputs = list(_PlanShardsFn(None, 1024, Storage()).process((str(path), path.stat().st_size)))
     shards = [o for o in outputs if isinstance(o, Shard)]
     assert len(shards) == 1 and shards[0].compression == "gzip" and shards[0].format == "sagemaker"
-    batches = [o for o in _ReadShardFn(None, 1000, 1 << 20).process(shards[0]) if hasattr(o, "raws")]
+    batches = [o for o in _ReadShardFn(Storage(), 1000, 1 << 20).process(shards[0]) if hasattr(o, "raws")]
     assert sum(len(b.raws) for b in batches) == 5000
     assert batches[-1].offsets[-1] == len(data) - len(data.split(b"\n")[-2]) - 1
 
@@ -155,7 +156,7 @@ def test_unreadable_gzip_is_a_dead_letter_not_a_crash(tmp_path):
     path = tmp_path / "bad.manifest.gz"
     path.write_bytes(gzip.compress(b'{"source-ref": "a"}\n' * 100)[:40])
     shard = Shard(str(path), 0, 0, -1, JSONL, "sagemaker", "gzip")
-    batches = [o for o in _ReadShardFn(None, 1000, 1 << 20).process(shard) if hasattr(o, "raws")]
+    batches = [o for o in _ReadShardFn(Storage(), 1000, 1 << 20).process(shard) if hasattr(o, "raws")]
     codes = [code for b in batches for _, code, _ in b.failures]
     assert codes == [errors.READ_FAILED]
 
@@ -164,7 +165,7 @@ def test_a_long_first_line_does_not_turn_json_lines_into_one_object(tmp_path):
     path = tmp_path / "long-first.manifest"
     first = b'{"source-ref": "a.jpg", "note": "' + b"x" * 300_000 + b'"}\n'
     path.write_bytes(first + b'{"source-ref": "b.jpg"}\n' * 10)
-    outputs = list(_PlanShardsFn(None, 1 << 30, None).process((str(path), path.stat().st_size)))
+    outputs = list(_PlanShardsFn(None, 1 << 30, Storage()).process((str(path), path.stat().st_size)))
     (shard,) = [o for o in outputs if isinstance(o, Shard)]
     assert shard.layout == JSONL and shard.format == "sagemaker"
 
@@ -188,7 +189,7 @@ def _gzip_shard(path):
 
 
 def _read_gzip(path):
-    outputs = list(_ReadShardFn(None, 1000, 1 << 20).process(_gzip_shard(path)))
+    outputs = list(_ReadShardFn(Storage(), 1000, 1 << 20).process(_gzip_shard(path)))
     batches = [o for o in outputs if hasattr(o, "raws")]
     (counts,) = [o.value[1] for o in outputs if not hasattr(o, "raws")]
     good = sum(len(b.raws) - len(b.failures) for b in batches)
@@ -222,6 +223,6 @@ def test_json_array_elements_past_max_line_bytes_are_too_long(tmp_path):
     path = tmp_path / "export.json"
     path.write_bytes(b'[{"data": {"image": "a.jpg"}}, {"data": {"image": "' + b"b" * 5000 + b'.jpg"}}, {"data": {}}]')
     shard = Shard(str(path), 0, 0, -1, JSON_ARRAY, "label_studio")
-    batches = [o for o in _ReadShardFn(None, 1000, 1000).process(shard) if hasattr(o, "raws")]
+    batches = [o for o in _ReadShardFn(Storage(), 1000, 1000).process(shard) if hasattr(o, "raws")]
     assert [code for b in batches for _, code, _ in b.failures] == [errors.LINE_TOO_LONG]
     assert sum(len(b.raws) for b in batches) == 3

@@ -53,7 +53,8 @@ def _check_outputs(fs, bucket: str):
     manifests = fs.glob(f"{bucket}/out/manifests/sagemaker/split=*/part-*-of-*.manifest")
     errors = fs.glob(f"{bucket}/out/errors/part-*.jsonl")
     assert parquet and manifests and errors
-    assert not fs.glob(f"{bucket}/out/.labelbeam-tmp/**")
+    assert not fs.glob(f"{bucket}/out/.labelbeam-tmp/**") and not fs.glob(f"{bucket}/out/.labelbeam/**")
+    assert fs.exists(f"{bucket}/out/_SUCCESS")
     letters = [json.loads(line) for path in errors for line in fs.cat_file(path).splitlines()]
     assert len(letters) == summary["totals"]["dead_letters"] == 8
     # Image refs in s3:// manifests resolve against the manifest's own folder.
@@ -77,4 +78,4 @@ def test_storage_options_reach_every_reader_and_writer(aws_env, monkeypatch):
     assert code == 0
     _check_outputs(fs, "flag-bucket")
     summary = json.loads(fs.cat_file("flag-bucket/out/run.json"))
-    assert summary["options"]["job"]["storage_options"]["s3"]["endpoint_url"] == aws_env
+    assert summary["options"]["job"]["storage"]["s3"]["endpoint_url"] == aws_env

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 from pipelines.normalize_manifests import run
 from transforms.formats.base import ParseContext, get_format
 from transforms.schema import rows_to_batch
-from transforms.split import DEFAULT_RATIOS, SplitAssigner
-from transforms.stats import StatisticsCombineFn
+from transforms.stages.split import DEFAULT_RATIOS, SplitAssigner
+from transforms.stages.stats import StatisticsCombineFn
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"

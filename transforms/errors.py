@@ -1,8 +1,13 @@
-"""Error codes, severities and the dead-letter row.
+"""The error catalogue (every code labelbeam emits, in one place), severities, the dead-letter row.
 
-Codes are stable, upper-case strings; docs/errors.md is their catalogue. A record that cannot
-be normalized becomes a dead-letter row; a finding on a kept record becomes an entry in its
-`issues` column.
+A code is a stable, upper-case string. Each is defined here once, with the stage that raises it,
+its default severity and a one-line meaning; every other module imports the constant, and
+docs/errors.md is generated from this table (`python -m transforms.errors > docs/errors.md`; a
+test keeps the two equal and another finds code strings written anywhere else).
+
+Severity `error` sends a record to the dead letters under errors/; `warning` keeps the record
+with an entry in its `issues` column. A validation profile (transforms/checks/profiles.py) may
+raise a warning to an error for the target it prepares data for.
 """
 
 from __future__ import annotations
@@ -12,41 +17,137 @@ import dataclasses
 
 import orjson
 
-# Reading and decoding (stage "read" / "normalize").
-INVALID_UTF8 = "INVALID_UTF8"
-INVALID_JSON = "INVALID_JSON"
-NOT_AN_OBJECT = "NOT_AN_OBJECT"
-LINE_TOO_LONG = "LINE_TOO_LONG"
-UNKNOWN_FORMAT = "UNKNOWN_FORMAT"
-READ_FAILED = "READ_FAILED"
-# Ground Truth family.
-MISSING_SOURCE_REF = "MISSING_SOURCE_REF"
-MISSING_LABEL_METADATA = "MISSING_LABEL_METADATA"
-INVALID_FIELD_TYPE = "INVALID_FIELD_TYPE"
-UNKNOWN_LABEL_TYPE = "UNKNOWN_LABEL_TYPE"
-INVALID_DATE = "INVALID_DATE"
-MISSING_CLASS_NAME = "MISSING_CLASS_NAME"
-MISSING_IMAGE_SIZE = "MISSING_IMAGE_SIZE"
-MULTIPLE_MASKS = "MULTIPLE_MASKS"
-# Writing.
-OUTPUT_UNREPRESENTABLE = "OUTPUT_UNREPRESENTABLE"
-# Anything a plugin did not expect: the record is kept out, the job goes on.
-INTERNAL_ERROR = "INTERNAL_ERROR"
+ERROR = "error"
+WARNING = "warning"
+SEVERITIES = (ERROR, WARNING)
+
+# Stages, in graph order. A dead letter names the stage that refused the record.
+READ, NORMALIZE, VALIDATE, CHECK_FILES, WRITE = "read", "normalize", "validate", "check_files", "write"
+STAGES = (READ, NORMALIZE, VALIDATE, CHECK_FILES, WRITE)
+ANY_STAGE = "any"
+# Dead letters of these stages are input lines (lines == ok + dead letters + blank); later
+# stages refuse records that were already counted as ok lines.
+LINE_STAGES = (READ, NORMALIZE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Code:
+    """One catalogued code: where it is raised, how severe by default, and what it means."""
+
+    code: str
+    stage: str
+    severity: str
+    meaning: str
+    group: str
+
+
+CATALOGUE: dict[str, Code] = {}
+GROUPS = {
+    "input": "Reading and decoding (every format)",
+    "sagemaker": "sagemaker (Ground Truth, Lookout for Vision, Rekognition)",
+    "azure_automl": "azure_automl (Azure ML AutoML for images JSONL)",
+    "label_studio": "label_studio (Label Studio task exports)",
+    "profile": "Target limits (ValidateRecords, by --validation_profile)",
+    "mask": "Mask PNGs and brush masks (CheckFiles)",
+    "image": "Images (CheckFiles, --probe_images)",
+    "output": "Writing outputs",
+    "internal": "Anything unexpected",
+}
+
+
+def _define(code: str, stage: str, severity: str, group: str, meaning: str) -> str:
+    if code in CATALOGUE:
+        raise ValueError(f"error code {code} is defined twice")
+    if severity not in SEVERITIES or stage not in (*STAGES, ANY_STAGE) or group not in GROUPS:
+        raise ValueError(f"bad catalogue entry for {code}")
+    CATALOGUE[code] = Code(code, stage, severity, meaning, group)
+    return code
+
+
+# -- reading and decoding ------------------------------------------------------------------
+INVALID_UTF8 = _define("INVALID_UTF8", NORMALIZE, ERROR, "input", "the line is not UTF-8 (a UTF-8 byte-order mark is accepted)")
+INVALID_JSON = _define("INVALID_JSON", NORMALIZE, ERROR, "input", "the line or JSON-array element is not valid JSON; a truncated or malformed JSON array ends in one INVALID_JSON at the byte where it broke")
+NOT_AN_OBJECT = _define("NOT_AN_OBJECT", NORMALIZE, ERROR, "input", "valid JSON, but not an object (a list, a string, a number)")
+LINE_TOO_LONG = _define("LINE_TOO_LONG", READ, ERROR, "input", "a line longer than read.max_line_bytes (32MB); skipped without being held in memory, the raw text keeps its start")
+UNKNOWN_FORMAT = _define("UNKNOWN_FORMAT", NORMALIZE, ERROR, "input", "no registered format recognises the file's first records and no --format was given; every line of the file gets this code")
+READ_FAILED = _define("READ_FAILED", READ, ERROR, "input", "the file could not be read to its end (vanished, access refused, corrupt gzip, storage unreachable); one dead letter where reading stopped, and the file is incomplete")
+INVALID_FIELD_TYPE = _define("INVALID_FIELD_TYPE", NORMALIZE, ERROR, "input", "a field of the wrong JSON type for its format, or a value that does not fit the canonical schema (docs/formats.md names the fields per format)")
+MISSING_SOURCE_REF = _define("MISSING_SOURCE_REF", NORMALIZE, ERROR, "input", "the record names no image: no (or an empty) source-ref, no data image in a Label Studio task")
+INVALID_DATE = _define("INVALID_DATE", NORMALIZE, WARNING, "input", "a creation date that is neither ISO 8601 nor a JavaScript Date string; annotation.created_at stays null, the text stays in extra")
+
+# -- sagemaker -----------------------------------------------------------------------------
+MISSING_LABEL_METADATA = _define("MISSING_LABEL_METADATA", NORMALIZE, ERROR, "sagemaker", "a label attribute without its <attr>-metadata twin (an anomaly-mask-ref alone), or a -metadata whose attribute is missing")
+MISSING_CLASS_NAME = _define("MISSING_CLASS_NAME", NORMALIZE, ERROR, "sagemaker", "a classification without class-name, or a class id missing from class-map")
+MISSING_IMAGE_SIZE = _define("MISSING_IMAGE_SIZE", NORMALIZE, ERROR, "sagemaker", "an object-detection value without a positive image_size (its pixel boxes cannot be normalized)")
+UNKNOWN_LABEL_TYPE = _define("UNKNOWN_LABEL_TYPE", NORMALIZE, WARNING, "sagemaker", "a label attribute of a type labelbeam does not read (groundtruth/label-verification); kept as written in extra and written back")
+MULTIPLE_MASKS = _define("MULTIPLE_MASKS", NORMALIZE, WARNING, "sagemaker", "a second mask attribute on one line; the first fills mask, the others stay in extra")
+
+# -- azure_automl --------------------------------------------------------------------------
+MISSING_IMAGE_URL = _define("MISSING_IMAGE_URL", NORMALIZE, ERROR, "azure_automl", "a training line without image_url (or empty), an endpoint line without filename")
+GEOMETRY_MISSING = _define("GEOMETRY_MISSING", NORMALIZE, ERROR, "azure_automl", "an object with neither all four of topX, topY, bottomX, bottomY nor a polygon")
+NUMBER_AS_STRING = _define("NUMBER_AS_STRING", NORMALIZE, WARNING, "azure_automl", "a number or flag written as a string (\"0.26\", \"1\", \"true\"), read as the number / flag")
+BBOX_OUT_OF_RANGE = _define("BBOX_OUT_OF_RANGE", NORMALIZE, WARNING, "azure_automl", "a box coordinate outside [0, 1] by more than the format option bbox_tolerance (1e-6)")
+BBOX_INVERTED = _define("BBOX_INVERTED", NORMALIZE, WARNING, "azure_automl", "topX >= bottomX or topY >= bottomY (an empty or upside-down box)")
+POLYGON_INVALID = _define("POLYGON_INVALID", NORMALIZE, WARNING, "azure_automl", "a ring with an odd count of numbers, fewer than 3 points, or a point outside [0, 1]; a polygon with no ring; a flat list of numbers")
+LABEL_MISSING = _define("LABEL_MISSING", NORMALIZE, WARNING, "azure_automl", "a line without label (kept as task unlabeled), an object without a class name, or an empty class name")
+FIELD_UNREADABLE = _define("FIELD_UNREADABLE", NORMALIZE, WARNING, "azure_automl", "an optional value that cannot be read (image_details width/height, format, isCrowd); the column stays null and the value is kept as written")
+
+# -- label_studio --------------------------------------------------------------------------
+REGION_OUT_OF_RANGE = _define("REGION_OUT_OF_RANGE", NORMALIZE, WARNING, "label_studio", "a region whose box (a rotated box's or ellipse's envelope) or keypoint leaves the image by more than the format option region_tolerance (0.1 percentage points)")
+RLE_INVALID = _define("RLE_INVALID", NORMALIZE, WARNING, "label_studio", "a brush region whose RLE cannot be decoded to its image's size, or has no RLE; kept as written, area and bbox stay null (CheckFiles measures the ones whose size was unknown at parse time)")
+UNKNOWN_RESULT_TYPE = _define("UNKNOWN_RESULT_TYPE", NORMALIZE, WARNING, "label_studio", "a result of a type the format does not read (videorectangle); kept as written in extra and written back")
+IMAGE_SIZE_UNKNOWN = _define("IMAGE_SIZE_UNKNOWN", NORMALIZE, WARNING, "label_studio", "regions without original_width / original_height: image size and area stay null")
+MULTIPLE_IMAGES = _define("MULTIPLE_IMAGES", NORMALIZE, WARNING, "label_studio", "a task whose results name more than one data key: the row takes one image and keeps every region")
+
+# -- target profiles (ValidateRecords) -----------------------------------------------------
+IMAGE_TOO_SMALL = _define("IMAGE_TOO_SMALL", VALIDATE, WARNING, "profile", "a side below the target's minimum (64 px)")
+IMAGE_TOO_LARGE = _define("IMAGE_TOO_LARGE", VALIDATE, WARNING, "profile", "a side above the target's maximum (4096 px), or beyond Pillow's decompression-bomb limit")
+IMAGE_ASPECT_RATIO = _define("IMAGE_ASPECT_RATIO", VALIDATE, WARNING, "profile", "long side / short side above the target's limit (20)")
+TOO_MANY_LABELS = _define("TOO_MANY_LABELS", VALIDATE, WARNING, "profile", "more distinct labels (image and object labels) on one image than the target allows (50)")
+TOO_MANY_OBJECTS = _define("TOO_MANY_OBJECTS", VALIDATE, WARNING, "profile", "more boxes on one image than the target allows (50)")
+BUCKET_MISMATCH = _define("BUCKET_MISMATCH", VALIDATE, WARNING, "profile", "image and mask in different buckets")
+IMAGE_UNSUPPORTED_FORMAT = _define("IMAGE_UNSUPPORTED_FORMAT", VALIDATE, WARNING, "profile", "the image's format (declared, or from its magic bytes) is not one the target accepts, or no known format")
+
+# -- masks (CheckFiles) ---------------------------------------------------------------------
+MASK_NOT_FOUND = _define("MASK_NOT_FOUND", CHECK_FILES, WARNING, "mask", "mask.uri does not exist")
+MASK_NOT_PNG = _define("MASK_NOT_PNG", CHECK_FILES, WARNING, "mask", "the file does not start with the PNG signature (a JPEG, a text file named .png, an empty file)")
+MASK_CORRUPT = _define("MASK_CORRUPT", CHECK_FILES, WARNING, "mask", "truncated, bad IHDR or chunk CRC, undecodable; or no result within the per-file time limit")
+MASK_TOO_LARGE = _define("MASK_TOO_LARGE", CHECK_FILES, WARNING, "mask", "the PNG header declares more than validate.mask.max_pixels pixels (refused before decoding), or the file is longer than 5 bytes per declared pixel")
+MASK_SIZE_MISMATCH = _define("MASK_SIZE_MISMATCH", CHECK_FILES, WARNING, "mask", "mask width x height differs from the image's (from the manifest or the probe)")
+MASK_UNDECLARED_COLOR = _define("MASK_UNDECLARED_COLOR", CHECK_FILES, WARNING, "mask", "labelled pixels (alpha >= threshold) of a colour the color map does not declare, background excluded")
+MASK_BACKGROUND_INVALID = _define("MASK_BACKGROUND_INVALID", CHECK_FILES, WARNING, "mask", "color map entry 0 is not BACKGROUND #ffffff (checked by lookout_for_vision only)")
+MASK_LABEL_MISMATCH = _define("MASK_LABEL_MISMATCH", CHECK_FILES, WARNING, "mask", "an anomaly record whose mask has no foreground pixel, or a normal record whose mask has some")
+RLE_EMPTY = _define("RLE_EMPTY", CHECK_FILES, WARNING, "mask", "a brush RLE with no pixel at alpha >= the threshold")
+
+# -- images (CheckFiles) --------------------------------------------------------------------
+IMAGE_NOT_FOUND = _define("IMAGE_NOT_FOUND", CHECK_FILES, WARNING, "image", "--probe_images: the image does not exist or cannot be read")
+IMAGE_CORRUPT = _define("IMAGE_CORRUPT", CHECK_FILES, WARNING, "image", "a known image format whose header Pillow cannot read (within 64 KiB, then 1 MiB); or no result in time")
+IMAGE_FILE_TOO_LARGE = _define("IMAGE_FILE_TOO_LARGE", CHECK_FILES, WARNING, "image", "file bytes above the target's limit (8 MiB Lookout for Vision, 15 MiB Rekognition); needs --probe_images")
+
+# -- outputs --------------------------------------------------------------------------------
+OUTPUT_UNREPRESENTABLE = _define("OUTPUT_UNREPRESENTABLE", WRITE, ERROR, "output", "an --output_format cannot represent this record (each format says when, docs/formats.md); the record is still in records/")
+
+# -- anything unexpected --------------------------------------------------------------------
+INTERNAL_ERROR = _define("INTERNAL_ERROR", ANY_STAGE, ERROR, "internal", "a plugin, check or writer raised an unexpected exception on this record; the job goes on, the message keeps the exception (a bug to report)")
 
 # Tag of the dead-letter output of every stage.
 DEAD_LETTERS = "dead_letters"
 
-ERROR = "error"
-WARNING = "warning"
-
 # Raw text kept in a dead letter, in characters: enough to see the problem, bounded.
 RAW_TEXT_LIMIT = 4096
+DEAD_LETTER_FIELDS = ("source_uri", "line", "offset", "format", "stage", "code", "severity", "message", "raw")
+
+
+def default_severity(code: str) -> str:
+    return CATALOGUE[code].severity
 
 
 class RecordError(Exception):
     """Raised by a format plugin when one record cannot become a canonical row."""
 
     def __init__(self, code: str, message: str):
+        if code not in CATALOGUE:
+            raise ValueError(f"uncatalogued error code {code!r}")
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
@@ -104,3 +205,36 @@ def _json_default(value):
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode()
     return str(value)
+
+
+def catalogue_markdown(profile_errors: dict[str, frozenset[str]] | None = None) -> str:
+    """docs/errors.md, from the catalogue (and, per code, the profiles that make it an error)."""
+    if profile_errors is None:
+        from transforms.checks.profiles import PROFILES
+
+        profile_errors = {name: profile.errors for name, profile in PROFILES.items()}
+    out = [
+        "# Error codes",
+        "",
+        "Generated from `transforms/errors.py` (`python -m transforms.errors > docs/errors.md`); a test",
+        "keeps this page and the catalogue equal. Every input line ends as a record, a dead letter, or",
+        "a counted blank line. Severity `error` sends the record to `errors/` (one JSON line:",
+        f"{', '.join(DEAD_LETTER_FIELDS)}); `warning` keeps the record with an entry in its `issues`",
+        "column. A validation profile (`--validation_profile`, docs/validation.md) makes the codes it",
+        "names errors for its target; the last column lists them.",
+        "",
+    ]
+    for group, title in GROUPS.items():
+        codes = [c for c in CATALOGUE.values() if c.group == group]
+        if not codes:
+            continue
+        out += [f"## {title}", "", "| code | stage | default | error under | meaning |", "|---|---|---|---|---|"]
+        for c in codes:
+            under = ", ".join(sorted(name for name, codes_ in profile_errors.items() if c.code in codes_)) or "-"
+            out.append(f"| {c.code} | {c.stage} | {c.severity} | {under} | {c.meaning} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(catalogue_markdown(), end="")

@@ -6,11 +6,14 @@ image, origin top left, x to the right, y down. docs/schema.md documents every c
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Iterable
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SCHEMA_VERSION = "1.0"
 
@@ -136,6 +139,36 @@ SCHEMA = pa.schema(
 PARTITION_COLUMNS = ("split", "task")
 
 
+def file_schema(partition_columns: tuple[str, ...] = PARTITION_COLUMNS) -> pa.Schema:
+    """SCHEMA without the hive partition columns: what a records/ Parquet file holds."""
+    result = SCHEMA
+    for name in partition_columns:
+        result = result.remove(result.get_field_index(name))
+    return result
+
+
+@dataclasses.dataclass
+class RawBatch:
+    """Raw records of one shard of one file, before decoding: what ReadManifests emits.
+
+    `lines` are 1-based line numbers (element indices for JSON arrays), `offsets` byte offsets;
+    `failures` are (index into the lists, code, message) of records the reader already knows
+    are bad (LINE_TOO_LONG, READ_FAILED); `blank` counts blank lines, which carry no record.
+    """
+
+    uri: str
+    format: str | None
+    shard: int
+    lines: list[int] = dataclasses.field(default_factory=list)
+    offsets: list[int] = dataclasses.field(default_factory=list)
+    raws: list[bytes] = dataclasses.field(default_factory=list)
+    failures: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
+    blank: int = 0
+
+    def size(self) -> int:
+        return len(self.raws)
+
+
 def record_id(uri: str, offset: int, index: int) -> str:
     """A deterministic id from where the record came from (file, byte offset, annotation)."""
     digest = hashlib.blake2b(f"{uri}\x00{offset}\x00{index}".encode(), digest_size=12)
@@ -160,3 +193,25 @@ def loads_extra(text: str | None) -> dict:
 
 def issue(code: str, message: str, severity: str = "warning") -> dict:
     return {"code": code, "severity": severity, "message": message}
+
+
+def append_issues(batch: pa.RecordBatch, found: list[tuple[int, str, str, str]]) -> pa.RecordBatch:
+    """`batch` with (row index, code, severity, message) findings appended to rows' `issues`.
+
+    Columnar: the existing and the new issues are concatenated with their row indices, stably
+    sorted by row, and rebuilt as one list column; no row becomes a Python dict.
+    """
+    if not found:
+        return batch
+    issues = batch.column("issues")
+    old_rows = pc.list_parent_indices(issues)
+    new_rows = pa.array([f[0] for f in found], pa.int64())
+    new_issues = pa.array([{"code": f[1], "severity": f[2], "message": f[3]} for f in found], ISSUE)
+    rows = pa.concat_arrays([old_rows.cast(pa.int64()), new_rows])
+    flat = pa.concat_arrays([pc.list_flatten(issues), new_issues])
+    order = pc.array_sort_indices(rows)  # stable: a row's own issues keep their order
+    rows_sorted = pc.take(rows, order).to_numpy()
+    counts = np.bincount(rows_sorted, minlength=batch.num_rows)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    column = pa.ListArray.from_arrays(offsets, pc.take(flat, order), type=SCHEMA.field("issues").type)
+    return batch.set_column(batch.schema.get_field_index("issues"), "issues", column)

@@ -2,26 +2,42 @@
 
 Every location is a URL fsspec understands (local path, file://, s3://, gs://, az://, memory://).
 Credentials come from the usual environment and profiles (AWS_ENDPOINT_URL, AWS_PROFILE,
-GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*); `storage_options` covers the rest. It is either
-one dict for every protocol, or a dict keyed by protocol: {"s3": {...}, "gs": {...}}.
+GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*); the storage options cover the rest. They are
+either one dict for every protocol, or a dict keyed by protocol: {"s3": {...}, "gs": {...}}.
+
+`Storage` carries those options as one picklable value: the launcher builds it once, every
+transform takes it, and each worker process resolves a protocol's filesystem once (the resolved
+filesystems are never pickled).
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 _PROTOCOL_KEYS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "file", "memory", "http", "https"}
+_ALIASES = {"gcs": "gs", "s3a": "s3", "abfs": "az", "abfss": "az"}
 
-# Option names whose values never reach logs or run.json.
-SECRET_HINTS = ("key", "secret", "token", "password", "credential", "sas", "connection_string")
+# Option names whose values never reach logs, outputs or run.json.
+SECRET_HINTS = ("key", "secret", "token", "password", "credential", "sas", "connection_string", "signature")
+REDACTED = "***"
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
 
 
 def protocol_of(url: str) -> str:
     return url.split("://", 1)[0] if "://" in url else "file"
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """'s3://bucket/key' -> ('s3', 'bucket/key'); a local path -> ('', path)."""
+    if "://" in url:
+        scheme, rest = url.split("://", 1)
+        return scheme, rest
+    return "", url
 
 
 def options_for(url: str, storage_options: dict | None) -> dict[str, Any]:
@@ -30,15 +46,61 @@ def options_for(url: str, storage_options: dict | None) -> dict[str, Any]:
         return {}
     if any(key in _PROTOCOL_KEYS for key in storage_options):
         protocol = protocol_of(url)
-        aliases = {"gcs": "gs", "s3a": "s3", "abfs": "az", "abfss": "az"}
-        return dict(
-            storage_options.get(protocol) or storage_options.get(aliases.get(protocol, protocol)) or {}
-        )
+        return dict(storage_options.get(protocol) or storage_options.get(_ALIASES.get(protocol, protocol)) or {})
     return {} if protocol_of(url) in ("file", "memory") else dict(storage_options)
 
 
 def filesystem(url: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     return fsspec.core.url_to_fs(url, **options_for(url, storage_options))
+
+
+class Storage:
+    """The storage options of a job, as one picklable value with a per-process filesystem cache."""
+
+    def __init__(self, options: dict | None = None):
+        self.options: dict = dict(options or {})
+        self._filesystems: dict[str, fsspec.AbstractFileSystem] = {}
+
+    def __getstate__(self):
+        return {"options": self.options}
+
+    def __setstate__(self, state):
+        self.options = state["options"]
+        self._filesystems = {}
+
+    def __eq__(self, other):
+        return isinstance(other, Storage) and other.options == self.options
+
+    def __repr__(self):
+        return f"Storage({redact(self.options)!r})"
+
+    def fs(self, url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        """(filesystem, path) for a URL; one filesystem per protocol per process."""
+        protocol = _ALIASES.get(protocol_of(url), protocol_of(url))
+        cached = self._filesystems.get(protocol)
+        if cached is None:
+            cached, path = filesystem(url, self.options)
+            self._filesystems[protocol] = cached
+            return cached, path
+        return cached, cached._strip_protocol(url)
+
+    def open(self, url: str, mode: str = "rb", **kwargs):
+        fs, path = self.fs(url)
+        return fs.open(path, mode, **kwargs)
+
+    def exists(self, url: str) -> bool:
+        fs, path = self.fs(url)
+        return fs.exists(path)
+
+    def expand(self, pattern: str) -> list[tuple[str, int]]:
+        return expand(pattern, self.options)
+
+    def write_atomically(self, url: str, data: bytes) -> None:
+        write_atomically(url, data, self.options)
+
+    def read_bytes(self, url: str) -> bytes:
+        fs, path = self.fs(url)
+        return fs.cat_file(path)
 
 
 def to_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
@@ -67,7 +129,9 @@ def open_file(url: str, mode: str = "rb", storage_options: dict | None = None, *
 
 
 def write_atomically(url: str, data: bytes, storage_options: dict | None = None) -> None:
-    """Writes a whole file under a hidden name, then renames it: never seen half written."""
+    """Writes a whole file under a hidden name, then renames it: never seen half written.
+
+    The one place a single file is written whole; run.json, stats, counters and markers use it."""
     fs, path = filesystem(url, storage_options)
     folder, name = posixpath.split(path)
     temp = posixpath.join(folder, f".{name}.inprogress")
@@ -77,27 +141,56 @@ def write_atomically(url: str, data: bytes, storage_options: dict | None = None)
     fs.mv(temp, path)
 
 
+def move(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
+    """Moves a file or a folder tree (filesystem paths). A rename on local disk; on object
+    storage, where folders are key prefixes, each object is copied then deleted."""
+    if isinstance(fs, LocalFileSystem) or fs.isfile(source):
+        fs.mv(source, target, recursive=True)
+        return
+    source = source.rstrip("/")
+    for path in fs.find(source):
+        fs.mv(path, target.rstrip("/") + path[len(source):])
+    if fs.exists(source):
+        fs.rm(source, recursive=True)
+
+
 def join(base: str, *parts: str) -> str:
-    if "://" in base:
-        scheme, rest = base.split("://", 1)
-        return f"{scheme}://{posixpath.join(rest, *parts)}"
-    return posixpath.join(base, *parts)
+    scheme, rest = split_url(base)
+    joined = posixpath.join(rest, *parts)
+    return f"{scheme}://{joined}" if scheme else joined
+
+
+def relative_to(url: str, root: str) -> str:
+    """'out/records/a/b.parquet' relative to 'out/records' -> 'a/b.parquet'."""
+    root = root.rstrip("/") + "/"
+    if not url.startswith(root):
+        raise ValueError(f"{url} is not under {root}")
+    return url[len(root):]
 
 
 def parent(url: str) -> str:
-    if "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://{posixpath.dirname(rest)}"
-    return posixpath.dirname(url)
+    scheme, rest = split_url(url)
+    return f"{scheme}://{posixpath.dirname(rest)}" if scheme else posixpath.dirname(url)
+
+
+def _secret_key(key: Any) -> bool:
+    return any(hint in str(key).lower() for hint in SECRET_HINTS)
+
+
+def redact_url(text: str) -> str:
+    """'s3://user:pw@host/x' -> 's3://***@host/x': userinfo never leaves the process."""
+    return _USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text) if "@" in text else text
 
 
 def redact(options: Any) -> Any:
-    """A copy of an options structure with secret-looking values replaced."""
+    """A copy of an options structure with secret-looking values and URL userinfo replaced."""
     if isinstance(options, dict):
         return {
-            key: "***" if any(h in str(key).lower() for h in SECRET_HINTS) and value else redact(value)
+            key: REDACTED if _secret_key(key) and value not in (None, "", {}, []) else redact(value)
             for key, value in options.items()
         }
-    if isinstance(options, list):
+    if isinstance(options, (list, tuple)):
         return [redact(v) for v in options]
+    if isinstance(options, str):
+        return redact_url(options)
     return options

@@ -19,8 +19,12 @@ from typing import Any
 import orjson
 
 from transforms import errors
-from transforms.errors import RecordError
-from transforms.rle import mask_stats, rle_bytes
+from transforms.checks.rle import mask_stats, rle_bytes
+from transforms.errors import (
+    REGION_OUT_OF_RANGE,
+    RLE_INVALID,
+    RecordError,
+)
 from transforms.schema import issue
 
 RECTANGLE, POLYGON, ELLIPSE, KEYPOINT, BRUSH = (
@@ -40,11 +44,6 @@ PLAIN_TYPES = frozenset(
     {"choices", "labels", "textarea", "relation", "number", "rating", "taxonomy", "datetime"}
 )
 
-REGION_OUT_OF_RANGE = "REGION_OUT_OF_RANGE"
-RLE_INVALID = "RLE_INVALID"
-UNKNOWN_RESULT_TYPE = "UNKNOWN_RESULT_TYPE"
-IMAGE_SIZE_UNKNOWN = "IMAGE_SIZE_UNKNOWN"
-MULTIPLE_IMAGES = "MULTIPLE_IMAGES"
 
 
 @dataclass

@@ -16,6 +16,7 @@ back: line and image_details keys in `extra["azure_automl"]`, per-object keys in
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Iterator
 
@@ -23,27 +24,25 @@ import numpy as np
 import orjson
 
 from transforms import errors
-from transforms.errors import RecordError
+from transforms.errors import (
+    BBOX_INVERTED,
+    BBOX_OUT_OF_RANGE,
+    FIELD_UNREADABLE,
+    GEOMETRY_MISSING,
+    LABEL_MISSING,
+    MISSING_IMAGE_URL,
+    NUMBER_AS_STRING,
+    POLYGON_INVALID,
+    RecordError,
+)
 from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
 from transforms.schema import dumps_extra, issue, loads_extra
+from transforms.settings import parse_pairs, setting
 
 NAME = "azure_automl"
 
-# Codes of this format (see docs/errors.md, section "azure_automl").
-MISSING_IMAGE_URL = "MISSING_IMAGE_URL"  # error: no image_url (training) / filename (inference)
-GEOMETRY_MISSING = "GEOMETRY_MISSING"  # error: an object with neither a whole box nor a polygon
-NUMBER_AS_STRING = "NUMBER_AS_STRING"  # warning: "0.26", "1", "true" read as numbers / flags
-BBOX_OUT_OF_RANGE = "BBOX_OUT_OF_RANGE"  # warning: a box coordinate outside [0, 1] +- tolerance
-BBOX_INVERTED = "BBOX_INVERTED"  # warning: topX >= bottomX or topY >= bottomY
-POLYGON_INVALID = "POLYGON_INVALID"  # warning: odd count, < 3 points, outside [0, 1], flat list
-LABEL_MISSING = "LABEL_MISSING"  # warning: no label on the line, or an empty / absent class name
-FIELD_UNREADABLE = "FIELD_UNREADABLE"  # warning: an optional value (width, isCrowd) unreadable
-
-# Option keys.
-BBOX_TOLERANCE = "bbox_tolerance"  # parse: how far outside [0, 1] a coordinate may lie
 DEFAULT_BBOX_TOLERANCE = 1e-6  # absorbs float rounding of x/width, nothing a human would draw
-PREDICTION_TASK = "azure_prediction_task"  # parse: task of probs/labels lines, else guessed
-DATASTORE_MAP = "azure_datastore_map"  # write: [(FROM, TO), ...] image URL prefix rewrites
+DATASTORE_MAP = "formats.azure_automl.datastore_map"
 
 # probs of a multi-class endpoint are a softmax: they sum to 1 up to this rounding.
 SOFTMAX_SUM_TOLERANCE = 0.01
@@ -59,15 +58,30 @@ _MAX_INT32 = 2**31 - 1
 _DETAILS_PER_ISSUE = 5
 
 
+def _datastore_pairs(value: Any) -> dict[str, str]:
+    """FROM=TO text(s), (FROM, TO) pairs or a mapping -> a mapping, checked at launch."""
+    if isinstance(value, (list, tuple)) and all(isinstance(pair, (list, tuple)) for pair in value):
+        DatastoreMap(value)
+        return dict(value)
+    pairs = value if isinstance(value, dict) else parse_pairs(value, "FROM=TO")
+    DatastoreMap(pairs)
+    return pairs
+
+
+@dataclasses.dataclass(frozen=True)
+class AzureAutoMLOptions:
+    bbox_tolerance: float = setting(DEFAULT_BBOX_TOLERANCE, help="how far outside [0, 1] a box or polygon coordinate may lie without BBOX_OUT_OF_RANGE / POLYGON_INVALID", minimum=0)
+    prediction_task: str | None = setting(None, help="task of inference lines with probs/labels (guessed from the scores when absent)", choices=("classification", "multilabel_classification"))
+    datastore_map: dict[str, str] = setting({}, help="FROM=TO image URL prefix rewrites in written lines (longest FROM wins, whole path segments)", parse=_datastore_pairs)
+
+
 @register
 class AzureAutoMLFormat(ManifestFormat):
     name = NAME
     extension = ".jsonl"
     file_layout = "jsonl"
     one_task_per_file = True  # an AutoML training job reads one task's JSONL
-
-    def check_options(self, options: dict[str, Any]) -> None:
-        DatastoreMap(options.get(DATASTORE_MAP))
+    Options = AzureAutoMLOptions
 
     def detect(self, sample: list[Any]) -> float:
         if not sample:
@@ -77,12 +91,12 @@ class AzureAutoMLFormat(ManifestFormat):
     def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
         if not isinstance(obj, dict):
             raise RecordError(errors.NOT_AN_OBJECT, f"a line must be a JSON object, got {type(obj).__name__}")
-        reader = _LineReader(ctx)
+        reader = _LineReader(ctx, self.options_of(ctx))
         row = reader.inference(obj) if _is_inference(obj) else reader.training(obj)
         return Parsed(rows=[row])
 
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
-        datastores = DatastoreMap(ctx.options.get(DATASTORE_MAP))
+        datastores = DatastoreMap(self.options_of(ctx).datastore_map)
         for row in rows:
             line = _LineWriter(row, ctx, datastores).line()
             if line is not None:
@@ -128,9 +142,10 @@ class _Findings:
 class _LineReader:
     """One Azure line -> one canonical row; collects the line's warnings on the way."""
 
-    def __init__(self, ctx: ParseContext):
+    def __init__(self, ctx: ParseContext, options: AzureAutoMLOptions):
         self.ctx = ctx
-        self.tolerance = float(ctx.options.get(BBOX_TOLERANCE, DEFAULT_BBOX_TOLERANCE))
+        self.options = options
+        self.tolerance = options.bbox_tolerance
         self.findings = _Findings()
         self.extra: dict[str, Any] = {}
 
@@ -263,7 +278,7 @@ class _LineReader:
 
     def _prediction_task(self, labels: list[dict]) -> str:
         """Multi-class endpoints answer a softmax (sums to 1), multi-label ones do not."""
-        given = self.ctx.options.get(PREDICTION_TASK)
+        given = self.options.prediction_task
         if given in ("classification", "multilabel_classification"):
             return given
         total = math.fsum(label["score"] for label in labels)

@@ -13,7 +13,13 @@ import dataclasses
 import posixpath
 from typing import Any, Iterable, Iterator
 
-from transforms.errors import RecordError
+from transforms import settings
+from transforms.errors import INVALID_FIELD_TYPE, RecordError
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """The options of a format that has none."""
 
 
 @dataclasses.dataclass
@@ -22,7 +28,7 @@ class ParseContext:
 
     uri: str  # the manifest the record came from
     base_uri: str  # folder relative references resolve against (no trailing slash)
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    options: Any = None  # the format's own Options instance (its defaults when None)
 
     def resolve(self, ref: str) -> str:
         """A reference as written in the manifest -> an absolute URL or path."""
@@ -41,7 +47,7 @@ class Parsed:
 class WriteContext:
     """Options of the writer, and the rows it had to refuse."""
 
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    options: Any = None  # the format's own Options instance (its defaults when None)
     rejected: list[tuple[dict, str, str]] = dataclasses.field(default_factory=list)
 
     def reject(self, row: dict, code: str, message: str) -> None:
@@ -62,9 +68,27 @@ class ManifestFormat(abc.ABC):
     #: manifests are then partitioned by task as well as by split
     one_task_per_file: bool = False
 
-    def check_options(self, options: dict[str, Any]) -> None:
-        """Raises ValueError for a bad format option; called once at launch, before any work."""
-        return None
+    #: the format's options: a dataclass of transforms.settings fields (job.formats.<name>)
+    Options: type = NoOptions
+
+    def options(self, values: Any = None) -> Any:
+        """`values` (a mapping from the config, an Options instance, or None) -> Options, checked:
+        a bad option raises SettingError at launch, before any work."""
+        if isinstance(values, self.Options):
+            return values
+        if values is None:
+            return self.default_options()
+        return settings.build(self.Options, values, f"job.formats.{self.name}")
+
+    def default_options(self) -> Any:
+        cached = self.__dict__.get("_default_options")
+        if cached is None:
+            cached = self.__dict__["_default_options"] = settings.build(self.Options, {}, f"job.formats.{self.name}")
+        return cached
+
+    def options_of(self, ctx: ParseContext | WriteContext) -> Any:
+        """The typed options a plugin runs with (the defaults when the context carries none)."""
+        return ctx.options if ctx.options is not None else self.default_options()
 
     @abc.abstractmethod
     def detect(self, sample: list[Any]) -> float:
@@ -140,5 +164,5 @@ def resolve_reference(base_uri: str, ref: str) -> str:
 def iter_or_raise(items: Iterable[Any], what: str) -> Iterable[Any]:
     """Iterate a JSON value that must be a list; a wrong type is a record error."""
     if not isinstance(items, list):
-        raise RecordError("INVALID_FIELD_TYPE", f"{what} must be a list, got {type(items).__name__}")
+        raise RecordError(INVALID_FIELD_TYPE, f"{what} must be a list, got {type(items).__name__}")
     return items

@@ -14,6 +14,7 @@ raw results in `attributes`. The writer puts all of it back, one task per row.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections import defaultdict
@@ -34,15 +35,18 @@ from transforms.formats.base import (
     register,
 )
 from transforms.schema import dumps_extra, issue, loads_extra
+from transforms.settings import setting
 
 NAMESPACE = "label_studio"
 
-# Options (ParseContext.options), with their defaults.
-OPTION_ANNOTATIONS = "label_studio_annotations"  # "all" | "latest" | "ground_truth"
-OPTION_TOLERANCE = "region_tolerance"  # percentage points a region may leave the image by
-OPTION_ALPHA = "brush_alpha_threshold"  # brush pixels with alpha >= this are the mask
-DEFAULT_OPTIONS = {OPTION_ANNOTATIONS: "all", OPTION_TOLERANCE: 0.1, OPTION_ALPHA: 128}
 ANNOTATION_MODES = ("all", "latest", "ground_truth")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelStudioOptions:
+    annotations: str = setting("all", help="which annotations of a task become rows: all, the latest, or those marked ground_truth", choices=ANNOTATION_MODES)
+    region_tolerance: float = setting(0.1, help="percentage points a region may leave the image by without REGION_OUT_OF_RANGE", minimum=0)
+    brush_alpha_threshold: int = setting(128, help="brush pixels with alpha at least this are the mask", minimum=0, maximum=255)
 
 # Skipped-record counters (Parsed.skipped).
 CANCELLED = "cancelled_annotations"
@@ -61,27 +65,13 @@ _TASK_KEYS = ("data", "annotations", "predictions")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def parse_options(options: dict[str, Any]) -> tuple[str, float, int]:
-    """(annotation mode, tolerance, alpha threshold) from format options; ValueError if bad."""
-    merged = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
-    mode = merged[OPTION_ANNOTATIONS]
-    if mode not in ANNOTATION_MODES:
-        raise ValueError(f"{OPTION_ANNOTATIONS} must be one of {ANNOTATION_MODES}, got {mode!r}")
-    tolerance = float(merged[OPTION_TOLERANCE])
-    alpha = int(merged[OPTION_ALPHA])
-    if tolerance < 0 or not 0 <= alpha <= 255:
-        raise ValueError(f"{OPTION_TOLERANCE} must be >= 0 and {OPTION_ALPHA} in 0..255")
-    return mode, tolerance, alpha
-
-
 @register
 class LabelStudioFormat(ManifestFormat):
     name = NAMESPACE
     extension = ".json"
     file_layout = "json_array"
 
-    def check_options(self, options: dict[str, Any]) -> None:
-        parse_options(options)
+    Options = LabelStudioOptions
 
     def detect(self, sample: list[Any]) -> float:
         if not sample:
@@ -103,7 +93,8 @@ class LabelStudioFormat(ManifestFormat):
         data = obj.get("data")
         if not isinstance(data, dict):
             raise RecordError(errors.MISSING_SOURCE_REF, "task has no 'data' object")
-        mode, tolerance, alpha = parse_options(ctx.options)
+        options = self.options_of(ctx)
+        mode, tolerance, alpha = options.annotations, options.region_tolerance, options.brush_alpha_threshold
         annotations = _units(obj.get("annotations"), "annotations")
         predictions = _units(obj.get("predictions"), "predictions")
         skipped: dict[str, int] = defaultdict(int)

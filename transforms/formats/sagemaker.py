@@ -13,6 +13,7 @@ which labels/objects it produced, so the writer can give the same line back.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterator
 
 import orjson
@@ -22,6 +23,7 @@ from transforms.dates import format_timestamp, parse_timestamp
 from transforms.errors import RecordError
 from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
 from transforms.schema import dumps_extra, issue, loads_extra
+from transforms.settings import setting
 
 SOURCE_REF = "source-ref"
 METADATA_SUFFIX = "-metadata"
@@ -320,9 +322,10 @@ def _json_float(value: float | None) -> float | None:
 class _LineWriter:
     """Builds one Ground Truth line from one canonical row."""
 
-    def __init__(self, row: dict, ctx: WriteContext):
+    def __init__(self, row: dict, ctx: WriteContext, classes: list[str]):
         self.row = row
         self.ctx = ctx
+        self.classes = classes
 
     def line(self) -> dict | None:
         row = self.row
@@ -460,7 +463,7 @@ class _LineWriter:
         that list, the same in every line. Without it: Lookout for Vision's 0 / 1 for normal /
         anomaly, the id the line's class-map already gives the name, else the next free id.
         """
-        classes = _class_list(self.ctx.options.get(CLASSES_OPTION))
+        classes = self.classes
         if classes:
             if name not in classes:
                 self.ctx.reject(self.row, errors.OUTPUT_UNREPRESENTABLE, f"class {name!r} is not in {CLASSES_OPTION}")
@@ -474,14 +477,17 @@ class _LineWriter:
         return max((int(key) for key in class_map if key.isdecimal() and key.isascii()), default=-1) + 1
 
 
-CLASSES_OPTION = "sagemaker_classes"
+CLASSES_OPTION = "formats.sagemaker.classes"
 
 
 def _class_list(value) -> list[str]:
-    if not value:
-        return []
-    items = value.split(",") if isinstance(value, str) else list(value)
+    items = value.split(",") if isinstance(value, str) else list(value or [])
     return [str(item).strip() for item in items if str(item).strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class SageMakerOptions:
+    classes: list[str] = setting([], help="class names in id order, for records whose classes carry no Ground Truth id", flag=None, parse=_class_list)
 
 
 _REJECTED = object()
@@ -510,6 +516,7 @@ class SageMakerFormat(ManifestFormat):
     name = "sagemaker"
     extension = ".manifest"
     file_layout = "jsonl"
+    Options = SageMakerOptions
 
     def detect(self, sample: list[Any]) -> float:
         if not sample:
@@ -523,7 +530,8 @@ class SageMakerFormat(ManifestFormat):
         return Parsed(rows=[_LineParser(obj, ctx).row()])
 
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
+        classes = self.options_of(ctx).classes
         for row in rows:
-            line = _LineWriter(row, ctx).line()
+            line = _LineWriter(row, ctx, classes).line()
             if line is not None:
                 yield orjson.dumps(line)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transforms import mask_checks as mc
+from transforms import errors
+from transforms.checks import masks as mc
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 LOOKOUT_MASKS = REALDATA / "lookout-for-vision-getting-started" / "mask-images"
@@ -63,11 +64,11 @@ def test_hex_colours_parse_in_every_spelling():
 @pytest.mark.parametrize(
     "data, code",
     [
-        (b"", mc.MASK_CORRUPT),  # zero bytes: nothing of the file arrived
-        (mc.PNG_MAGIC[:5], mc.MASK_CORRUPT),  # cut inside the signature
-        (b"\xff\xd8\xff\xe0" + bytes(40), mc.MASK_NOT_PNG),  # a JPEG
-        (b"class,pixels\nscratch,12\n", mc.MASK_NOT_PNG),  # a text file named .png
-        (mc.PNG_MAGIC + bytes(10), mc.MASK_CORRUPT),  # cut inside IHDR
+        (b"", errors.MASK_CORRUPT),  # zero bytes: nothing of the file arrived
+        (mc.PNG_MAGIC[:5], errors.MASK_CORRUPT),  # cut inside the signature
+        (b"\xff\xd8\xff\xe0" + bytes(40), errors.MASK_NOT_PNG),  # a JPEG
+        (b"class,pixels\nscratch,12\n", errors.MASK_NOT_PNG),  # a text file named .png
+        (mc.PNG_MAGIC + bytes(10), errors.MASK_CORRUPT),  # cut inside IHDR
     ],
 )
 def test_header_problems_have_one_code_each(data, code):
@@ -81,7 +82,7 @@ def test_ihdr_checksum_is_verified():
     header[20] ^= 0xFF  # flip a byte of the height: the CRC no longer matches
     with pytest.raises(mc.MaskRejected) as caught:
         mc.png_size(bytes(header))
-    assert caught.value.finding.code == mc.MASK_CORRUPT
+    assert caught.value.finding.code == errors.MASK_CORRUPT
 
 
 def test_huge_declared_size_is_refused_before_decoding(monkeypatch):
@@ -92,7 +93,7 @@ def test_huge_declared_size_is_refused_before_decoding(monkeypatch):
     started = time.perf_counter()
     with pytest.raises(mc.MaskRejected) as caught:
         check(crafted_png_header(200_000, 200_000), max_pixels=25_000_000)
-    assert caught.value.finding.code == mc.MASK_TOO_LARGE
+    assert caught.value.finding.code == errors.MASK_TOO_LARGE
     assert "40000000000" in caught.value.finding.message
     assert time.perf_counter() - started < 5  # refused from the header: no 40-gigapixel decode
 
@@ -101,7 +102,7 @@ def test_truncated_pixel_data_is_corrupt():
     data = png_bytes(Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)))
     with pytest.raises(mc.MaskRejected) as caught:
         check(data[: len(data) // 2])
-    assert caught.value.finding.code == mc.MASK_CORRUPT
+    assert caught.value.finding.code == errors.MASK_CORRUPT
 
 
 def test_alpha_threshold_decides_which_anti_aliased_pixels_count():
@@ -124,7 +125,7 @@ def test_colour_tolerance_matches_near_colours_and_reports_far_ones():
     assert check(data, color_tolerance=8).class_pixels[0]["pixels"] == 25
     strict = check(data, color_tolerance=2)
     assert strict.class_pixels[0]["pixels"] == 0
-    assert codes(strict) == [mc.MASK_UNDECLARED_COLOR]
+    assert codes(strict) == [errors.MASK_UNDECLARED_COLOR]
     assert "#319b2c (25 px)" in strict.findings[0].message
 
 
@@ -133,7 +134,7 @@ def test_undeclared_colours_exclude_background_and_are_counted_as_foreground():
     canvas[0:3, 0:4] = (31, 119, 180, 255)  # dent
     canvas[10:12, 20:25] = (200, 0, 200, 255)  # magenta: not declared
     report = check(png_bytes(Image.fromarray(canvas, "RGBA")))
-    assert codes(report) == [mc.MASK_UNDECLARED_COLOR]
+    assert codes(report) == [errors.MASK_UNDECLARED_COLOR]
     assert {c["class_name"]: c["pixels"] for c in report.class_pixels} == {"scratch": 0, "dent": 12}
     assert report.foreground_pixels == 12 + 10
 
@@ -141,7 +142,7 @@ def test_undeclared_colours_exclude_background_and_are_counted_as_foreground():
 def test_declared_background_makes_other_opaque_colours_undeclared():
     canvas = rgba_canvas(fill=(0, 0, 0, 255))  # opaque black, but BACKGROUND is declared white
     report = check(png_bytes(Image.fromarray(canvas, "RGBA")))
-    assert codes(report) == [mc.MASK_UNDECLARED_COLOR]
+    assert codes(report) == [errors.MASK_UNDECLARED_COLOR]
     # Without a BACKGROUND entry, black and white are background (Lookout and Ground Truth masks).
     assert check(png_bytes(Image.fromarray(canvas, "RGBA")), color_map=CRACKED).findings == []
 
@@ -200,7 +201,7 @@ def test_sixteen_bit_grey_is_scaled_to_eight_bits():
 
 def test_size_mismatch_only_when_image_size_known():
     data = png_bytes(Image.new("RGB", (40, 30), "white"))
-    assert codes(check(data, image_size=(40, 31))) == [mc.MASK_SIZE_MISMATCH]
+    assert codes(check(data, image_size=(40, 31))) == [errors.MASK_SIZE_MISMATCH]
     assert check(data, image_size=(40, 30)).findings == []
     assert check(data, image_size=(None, None)).findings == []
 
@@ -209,10 +210,10 @@ def test_background_rule_of_lookout_for_vision():
     data = png_bytes(Image.new("RGB", (8, 8), "white"))
     assert check(data, require_white_background=True).findings == []
     report = check(data, color_map=CRACKED, require_white_background=True)
-    assert codes(report) == [mc.MASK_BACKGROUND_INVALID]
+    assert codes(report) == [errors.MASK_BACKGROUND_INVALID]
     assert "'cracked'" in report.findings[0].message
     no_zero = [e for e in TWO_CLASSES if e["index"] != 0]
-    assert codes(check(data, color_map=no_zero, require_white_background=True)) == [mc.MASK_BACKGROUND_INVALID]
+    assert codes(check(data, color_map=no_zero, require_white_background=True)) == [errors.MASK_BACKGROUND_INVALID]
 
 
 def test_label_mismatch_both_ways():
@@ -220,8 +221,8 @@ def test_label_mismatch_both_ways():
     marked = np.full((8, 8, 3), 255, np.uint8)
     marked[0, 0] = (44, 160, 44)
     marked = png_bytes(Image.fromarray(marked))
-    assert codes(check(empty, image_class="anomaly")) == [mc.MASK_LABEL_MISMATCH]
-    assert codes(check(marked, image_class="normal")) == [mc.MASK_LABEL_MISMATCH]
+    assert codes(check(empty, image_class="anomaly")) == [errors.MASK_LABEL_MISMATCH]
+    assert codes(check(marked, image_class="normal")) == [errors.MASK_LABEL_MISMATCH]
     assert check(marked, image_class="anomaly").findings == []
     assert check(empty, image_class="normal").findings == []
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import io
-import re
 import zlib
 from typing import Iterator
 
@@ -26,11 +25,17 @@ import apache_beam as beam
 import orjson
 
 from transforms import errors, storage
-from transforms.formats.base import detect_format
+from transforms.formats.base import ParseContext, detect_format, get_format
+from transforms.schema import RawBatch
+from transforms.stages.accounting import LEDGER
 
 DEFAULT_SHARD_SIZE = 64 << 20
 DEFAULT_MAX_LINE_BYTES = 32 << 20
 DEFAULT_BATCH_LINES = 1000
+MIN_SHARD_SIZE = 1024
+# A shard of a file whose records reference files to check holds about this many of them, so
+# per-record I/O spreads over every worker even when the manifest itself is small.
+FILE_CHECKS_PER_SHARD = 500
 _BATCH_BYTES = 8 << 20
 _CHUNK = 4 << 20
 _SAMPLE_BYTES = 256 << 10
@@ -38,8 +43,6 @@ _SAMPLE_RECORDS = 50
 
 # Tags of ReadManifests' outputs.
 BATCHES = "batches"
-FILES = "files"
-SHARD_LINES = "shard_lines"
 _SPLIT_SHARDS = "split_shards"
 
 JSONL, JSON_ARRAY, JSON_OBJECT = "jsonl", "json_array", "json_object"
@@ -75,40 +78,6 @@ def count_line_starts(handle, start: int, end: int) -> int:
     return count
 
 
-@dataclasses.dataclass
-class RawBatch:
-    """Raw records of one shard. `lines` are shard-local until line numbers are assigned."""
-
-    uri: str
-    format: str | None
-    shard: int
-    lines: list[int] = dataclasses.field(default_factory=list)
-    offsets: list[int] = dataclasses.field(default_factory=list)
-    raws: list[bytes] = dataclasses.field(default_factory=list)
-    # (index into the lists above, code, message): records the reader already knows are bad.
-    failures: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
-    blank: int = 0
-
-    def size(self) -> int:
-        return len(self.raws)
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str | int) -> int:
-    """'64MB', '512KB', '1.5GB', '4096' -> bytes (binary multiples, as storage tools count)."""
-    if isinstance(text, bool):
-        raise ValueError(f"not a size: {text!r}")
-    if isinstance(text, int):
-        return text
-    match = _SIZE.match(str(text))
-    if not match:
-        raise ValueError(f"not a size: {text!r} (examples: 4096, 512KB, 64MB, 1GB)")
-    number, unit = float(match.group(1)), match.group(2).upper()
-    return int(number * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit])
-
-
 def compression_of(uri: str) -> str | None:
     return "gzip" if uri.endswith(".gz") else None
 
@@ -138,8 +107,8 @@ class _GzipStream(io.RawIOBase):
 READ_ERRORS = (OSError, EOFError, gzip.BadGzipFile, zlib.error)
 
 
-def _open(uri: str, storage_options, compression=None):
-    raw = storage.open_file(uri, "rb", storage_options, block_size=_CHUNK)
+def _open(uri: str, store: storage.Storage, compression=None):
+    raw = store.open(uri, "rb", block_size=_CHUNK)
     return _GzipStream(raw) if compression == "gzip" else raw
 
 
@@ -206,62 +175,113 @@ def sample_records(head: bytes, layout: str, complete: bool) -> list:
         return []
 
 
+@dataclasses.dataclass(frozen=True)
+class FileChecks:
+    """Which references the job opens per record: shards are sized so they spread."""
+
+    masks: bool = False
+    images: bool = False
+
+    def share(self, rows: list[dict]) -> float:
+        """The share of sampled rows with a file to check."""
+        if not rows or not (self.masks or self.images):
+            return 0.0
+        def busy(row):
+            if self.images and (row.get("image") or {}).get("uri"):
+                return True
+            if self.masks and ((row.get("mask") or {}).get("uri") or any(o.get("mask_rle") for o in row.get("objects") or [])):
+                return True
+            return False
+        return sum(1 for row in rows if busy(row)) / len(rows)
+
+
+def shard_bytes(shard_size: int, sample: list, head_bytes: int, fmt, checks: FileChecks) -> int:
+    """Bytes per shard: `shard_size`, smaller when records reference files to check, so that a
+    shard holds about FILE_CHECKS_PER_SHARD of them."""
+    if fmt is None or not sample or not (checks.masks or checks.images):
+        return shard_size
+    ctx = ParseContext(uri="sample", base_uri="")
+    rows = []
+    for obj in sample:
+        try:
+            rows.extend(fmt.parse(obj, ctx).rows)
+        except Exception:  # noqa: BLE001 - a bad sample record only leaves the size as it is
+            continue
+    share = checks.share(rows)
+    if share == 0:
+        return shard_size
+    line_bytes = max(head_bytes / max(len(sample), 1), 1.0)
+    return int(max(MIN_SHARD_SIZE, min(shard_size, line_bytes * FILE_CHECKS_PER_SHARD / share)))
+
+
 class _PlanShardsFn(beam.DoFn):
     """(uri, size) -> the shards of that file, with its layout and format."""
 
-    def __init__(self, format_name, shard_size, storage_options, max_line_bytes=DEFAULT_MAX_LINE_BYTES):
+    def __init__(self, format_name, shard_size, store, max_line_bytes=DEFAULT_MAX_LINE_BYTES, checks=FileChecks()):
         self._format_name = format_name
         self._shard_size = shard_size
-        self._storage_options = storage_options
+        self._storage = store
         self._max_line_bytes = max_line_bytes
+        self._checks = checks
 
     def process(self, file_info):
         uri, size = file_info
         compression = compression_of(uri)
         try:
-            with _open(uri, self._storage_options, compression) as handle:
+            with _open(uri, self._storage, compression) as handle:
                 head = handle.read(_SAMPLE_BYTES)
                 complete = len(head) < _SAMPLE_BYTES or not handle.read(1)
-        except Exception as exc:  # unreadable file: one dead letter, the job goes on
-            yield Shard(uri, 0, 0, 0, "unreadable:" + str(exc)[:300], None, compression)
+            layout = sniff(head, complete)
+            name = self._format_name
+            sample = []
+            if name is None or self._checks.masks or self._checks.images:
+                head, complete, sample = self._sample(uri, compression, head, complete, layout)
+            if name is None:
+                name = detect_format(sample)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is one dead letter, the job goes on
+            yield Shard(uri, 0, 0, 0, "unreadable:" + storage.redact_url(str(exc))[:300], None, compression)
             return
-        layout = sniff(head, complete)
-        name = self._format_name
-        if name is None:
-            if layout == JSON_OBJECT and not complete:
-                # A pretty-printed document larger than the sample: detect from all of it
-                # (bounded: a longer one is a LINE_TOO_LONG dead letter anyway).
-                with _open(uri, self._storage_options, compression) as handle:
-                    head = handle.read(self._max_line_bytes + 1)
-                complete = len(head) <= self._max_line_bytes
-            sample = sample_records(head, layout, complete)
-            if not sample and layout == JSONL and not complete:
-                # The first lines are longer than the sample: read on, bounded, to reach records.
-                with _open(uri, self._storage_options, compression) as handle:
-                    head = handle.read(2 * self._max_line_bytes)
-                sample = sample_records(head, layout, len(head) < 2 * self._max_line_bytes)
-            name = detect_format(sample)
-        yield beam.pvalue.TaggedOutput(FILES, (uri, {"format": name, "layout": layout, "bytes": size}))
-        if layout != JSONL or compression or size <= self._shard_size:
+        yield beam.pvalue.TaggedOutput(LEDGER, (uri, {"format": name, "layout": layout, "bytes": size}))
+        if layout != JSONL or compression:
             yield Shard(uri, 0, 0, -1, layout, name, compression)
             return
-        for index, start in enumerate(range(0, size, self._shard_size)):
-            shard = Shard(uri, index, start, min(start + self._shard_size, size), layout, name)
+        step = shard_bytes(self._shard_size, sample, len(head), get_format(name) if name else None, self._checks)
+        if size <= step:
+            yield Shard(uri, 0, 0, -1, layout, name, compression)
+            return
+        for index, start in enumerate(range(0, size, step)):
+            shard = Shard(uri, index, start, min(start + step, size), layout, name)
             yield beam.pvalue.TaggedOutput(_SPLIT_SHARDS, shard)
+
+    def _sample(self, uri, compression, head, complete, layout):
+        if layout == JSON_OBJECT and not complete:
+            # A pretty-printed document larger than the sample: detect from all of it
+            # (bounded: a longer one is a LINE_TOO_LONG dead letter anyway).
+            with _open(uri, self._storage, compression) as handle:
+                head = handle.read(self._max_line_bytes + 1)
+            complete = len(head) <= self._max_line_bytes
+        sample = sample_records(head, layout, complete)
+        if not sample and layout == JSONL and not complete:
+            # The first lines are longer than the sample: read on, bounded, to reach records.
+            with _open(uri, self._storage, compression) as handle:
+                head = handle.read(2 * self._max_line_bytes)
+            sample = sample_records(head, layout, len(head) < 2 * self._max_line_bytes)
+        return head, complete, sample
 
 
 class _CountShardLinesFn(beam.DoFn):
-    """A shard of a split file -> (uri, (shard, lines it owns))."""
+    """A shard of a split file -> (uri, (shard, lines it owns)); -1 when it cannot be read
+    (the reader then meets the same failure and reports it as READ_FAILED)."""
 
-    def __init__(self, storage_options):
-        self._storage_options = storage_options
+    def __init__(self, store: storage.Storage):
+        self._storage = store
 
     def process(self, shard: Shard):
         try:
-            with _open(shard.uri, self._storage_options) as handle:
+            with _open(shard.uri, self._storage) as handle:
                 lines = count_line_starts(handle, shard.start, shard.end)
-        except READ_ERRORS:
-            lines = -1  # the reader meets the same error and reports it as READ_FAILED
+        except Exception:  # noqa: BLE001 - any storage failure here is the reader's to report
+            lines = -1
         yield shard.uri, (shard, lines)
 
 
@@ -275,10 +295,10 @@ def _with_line_bases(file_shards):
 
 
 class _ReadShardFn(beam.DoFn):
-    """A shard -> RawBatches (shard-local line numbers) and the count of lines it owns."""
+    """A shard -> RawBatches, and on LEDGER the lines it owns (and the pre-count's figure)."""
 
-    def __init__(self, storage_options, batch_lines, max_line_bytes):
-        self._storage_options = storage_options
+    def __init__(self, store: storage.Storage, batch_lines: int, max_line_bytes: int):
+        self._storage = store
         self._batch_lines = batch_lines
         self._max_line_bytes = max_line_bytes
 
@@ -289,7 +309,7 @@ class _ReadShardFn(beam.DoFn):
             yield from reader.fail(0, errors.READ_FAILED, shard.layout.split(":", 1)[1])
         else:
             try:
-                with _open(shard.uri, self._storage_options, shard.compression) as handle:
+                with _open(shard.uri, self._storage, shard.compression) as handle:
                     if shard.layout == JSON_ARRAY:
                         yield from reader.read_array(handle)
                     elif shard.layout == JSON_OBJECT:
@@ -298,13 +318,12 @@ class _ReadShardFn(beam.DoFn):
                         yield from reader.read_lines(handle)
             except Exception as exc:  # noqa: BLE001 (whatever storage raises, the job goes on)
                 reader.incomplete = True
-                yield from reader.fail(shard.start, errors.READ_FAILED, f"read failed: {exc!r}"[:500])
+                message = storage.redact_url(f"read failed: {type(exc).__name__}: {exc}")[:500]
+                yield from reader.fail(shard.start, errors.READ_FAILED, message)
         yield from reader.flush()
         expected = shard.counted_lines if shard.counted_lines >= 0 else reader.line_count
-        yield beam.pvalue.TaggedOutput(
-            SHARD_LINES,
-            (shard.uri, {"lines": reader.line_count, "expected_lines": expected, "incomplete_reads": int(reader.incomplete)}),
-        )
+        counts = {"lines": reader.line_count, "expected_lines": expected, "incomplete_reads": int(reader.incomplete)}
+        yield beam.pvalue.TaggedOutput(LEDGER, (shard.uri, counts))
 
 
 class _ShardReader:
@@ -428,47 +447,49 @@ class _ShardReader:
             yield from self._add(0, data)
 
 
-def _match(pattern: str, storage_options):
-    matched = storage.expand(pattern, storage_options)
+def _match(pattern: str, store: storage.Storage):
+    matched = store.expand(pattern)
     if not matched:
-        raise FileNotFoundError(f"no file matches {pattern!r}")
+        raise FileNotFoundError(f"no file matches {storage.redact_url(pattern)!r}")
     yield from matched
 
 
 class ReadManifests(beam.PTransform):
-    """Glob patterns -> {batches: RawBatch, files: (uri, info), shard_lines: (uri, lines of a shard)}."""
+    """Glob patterns -> {batches: RawBatch, ledger: (uri, counts)}."""
 
     def __init__(
         self,
         patterns: list[str],
         format_name: str | None = None,
         shard_size: int = DEFAULT_SHARD_SIZE,
-        storage_options: dict | None = None,
+        store: storage.Storage | None = None,
         batch_lines: int = DEFAULT_BATCH_LINES,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        checks: FileChecks = FileChecks(),
     ):
         super().__init__()
         self._patterns = list(patterns)
         self._format_name = format_name
         self._shard_size = max(int(shard_size), 1)
-        self._storage_options = storage_options
+        self._storage = store or storage.Storage()
         self._batch_lines = batch_lines
         self._max_line_bytes = max_line_bytes
+        self._checks = checks
 
     def expand(self, pbegin):
         files = (
             pbegin
             | "Patterns" >> beam.Create(self._patterns)
-            | "MatchFiles" >> beam.FlatMap(_match, self._storage_options)
+            | "MatchFiles" >> beam.FlatMap(_match, self._storage)
             | "Deduplicate" >> beam.Distinct()
         )
         planned = files | "PlanShards" >> beam.ParDo(
-            _PlanShardsFn(self._format_name, self._shard_size, self._storage_options, self._max_line_bytes)
-        ).with_outputs(FILES, _SPLIT_SHARDS, main="whole_files")
+            _PlanShardsFn(self._format_name, self._shard_size, self._storage, self._max_line_bytes, self._checks)
+        ).with_outputs(LEDGER, _SPLIT_SHARDS, main="whole_files")
         numbered = (
             planned[_SPLIT_SHARDS]
             | "SpreadCounting" >> beam.Reshuffle()
-            | "CountShardLines" >> beam.ParDo(_CountShardLinesFn(self._storage_options))
+            | "CountShardLines" >> beam.ParDo(_CountShardLinesFn(self._storage))
             | "ShardsPerFile" >> beam.GroupByKey()
             | "AssignLineBases" >> beam.FlatMap(_with_line_bases)
         )
@@ -477,8 +498,7 @@ class ReadManifests(beam.PTransform):
             | "AllShards" >> beam.Flatten()
             | "SpreadShards" >> beam.Reshuffle()
             | "ReadShards"
-            >> beam.ParDo(
-                _ReadShardFn(self._storage_options, self._batch_lines, self._max_line_bytes)
-            ).with_outputs(SHARD_LINES, main=BATCHES)
+            >> beam.ParDo(_ReadShardFn(self._storage, self._batch_lines, self._max_line_bytes)).with_outputs(LEDGER, main=BATCHES)
         )
-        return {BATCHES: read[BATCHES], FILES: planned[FILES], SHARD_LINES: read[SHARD_LINES]}
+        ledger = (planned[LEDGER], read[LEDGER]) | "ReadCounts" >> beam.Flatten()
+        return {BATCHES: read[BATCHES], LEDGER: ledger}

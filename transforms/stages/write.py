@@ -1,10 +1,17 @@
-"""WriteRecords (Parquet), WriteManifests (any format) and WriteDeadLetters, atomically.
+"""WriteRecords (Parquet), WriteManifests (any format) and WriteDeadLetters, counted as they land.
 
 Every writer works the same way, as Beam's own file sinks do: each bundle streams its elements
 into one temporary file per partition under `<root>/.labelbeam-tmp/` (nothing is held in memory
 beyond the open writers), and one finalize step renames the temporary files of each partition to
 `<partition>/part-NNNNN-of-MMMMM<ext>`. A file is never visible under its final name before it is
-complete; readers of the dataset skip dot-folders, so the temporaries never show.
+complete; readers of the dataset skip dot-folders, so the temporaries never show. A bundle that
+fails and is retried leaves its temporaries unnamed: only the names a committed bundle emitted
+are published, so a retry never duplicates rows.
+
+What landed is counted from the files themselves: the finalize step reads each published file's
+Parquet footer (records/) or counts its elements (manifests/, errors/), and reports the counts to
+the ledger next to what the writers were given and refused (transforms/stages/accounting.py).
+Partitions with nothing in them get no file.
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ from apache_beam.transforms.window import GlobalWindows
 
 from transforms import errors, storage
 from transforms.formats.base import WriteContext, get_format
-from transforms.schema import PARTITION_COLUMNS, SCHEMA
+from transforms.schema import PARTITION_COLUMNS, file_schema
+from transforms.stages.accounting import LEDGER, Ledger
 
 TMP_DIR = ".labelbeam-tmp"
 WRITTEN = "written"
-WRITE_STAGE = "write"
+WRITE_STAGE = errors.WRITE
 
 
 def partition_batch(batch: pa.RecordBatch, columns: tuple[str, ...]) -> Iterator[tuple[str, pa.RecordBatch]]:
@@ -37,9 +45,7 @@ def partition_batch(batch: pa.RecordBatch, columns: tuple[str, ...]) -> Iterator
     table = pa.table({f"k{i}": key for i, key in enumerate(keys)}).append_column(
         "row", pa.array(range(batch.num_rows), pa.int64())
     )
-    groups = table.group_by([f"k{i}" for i in range(len(columns))], use_threads=False).aggregate(
-        [("row", "list")]
-    )
+    groups = table.group_by([f"k{i}" for i in range(len(columns))], use_threads=False).aggregate([("row", "list")])
     for group in groups.to_pylist():
         path = "/".join(f"{name}={group[f'k{i}']}" for i, name in enumerate(columns))
         yield path, batch.take(pa.array(group["row_list"], pa.int64()))
@@ -63,12 +69,14 @@ class _ParquetFile:
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = 0
         self.pending_bytes = 0
+        self.count = 0
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
         batch = batch.drop_columns(list(PARTITION_COLUMNS))
         self.pending.append(batch)
         self.pending_rows += batch.num_rows
         self.pending_bytes += batch.nbytes
+        self.count += batch.num_rows
         if self.pending_rows >= self.ROW_GROUP_ROWS or self.pending_bytes >= self.ROW_GROUP_BYTES:
             self._flush()
         return []
@@ -83,18 +91,10 @@ class _ParquetFile:
         self.writer.close()
 
 
-def file_schema() -> pa.Schema:
-    """SCHEMA without the hive partition columns: what a records/ Parquet file holds."""
-    result = SCHEMA
-    for name in PARTITION_COLUMNS:
-        result = result.remove(result.get_field_index(name))
-    return result
-
-
 class _ManifestFile:
     """Record batches -> one manifest file of a format; rows it cannot represent -> dead letters."""
 
-    def __init__(self, handle, format_name: str, options: dict):
+    def __init__(self, handle, format_name: str, options: Any):
         self.handle = handle
         self.format = get_format(format_name)
         self.extension = self.format.extension
@@ -105,15 +105,19 @@ class _ManifestFile:
             handle.write(b"[")
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
+        rows = batch.to_pylist()
         ctx = WriteContext(options=self.options)
-        for row in batch.to_pylist():
-            try:
-                elements = list(self.format.write([row], ctx))
-            except Exception as exc:  # a writer bug must not stop the job: the row is a dead letter
-                ctx.reject(row, errors.INTERNAL_ERROR, f"the writer failed: {exc!r}")
-                continue
-            for element in elements:
-                self._write_element(element)
+        try:
+            elements = list(self.format.write(rows, ctx))  # one call per batch
+        except Exception:  # noqa: BLE001 - find the row that broke the writer: it alone is refused
+            ctx, elements = WriteContext(options=self.options), []
+            for row in rows:
+                try:
+                    elements.extend(self.format.write([row], ctx))
+                except Exception as exc:  # noqa: BLE001 - a writer bug must not stop the job
+                    ctx.reject(row, errors.INTERNAL_ERROR, f"the writer failed: {exc!r}")
+        for element in elements:
+            self._write_element(element)
         return [
             errors.row_dead_letter(row, WRITE_STAGE, code, f"{self.format.name}: {message}")
             for row, code, message in ctx.rejected
@@ -139,39 +143,62 @@ class _JsonLinesFile:
 
     def __init__(self, handle):
         self.handle = handle
+        self.count = 0
 
     def write(self, rows: list[dict]) -> list[dict]:
         self.handle.write(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+        self.count += len(rows)
         return []
 
     def close(self) -> None:
         pass
 
 
+def count_elements(fs, path: str, extension: str, layout: str) -> int:
+    """Rows a published file holds, read from the file: a Parquet footer, or its elements."""
+    if extension == ".parquet":
+        with fs.open(path, "rb") as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+    newlines = 0
+    with fs.open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(8 << 20)
+            if not chunk:
+                break
+            newlines += chunk.count(b"\n")
+    if layout == "json_array":  # '[' + one element per line + ']' (see _ManifestFile)
+        return max(newlines - 2, 0)
+    return newlines
 
 
 class _WriteBundleFilesFn(beam.DoFn):
-    """Streams each bundle's elements into one temporary file per partition."""
+    """Streams each bundle's elements into one temporary file per partition, and counts them."""
 
-    def __init__(self, root: str, open_file: Callable, split_element: Callable, storage_options):
+    def __init__(self, output: str, root: str, open_file: Callable, split_element: Callable, store: storage.Storage):
+        self._output = output
         self._root = root
         self._open_file = open_file
         self._split_element = split_element
-        self._storage_options = storage_options
+        self._storage = store
 
     def start_bundle(self):
         self._open: dict[str, tuple[Any, Any, str]] = {}
+        self._ledger = Ledger()
 
     def process(self, element):
+        given = element.num_rows if isinstance(element, pa.RecordBatch) else 1
+        self._ledger.output(self._output, {"in": given})
         for partition, piece in self._split_element(element):
             entry = self._open.get(partition)
             if entry is None:
                 entry = self._open[partition] = self._new_file()
-            yield from entry[1].write(piece)
+            for letter in entry[1].write(piece):
+                self._ledger.output(self._output, {"refused": 1})
+                yield letter
 
     def _new_file(self):
         temp = storage.join(self._root, TMP_DIR, uuid.uuid4().hex)
-        fs, path = storage.filesystem(temp, self._storage_options)
+        fs, path = self._storage.fs(temp)
         fs.makedirs(storage.parent(path), exist_ok=True)
         handle = fs.open(path, "wb")
         return handle, self._open_file(handle), temp
@@ -180,105 +207,140 @@ class _WriteBundleFilesFn(beam.DoFn):
         for partition, (handle, writer, temp) in self._open.items():
             writer.close()
             handle.close()
-            yield beam.pvalue.TaggedOutput(
-                WRITTEN, GlobalWindows.windowed_value((partition, temp, writer.extension))
-            )
+            self._ledger.output(self._output, {"written": writer.count})
+            yield beam.pvalue.TaggedOutput(WRITTEN, GlobalWindows.windowed_value((partition, temp, writer.extension, writer.count)))
         self._open = {}
+        yield from self._ledger.emit()
 
 
 class _FinalizeFilesFn(beam.DoFn):
-    """All temporary files -> part-NNNNN-of-MMMMM per partition, then the temp folder goes."""
+    """All temporary files -> part-NNNNN-of-MMMMM per partition, counted from the files."""
 
-    def __init__(self, root: str, storage_options):
+    def __init__(self, output: str, root: str, store: storage.Storage, layout: str):
+        self._output = output
         self._root = root
-        self._storage_options = storage_options
+        self._storage = store
+        self._layout = layout
 
-    def process(self, written: list[tuple[str, str, str]]):
+    def process(self, written: list[tuple[str, str, str, int]]):
         by_partition: dict[str, list[tuple[str, str]]] = {}
-        for partition, temp, extension in written:
+        fs, _ = self._storage.fs(self._root)
+        for partition, temp, extension, count in written:
+            if count == 0:  # an empty partition of a bundle: no file
+                fs.rm(self._storage.fs(temp)[1])
+                continue
             by_partition.setdefault(partition, []).append((temp, extension))
-        fs, _ = storage.filesystem(self._root, self._storage_options)
+        landed = files = size = 0
+        published: dict[str, int] = {}
         for partition, temps in sorted(by_partition.items()):
             temps.sort()
             folder = storage.join(self._root, partition) if partition else self._root
-            fs.makedirs(storage.filesystem(folder, self._storage_options)[1], exist_ok=True)
+            fs.makedirs(self._storage.fs(folder)[1], exist_ok=True)
             for index, (temp, extension) in enumerate(temps):
                 final = storage.join(folder, f"part-{index:05d}-of-{len(temps):05d}{extension}")
-                temp_path = storage.filesystem(temp, self._storage_options)[1]
-                final_path = storage.filesystem(final, self._storage_options)[1]
+                temp_path, final_path = self._storage.fs(temp)[1], self._storage.fs(final)[1]
                 if fs.exists(temp_path):
                     fs.mv(temp_path, final_path)
                 elif not fs.exists(final_path):  # a retried finalize finds its renames done
                     raise FileNotFoundError(f"temporary file {temp} is gone and {final} was never written")
-                yield final
-        tmp = storage.filesystem(storage.join(self._root, TMP_DIR), self._storage_options)[1]
+                rows = count_elements(fs, final_path, extension, self._layout)
+                published[storage.relative_to(final, self._root)] = rows
+                landed += rows
+                files += 1
+                size += fs.size(final_path)
+        tmp = self._storage.fs(storage.join(self._root, TMP_DIR))[1]
         if fs.exists(tmp):
             fs.rm(tmp, recursive=True)
+        ledger = Ledger()
+        ledger.output(self._output, {"landed": landed, "files": files, "bytes": size, "published": published})
+        yield from ledger.emit(windowed=False)
 
 
 class _WriteFiles(beam.PTransform):
-    """Shared mechanics: bundle files, then one finalize. Outputs written URLs and dead letters."""
+    """Shared mechanics: bundle files, then one finalize. -> {dead_letters, ledger}."""
 
-    def __init__(self, root, open_file, split_element, storage_options):
+    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl"):
         super().__init__()
+        self._output = output
         self._root = root.rstrip("/")
         self._open_file = open_file
         self._split_element = split_element
-        self._storage_options = storage_options
+        self._storage = store
+        self._layout = layout
 
-    def expand(self, pcoll):
-        written = pcoll | "WriteBundleFiles" >> beam.ParDo(
-            _WriteBundleFilesFn(self._root, self._open_file, self._split_element, self._storage_options)
-        ).with_outputs(WRITTEN, main=errors.DEAD_LETTERS)
-        files = (
-            written[WRITTEN]
+    def expand(self, pcolls):
+        pcolls = pcolls if isinstance(pcolls, (list, tuple)) else [pcolls]
+        written, ledgers, letters = [], [], []
+        for i, pcoll in enumerate(pcolls):
+            out = pcoll | f"WriteBundleFiles{i or ''}" >> beam.ParDo(
+                _WriteBundleFilesFn(self._output, self._root, self._open_file, self._split_element, self._storage)
+            ).with_outputs(WRITTEN, LEDGER, main=errors.DEAD_LETTERS)
+            written.append(out[WRITTEN])
+            ledgers.append(out[LEDGER])
+            letters.append(out[errors.DEAD_LETTERS])
+        finalized = (
+            tuple(written)
+            | "AllTempFiles" >> beam.Flatten()
             | "CollectTempFiles" >> beam.combiners.ToList()
-            | "Finalize" >> beam.ParDo(_FinalizeFilesFn(self._root, self._storage_options))
+            | "Finalize" >> beam.ParDo(_FinalizeFilesFn(self._output, self._root, self._storage, self._layout)).with_outputs(LEDGER, main="unused")
         )
-        return {"files": files, errors.DEAD_LETTERS: written[errors.DEAD_LETTERS]}
+        ledgers.append(finalized[LEDGER])
+        return {errors.DEAD_LETTERS: letters, LEDGER: ledgers}
 
 
-def ensure_records_dataset(root: str, storage_options: dict | None = None) -> None:
+def ensure_records_dataset(root: str, store: storage.Storage) -> None:
     """A run that kept no record still leaves a readable (empty) Parquet dataset at `root`."""
-    fs, path = storage.filesystem(root, storage_options)
+    fs, path = store.fs(root)
     if fs.exists(path) and fs.find(path):
         return
     sink = pa.BufferOutputStream()
     pq.write_table(file_schema().empty_table(), sink)
-    storage.write_atomically(storage.join(root, "part-00000-of-00001.parquet"), sink.getvalue().to_pybytes(), storage_options)
+    store.write_atomically(storage.join(root, "part-00000-of-00001.parquet"), sink.getvalue().to_pybytes())
+
+
+RECORDS_OUTPUT = "records"
+ERRORS_OUTPUT = "errors"
+
+
+def manifests_output(format_name: str) -> str:
+    return f"manifests/{format_name}"
 
 
 class WriteRecords(beam.PTransform):
     """Canonical batches -> a Parquet dataset, hive-partitioned by split and task."""
 
-    def __init__(self, root: str, storage_options: dict | None = None):
+    def __init__(self, root: str, store: storage.Storage):
         super().__init__()
         self._root = root
-        self._storage_options = storage_options
+        self._storage = store
 
     def expand(self, batches):
         return batches | _WriteFiles(
-            self._root, _ParquetFile, functools.partial(partition_batch, columns=PARTITION_COLUMNS), self._storage_options
+            RECORDS_OUTPUT, self._root, _ParquetFile, functools.partial(partition_batch, columns=PARTITION_COLUMNS), self._storage
         )
 
 
 class WriteManifests(beam.PTransform):
     """Canonical batches -> manifests of one format under <root>/split=<split>/[task=<task>/]."""
 
-    def __init__(self, root: str, format_name: str, options: dict | None = None, storage_options=None):
+    def __init__(self, root: str, format_name: str, options: Any = None, store: storage.Storage | None = None):
         super().__init__()
+        fmt = get_format(format_name)
         self._root = root
         self._format_name = format_name
-        self._options = dict(options or {})
-        self._storage_options = storage_options
-        self._columns = ("split", "task") if get_format(format_name).one_task_per_file else ("split",)
+        self._options = fmt.options(options)
+        self._storage = store or storage.Storage()
+        self._columns = ("split", "task") if fmt.one_task_per_file else ("split",)
+        self._layout = fmt.file_layout
 
     def expand(self, batches):
         return batches | _WriteFiles(
+            manifests_output(self._format_name),
             self._root,
             functools.partial(_ManifestFile, format_name=self._format_name, options=self._options),
             functools.partial(partition_batch, columns=self._columns),
-            self._storage_options,
+            self._storage,
+            self._layout,
         )
 
 
@@ -287,15 +349,13 @@ def _dead_letters_in_one_partition(letter):
 
 
 class WriteDeadLetters(beam.PTransform):
-    """Dead-letter dicts -> JSON lines under <root>/part-NNNNN-of-MMMMM.jsonl."""
+    """Dead-letter dicts (one or several PCollections) -> JSON lines under <root>/part-*.jsonl."""
 
-    def __init__(self, root: str, storage_options: dict | None = None):
+    def __init__(self, root: str, store: storage.Storage):
         super().__init__()
         self._root = root
-        self._storage_options = storage_options
+        self._storage = store
 
     def expand(self, letters):
-        written = letters | _WriteFiles(
-            self._root, _JsonLinesFile, _dead_letters_in_one_partition, self._storage_options
-        )
-        return written["files"]
+        return letters | _WriteFiles(ERRORS_OUTPUT, self._root, _JsonLinesFile, _dead_letters_in_one_partition, self._storage)
+

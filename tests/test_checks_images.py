@@ -9,7 +9,8 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 from PIL import Image
 
-from transforms import image_probe as ip
+from transforms import errors
+from transforms.checks import images as ip
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 TRAINING_IMAGES = REALDATA / "lookout-for-vision-getting-started" / "training-images"
@@ -73,10 +74,10 @@ def test_a_header_beyond_the_first_window_gets_one_more_read(tmp_path, fs):
 @pytest.mark.parametrize(
     "content, code",
     [
-        (b"", ip.IMAGE_CORRUPT),
-        (b"just some text, not an image\n", ip.IMAGE_UNSUPPORTED_FORMAT),
-        (b"\xff\xd8\xff\xe0\x00\x10JFIF", ip.IMAGE_CORRUPT),  # JPEG cut before the frame header
-        (b"\x00\x00\x01\x00" + bytes(40), ip.IMAGE_UNSUPPORTED_FORMAT),  # an .ico
+        (b"", errors.IMAGE_CORRUPT),
+        (b"just some text, not an image\n", errors.IMAGE_UNSUPPORTED_FORMAT),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", errors.IMAGE_CORRUPT),  # JPEG cut before the frame header
+        (b"\x00\x00\x01\x00" + bytes(40), errors.IMAGE_UNSUPPORTED_FORMAT),  # an .ico
     ],
 )
 def test_bad_files_have_one_code_each(tmp_path, fs, content, code):
@@ -90,7 +91,7 @@ def test_bad_files_have_one_code_each(tmp_path, fs, content, code):
 def test_a_missing_image_is_not_found(tmp_path, fs):
     with pytest.raises(ip.ImageProbeError) as caught:
         ip.probe(fs, str(tmp_path / "absent.jpg"))
-    assert caught.value.code == ip.IMAGE_NOT_FOUND
+    assert caught.value.code == errors.IMAGE_NOT_FOUND
 
 
 def test_format_is_sniffed_from_magic_bytes_not_the_name(tmp_path, fs):

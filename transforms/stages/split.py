@@ -16,6 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.schema import SCHEMA
+from transforms.stages.accounting import Accounted
+
+STAGE = "split"
 
 DEFAULT_RATIOS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -80,10 +83,12 @@ class _AssignSplitFn(beam.DoFn):
 
 
 class AssignSplit(beam.PTransform):
+    """RecordBatches -> {main: the same batches with `split` set, dead_letters (none), ledger}."""
+
     def __init__(self, ratios: dict[str, float] | None = None, salt: str = ""):
         super().__init__()
         self._ratios = dict(ratios or DEFAULT_RATIOS)
         self._salt = salt
 
     def expand(self, batches):
-        return batches | "AssignSplit" >> beam.ParDo(_AssignSplitFn(self._ratios, self._salt))
+        return batches | Accounted(STAGE, _AssignSplitFn(self._ratios, self._salt), count_warnings=True)

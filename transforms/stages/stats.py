@@ -144,30 +144,30 @@ class StatisticsCombineFn(beam.CombineFn):
 
 
 class _WriteStatisticsFn(beam.DoFn):
-    def __init__(self, root, storage_options):
+    def __init__(self, root, store: storage.Storage):
         self._root = root
-        self._storage_options = storage_options
+        self._storage = store
 
     def process(self, tables: dict[str, pa.Table]):
         for name, table in sorted(tables.items()):
             url = storage.join(self._root, f"{name}.parquet")
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink)
-            storage.write_atomically(url, sink.getvalue().to_pybytes(), self._storage_options)
+            self._storage.write_atomically(url, sink.getvalue().to_pybytes())
             yield url
 
 
 class ComputeStatistics(beam.PTransform):
     """Canonical batches -> stats/summary.parquet, classes.parquet, issues.parquet under `root`."""
 
-    def __init__(self, root: str, storage_options: dict | None = None):
+    def __init__(self, root: str, store: storage.Storage):
         super().__init__()
         self._root = root
-        self._storage_options = storage_options
+        self._storage = store
 
     def expand(self, batches):
         return (
             batches
             | "Summarise" >> beam.CombineGlobally(StatisticsCombineFn()).without_defaults()
-            | "WriteStatistics" >> beam.ParDo(_WriteStatisticsFn(self._root, self._storage_options))
+            | "WriteStatistics" >> beam.ParDo(_WriteStatisticsFn(self._root, self._storage))
         )

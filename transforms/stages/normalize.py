@@ -2,8 +2,8 @@
 
 Per-record Python work (JSON decoding, the format plugin) happens inside one DoFn call per
 batch; what leaves is one Arrow RecordBatch per input batch. Every raw record ends as rows, a
-dead letter, or (for a record a format skips on purpose) a counted skip; per-file counters go
-out on their own tag for run.json.
+dead letter, or (for a record a format skips on purpose) a counted skip; the per-file line
+counts go to the ledger (transforms/stages/accounting.py).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import orjson
 import pyarrow as pa
 
 from transforms import errors, schema, storage
-from transforms.errors import Provenance, RecordError
+from transforms.errors import CATALOGUE, Provenance, RecordError
 from transforms.formats.base import ParseContext, get_format
-from transforms.read import RawBatch
+from transforms.schema import RawBatch
+from transforms.stages.accounting import LEDGER
 
 RECORDS = "records"
-COUNTS = "counts"
-STAGE = "normalize"
+STAGE = errors.NORMALIZE
 
 _LOG = logging.getLogger(__name__)
 _BOM = b"\xef\xbb\xbf"
@@ -48,15 +48,16 @@ class RecordNormalizer:
     """Pure-Python core of NormalizeRecords: one RawBatch -> (rows, dead letters, counters)."""
 
     def __init__(self, format_options: dict | None = None, relative_to: str | None = None):
-        self._options = dict(format_options or {})
+        self._options = dict(format_options or {})  # format name -> that format's Options
         self._relative_to = relative_to
-        self._contexts: dict[str, ParseContext] = {}
+        self._contexts: dict[tuple[str, str | None], ParseContext] = {}
 
-    def _context(self, uri: str) -> ParseContext:
-        ctx = self._contexts.get(uri)
+    def _context(self, uri: str, format_name: str | None) -> ParseContext:
+        ctx = self._contexts.get((uri, format_name))
         if ctx is None:
             base = (self._relative_to or storage.parent(uri)).rstrip("/")
-            ctx = self._contexts[uri] = ParseContext(uri=uri, base_uri=base, options=self._options)
+            ctx = ParseContext(uri=uri, base_uri=base, options=self._options.get(format_name))
+            self._contexts[(uri, format_name)] = ctx
         return ctx
 
     def normalize(self, batch: RawBatch) -> tuple[list[dict], list[dict], dict]:
@@ -65,7 +66,7 @@ class RecordNormalizer:
         counts = {"ok": 0, "dead_letters": 0, "blank": batch.blank, "records": 0, "skipped": {}}
         failures = {index: (code, message) for index, code, message in batch.failures}
         fmt = get_format(batch.format) if batch.format else None
-        ctx = self._context(batch.uri)
+        ctx = self._context(batch.uri, batch.format)
         for index, raw in enumerate(batch.raws):
             where = Provenance(batch.uri, batch.lines[index], batch.offsets[index], batch.format)
             try:
@@ -75,7 +76,8 @@ class RecordNormalizer:
                     raise RecordError(errors.UNKNOWN_FORMAT, "no registered format recognises this file; pass --format")
                 parsed = fmt.parse(decode(raw), ctx)
             except RecordError as exc:
-                dead.append(errors.dead_letter(where, STAGE, exc.code, exc.message, raw))
+                stage = errors.READ if CATALOGUE[exc.code].stage == errors.READ else STAGE
+                dead.append(errors.dead_letter(where, stage, exc.code, exc.message, raw))
                 continue
             except Exception as exc:  # a plugin bug must not stop the job: keep the evidence
                 _LOG.exception("format %s failed on %s:%s", batch.format, where.uri, where.line)
@@ -101,6 +103,11 @@ class RecordNormalizer:
         counts["ok"] -= len(rejected)
         counts["dead_letters"] = len(dead)
         counts["records"] = built.num_rows
+        codes: dict[str, dict[str, int]] = {}
+        for letter in dead:
+            by_stage = codes.setdefault(letter["stage"], {})
+            by_stage[letter["code"]] = by_stage.get(letter["code"], 0) + 1
+        counts["dead_letter_codes"] = codes
         return built, dead, counts
 
 
@@ -137,11 +144,11 @@ class _NormalizeFn(beam.DoFn):
             yield built
         for letter in dead:
             yield beam.pvalue.TaggedOutput(errors.DEAD_LETTERS, letter)
-        yield beam.pvalue.TaggedOutput(COUNTS, (batch.uri, counts))
+        yield beam.pvalue.TaggedOutput(LEDGER, (batch.uri, counts))
 
 
 class NormalizeRecords(beam.PTransform):
-    """RawBatch -> {records: RecordBatch, dead_letters: dict, counts: (uri, dict)}."""
+    """RawBatch -> {records: RecordBatch, dead_letters: dict, ledger: (uri, counts)}."""
 
     def __init__(self, format_options: dict | None = None, relative_to: str | None = None):
         super().__init__()
@@ -151,4 +158,4 @@ class NormalizeRecords(beam.PTransform):
     def expand(self, batches):
         return batches | "Normalize" >> beam.ParDo(
             _NormalizeFn(self._format_options, self._relative_to)
-        ).with_outputs(errors.DEAD_LETTERS, COUNTS, main=RECORDS)
+        ).with_outputs(errors.DEAD_LETTERS, LEDGER, main=RECORDS)

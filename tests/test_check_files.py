@@ -1,4 +1,4 @@
-"""ValidateMasks in a pipeline (FnApiRunner) and its DoFn called directly."""
+"""ValidateRecords + CheckFiles in a pipeline (FnApiRunner), and CheckFiles' DoFn called directly."""
 
 from __future__ import annotations
 
@@ -21,8 +21,27 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 from PIL import Image
 
-from transforms import errors, mask_checks, masks, schema
-from transforms.masks import MaskValidationConfig, ValidateMasks
+from transforms import errors, schema, storage
+from transforms.checks import masks as mask_checks
+from transforms.stages import check_files
+from transforms.stages.check_files import CheckFiles
+from transforms.stages.check_files import FileCheckConfig as MaskValidationConfig
+from transforms.stages.validate import ValidateRecords
+
+
+class ValidateMasks(beam.PTransform):
+    """What the job runs for these checks: ValidateRecords, then CheckFiles."""
+
+    def __init__(self, config, storage_options=None):
+        super().__init__()
+        self._config = config
+        self._store = storage.Storage(storage_options)
+
+    def expand(self, batches):
+        validated = batches | ValidateRecords(self._config.validation_profile)
+        checked = validated["main"] | CheckFiles(self._config, self._store)
+        dead = (validated[errors.DEAD_LETTERS], checked[errors.DEAD_LETTERS]) | "Dead" >> beam.Flatten()
+        return {"records": checked["main"], errors.DEAD_LETTERS: dead}
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 LOOKOUT = REALDATA / "lookout-for-vision-getting-started"
@@ -204,7 +223,7 @@ def test_hostile_corpus_under_a_target_profile_goes_to_dead_letters(hostile):
     expected = sorted(code for _, code in hostile.values() if code)
     assert sorted(d["code"] for d in dead) == expected
     for letter in dead:
-        assert letter["stage"] == "validate" and letter["severity"] == "error"
+        assert letter["stage"] == "check_files" and letter["severity"] == "error"
         assert letter["source_uri"] == "test.manifest" and letter["line"] >= 1
         raw = orjson.loads(letter["raw"])
         assert raw["mask"]["uri"].endswith(".png") and raw["record_id"]
@@ -214,14 +233,20 @@ def test_hostile_corpus_under_a_target_profile_goes_to_dead_letters(hostile):
 
 
 def run_fn(config: MaskValidationConfig, batch):
-    fn = masks._ValidateMasksFn(config, None)
-    fn.setup()
-    try:
-        outputs = list(fn.process(batch))
-    finally:
-        fn.teardown()
-    kept = [o for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput)]
-    dead = [o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
+    """ValidateRecords' DoFn, then CheckFiles' DoFn, called directly on one batch."""
+    from transforms.stages.validate import _ValidateRecordsFn
+
+    kept, dead = [], []
+    for fn in (_ValidateRecordsFn(config.validation_profile), check_files._CheckFilesFn(config, storage.Storage())):
+        fn.setup()
+        try:
+            outputs = [o for b in ([batch] if not kept else kept) for o in fn.process(b)]
+        finally:
+            fn.teardown()
+        kept = [o for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput)]
+        dead += [o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
+        if not kept:
+            break
     return kept, dead
 
 
@@ -240,7 +265,7 @@ def test_a_hanging_decoder_marks_only_its_record(tmp_path, monkeypatch):
             time.sleep(20)
         return real_check(data, *args, **kwargs)
 
-    monkeypatch.setattr(mask_checks, "check_mask", slow_on_one_file)
+    monkeypatch.setattr(check_files.masks, "check_mask", slow_on_one_file)
     (tmp_path / "hang.png").write_bytes(hang_marker)
     (tmp_path / "ok.png").write_bytes(png(good_mask()))
     rows = [make_row(1, mask_uri=str(tmp_path / "hang.png"))] + [
@@ -308,10 +333,12 @@ def test_brush_rles_are_measured_when_the_image_size_is_known():
 
 
 def test_config_refuses_unknown_profiles_and_bad_bounds():
+    from pipelines.options import ConfigError, parse_launch
+
     with pytest.raises(ValueError, match="known: azure_automl"):
-        MaskValidationConfig(validation_profile="sagemaker")
-    with pytest.raises(ValueError):
-        MaskValidationConfig(alpha_threshold=300)
+        CheckFiles(MaskValidationConfig(validation_profile="sagemaker"))
+    with pytest.raises(ConfigError, match="mask_alpha_threshold"):
+        parse_launch(["--input", __file__, "--output", "/tmp/x", "--mask_alpha_threshold=300"])
 
 
 # ---- S3 through a real endpoint (moto's server on loopback) -------------------------------
@@ -362,7 +389,7 @@ def test_counters_reach_the_pipeline_result(hostile):
     result.wait_until_finish()
     counters = {
         c.key.metric.name: c.committed
-        for c in result.metrics().query(MetricsFilter().with_namespace("validate_masks"))["counters"]
+        for c in result.metrics().query(MetricsFilter().with_namespace("check_files"))["counters"]
     }
     expected = {}
     for _, code in hostile.values():
@@ -391,9 +418,8 @@ def test_a_hung_file_does_not_keep_the_process_from_exiting(tmp_path):
     script = f"""
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from tests.test_masks_pipeline import make_row, run_fn
+from tests.test_check_files import make_row, run_fn, MaskValidationConfig
 from transforms import schema
-from transforms.masks import MaskValidationConfig
 kept, _ = run_fn(MaskValidationConfig(timeout_seconds=0.5), schema.rows_to_batch([make_row(1, mask_uri={str(tmp_path / "hang.png")!r})]))
 print(kept[0].to_pylist()[0]["issues"][0]["code"])
 """
@@ -416,9 +442,7 @@ def test_a_decoder_bug_on_a_hostile_chunk_is_mask_corrupt():
     assert caught.value.finding.code == mask_checks.MASK_CORRUPT
 
 
-def test_only_rows_with_files_to_check_cross_the_shuffle():
-    from transforms.profiles import get_profile
-
+def test_only_rows_with_files_to_check_become_python_rows():
     rows = [
         make_row(1, mask_uri="s3://b/m.png"),
         make_row(2),
@@ -427,7 +451,8 @@ def test_only_rows_with_files_to_check_cross_the_shuffle():
     ]
     batch = schema.rows_to_batch(rows)
     config = MaskValidationConfig()
-    assert masks.rows_with_work(batch, config, get_profile("none")).to_pylist() == [True, False, True, False]
+    assert check_files.rows_with_files(batch, config).to_pylist() == [True, False, True, False]
     no_masks = MaskValidationConfig(validate_masks=False)
-    assert masks.rows_with_work(batch, no_masks, get_profile("none")).to_pylist() == [False] * 4
-    assert masks.rows_with_work(batch, config, get_profile("rekognition")).to_pylist() == [True] * 4
+    assert check_files.rows_with_files(batch, no_masks).to_pylist() == [False] * 4
+    probing = MaskValidationConfig(validate_masks=False, probe_images=True)
+    assert check_files.rows_with_files(batch, probing).to_pylist() == [True] * 4

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from label_studio_sdk.converter import brush
 
-from transforms.rle import decode_rle, decode_values, mask_stats, rle_bytes
+from transforms.checks.rle import decode_rle, decode_values, mask_stats, rle_bytes
 
 
 def _disc_mask(height, width, cy, cx, radius):
@@ -69,7 +69,7 @@ def test_mask_stats_match_reference_decoder_and_are_timed(capsys):
     with capsys.disabled():
         print(
             f"\nbrush RLE {width}x{height} ({len(rle)} bytes): label-studio-sdk decode_rle "
-            f"{reference_seconds * 1000:.1f} ms, transforms.rle {ours_seconds * 1000:.1f} ms "
+            f"{reference_seconds * 1000:.1f} ms, transforms.checks.rle {ours_seconds * 1000:.1f} ms "
             f"({reference_seconds / ours_seconds:.0f}x)"
         )
     assert ours_seconds < reference_seconds
@@ -110,7 +110,7 @@ def test_rle_bytes_is_lossless_for_label_studio_int_lists():
 
 
 def test_a_huge_declared_size_is_refused_before_decoding():
-    from transforms import rle as rle_module
+    from transforms.checks import rle as rle_module
 
     with pytest.raises(ValueError, match="not decoded"):
         rle_module.decode_rle([0, 0, 0, 16], 30_000, 30_000)

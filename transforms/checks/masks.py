@@ -21,18 +21,15 @@ import zlib
 import numpy as np
 from PIL import Image
 
-MASK_NOT_FOUND = "MASK_NOT_FOUND"
-MASK_NOT_PNG = "MASK_NOT_PNG"
-MASK_CORRUPT = "MASK_CORRUPT"
-MASK_TOO_LARGE = "MASK_TOO_LARGE"
-MASK_SIZE_MISMATCH = "MASK_SIZE_MISMATCH"
-MASK_UNDECLARED_COLOR = "MASK_UNDECLARED_COLOR"
-MASK_BACKGROUND_INVALID = "MASK_BACKGROUND_INVALID"
-MASK_LABEL_MISMATCH = "MASK_LABEL_MISMATCH"
-# Label Studio brush masks (objects[].mask_rle), measured by transforms.rle; RLE_INVALID is the
-# code the label_studio format already uses when it cannot decode one at parse time.
-RLE_INVALID = "RLE_INVALID"
-RLE_EMPTY = "RLE_EMPTY"
+from transforms.errors import (
+    MASK_BACKGROUND_INVALID,
+    MASK_CORRUPT,
+    MASK_LABEL_MISMATCH,
+    MASK_NOT_PNG,
+    MASK_SIZE_MISMATCH,
+    MASK_TOO_LARGE,
+    MASK_UNDECLARED_COLOR,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BACKGROUND = "background"

@@ -1,0 +1,167 @@
+"""The job configuration, typed and nested: the `job` section of a config file, and the flags.
+
+    job:
+      input: [samples/*/*.manifest]        # required
+      output: out/demo                     # required
+      read:     {format, shard_size, batch_size, max_line_bytes, relative_to}
+      storage:  {s3: {endpoint_url: ...}}  # fsspec options, flat or keyed by protocol
+      validate: {profile, masks, probe_images, mask: {...}, io_concurrency}
+      split:    {ratios, salt}
+      write:    {formats: [sagemaker, ...]}
+      formats:  {sagemaker: {...}, azure_automl: {...}, label_studio: {...}}   # each format's own
+
+Every field is declared once with `transforms.settings.setting`: its type, default, bounds, help
+and flag. Values are deep-merged in one place (`merge`): defaults, then each --config file in
+order, then the flags; then `build_job` checks every value with one error style. Each format
+declares and checks its own options (ManifestFormat.Options). `python -m pipelines.config` prints
+the JSON Schema of the YAML (configs/labelbeam.schema.json is that output).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from transforms import settings, storage
+from transforms.checks.profiles import PROFILES
+from transforms.formats.base import format_names, get_format
+from transforms.settings import SettingError, setting
+from transforms.stages.split import DEFAULT_RATIOS, parse_ratios
+
+MIN_SHARD_SIZE = 1024
+DEFAULT_SHARD_SIZE = 64 << 20
+DEFAULT_MAX_LINE_BYTES = 32 << 20
+DEFAULT_BATCH_SIZE = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadConfig:
+    format: str | None = setting(None, help="input format for every file; detected per file from its first records when absent", flag="format", choices=format_names)
+    shard_size: int = setting(DEFAULT_SHARD_SIZE, help="bytes per shard of a JSON-lines file (KB/MB/GB)", flag="shard_size", size=True, minimum=MIN_SHARD_SIZE)
+    batch_size: int = setting(DEFAULT_BATCH_SIZE, help="raw records per batch", flag="batch_size", minimum=1)
+    max_line_bytes: int = setting(DEFAULT_MAX_LINE_BYTES, help="longer lines are LINE_TOO_LONG dead letters", flag="max_line_bytes", size=True, minimum=1)
+    relative_to: str | None = setting(None, help="base URL for relative image / mask references (default: each manifest's own folder)", flag="relative_to")
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskConfig:
+    alpha_threshold: int = setting(128, help="a mask pixel is labelled when its alpha is at least this", flag="mask_alpha_threshold", minimum=0, maximum=255)
+    color_tolerance: int = setting(8, help="largest per-channel difference that still matches a declared colour", flag="mask_color_tolerance", minimum=0, maximum=255)
+    max_pixels: int = setting(25_000_000, help="width x height a mask may declare; larger ones are refused before decoding", flag="mask_max_pixels", minimum=1)
+    timeout_seconds: float = setting(30.0, help="time allowed per file (fetch and decode)", flag="mask_timeout_seconds", minimum=0.001)
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidateConfig:
+    profile: str = setting("none", help="target whose limits make findings errors", flag="validation_profile", choices=lambda: tuple(PROFILES))
+    masks: bool = setting(True, help="check mask PNGs and brush masks", flag="validate_masks")
+    probe_images: bool = setting(False, help="read image headers for size and format", flag="probe_images")
+    mask: MaskConfig = setting(MaskConfig, help="how masks are judged")
+    io_concurrency: int = setting(16, help="files fetched and decoded at once per worker", flag="io_concurrency", minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+    ratios: dict[str, float] = setting(dict(DEFAULT_RATIOS), help="split names and shares, e.g. train=0.8,validation=0.1,test=0.1", flag="split_ratios", parse=parse_ratios)
+    salt: str = setting("", help="a different salt gives a different, still stable, split", flag="split_salt")
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteConfig:
+    formats: list[str] = setting([], help="write manifests in these formats", flag="output_format", choices=format_names)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    input: list[str] = setting(help="files, glob patterns or URLs of manifests (.gz read too)", flag="input")
+    output: str = setting(help="output folder URL (local path, s3://, gs://, az://, memory://)", flag="output")
+    overwrite: bool = setting(False, help="replace the outputs of a previous run in --output", flag="overwrite")
+    max_error_rate: float | None = setting(None, help="exit code 1 when dead letters / input lines exceed this", flag="max_error_rate", minimum=0, maximum=1)
+    allow_incomplete: bool = setting(False, help="exit 0 even when a file could not be read to its end", flag="allow_incomplete")
+    read: ReadConfig = setting(ReadConfig, help="how manifests are read")
+    storage: dict = setting({}, help="fsspec storage options, flat or keyed by protocol", flag="storage_options", parse=settings.parse_json_object)
+    validate: ValidateConfig = setting(ValidateConfig, help="record and file checks")
+    split: SplitConfig = setting(SplitConfig, help="how records are assigned to splits")
+    write: WriteConfig = setting(WriteConfig, help="what is written besides records/")
+    formats: dict[str, dict] = setting({}, help="each format's own options, by format name (docs/formats.md)")
+
+    def __post_init__(self):
+        if not self.input:
+            raise SettingError("input is required (a file, glob pattern or URL of manifests)")
+        if not self.output.strip():
+            raise SettingError("output is required (a folder URL for the results)")
+
+    def format_options(self) -> dict[str, Any]:
+        """Typed options of every registered format (defaults where the config names none)."""
+        return {name: get_format(name).options(self.formats.get(name)) for name in format_names()}
+
+    def storage_config(self) -> storage.Storage:
+        return storage.Storage(self.storage)
+
+    def redacted(self) -> dict[str, Any]:
+        return storage.redact(settings.as_dict(self))
+
+
+# Flags that write a format's option (convenience names kept from earlier versions).
+FORMAT_FLAGS = {
+    "sagemaker_classes": ("sagemaker", "classes"),
+    "azure_datastore_map": ("azure_automl", "datastore_map"),
+    "label_studio_annotations": ("label_studio", "annotations"),
+}
+
+
+def flags() -> list[settings.Flag]:
+    """The job's own command-line flags, derived from the declarations above."""
+    return settings.flags_of(JobConfig)
+
+
+def merge(layers: list[dict]) -> dict:
+    """Deep-merge job sections in order: later layers win per leaf."""
+    merged: dict = {}
+    for layer in layers:
+        merged = settings.deep_merge(JobConfig, merged, layer or {})
+    return merged
+
+
+def build_job(values: dict) -> JobConfig:
+    """Merged job values -> JobConfig, every value and every format's options checked."""
+    job = settings.build(JobConfig, values, "job")
+    known = format_names()
+    for name in job.formats:
+        if name not in known:
+            raise SettingError(f"job.formats: unknown format {name!r}; known formats: {', '.join(known)}")
+    job.format_options()  # each format checks its own options now, at launch
+    return job
+
+
+def set_path(target: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
+
+
+def schema() -> dict:
+    """JSON Schema of a labelbeam YAML config (both sections)."""
+    job = settings.json_schema(JobConfig)
+    job["properties"]["formats"] = {
+        "type": "object",
+        "description": "each format's own options, by format name (docs/formats.md)",
+        "additionalProperties": False,
+        "properties": {name: settings.json_schema(get_format(name).Options) for name in format_names()},
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://labelbeam.dev/schema/config.json",
+        "title": "labelbeam job config",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "pipeline_options": {"type": "object", "description": "Beam pipeline options, passed 1:1 as flags"},
+            "job": job,
+        },
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(schema(), indent=2))
