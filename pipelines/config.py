@@ -152,7 +152,6 @@ def schema() -> dict:
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://labelbeam.dev/schema/config.json",
         "title": "labelbeam job config",
         "type": "object",
         "additionalProperties": False,

@@ -187,8 +187,10 @@ def help_text() -> str:
         "usage: labelbeam --input PATTERN [PATTERN ...] --output URL [options] [Beam pipeline options]",
         "",
         "labelbeam options (YAML: the job section of --config; flags win over files):",
-        "  --config FILE            YAML with pipeline_options and job sections; may repeat",
     ]
+    names = [flag.name for flag in config.flags()] + list(FORMAT_FLAGS) + ["format_option F.K=V", "config FILE"]
+    width = max(map(len, names)) + 2
+    lines.append(f"  --{'config FILE':<{width}}YAML with pipeline_options and job sections; may repeat")
     for flag in config.flags():
         detail = []
         if flag.choices:
@@ -196,9 +198,9 @@ def help_text() -> str:
         if flag.default not in (dataclasses.MISSING, None, [], {}, ""):
             detail.append(f"default {flag.default}")
         suffix = f" ({'; '.join(detail)})" if detail else ""
-        lines.append(f"  --{flag.name:<23}{flag.help}{suffix}")
-    lines.append("  --format_option F.K=V    a format's own option, e.g. label_studio.annotations=latest")
+        lines.append(f"  --{flag.name:<{width}}{flag.help}{suffix}")
+    lines.append(f"  --{'format_option F.K=V':<{width}}a format's own option, e.g. label_studio.annotations=latest")
     for name, (fmt, key) in FORMAT_FLAGS.items():
-        lines.append(f"  --{name:<23}the same as --format_option {fmt}.{key}=...")
+        lines.append(f"  --{name:<{width}}the same as --format_option {fmt}.{key}=...")
     lines += ["", "Beam's own options (runner, workers, Dataflow, ...): labelbeam --help-beam"]
     return "\n".join(lines)

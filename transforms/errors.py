@@ -218,10 +218,12 @@ def catalogue_markdown(profile_errors: dict[str, frozenset[str]] | None = None) 
         "",
         "Generated from `transforms/errors.py` (`python -m transforms.errors > docs/errors.md`); a test",
         "keeps this page and the catalogue equal. Every input line ends as a record, a dead letter, or",
-        "a counted blank line. Severity `error` sends the record to `errors/` (one JSON line:",
-        f"{', '.join(DEAD_LETTER_FIELDS)}); `warning` keeps the record with an entry in its `issues`",
-        "column. A validation profile (`--validation_profile`, docs/validation.md) makes the codes it",
-        "names errors for its target; the last column lists them.",
+        "a counted blank line. Severity `error` sends the record to `errors/`; `warning` keeps the",
+        "record with an entry in its `issues` column. A validation profile (`--validation_profile`,",
+        "docs/validation.md) makes the codes it names errors for its target; the column 'error under'",
+        "lists them. The stage is the step that raises the code (docs/architecture.md).",
+        "",
+        f"A dead letter is one JSON line with the fields {', '.join(DEAD_LETTER_FIELDS)}.",
         "",
     ]
     for group, title in GROUPS.items():

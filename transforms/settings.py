@@ -296,9 +296,12 @@ def flags_of(cls: type, prefix: tuple[str, ...] = ()) -> list[Flag]:
 
 
 def json_schema(cls: type, title: str | None = None) -> dict:
-    """JSON Schema (draft 2020-12) of a settings dataclass, from the same declarations."""
+    """JSON Schema (draft 2020-12) of a settings dataclass, from the same declarations.
+
+    Nothing is `required`: a config file is one layer, completed by other files and by flags;
+    the launch check says what is missing once all are merged."""
     hints = typing.get_type_hints(cls)
-    properties, required = {}, []
+    properties = {}
     for field in dataclasses.fields(cls):
         meta = field.metadata
         prop = dict(meta.get("schema") or _schema_of_type(_without_none(hints[field.name])))
@@ -310,20 +313,17 @@ def json_schema(cls: type, title: str | None = None) -> dict:
         choices = meta.get("choices")
         choices = choices() if callable(choices) else choices
         if choices is not None:
-            target = prop.get("items", prop) if "items" in prop else prop
-            target["enum"] = list(choices)
+            for variant in prop.get("anyOf", [prop]):
+                if variant.get("type") != "null":
+                    variant.get("items", variant)["enum"] = list(choices)
         for bound, key in (("minimum", "minimum"), ("maximum", "maximum")):
             if meta.get(bound) is not None and "type" in prop and prop["type"] in ("integer", "number"):
                 prop[key] = meta[bound]
         default = _default_of(field)
         if default is not dataclasses.MISSING and not dataclasses.is_dataclass(default) and default is not None:
             prop["default"] = default
-        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            required.append(field.name)
         properties[field.name] = prop
     schema: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": properties}
-    if required:
-        schema["required"] = required
     if title:
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title, **schema}
     return schema
