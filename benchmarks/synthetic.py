@@ -14,7 +14,6 @@ import random
 
 import orjson
 
-
 MASK_PREFIX = "s3://example-bucket/masks"
 
 

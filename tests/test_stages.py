@@ -1,0 +1,210 @@
+"""The core stages, one module at a time, without a pipeline: a failure points at its module."""
+
+from __future__ import annotations
+
+import random
+
+import apache_beam as beam
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from benchmarks.synthetic import lookout_line
+from transforms import errors, schema
+from transforms.formats.base import get_format
+from transforms.schema import RawBatch
+from transforms.stages import accounting
+from transforms.stages import write as write_stage
+from transforms.stages.normalize import RecordNormalizer
+from transforms.stages.split import SplitAssigner, parse_ratios
+
+URI = "file:///data/a.manifest"
+
+
+def _raw_batch(raws: list[bytes], failures=(), blank=0, fmt="sagemaker") -> RawBatch:
+    offsets, at = [], 0
+    for raw in raws:
+        offsets.append(at)
+        at += len(raw) + 1
+    return RawBatch(URI, fmt, 0, list(range(1, len(raws) + 1)), offsets, raws, list(failures), blank)
+
+
+def _good(i: int) -> bytes:
+    return orjson.dumps(lookout_line(i, random.Random(i)))
+
+
+# -- normalize ------------------------------------------------------------------------------
+
+def test_normalize_accounts_for_every_raw_record():
+    raws = [_good(1), b'{"source-ref": ', b"[1, 2]", _good(4), b"x" * 10, _good(6)]
+    failures = [(4, errors.LINE_TOO_LONG, "too long")]
+    built, dead, counts = RecordNormalizer().normalize(_raw_batch(raws, failures, blank=2))
+    assert built.num_rows == counts["records"] == 3 == counts["ok"]
+    assert counts["dead_letters"] == len(dead) == 3 and counts["blank"] == 2
+    assert counts["dead_letter_codes"] == {
+        errors.NORMALIZE: {errors.INVALID_JSON: 1, errors.NOT_AN_OBJECT: 1},
+        errors.READ: {errors.LINE_TOO_LONG: 1},
+    }
+    assert sorted(letter["line"] for letter in dead) == [2, 3, 5]
+    assert [letter["raw"] for letter in dead if letter["line"] == 2] == ['{"source-ref": ']
+    sources = built.column("source").to_pylist()
+    assert [s["line"] for s in sources] == [1, 4, 6] and {s["uri"] for s in sources} == {URI}
+    assert built.column("record_id").to_pylist() == [schema.record_id(URI, s["offset"], 0) for s in sources]
+
+
+def test_normalize_without_a_format_is_unknown_format_for_every_line():
+    built, dead, counts = RecordNormalizer().normalize(_raw_batch([_good(1), _good(2)], fmt=None))
+    assert built.num_rows == 0 and {d["code"] for d in dead} == {errors.UNKNOWN_FORMAT}
+    assert counts["ok"] == 0 and counts["dead_letters"] == 2
+
+
+def test_a_plugin_bug_or_type_slip_refuses_its_line_only(monkeypatch):
+    fmt = get_format("sagemaker")
+    original = fmt.parse
+
+    def parse(obj, ctx):
+        parsed = original(obj, ctx)
+        if "broken-1" in obj.get("source-ref", ""):
+            raise KeyError("a bug")
+        if "slip-2" in obj.get("source-ref", ""):
+            parsed.rows[0]["image"]["width"] = "wide"  # not an int: Arrow refuses the row
+        return parsed
+
+    monkeypatch.setattr(fmt, "parse", parse)
+    raws = [_good(1), _good(2).replace(b"normal-2", b"slip-2").replace(b"anomaly-2", b"slip-2"), _good(3)]
+    raws[0] = raws[0].replace(b"normal-1", b"broken-1").replace(b"anomaly-1", b"broken-1")
+    built, dead, counts = RecordNormalizer().normalize(_raw_batch(raws))
+    assert built.num_rows == 1 and counts["ok"] == 1
+    assert sorted((d["line"], d["code"]) for d in dead) == [(1, errors.INTERNAL_ERROR), (2, errors.INVALID_FIELD_TYPE)]
+
+
+# -- split ----------------------------------------------------------------------------------
+
+def test_split_is_stable_by_image_and_follows_the_ratios():
+    assigner = SplitAssigner(parse_ratios("train=0.8,validation=0.1,test=0.1"))
+    keys = [f"s3://b/img-{i}.jpg" for i in range(50_000)]
+    names = [assigner.assign(k) for k in keys]
+    assert names == [assigner.assign(k) for k in keys]
+    for name, share in (("train", 0.8), ("validation", 0.1), ("test", 0.1)):
+        assert abs(names.count(name) / len(names) - share) < 0.01
+    salted = SplitAssigner(parse_ratios("train=0.8,validation=0.1,test=0.1"), salt="other")
+    assert sum(a != salted.assign(k) for a, k in zip(names, keys)) > 5_000
+
+
+@pytest.mark.parametrize("text", ["train=0", "train=-1,test=2", "train=nan", "a/b=1", ""])
+def test_bad_split_ratios_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_ratios(text)
+
+
+def test_split_batch_keeps_rows_of_one_image_together():
+    built, _, _ = RecordNormalizer().normalize(_raw_batch([_good(i) for i in range(1, 40)] * 2))
+    assigned = SplitAssigner({"train": 0.5, "test": 0.5}).assign_batch(built)
+    by_image: dict[str, set] = {}
+    for image, split in zip(assigned.column("image").to_pylist(), assigned.column("split").to_pylist()):
+        by_image.setdefault(image["uri"], set()).add(split)
+    assert len(by_image) == 39 and all(len(s) == 1 for s in by_image.values())
+
+
+# -- write ----------------------------------------------------------------------------------
+
+def _records(n: int) -> pa.RecordBatch:
+    built, _, _ = RecordNormalizer().normalize(_raw_batch([_good(i) for i in range(1, n + 1)]))
+    return SplitAssigner({"train": 0.5, "test": 0.5}).assign_batch(built)
+
+
+def test_partition_batch_gives_every_row_to_exactly_one_partition():
+    batch = _records(200)
+    parts = dict(write_stage.partition_batch(batch, ("split", "task")))
+    assert sum(p.num_rows for p in parts.values()) == 200
+    assert {p.split("/")[0] for p in parts} == {"split=train", "split=test"}
+    for path, part in parts.items():
+        split, task = (piece.split("=", 1)[1] for piece in path.split("/"))
+        assert set(part.column("split").to_pylist()) == {split} and set(part.column("task").to_pylist()) == {task}
+
+
+def test_count_elements_reads_the_files(tmp_path):
+    batch = _records(30)
+    parquet = tmp_path / "a.parquet"
+    pq.write_table(pa.Table.from_batches([batch]), parquet)
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_bytes(b"{}\n{}\n{}\n")
+    array = tmp_path / "a.json"
+    array.write_bytes(b"[\n{},\n{}\n]\n")
+    empty_array = tmp_path / "b.json"
+    empty_array.write_bytes(b"[]\n")
+    import fsspec
+
+    fs = fsspec.filesystem("file")
+    assert write_stage.count_elements(fs, str(parquet), ".parquet", "jsonl") == 30
+    assert write_stage.count_elements(fs, str(jsonl), ".jsonl", "jsonl") == 3
+    assert write_stage.count_elements(fs, str(array), ".json", "json_array") == 2
+    assert write_stage.count_elements(fs, str(empty_array), ".json", "json_array") == 0
+
+
+def test_a_manifest_writer_failing_on_one_row_refuses_that_row_only(tmp_path, monkeypatch):
+    fmt = get_format("sagemaker")
+    original = fmt.write
+    batch = _records(10)
+    bad_id = batch.column("record_id")[3].as_py()
+
+    def write(rows, ctx):
+        if any(r["record_id"] == bad_id for r in rows):
+            if len(rows) > 1:
+                raise OverflowError("a writer bug")
+            raise OverflowError("this row")
+        return original(rows, ctx)
+
+    monkeypatch.setattr(fmt, "write", write)
+    path = tmp_path / "out.manifest"
+    with open(path, "wb") as handle:
+        writer = write_stage._ManifestFile(handle, "sagemaker", fmt.default_options())
+        letters = writer.write(batch)
+        writer.close()
+    assert [(d["code"], d["stage"]) for d in letters] == [(errors.INTERNAL_ERROR, errors.WRITE)]
+    assert writer.count == 9 == len(path.read_bytes().splitlines())
+
+
+# -- accounting -----------------------------------------------------------------------------
+
+def test_merge_into_adds_numbers_and_merges_maps():
+    target = {"a": 1, "m": {"x": 1}, "name": None}
+    accounting.merge_into(target, {"a": 2, "m": {"x": 1, "y": 3}, "name": "f", "new": 4})
+    assert target == {"a": 3, "m": {"x": 2, "y": 3}, "name": "f", "new": 4}
+
+
+def test_stage_flow_finds_where_rows_went_missing():
+    stages = {
+        "validate": {"in": 10, "out": 9, "refused": {"X": 1}},
+        "check_files": {"in": 9, "out": 9},
+        "split": {"in": 8, "out": 8},
+    }
+    flow, broken = accounting.stage_flow(stages, 10, ["validate", "check_files", "split"])
+    assert broken == ["split: 8 rows in, 9 given by the stage before"]
+    assert flow["validate"]["refused"] == {"X": 1}
+    _, ok = accounting.stage_flow({**stages, "split": {"in": 9, "out": 8}}, 10, ["validate", "check_files", "split"])
+    assert ok == ["split: 9 rows in, 8 out + 0 refused"]
+
+
+class _DropOddRows(beam.DoFn):
+    def process(self, batch):
+        keep = [i for i in range(batch.num_rows) if i % 2 == 0]
+        for i in range(batch.num_rows):
+            if i % 2:
+                yield beam.pvalue.TaggedOutput(errors.DEAD_LETTERS, errors.row_dead_letter(batch.slice(i, 1).to_pylist()[0], errors.VALIDATE, errors.INTERNAL_ERROR, "odd"))
+        yield batch.take(pa.array(keep))
+
+
+def test_an_accounted_stage_counts_in_out_and_refused_per_file():
+    fn = accounting._AccountedFn("validate", _DropOddRows())
+    fn.setup()
+    fn.start_bundle()
+    outputs = list(fn.process(_records(7))) + list(fn.finish_bundle())
+    ledgers = [o.value.value for o in outputs if getattr(o, "tag", None) == accounting.LEDGER]
+    assert len(ledgers) == 1
+    uri, counts = ledgers[0]
+    assert uri == URI
+    assert counts["stages"]["validate"] == {"in": 7, "out": 4, "refused": {errors.INTERNAL_ERROR: 3}}
+    entry = accounting.file_entries({URI: {"lines": 7, "ok": 7, "records": 7, **counts}}, ["validate"])[0]
+    assert entry["reconciled"] and entry["records_kept"] == 4 and entry["records_refused"] == 3
