@@ -272,6 +272,7 @@ def _judge_with_internal_errors(batch, profile, found):
     return judge(batch, strict, found, STAGE)
 
 
+@beam.typehints.with_input_types(pa.RecordBatch)
 class CheckFiles(beam.PTransform):
     """RecordBatches -> {main: RecordBatches with mask / image columns filled, dead_letters, ledger}."""
 

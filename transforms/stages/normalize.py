@@ -147,6 +147,7 @@ class _NormalizeFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(LEDGER, (batch.uri, counts))
 
 
+@beam.typehints.with_input_types(RawBatch)
 class NormalizeRecords(beam.PTransform):
     """RawBatch -> {records: RecordBatch, dead_letters: dict, ledger: (uri, counts)}."""
 

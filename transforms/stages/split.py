@@ -82,6 +82,7 @@ class _AssignSplitFn(beam.DoFn):
         yield self._assigner.assign_batch(batch)
 
 
+@beam.typehints.with_input_types(pa.RecordBatch)
 class AssignSplit(beam.PTransform):
     """RecordBatches -> {main: the same batches with `split` set, dead_letters (none), ledger}."""
 

@@ -157,6 +157,7 @@ class _WriteStatisticsFn(beam.DoFn):
             yield url
 
 
+@beam.typehints.with_input_types(pa.RecordBatch)
 class ComputeStatistics(beam.PTransform):
     """Canonical batches -> stats/summary.parquet, classes.parquet, issues.parquet under `root`."""
 

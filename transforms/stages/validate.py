@@ -103,6 +103,7 @@ def _refuse_escalated(kept: pa.RecordBatch, original: pa.RecordBatch, escalated,
     return kept.filter(pc.invert(refuse)), letters
 
 
+@beam.typehints.with_input_types(pa.RecordBatch)
 class ValidateRecords(beam.PTransform):
     """RecordBatches -> {main: kept RecordBatches, dead_letters, ledger} under a target profile."""
 

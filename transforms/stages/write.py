@@ -306,6 +306,7 @@ def manifests_output(format_name: str) -> str:
     return f"manifests/{format_name}"
 
 
+@beam.typehints.with_input_types(pa.RecordBatch)
 class WriteRecords(beam.PTransform):
     """Canonical batches -> a Parquet dataset, hive-partitioned by split and task."""
 
@@ -320,6 +321,7 @@ class WriteRecords(beam.PTransform):
         )
 
 
+@beam.typehints.with_input_types(pa.RecordBatch)
 class WriteManifests(beam.PTransform):
     """Canonical batches -> manifests of one format under <root>/split=<split>/[task=<task>/]."""
 
@@ -348,6 +350,7 @@ def _dead_letters_in_one_partition(letter):
     return [("", [letter])]
 
 
+@beam.typehints.with_input_types(dict)
 class WriteDeadLetters(beam.PTransform):
     """Dead-letter dicts (one or several PCollections) -> JSON lines under <root>/part-*.jsonl."""
 
