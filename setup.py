@@ -16,6 +16,7 @@ setuptools.setup(
         BEAM,
         "pyarrow>=14",
         "fsspec>=2024.2",
+        "s3fs>=2024.2",
         "orjson>=3.9",
         "pillow>=10",
         "numpy>=1.24",
@@ -23,17 +24,17 @@ setuptools.setup(
         "ijson>=3.2",
     ],
     extras_require={
-        "aws": ["s3fs>=2024.2"],
         "gcp": ["gcsfs>=2024.2", f"{BEAM.replace('apache-beam', 'apache-beam[gcp]')}"],
         "azure": ["adlfs>=2024.2"],
         "test": [
             "pytest>=8",
             "pytest-xdist>=3",
             "pytest-timeout>=2",
-            "s3fs>=2024.2",
             "moto[server]>=5",
+            "jsonschema>=4",
             "label-studio-sdk>=1.0",
         ],
+        "bench": ["psutil>=5.9"],
     },
     entry_points={"console_scripts": ["labelbeam=pipelines.cli:main"]},
 )
