@@ -131,3 +131,31 @@ def test_synthetic_reference_accounts_for_every_line(reference):
     assert totals["ok"] + totals["dead_letters"] + totals["blank"] == SYNTHETIC_LINES
     assert len(reference["synthetic"]["record_ids"]) == totals["records_kept"] == len(set(reference["synthetic"]["record_ids"]))
     assert totals["dead_letters"] > 0 and totals["blank"] > 0
+
+
+def test_prism_without_its_binary_is_refused_at_launch(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runners, "PRISM_DIR", tmp_path / "no-prism-here")
+    out = tmp_path / "out"
+    code = run(["--output", str(out), "--runner=PrismRunner", "--input", str(SAMPLES / "sagemaker" / "*.manifest")])
+    assert code == 2 and "scripts/install_prism.sh" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_project_prism_is_the_one_direct_and_prism_runners_use(tmp_path, monkeypatch):
+    from apache_beam.options.pipeline_options import PipelineOptions, PrismRunnerOptions
+
+    binary = tmp_path / f"v{runners.BEAM_VERSION}" / "prism"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setattr(runners, "PRISM_DIR", tmp_path)
+    for runner in ("DirectRunner", "PrismRunner"):
+        options = PipelineOptions([f"--runner={runner}"])
+        runners.prepare(options)
+        assert options.view_as(PrismRunnerOptions).prism_location == str(binary)
+    given = PipelineOptions(["--runner=PrismRunner", "--prism_location=/opt/prism"])
+    runners.prepare(given)
+    assert given.view_as(PrismRunnerOptions).prism_location == "/opt/prism"
+    in_process = PipelineOptions(["--runner=FnApiRunner"])
+    runners.prepare(in_process)
+    assert not in_process.view_as(PrismRunnerOptions).prism_location
