@@ -49,6 +49,11 @@ class WriteContext:
 
     options: Any = None  # the format's own Options instance (its defaults when None)
     rejected: list[tuple[dict, str, str]] = dataclasses.field(default_factory=list)
+    #: every class name of the whole output, sorted (a first pass over the records), for formats
+    #: that set `uses_class_names`; None when the writer runs without one (unit tests)
+    classes: list[str] | None = None
+    #: opens the files records refer to (masks), for formats that set `reads_files`
+    storage: Any = None
 
     def reject(self, row: dict, code: str, message: str) -> None:
         """A row this format cannot represent: it becomes a dead letter of stage write."""
@@ -67,6 +72,9 @@ class ManifestFormat(abc.ABC):
     #: True when a consumer of the format reads one task per file (Azure AutoML training):
     #: manifests are then partitioned by task as well as by split
     one_task_per_file: bool = False
+    #: True when the writer numbers classes: the write stage then gives it every class name of
+    #: the output (WriteContext.classes), so ids are the same in every file and line
+    uses_class_names: bool = False
 
     #: the format's options: a dataclass of transforms.settings fields (job.formats.<name>)
     Options: type = NoOptions

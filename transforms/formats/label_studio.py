@@ -170,14 +170,14 @@ class _RowBuilder:
         objects, kinds, labels, loose = _read_results(results, rctx)
         if kinds and not rctx.sized:
             rctx.issues.append(
-                issue(regions.IMAGE_SIZE_UNKNOWN, "regions without original_width/original_height")
+                issue(errors.IMAGE_SIZE_UNKNOWN, "regions without original_width/original_height")
             )
         named = sorted({r["to_name"] for r in results if isinstance(r.get("to_name"), str) and r["to_name"] in self.data})
         if len(named) > 1:
             # One row is one image: regions drawn on the task's other images are not moved
             # onto this one silently.
             rctx.issues.append(
-                issue(regions.MULTIPLE_IMAGES, f"results name several images {named}; the row is {key!r}")
+                issue(errors.MULTIPLE_IMAGES, f"results name several images {named}; the row is {key!r}")
             )
         extra: dict[str, Any] = {"data_key": key}
         if self.task_fields:
@@ -341,7 +341,7 @@ def _warn_unknown(result: dict, rctx: regions.RegionContext) -> None:
     if kind not in regions.PLAIN_TYPES and kind not in regions.REGION_KINDS:
         rctx.issues.append(
             issue(
-                regions.UNKNOWN_RESULT_TYPE,
+                errors.UNKNOWN_RESULT_TYPE,
                 f"result type {result.get('type')!r} kept as written in extra",
             )
         )

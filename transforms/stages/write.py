@@ -91,14 +91,44 @@ class _ParquetFile:
         self.writer.close()
 
 
+def class_names(batch: pa.RecordBatch) -> set[str]:
+    """The class names a batch uses: image labels and object labels."""
+    names: set[str] = set()
+    for column, field in (("labels", "name"), ("objects", "label")):
+        values = pc.struct_field(pc.list_flatten(batch.column(column)), field)
+        names.update(name for name in pc.unique(values).to_pylist() if name is not None)
+    return names
+
+
+class _UnionFn(beam.CombineFn):
+    """Sets of class names -> their sorted union (a small list: one entry per class)."""
+
+    def create_accumulator(self):
+        return set()
+
+    def add_input(self, accumulator, names):
+        accumulator |= names
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = set()
+        for names in accumulators:
+            merged |= names
+        return merged
+
+    def extract_output(self, accumulator):
+        return sorted(accumulator)
+
+
 class _ManifestFile:
     """Record batches -> one manifest file of a format; rows it cannot represent -> dead letters."""
 
-    def __init__(self, handle, format_name: str, options: Any):
+    def __init__(self, handle, format_name: str, options: Any, classes: list[str] | None = None):
         self.handle = handle
         self.format = get_format(format_name)
         self.extension = self.format.extension
         self.options = options
+        self.classes = classes
         self.array = self.format.file_layout == "json_array"
         self.count = 0
         if self.array:
@@ -106,11 +136,11 @@ class _ManifestFile:
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
         rows = batch.to_pylist()
-        ctx = WriteContext(options=self.options)
+        ctx = WriteContext(options=self.options, classes=self.classes)
         try:
             elements = list(self.format.write(rows, ctx))  # one call per batch
         except Exception:  # noqa: BLE001 - find the row that broke the writer: it alone is refused
-            ctx, elements = WriteContext(options=self.options), []
+            ctx, elements = WriteContext(options=self.options, classes=self.classes), []
             for row in rows:
                 try:
                     elements.extend(self.format.write([row], ctx))
@@ -184,8 +214,11 @@ class _WriteBundleFilesFn(beam.DoFn):
     def start_bundle(self):
         self._open: dict[str, tuple[Any, Any, str]] = {}
         self._ledger = Ledger()
+        self._side: dict = {}
 
-    def process(self, element):
+    def process(self, element, classes=None):
+        if classes is not None:  # the output's class names (a side input), for the file writers
+            self._side = {"classes": classes}
         given = element.num_rows if isinstance(element, pa.RecordBatch) else 1
         self._ledger.output(self._output, {"in": given})
         for partition, piece in self._split_element(element):
@@ -201,7 +234,7 @@ class _WriteBundleFilesFn(beam.DoFn):
         fs, path = self._storage.fs(temp)
         fs.makedirs(storage.parent(path), exist_ok=True)
         handle = fs.open(path, "wb")
-        return handle, self._open_file(handle), temp
+        return handle, self._open_file(handle, **self._side), temp
 
     def finish_bundle(self):
         for partition, (handle, writer, temp) in self._open.items():
@@ -259,8 +292,9 @@ class _FinalizeFilesFn(beam.DoFn):
 class _WriteFiles(beam.PTransform):
     """Shared mechanics: bundle files, then one finalize. -> {dead_letters, ledger}."""
 
-    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl"):
+    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl", classes: bool = False):
         super().__init__()
+        self._classes = classes
         self._output = output
         self._root = root.rstrip("/")
         self._open_file = open_file
@@ -271,9 +305,18 @@ class _WriteFiles(beam.PTransform):
     def expand(self, pcolls):
         pcolls = pcolls if isinstance(pcolls, (list, tuple)) else [pcolls]
         written, ledgers, letters = [], [], []
+        side = {}
+        if self._classes:  # a first pass: every class name of the output, before any file is written
+            names = (
+                tuple(pcolls)
+                | "AllForClasses" >> beam.Flatten()
+                | "ClassNames" >> beam.Map(class_names)
+                | "UnionClassNames" >> beam.CombineGlobally(_UnionFn())
+            )
+            side = {"classes": beam.pvalue.AsSingleton(names)}
         for i, pcoll in enumerate(pcolls):
             out = pcoll | f"WriteBundleFiles{i or ''}" >> beam.ParDo(
-                _WriteBundleFilesFn(self._output, self._root, self._open_file, self._split_element, self._storage)
+                _WriteBundleFilesFn(self._output, self._root, self._open_file, self._split_element, self._storage), **side
             ).with_outputs(WRITTEN, LEDGER, main=errors.DEAD_LETTERS)
             written.append(out[WRITTEN])
             ledgers.append(out[LEDGER])
@@ -332,6 +375,7 @@ class WriteManifests(beam.PTransform):
         self._storage = store or storage.Storage()
         self._columns = ("split", "task") if fmt.one_task_per_file else ("split",)
         self._layout = fmt.file_layout
+        self._classes = fmt.uses_class_names
 
     def expand(self, batches):
         return batches | _WriteFiles(
@@ -341,6 +385,7 @@ class WriteManifests(beam.PTransform):
             functools.partial(partition_batch, columns=self._columns),
             self._storage,
             self._layout,
+            classes=self._classes,
         )
 
 
