@@ -64,3 +64,68 @@ def test_sagemaker_output_rereads_with_labelbeam_and_class_ids_are_stable(demo):
         by_image[row["image"]["uri"]].append(sorted(label["name"] for label in row["labels"] or []))
     for row in reread:
         assert sorted(label["name"] for label in row["labels"] or []) in by_image[row["image"]["uri"]]
+
+
+@pytest.fixture(scope="module")
+def converted_to_label_studio(tmp_path_factory) -> Path:
+    """Tasks labelbeam writes from other formats (Ground Truth, Lookout for Vision, AutoML)."""
+    out = tmp_path_factory.mktemp("to_ls") / "out"
+    inputs = [str(p) for p in sorted((SAMPLES / "sagemaker").glob("*.manifest"))]
+    inputs += [str(p) for p in sorted((SAMPLES / "azure_automl").glob("*.jsonl"))]
+    argv = ["--input", *inputs, "--output", str(out), "--runner=FnApiRunner", "--output_format=label_studio"]
+    assert run(argv) == 0
+    return out
+
+
+def test_label_studio_output_converts_to_coco_with_label_studio_sdk(converted_to_label_studio, tmp_path):
+    converter = pytest.importorskip("label_studio_sdk.converter")
+    out = converted_to_label_studio
+    root = out / "manifests" / "label_studio"
+    config = (root / "labeling_config.xml").read_text()
+    files = sorted(root.glob("split=*/part-*.json"))
+    assert files
+    tasks_total = 0
+    for path in files:
+        tasks = json.loads(path.read_text())
+        tasks_total += len(tasks)
+        assert all(isinstance(task.get("id"), int) for task in tasks)
+        regions = [r for t in tasks for u in t.get("annotations", []) for r in u["result"]
+                   if r["type"] in ("rectanglelabels", "polygonlabels")]
+        for region in regions:  # one control per region type, all declared in the config
+            assert region["from_name"] == {"rectanglelabels": "box", "polygonlabels": "polygon"}[region["type"]]
+            assert f'name="{region["from_name"]}"' in config
+        result = tmp_path / path.parent.name
+        converter.Converter(config=config, project_dir=str(tmp_path), download_resources=False).convert_to_coco(
+            str(path), str(result), is_dir=False
+        )
+        coco = json.loads((result / "result.json").read_text())
+        # every region with a label and an image size comes back as a COCO annotation
+        convertible = [r for r in regions if r["value"][r["type"]] and "original_width" in r]
+        assert len(coco["annotations"]) == len(convertible), path
+        names = {c["id"]: c["name"] for c in coco["categories"]}
+        assert sorted(names[a["category_id"]] for a in coco["annotations"]) == sorted(
+            r["value"][r["type"]][0] for r in convertible
+        )
+    assert tasks_total == landed(out, "manifests/label_studio")
+
+
+def test_masks_are_refused_with_a_code_not_dropped(converted_to_label_studio):
+    out = converted_to_label_studio
+    letters = [json.loads(line) for p in (out / "errors").glob("*.jsonl") for line in p.read_text().splitlines()]
+    masked = [r for r in records(out) if (r["mask"] or {}).get("uri")]
+    assert masked  # Lookout for Vision's anomaly masks
+    refused = [d for d in letters if d["code"] == "MASK_NOT_WRITTEN"]
+    assert len(refused) == len(masked)
+    written = [t for p in (out / "manifests" / "label_studio").glob("split=*/*.json") for t in json.loads(p.read_text())]
+    uris = {t["data"]["image"] for t in written}
+    assert not {r["image"]["uri"] for r in masked if r["task"] == "semantic_segmentation"} & uris - {
+        r["image"]["uri"] for r in records(out) if not (r["mask"] or {}).get("uri")
+    }
+
+
+def test_no_output_has_an_empty_part_file(demo):
+    parts = list((demo / "manifests").glob("*/**/part-*"))
+    assert parts and all(p.stat().st_size > 0 for p in parts)
+    for p in parts:
+        text = p.read_text().strip()
+        assert text not in ("", "[]"), p

@@ -52,8 +52,9 @@ class WriteContext:
     #: every class name of the whole output, sorted (a first pass over the records), for formats
     #: that set `uses_class_names`; None when the writer runs without one (unit tests)
     classes: list[str] | None = None
-    #: opens the files records refer to (masks), for formats that set `reads_files`
-    storage: Any = None
+    #: what the format notes about a whole file as it writes it (e.g. the label_studio controls
+    #: used), shared by every batch of one file; picklable values only (see side_files)
+    summary: dict = dataclasses.field(default_factory=dict)
 
     def reject(self, row: dict, code: str, message: str) -> None:
         """A row this format cannot represent: it becomes a dead letter of stage write."""
@@ -109,6 +110,11 @@ class ManifestFormat(abc.ABC):
     @abc.abstractmethod
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         """Canonical rows (as from RecordBatch.to_pylist()) -> encoded output elements."""
+
+    def side_files(self, summaries: list[dict], classes: list[str] | None) -> dict[str, bytes]:
+        """Files written once beside the manifests (name -> content), from every file's
+        WriteContext.summary: e.g. the labeling config matching the tasks written. None by default."""
+        return {}
 
 
 class UnknownFormatError(ValueError):

@@ -129,6 +129,7 @@ class _ManifestFile:
         self.extension = self.format.extension
         self.options = options
         self.classes = classes
+        self.summary: dict = {}
         self.array = self.format.file_layout == "json_array"
         self.count = 0
         if self.array:
@@ -136,11 +137,11 @@ class _ManifestFile:
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
         rows = batch.to_pylist()
-        ctx = WriteContext(options=self.options, classes=self.classes)
+        ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary)
         try:
             elements = list(self.format.write(rows, ctx))  # one call per batch
         except Exception:  # noqa: BLE001 - find the row that broke the writer: it alone is refused
-            ctx, elements = WriteContext(options=self.options, classes=self.classes), []
+            ctx, elements = WriteContext(options=self.options, classes=self.classes, summary=self.summary), []
             for row in rows:
                 try:
                     elements.extend(self.format.write([row], ctx))
@@ -241,7 +242,8 @@ class _WriteBundleFilesFn(beam.DoFn):
             writer.close()
             handle.close()
             self._ledger.output(self._output, {"written": writer.count})
-            yield beam.pvalue.TaggedOutput(WRITTEN, GlobalWindows.windowed_value((partition, temp, writer.extension, writer.count)))
+            summary = getattr(writer, "summary", None) or {}
+            yield beam.pvalue.TaggedOutput(WRITTEN, GlobalWindows.windowed_value((partition, temp, writer.extension, writer.count, summary)))
         self._open = {}
         yield from self._ledger.emit()
 
@@ -249,16 +251,20 @@ class _WriteBundleFilesFn(beam.DoFn):
 class _FinalizeFilesFn(beam.DoFn):
     """All temporary files -> part-NNNNN-of-MMMMM per partition, counted from the files."""
 
-    def __init__(self, output: str, root: str, store: storage.Storage, layout: str):
+    def __init__(self, output: str, root: str, store: storage.Storage, layout: str, side_files: Callable | None = None):
         self._output = output
         self._root = root
         self._storage = store
         self._layout = layout
+        self._side_files = side_files
 
-    def process(self, written: list[tuple[str, str, str, int]]):
+    def process(self, written: list[tuple[str, str, str, int, dict]], classes=None):
         by_partition: dict[str, list[tuple[str, str]]] = {}
         fs, _ = self._storage.fs(self._root)
-        for partition, temp, extension, count in written:
+        if self._side_files is not None:  # e.g. the labeling config beside label_studio tasks
+            for name, content in self._side_files([w[4] for w in written if w[4]], classes).items():
+                self._storage.write_atomically(storage.join(self._root, name), content)
+        for partition, temp, extension, count, _ in written:
             if count == 0:  # an empty partition of a bundle: no file
                 fs.rm(self._storage.fs(temp)[1])
                 continue
@@ -292,9 +298,10 @@ class _FinalizeFilesFn(beam.DoFn):
 class _WriteFiles(beam.PTransform):
     """Shared mechanics: bundle files, then one finalize. -> {dead_letters, ledger}."""
 
-    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl", classes: bool = False):
+    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl", classes: bool = False, side_files: Callable | None = None):
         super().__init__()
         self._classes = classes
+        self._side_files = side_files
         self._output = output
         self._root = root.rstrip("/")
         self._open_file = open_file
@@ -325,7 +332,7 @@ class _WriteFiles(beam.PTransform):
             tuple(written)
             | "AllTempFiles" >> beam.Flatten()
             | "CollectTempFiles" >> beam.combiners.ToList()
-            | "Finalize" >> beam.ParDo(_FinalizeFilesFn(self._output, self._root, self._storage, self._layout)).with_outputs(LEDGER, main="unused")
+            | "Finalize" >> beam.ParDo(_FinalizeFilesFn(self._output, self._root, self._storage, self._layout, self._side_files), **side).with_outputs(LEDGER, main="unused")
         )
         ledgers.append(finalized[LEDGER])
         return {errors.DEAD_LETTERS: letters, LEDGER: ledgers}
@@ -378,6 +385,7 @@ class WriteManifests(beam.PTransform):
         self._classes = fmt.uses_class_names
 
     def expand(self, batches):
+        fmt = get_format(self._format_name)
         return batches | _WriteFiles(
             manifests_output(self._format_name),
             self._root,
@@ -386,6 +394,7 @@ class WriteManifests(beam.PTransform):
             self._storage,
             self._layout,
             classes=self._classes,
+            side_files=fmt.side_files,
         )
 
 
