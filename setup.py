@@ -33,6 +33,8 @@ setuptools.setup(
             "s3fs>=2024.2",
             "moto[server]>=5",
             "label-studio-sdk>=1.0",
+            "pycocotools>=2.0.7",
+            "duckdb>=1.1",
         ],
     },
     entry_points={"console_scripts": ["labelbeam=pipelines.cli:main"]},

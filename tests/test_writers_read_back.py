@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from transforms.formats.base import ParseContext, get_format
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
-OUTPUTS = ("sagemaker", "azure_automl", "label_studio")
+OUTPUTS = ("sagemaker", "azure_automl", "label_studio", "coco", "jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +130,90 @@ def test_no_output_has_an_empty_part_file(demo):
     for p in parts:
         text = p.read_text().strip()
         assert text not in ("", "[]"), p
+
+
+def refused_ids(out: Path, output: str) -> dict[str, str]:
+    """record_id -> code of the rows a writer refused (from errors/)."""
+    found = {}
+    for path in (out / "errors").glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            letter = json.loads(line)
+            if letter["stage"] == "write" and letter["message"].startswith(f"{output}:"):
+                found[re.search(r'"record_id":"([0-9a-f]+)"', letter["raw"]).group(1)] = letter["code"]
+    return found
+
+
+def test_coco_output_loads_in_pycocotools_with_the_records_counts_and_values(demo):
+    coco_module = pytest.importorskip("pycocotools.coco")
+    refused = refused_ids(demo, "coco")
+    assert set(refused.values()) <= {"IMAGE_SIZE_REQUIRED", "NOTHING_TO_WRITE", "MASK_NOT_WRITTEN", "OUTPUT_UNREPRESENTABLE"}
+    assert {"IMAGE_SIZE_REQUIRED", "NOTHING_TO_WRITE", "MASK_NOT_WRITTEN"} <= set(refused.values())
+    rows = records(demo)
+    kept = [r for r in rows if r["record_id"] not in refused]
+    files = sorted((demo / "manifests" / "coco").glob("split=*/origin=*/part-*.json"))
+    assert files and kept
+    categories = None
+    seen_records = 0
+    for path in files:
+        split = path.parent.parent.name.removeprefix("split=")
+        origin = path.parent.name.removeprefix("origin=")
+        coco = coco_module.COCO(str(path))
+        part = [r for r in kept if r["split"] == split and r["origin"] == origin]
+        seen_records += coco.dataset["info"]["labelbeam"]["records"]
+        assert coco.dataset["info"]["labelbeam"]["records"] == len(part)
+        assert len(coco.getImgIds()) == len({r["image"]["uri"] for r in part})
+        assert len(coco.getAnnIds()) == sum(len(r["objects"] or []) for r in part)
+        # the same class has the same id in every split: sorted names, from 1
+        if categories is None:
+            categories = coco.dataset["categories"]
+            names = [c["name"] for c in categories]
+            assert names == sorted(names) and [c["id"] for c in categories] == list(range(1, len(names) + 1))
+        assert coco.dataset["categories"] == categories
+        by_uri = {img["file_name"]: img for img in coco.loadImgs(coco.getImgIds())}
+        for row in part:
+            image = by_uri[row["image"]["uri"]]
+            w, h = row["image"]["width"], row["image"]["height"]
+            assert (image["width"], image["height"]) == (w, h)
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]]))
+            for obj in row["objects"] or []:
+                name = obj["label"]
+                box = obj["bbox"]
+                want = [box["x_min"] * w, box["y_min"] * h, (box["x_max"] - box["x_min"]) * w, (box["y_max"] - box["y_min"]) * h]
+                match = [a for a in anns if coco.cats[a["category_id"]]["name"] == name
+                         and all(abs(x - y) < 0.01 for x, y in zip(a["bbox"], want))]
+                assert match, (row["image"]["uri"], name, want)
+                if obj["polygon"]:
+                    assert match[0]["segmentation"][0][0] == pytest.approx(obj["polygon"][0][0] * w, abs=0.001)
+                if obj["mask_rle"] is not None:  # brush RLE -> COCO RLE that pycocotools decodes
+                    assert coco.annToMask(match[0]).sum() == match[0]["area"] > 0
+    assert seen_records == landed(demo, "manifests/coco") == len(kept)
+
+
+def test_jsonl_output_reads_in_duckdb_equal_to_the_parquet_records(demo):
+    duckdb = pytest.importorskip("duckdb")
+    con = duckdb.connect()
+    parquet = (demo / "records").as_posix() + "/**/*.parquet"
+    lines = (demo / "manifests" / "jsonl").as_posix() + "/**/*.jsonl"
+    total = con.execute(f"select count(*) from read_parquet('{parquet}', hive_partitioning=true)").fetchone()[0]
+    assert total == json.loads((demo / "run.json").read_text())["outputs"]["records"]["landed"] == len(records(demo))
+    assert con.execute(f"select count(*) from read_json_auto('{lines}')").fetchone()[0] == total
+    # the same records, column by column (objects as JSON text: both sides written by DuckDB)
+    columns = "record_id, image.uri, image.width, image.height, task::varchar, origin::varchar, split::varchar, " \
+              "to_json(labels)::varchar, len(objects), annotation.created_at::timestamptz, extra"
+    from_parquet = con.execute(f"select {columns} from read_parquet('{parquet}', hive_partitioning=true) order by 1").fetchall()
+    from_json = con.execute(f"select {columns} from read_json_auto('{lines}') order by 1").fetchall()
+    assert from_json == from_parquet
+    boxes = "select record_id, unnest(objects).bbox.x_min::double from {} where objects is not null order by 1, 2"
+    assert con.execute(boxes.format(f"read_json_auto('{lines}')")).fetchall() == con.execute(
+        boxes.format(f"read_parquet('{parquet}', hive_partitioning=true)")).fetchall()
+
+
+def test_pyarrow_dataset_and_duckdb_count_what_run_json_says(demo):
+    duckdb = pytest.importorskip("duckdb")
+    summary = json.loads((demo / "run.json").read_text())
+    landed_records = summary["outputs"]["records"]["landed"]
+    glob = (demo / "records").as_posix() + "/**/*.parquet"
+    assert duckdb.sql(f"select count(*) from read_parquet('{glob}', hive_partitioning=true)").fetchall()[0][0] == landed_records
+    assert ds.dataset(demo / "records", format="parquet", partitioning="hive").count_rows() == landed_records
+    splits = dict(duckdb.sql(f"select split, count(*) from read_parquet('{glob}', hive_partitioning=true) group by 1").fetchall())
+    assert sum(splits.values()) == landed_records and set(splits) <= {"train", "validation", "test"}

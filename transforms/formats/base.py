@@ -68,11 +68,14 @@ class ManifestFormat(abc.ABC):
     name: str = ""
     #: file extension of written files
     extension: str = ".jsonl"
-    #: "jsonl": one encoded element per line; "json_array": a JSON array of elements
+    #: "jsonl": one encoded element per line; "json_array": a JSON array of elements;
+    #: "document": one document per file, written by open_document() (COCO)
     file_layout: str = "jsonl"
     #: True when a consumer of the format reads one task per file (Azure AutoML training):
     #: manifests are then partitioned by task as well as by split
     one_task_per_file: bool = False
+    #: partition columns of the manifests, when not (split,) / (split, task)
+    partition_columns: tuple[str, ...] | None = None
     #: True when the writer numbers classes: the write stage then gives it every class name of
     #: the output (WriteContext.classes), so ids are the same in every file and line
     uses_class_names: bool = False

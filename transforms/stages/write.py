@@ -131,13 +131,20 @@ class _ManifestFile:
         self.classes = classes
         self.summary: dict = {}
         self.array = self.format.file_layout == "json_array"
+        self.document = None
         self.count = 0
         if self.array:
             handle.write(b"[")
+        if self.format.file_layout == "document":  # the format streams the whole file itself
+            self.document = self.format.open_document(handle, options, classes)
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
         rows = batch.to_pylist()
         ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary)
+        if self.document is not None:
+            self.document.write(rows, ctx)  # refuses what it cannot write, row by row
+            self.count = self.document.count
+            return self._letters(ctx)
         try:
             elements = list(self.format.write(rows, ctx))  # one call per batch
         except Exception:  # noqa: BLE001 - find the row that broke the writer: it alone is refused
@@ -149,6 +156,9 @@ class _ManifestFile:
                     ctx.reject(row, errors.INTERNAL_ERROR, f"the writer failed: {exc!r}")
         for element in elements:
             self._write_element(element)
+        return self._letters(ctx)
+
+    def _letters(self, ctx: WriteContext) -> list[dict]:
         return [
             errors.row_dead_letter(row, WRITE_STAGE, code, f"{self.format.name}: {message}")
             for row, code, message in ctx.rejected
@@ -163,6 +173,8 @@ class _ManifestFile:
         self.count += 1
 
     def close(self) -> None:
+        if self.document is not None:
+            self.document.close()
         if self.array:
             self.handle.write(b"\n]\n" if self.count else b"]\n")
 
@@ -190,6 +202,13 @@ def count_elements(fs, path: str, extension: str, layout: str) -> int:
     if extension == ".parquet":
         with fs.open(path, "rb") as handle:
             return pq.ParquetFile(handle).metadata.num_rows
+    if layout == "document":  # the format's document says how many records it holds
+        from transforms.formats.coco import TAIL_BYTES, records_in
+
+        with fs.open(path, "rb") as handle:
+            size = fs.size(path)
+            handle.seek(max(size - TAIL_BYTES, 0))
+            return records_in(handle.read())
     newlines = 0
     with fs.open(path, "rb") as handle:
         while True:
@@ -380,7 +399,7 @@ class WriteManifests(beam.PTransform):
         self._format_name = format_name
         self._options = fmt.options(options)
         self._storage = store or storage.Storage()
-        self._columns = ("split", "task") if fmt.one_task_per_file else ("split",)
+        self._columns = fmt.partition_columns or (("split", "task") if fmt.one_task_per_file else ("split",))
         self._layout = fmt.file_layout
         self._classes = fmt.uses_class_names
 
