@@ -16,6 +16,7 @@ from transforms.formats.base import ParseContext, get_format
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
+REALDATA = REPO.parent / "shared" / "realdata"
 OUTPUTS = ("sagemaker", "azure_automl", "label_studio", "coco", "jsonl")
 
 
@@ -144,10 +145,33 @@ def refused_ids(out: Path, output: str) -> dict[str, str]:
 
 
 def test_coco_output_loads_in_pycocotools_with_the_records_counts_and_values(demo):
+    refused = check_coco(demo)
+    assert {"IMAGE_SIZE_REQUIRED", "NOTHING_TO_WRITE", "MASK_NOT_WRITTEN"} <= set(refused.values())
+
+
+def test_real_files_as_coco_and_label_studio(tmp_path):
+    ls_folder = REALDATA / "label-studio-sdk-converter-tests"
+    lfv = REALDATA / "lookout-for-vision-getting-started"
+    if not ls_folder.exists() or not lfv.exists():
+        pytest.skip("shared realdata is not beside the repository")
+    out = tmp_path / "out"
+    argv = ["--input", str(ls_folder / "*.json"), str(lfv / "manifests" / "template.manifest"), "--relative_to", str(lfv),
+            "--output", str(out), "--runner=FnApiRunner", "--output_format=coco", "--output_format=label_studio"]
+    assert run(argv) == 0
+    refused = check_coco(out)
+    lookout = [r for r in records(out) if r["source"]["format"] == "sagemaker"]
+    assert lookout  # classification (+ mask) lines: nothing a COCO instances file holds
+    assert all(refused.get(r["record_id"]) in ("NOTHING_TO_WRITE", "MASK_NOT_WRITTEN", "IMAGE_SIZE_REQUIRED") for r in lookout)
+    assert landed(out, "manifests/coco") > 0
+
+
+def check_coco(out: Path) -> dict[str, str]:
+    """pycocotools loads every COCO file of `out`; its images, annotations and categories are
+    the records' (those the writer did not refuse). Returns the refused record ids -> code."""
     coco_module = pytest.importorskip("pycocotools.coco")
+    demo = out
     refused = refused_ids(demo, "coco")
     assert set(refused.values()) <= {"IMAGE_SIZE_REQUIRED", "NOTHING_TO_WRITE", "MASK_NOT_WRITTEN", "OUTPUT_UNREPRESENTABLE"}
-    assert {"IMAGE_SIZE_REQUIRED", "NOTHING_TO_WRITE", "MASK_NOT_WRITTEN"} <= set(refused.values())
     rows = records(demo)
     kept = [r for r in rows if r["record_id"] not in refused]
     files = sorted((demo / "manifests" / "coco").glob("split=*/origin=*/part-*.json"))
@@ -161,7 +185,8 @@ def test_coco_output_loads_in_pycocotools_with_the_records_counts_and_values(dem
         part = [r for r in kept if r["split"] == split and r["origin"] == origin]
         seen_records += coco.dataset["info"]["labelbeam"]["records"]
         assert coco.dataset["info"]["labelbeam"]["records"] == len(part)
-        assert len(coco.getImgIds()) == len({r["image"]["uri"] for r in part})
+        sized = lambda r: (r["image"]["uri"], r["image"]["width"], r["image"]["height"])  # noqa: E731
+        assert len(coco.getImgIds()) == len({sized(r) for r in part})
         assert len(coco.getAnnIds()) == sum(len(r["objects"] or []) for r in part)
         # the same class has the same id in every split: sorted names, from 1
         if categories is None:
@@ -169,9 +194,9 @@ def test_coco_output_loads_in_pycocotools_with_the_records_counts_and_values(dem
             names = [c["name"] for c in categories]
             assert names == sorted(names) and [c["id"] for c in categories] == list(range(1, len(names) + 1))
         assert coco.dataset["categories"] == categories
-        by_uri = {img["file_name"]: img for img in coco.loadImgs(coco.getImgIds())}
+        by_uri = {(img["file_name"], img["width"], img["height"]): img for img in coco.loadImgs(coco.getImgIds())}
         for row in part:
-            image = by_uri[row["image"]["uri"]]
+            image = by_uri[sized(row)]
             w, h = row["image"]["width"], row["image"]["height"]
             assert (image["width"], image["height"]) == (w, h)
             anns = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]]))
@@ -187,6 +212,7 @@ def test_coco_output_loads_in_pycocotools_with_the_records_counts_and_values(dem
                 if obj["mask_rle"] is not None:  # brush RLE -> COCO RLE that pycocotools decodes
                     assert coco.annToMask(match[0]).sum() == match[0]["area"] > 0
     assert seen_records == landed(demo, "manifests/coco") == len(kept)
+    return refused
 
 
 def test_jsonl_output_reads_in_duckdb_equal_to_the_parquet_records(demo):

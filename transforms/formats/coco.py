@@ -127,7 +127,9 @@ class CocoDocument:
         width, height = image.get("width"), image.get("height")
         if not width or not height:
             raise _Refused(errors.IMAGE_SIZE_REQUIRED, "COCO is in pixels and the image size is unknown (try --probe_images)")
-        image_id = stable_id(uri)
+        # from the URI, and the size: sources that disagree on an image's size give two images,
+        # each with the annotations in its own pixels
+        image_id = stable_id(f"{uri}\x00{int(width)}x{int(height)}")
         entry = {"id": image_id, "file_name": uri, "width": int(width), "height": int(height)}
         return entry, [self._annotation(row, index, obj, image_id, width, height) for index, obj in enumerate(objects)]
 
