@@ -8,7 +8,9 @@ and publish.
 The record path is one chain of ParDos with no shuffle and no flatten in it
 (ReadShards -> Normalize -> ValidateRecords -> CheckFiles -> AssignSplit -> writers), so every
 runner fuses it into one stage and no stage ever holds the dataset: memory stays flat as inputs
-grow. Dead letters are written where they are produced, by the stage that refused them.
+grow. Dead letters are written where they are produced, by the stage that refused them. The
+one exception: a writer that numbers classes without a pinned class list (sagemaker, coco) first
+collects the output's class names (transforms/stages/write.py), and waits for them.
 
 Exit codes (a scheduler acts on them; docs/scheduling.md):
   0  done, every input line accounted for, outputs published with _SUCCESS

@@ -114,6 +114,11 @@ class ManifestFormat(abc.ABC):
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         """Canonical rows (as from RecordBatch.to_pylist()) -> encoded output elements."""
 
+    def needs_class_names(self, options: Any) -> bool:
+        """Whether the write stage must first collect the output's class names for this writer
+        (a pass that waits for every record): not when the options pin the class list."""
+        return self.uses_class_names
+
     def side_files(self, summaries: list[dict], classes: list[str] | None) -> dict[str, bytes]:
         """Files written once beside the manifests (name -> content), from every file's
         WriteContext.summary: e.g. the labeling config matching the tasks written. None by default."""

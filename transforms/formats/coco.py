@@ -206,6 +206,9 @@ class CocoFormat(ManifestFormat):
     def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
         raise RecordError(errors.UNKNOWN_FORMAT, "coco is written, not read")
 
+    def needs_class_names(self, options: Any) -> bool:
+        return not self.options(options).categories  # a pinned list needs no first pass
+
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         raise NotImplementedError("coco writes whole documents: see open_document")
 

@@ -117,8 +117,6 @@ class LabelStudioFormat(ManifestFormat):
             rows = [build.row(None, None)]
         return Parsed(rows=rows, skipped=dict(skipped))
 
-    uses_class_names = True
-
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         controls = ctx.summary.setdefault(CONTROLS, {})
         for row in rows:

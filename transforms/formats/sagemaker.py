@@ -540,6 +540,9 @@ class SageMakerFormat(ManifestFormat):
             raise RecordError(errors.NOT_AN_OBJECT, "a Ground Truth line must be a JSON object")
         return Parsed(rows=[_LineParser(obj, ctx).row()])
 
+    def needs_class_names(self, options: Any) -> bool:
+        return not self.options(options).classes  # a pinned list needs no first pass
+
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         classes = self.options_of(ctx).classes
         for row in rows:

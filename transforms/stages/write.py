@@ -12,6 +12,12 @@ What landed is counted from the files themselves: the finalize step reads each p
 Parquet footer (records/) or counts its elements (manifests/, errors/), and reports the counts to
 the ledger next to what the writers were given and refused (transforms/stages/accounting.py).
 Partitions with nothing in them get no file.
+
+Writers that number classes (sagemaker, coco) without a class list in their options first get
+every class name of the output (a CombineGlobally over the records, given as a side input), so
+ids are equal in every file. That pass waits for every record: the runner keeps the records for
+those writers until it is done (on the in-process runner, in memory). Pinning the list
+(`--sagemaker_classes`, `coco.categories`) skips it and keeps the writer streaming.
 """
 
 from __future__ import annotations
@@ -401,7 +407,7 @@ class WriteManifests(beam.PTransform):
         self._storage = store or storage.Storage()
         self._columns = fmt.partition_columns or (("split", "task") if fmt.one_task_per_file else ("split",))
         self._layout = fmt.file_layout
-        self._classes = fmt.uses_class_names
+        self._classes = fmt.needs_class_names(self._options)
 
     def expand(self, batches):
         fmt = get_format(self._format_name)
