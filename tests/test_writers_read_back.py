@@ -243,3 +243,25 @@ def test_pyarrow_dataset_and_duckdb_count_what_run_json_says(demo):
     assert ds.dataset(demo / "records", format="parquet", partitioning="hive").count_rows() == landed_records
     splits = dict(duckdb.sql(f"select split, count(*) from read_parquet('{glob}', hive_partitioning=true) group by 1").fetchall())
     assert sum(splits.values()) == landed_records and set(splits) <= {"train", "validation", "test"}
+
+
+def test_a_pinned_class_list_skips_the_class_name_pass():
+    for name, key in (("sagemaker", "classes"), ("coco", "categories")):
+        fmt = get_format(name)
+        assert fmt.needs_class_names(None) and not fmt.needs_class_names({key: ["can", "carton"]})
+    assert not get_format("label_studio").needs_class_names(None)
+
+
+def test_coco_rle_equals_pycocotools_encoding():
+    mask_api = pytest.importorskip("pycocotools.mask")
+    import numpy as np
+
+    from transforms.formats.coco import coco_rle
+
+    rng = np.random.default_rng(7)
+    for shape in ((5, 7), (1, 1), (31, 17)):
+        for density in (0.0, 0.3, 1.0):
+            mask = rng.random(shape) < density
+            ours = mask_api.frPyObjects(coco_rle(mask), *shape)
+            assert (mask_api.decode(ours) == mask).all()
+            assert ours["counts"] == mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"]
