@@ -35,6 +35,7 @@ from pipelines.options import ConfigError, parse_launch
 from transforms import errors, storage
 from transforms.stages.accounting import COUNTERS_FILE, LEDGER, WriteCounters
 from transforms.stages.check_files import CheckFiles, FileCheckConfig
+from transforms.stages.duplicates import FindDuplicates
 from transforms.stages.normalize import RECORDS, NormalizeRecords
 from transforms.stages.read import BATCHES, FileChecks, ReadManifests
 from transforms.stages.split import AssignSplit
@@ -87,6 +88,7 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None) -> di
     written = records | "WriteRecords" >> WriteRecords(storage.join(out, "records"), store)
     ledgers += written[LEDGER]
     records | "ComputeStatistics" >> ComputeStatistics(storage.join(out, "stats"), store)
+    records | "FindDuplicates" >> FindDuplicates(storage.join(out, "stats", "duplicates.parquet"), store)
     options = job.format_options()
     for name in job.write.formats:
         manifests = records | f"WriteManifests[{name}]" >> WriteManifests(

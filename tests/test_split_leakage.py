@@ -1,4 +1,4 @@
-"""One image, three formats, three spellings of its URI: one split."""
+"""One image, three formats, three spellings of its URI: one split, and one duplicates entry."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import orjson
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from pipelines.normalize_manifests import run
 from transforms.stages.split import split_key
@@ -33,7 +34,8 @@ def test_one_image_through_three_formats_lands_in_one_split(tmp_path):
     for i in range(IMAGES):
         sagemaker.append({"source-ref": f"s3://bucket/imgs/img-{i}.jpg", "label": 0,
                           "label-metadata": {"class-name": "cat", "type": "groundtruth/image-classification"}})
-        azure.append({"image_url": f"https://bucket.s3.us-west-2.amazonaws.com/imgs/img-{i}.jpg?sig={i}", "label": "cat"})
+        azure.append({"image_url": f"https://bucket.s3.us-west-2.amazonaws.com/imgs/img-{i}.jpg?sig={i}",
+                      "label": "dog" if i == 0 else "cat"})  # one conflict
         label_studio.append({"id": i + 1, "data": {"image": f"s3://bucket/imgs/./img-{i}.jpg"}, "annotations": [
             {"id": i + 1, "result": [{"id": "c", "type": "choices", "from_name": "choice", "to_name": "image",
                                       "value": {"choices": ["cat"]}}]}]})
@@ -56,3 +58,10 @@ def test_one_image_through_three_formats_lands_in_one_split(tmp_path):
     assert all(found == {"sagemaker", "azure_automl", "label_studio"} for found in formats.values())
     assert len({s for found in splits.values() for s in found}) >= 2  # the split is not trivially one
     assert json.loads((out / "run.json").read_text())["totals"]["reconciled"]
+    # the same images, found as duplicates across the three sources; one disagrees on its label
+    duplicates = pq.read_table(out / "stats" / "duplicates.parquet").to_pylist()
+    assert len(duplicates) == IMAGES
+    assert all(d["records"] == 3 and len(d["sources"]) == 3 for d in duplicates)
+    assert all(d["formats"] == ["azure_automl", "label_studio", "sagemaker"] for d in duplicates)
+    (conflict,) = [d for d in duplicates if d["status"] == "conflict"]
+    assert conflict["image"] == "s3://bucket/imgs/img-0.jpg" and conflict["label_sets"] == ["cat", "dog"]
