@@ -66,6 +66,8 @@ class ManifestFormat(abc.ABC):
 
     #: registry name, used by --format and --output_format
     name: str = ""
+    #: False for output-only formats (coco, jsonl): not offered by --format, never detected
+    readable: bool = True
     #: file extension of written files
     extension: str = ".jsonl"
     #: "jsonl": one encoded element per line; "json_array": a JSON array of elements;
@@ -157,11 +159,17 @@ def format_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def input_format_names() -> list[str]:
+    """The formats --format may name: those that read manifests."""
+    _load_builtin_formats()
+    return sorted(name for name, fmt in _REGISTRY.items() if fmt.readable)
+
+
 def detect_format(sample: list[Any]) -> str | None:
     """The registered format that claims the largest share of the sample, if any claims it."""
     _load_builtin_formats()
     best, best_score = None, 0.0
-    for name in sorted(_REGISTRY):
+    for name in input_format_names():
         score = _REGISTRY[name].detect(sample)
         if score > best_score:
             best, best_score = name, score

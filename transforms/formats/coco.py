@@ -196,6 +196,7 @@ class CocoFormat(ManifestFormat):
     name = "coco"
     extension = ".json"
     file_layout = "document"
+    readable = False
     uses_class_names = True
     partition_columns = ("split", "origin")
     Options = CocoOptions

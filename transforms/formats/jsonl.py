@@ -23,6 +23,7 @@ class CanonicalJsonLines(ManifestFormat):
     name = "jsonl"
     extension = ".jsonl"
     file_layout = "jsonl"
+    readable = False
     partition_columns = ("split", "task")  # as records/
 
     def detect(self, sample: list[Any]) -> float:
