@@ -33,6 +33,8 @@ setuptools.setup(
             "moto[server]>=5",
             "jsonschema>=4",
             "label-studio-sdk>=1.0",
+            "pycocotools>=2.0.7",
+            "duckdb>=1.1",
         ],
         "bench": ["psutil>=5.9"],
     },

@@ -25,7 +25,7 @@ from typing import Any
 
 from transforms import settings, storage
 from transforms.checks.profiles import PROFILES
-from transforms.formats.base import format_names, get_format
+from transforms.formats.base import format_names, get_format, input_format_names
 from transforms.settings import SettingError, setting
 from transforms.stages.split import DEFAULT_RATIOS, parse_ratios
 
@@ -37,7 +37,7 @@ DEFAULT_BATCH_SIZE = 1000
 
 @dataclasses.dataclass(frozen=True)
 class ReadConfig:
-    format: str | None = setting(None, help="input format for every file; detected per file from its first records when absent", flag="format", choices=format_names)
+    format: str | None = setting(None, help="input format for every file; detected per file from its first records when absent", flag="format", choices=input_format_names)
     shard_size: int = setting(DEFAULT_SHARD_SIZE, help="bytes per shard of a JSON-lines file (KB/MB/GB)", flag="shard_size", size=True, minimum=MIN_SHARD_SIZE)
     batch_size: int = setting(DEFAULT_BATCH_SIZE, help="raw records per batch", flag="batch_size", minimum=1)
     max_line_bytes: int = setting(DEFAULT_MAX_LINE_BYTES, help="longer lines are LINE_TOO_LONG dead letters", flag="max_line_bytes", size=True, minimum=1)

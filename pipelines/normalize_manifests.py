@@ -8,7 +8,9 @@ and publish.
 The record path is one chain of ParDos with no shuffle and no flatten in it
 (ReadShards -> Normalize -> ValidateRecords -> CheckFiles -> AssignSplit -> writers), so every
 runner fuses it into one stage and no stage ever holds the dataset: memory stays flat as inputs
-grow. Dead letters are written where they are produced, by the stage that refused them.
+grow. Dead letters are written where they are produced, by the stage that refused them. The
+one exception: a writer that numbers classes without a pinned class list (sagemaker, coco) first
+collects the output's class names (transforms/stages/write.py), and waits for them.
 
 Exit codes (a scheduler acts on them; docs/scheduling.md):
   0  done, every input line accounted for, outputs published with _SUCCESS
@@ -33,6 +35,7 @@ from pipelines.options import ConfigError, parse_launch
 from transforms import errors, storage
 from transforms.stages.accounting import COUNTERS_FILE, LEDGER, WriteCounters
 from transforms.stages.check_files import CheckFiles, FileCheckConfig
+from transforms.stages.duplicates import FindDuplicates
 from transforms.stages.normalize import RECORDS, NormalizeRecords
 from transforms.stages.read import BATCHES, FileChecks, ReadManifests
 from transforms.stages.split import AssignSplit
@@ -85,6 +88,7 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None) -> di
     written = records | "WriteRecords" >> WriteRecords(storage.join(out, "records"), store)
     ledgers += written[LEDGER]
     records | "ComputeStatistics" >> ComputeStatistics(storage.join(out, "stats"), store)
+    records | "FindDuplicates" >> FindDuplicates(storage.join(out, "stats", "duplicates.parquet"), store)
     options = job.format_options()
     for name in job.write.formats:
         manifests = records | f"WriteManifests[{name}]" >> WriteManifests(

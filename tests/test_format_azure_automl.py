@@ -261,14 +261,18 @@ def test_out_of_range_and_inverted_boxes_are_kept_as_written():
     assert parse_one(objs[2])["objects"][0]["bbox"]["x_min"] == 0.735
 
 
-def test_unreadable_optional_values_are_kept_in_extra_and_written_back():
+def test_unreadable_optional_values_are_kept_in_records_but_never_written():
     obj = read_jsonl(SAMPLES / "malformed.jsonl")[7]
     row = parse_one(obj)
     assert row["image"]["width"] is None and row["image"]["height"] == 666
     assert row["objects"][0]["is_crowd"] is None
+    assert orjson.loads(row["extra"])["azure_automl"]["image_details"]["width"] == "wide"  # kept in records/
     (line,), _ = write([row])
-    assert line["image_details"]["width"] == "wide"
-    assert line["label"][0]["isCrowd"] == "maybe"
+    assert line["image_details"] == {"height": 666, **({"format": row["image"]["format"]} if row["image"]["format"] else {})}
+    assert "isCrowd" not in line["label"][0]  # "maybe" is not a value AutoML reads
+    again = parse_one(line)
+    assert not {i["code"] for i in again["issues"]} & {"FIELD_UNREADABLE"}
+    assert [{**o, "attributes": None} for o in row["objects"]] == again["objects"] and again["image"] == row["image"]
 
 
 def test_bbox_tolerance_option():

@@ -274,3 +274,24 @@ def test_dates_shifted_out_of_range_are_invalid_not_a_crash():
         parse_timestamp("0001-01-01T00:00:00+01:00")
     obj = {"source-ref": "a.jpg", "x": 1, "x-metadata": {"class-name": "c", "creation-date": "9999-12-31T23:59:59-01:00"}}
     assert [i["code"] for i in parse_one(obj)["issues"]] == [errors.INVALID_DATE]
+
+
+def test_multilabel_rows_from_elsewhere_get_one_id_per_label():
+    from transforms import schema
+    from transforms.formats.base import WriteContext
+
+    row = {"image": {"uri": "s3://b/a.jpg"}, "task": "multilabel_classification", "origin": "ground_truth",
+           "labels": [{"name": n} for n in ("water_bottle", "can", "carton", "milk_bottle")]}
+    rows = schema.rows_to_batch([row]).to_pylist()
+    (alone,) = [orjson.loads(e) for e in FMT.write(rows, WriteContext())]
+    assert alone["labels"] == [0, 1, 2, 3]
+    assert alone["labels-metadata"]["class-map"] == {"0": "water_bottle", "1": "can", "2": "carton", "3": "milk_bottle"}
+    # with the output's class names (the write stage's first pass) ids are sorted positions
+    names = ["can", "carton", "glass", "milk_bottle", "water_bottle"]
+    (job,) = [orjson.loads(e) for e in FMT.write(rows, WriteContext(classes=names))]
+    assert job["labels"] == [4, 0, 1, 3]
+    assert [r["labels"] for r in canonical(FMT.parse(job, CTX).rows)] == [[{"name": n, "score": None} for n in ("water_bottle", "can", "carton", "milk_bottle")]]
+    # only normal / anomaly: Lookout for Vision's 0 / 1, not sorted order
+    lfv = schema.rows_to_batch([{"image": {"uri": "s3://b/n.jpg"}, "task": "classification", "labels": [{"name": "anomaly"}]}]).to_pylist()
+    (line,) = [orjson.loads(e) for e in FMT.write(lfv, WriteContext(classes=["anomaly", "normal"]))]
+    assert line["label"] == 1

@@ -126,6 +126,9 @@ IMAGE_FILE_TOO_LARGE = _define("IMAGE_FILE_TOO_LARGE", CHECK_FILES, WARNING, "im
 
 # -- outputs --------------------------------------------------------------------------------
 OUTPUT_UNREPRESENTABLE = _define("OUTPUT_UNREPRESENTABLE", WRITE, ERROR, "output", "an --output_format cannot represent this record (each format says when, docs/formats.md); the record is still in records/")
+MASK_NOT_WRITTEN = _define("MASK_NOT_WRITTEN", WRITE, ERROR, "output", "a mask image (mask.uri, e.g. Lookout for Vision's PNG) has no brush RLE in the record: the label_studio and coco writers refuse the record rather than write it without its mask; the record is still in records/")
+IMAGE_SIZE_REQUIRED = _define("IMAGE_SIZE_REQUIRED", WRITE, ERROR, "output", "coco: boxes, polygons and images are in pixels and the record has no image size (--probe_images fills it); the record is still in records/")
+NOTHING_TO_WRITE = _define("NOTHING_TO_WRITE", WRITE, ERROR, "output", "coco: a record with image-level labels only (classification): a COCO instances file holds objects; the record is still in records/")
 
 # -- anything unexpected --------------------------------------------------------------------
 INTERNAL_ERROR = _define("INTERNAL_ERROR", ANY_STAGE, ERROR, "internal", "a plugin, check or writer raised an unexpected exception on this record; the job goes on, the message keeps the exception (a bug to report)")

@@ -303,13 +303,24 @@ def _attributes(obj: dict) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+# One control per region type in the labeling config written beside the tasks (no Label Studio
+# control takes both boxes and polygons): result type -> from_name.
+FROM_NAMES = {
+    "rectanglelabels": "box",
+    "polygonlabels": "polygon",
+    "keypointlabels": "keypoint",
+    "brushlabels": "brush",
+    "choices": "choice",
+}
+
+
 def results_from_columns(
     obj: dict, index: int, image: dict, origin_score: bool
 ) -> list[dict] | None:
     """A canonical object of any format -> Label Studio results; None if it has no geometry."""
     width, height = image.get("width"), image.get("height")
     region_id = f"lb{index}"
-    base: dict[str, Any] = {"from_name": "label", "to_name": "image"}
+    base: dict[str, Any] = {"to_name": "image"}
     if width and height:
         base.update(original_width=int(width), original_height=int(height), image_rotation=0)
     if obj.get("score") is not None and origin_score:
@@ -323,6 +334,7 @@ def results_from_columns(
             {
                 **base,
                 "id": region_id,
+                "from_name": FROM_NAMES["rectanglelabels"],
                 "type": "rectanglelabels",
                 "value": {**value, "rectanglelabels": labels},
             }
@@ -335,6 +347,7 @@ def results_from_columns(
                 {
                     **base,
                     "id": rid,
+                    "from_name": FROM_NAMES["polygonlabels"],
                     "type": "polygonlabels",
                     "value": {"points": points, "polygonlabels": labels},
                 }
@@ -349,11 +362,12 @@ def results_from_columns(
             "rotation": 0,
             "rectanglelabels": labels,
         }
-        results.append({**base, "id": region_id, "type": "rectanglelabels", "value": value})
+        results.append({**base, "id": region_id, "from_name": FROM_NAMES["rectanglelabels"], "type": "rectanglelabels", "value": value})
     for point_index, point in enumerate(obj.get("keypoints") or []):
         result = {
             **base,
             "id": f"{region_id}_kp{point_index}",
+            "from_name": FROM_NAMES["keypointlabels"],
             "type": "keypointlabels",
             "value": {"x": point["x"] * 100, "y": point["y"] * 100, "width": 0.5,
                       "keypointlabels": [point.get("label") or obj.get("label") or ""]},

@@ -517,7 +517,14 @@ class _LineWriter:
         if details:
             line["image_details"] = details
         line.update(self._prediction() if prediction else self._training())
-        _merge_kept(line, loads_extra(row.get("extra")).get(NAME))
+        kept = dict(loads_extra(row.get("extra")).get(NAME) or {})
+        # values the reader could not read (FIELD_UNREADABLE: "width": "wide", an image_details
+        # that is not an object) stay in records/ but are not written: AutoML would fail on them
+        if isinstance(kept.get("image_details"), dict):
+            kept["image_details"] = {k: v for k, v in kept["image_details"].items() if k not in _DETAIL_KEYS}
+        else:
+            kept.pop("image_details", None)
+        _merge_kept(line, kept)
         return line
 
     def _training(self) -> dict:
@@ -587,5 +594,8 @@ class _LineWriter:
     def _finish(entry: dict, obj: dict) -> dict:
         if obj.get("is_crowd") is not None:
             entry["isCrowd"] = int(obj["is_crowd"])
-        _merge_kept(entry, loads_extra(obj.get("attributes")).get(NAME))
+        kept = loads_extra(obj.get("attributes")).get(NAME)
+        if isinstance(kept, dict):  # an unreadable isCrowd ("maybe") is not written back
+            kept = {k: v for k, v in kept.items() if k != "isCrowd"}
+        _merge_kept(entry, kept)
         return entry

@@ -49,6 +49,12 @@ class WriteContext:
 
     options: Any = None  # the format's own Options instance (its defaults when None)
     rejected: list[tuple[dict, str, str]] = dataclasses.field(default_factory=list)
+    #: every class name of the whole output, sorted (a first pass over the records), for formats
+    #: that set `uses_class_names`; None when the writer runs without one (unit tests)
+    classes: list[str] | None = None
+    #: what the format notes about a whole file as it writes it (e.g. the label_studio controls
+    #: used), shared by every batch of one file; picklable values only (see side_files)
+    summary: dict = dataclasses.field(default_factory=dict)
 
     def reject(self, row: dict, code: str, message: str) -> None:
         """A row this format cannot represent: it becomes a dead letter of stage write."""
@@ -60,13 +66,21 @@ class ManifestFormat(abc.ABC):
 
     #: registry name, used by --format and --output_format
     name: str = ""
+    #: False for output-only formats (coco, jsonl): not offered by --format, never detected
+    readable: bool = True
     #: file extension of written files
     extension: str = ".jsonl"
-    #: "jsonl": one encoded element per line; "json_array": a JSON array of elements
+    #: "jsonl": one encoded element per line; "json_array": a JSON array of elements;
+    #: "document": one document per file, written by open_document() (COCO)
     file_layout: str = "jsonl"
     #: True when a consumer of the format reads one task per file (Azure AutoML training):
     #: manifests are then partitioned by task as well as by split
     one_task_per_file: bool = False
+    #: partition columns of the manifests, when not (split,) / (split, task)
+    partition_columns: tuple[str, ...] | None = None
+    #: True when the writer numbers classes: the write stage then gives it every class name of
+    #: the output (WriteContext.classes), so ids are the same in every file and line
+    uses_class_names: bool = False
 
     #: the format's options: a dataclass of transforms.settings fields (job.formats.<name>)
     Options: type = NoOptions
@@ -102,6 +116,16 @@ class ManifestFormat(abc.ABC):
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         """Canonical rows (as from RecordBatch.to_pylist()) -> encoded output elements."""
 
+    def needs_class_names(self, options: Any) -> bool:
+        """Whether the write stage must first collect the output's class names for this writer
+        (a pass that waits for every record): not when the options pin the class list."""
+        return self.uses_class_names
+
+    def side_files(self, summaries: list[dict], classes: list[str] | None) -> dict[str, bytes]:
+        """Files written once beside the manifests (name -> content), from every file's
+        WriteContext.summary: e.g. the labeling config matching the tasks written. None by default."""
+        return {}
+
 
 class UnknownFormatError(ValueError):
     pass
@@ -135,11 +159,17 @@ def format_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def input_format_names() -> list[str]:
+    """The formats --format may name: those that read manifests."""
+    _load_builtin_formats()
+    return sorted(name for name, fmt in _REGISTRY.items() if fmt.readable)
+
+
 def detect_format(sample: list[Any]) -> str | None:
     """The registered format that claims the largest share of the sample, if any claims it."""
     _load_builtin_formats()
     best, best_score = None, 0.0
-    for name in sorted(_REGISTRY):
+    for name in input_format_names():
         score = _REGISTRY[name].detect(sample)
         if score > best_score:
             best, best_score = name, score

@@ -118,10 +118,21 @@ class LabelStudioFormat(ManifestFormat):
         return Parsed(rows=rows, skipped=dict(skipped))
 
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
+        controls = ctx.summary.setdefault(CONTROLS, {})
         for row in rows:
             task = _task_of_row(row, ctx)
             if task is not None:
+                _note_controls(task, controls)
                 yield orjson.dumps(task)
+
+    def side_files(self, summaries: list[dict], classes: list[str] | None) -> dict[str, bytes]:
+        """`labeling_config.xml`: a Label Studio labeling config with a control for every
+        (from_name, type, to_name) the tasks use, each listing the labels written with it."""
+        merged: dict = {}
+        for summary in summaries:
+            for key, labels in summary.get(CONTROLS, {}).items():
+                merged.setdefault(key, set()).update(labels)
+        return {CONFIG_FILE: labeling_config(merged)}
 
 
 def _units(value: Any, what: str) -> list[dict]:
@@ -384,7 +395,11 @@ def _task_of_row(row: dict, ctx: WriteContext) -> dict | None:
         results.extend(ls["results"])
     elif row.get("labels"):
         results.append(_choices_result(row["labels"], origin == "prediction"))
+    if (row.get("mask") or {}).get("uri"):
+        ctx.reject(row, errors.MASK_NOT_WRITTEN, f"mask {row['mask']['uri']} is an image, not a brush RLE")
+        return None
     task = dict(ls.get("task") or {})
+    task.setdefault("id", _task_id(row))
     task["data"] = {**(ls.get("data") or {}), ls.get("data_key") or "image": image["uri"]}
     if origin is None and not results and "annotation" not in ls:
         return task  # an unlabeled image
@@ -398,7 +413,7 @@ def _choices_result(labels: list[dict], with_score: bool) -> dict:
     result = {
         "id": "lb_choices",
         "type": "choices",
-        "from_name": "choice",
+        "from_name": regions.FROM_NAMES["choices"],
         "to_name": "image",
         "value": {"choices": [label["name"] for label in labels]},
     }
@@ -431,3 +446,66 @@ def _unit_fields(row: dict, ls: dict) -> dict:
 
 def _maybe_int(text: str) -> int | str:
     return int(text) if text.isdecimal() and text.isascii() else text
+
+
+def _task_id(row: dict) -> int:
+    """A task id for a row that has none: from its record id, stable across runs, below 2**52
+    (JavaScript's exact integers: Label Studio's front end reads it)."""
+    return int(row["record_id"][:13], 16) if row.get("record_id") else 0
+
+
+# ---- the labeling config written beside the tasks --------------------------------------------
+
+CONTROLS = "controls"
+CONFIG_FILE = "labeling_config.xml"
+
+# result type -> Label Studio control tag
+_CONTROL_TAGS = {
+    "rectanglelabels": "RectangleLabels", "rectangle": "Rectangle",
+    "polygonlabels": "PolygonLabels", "polygon": "Polygon",
+    "ellipselabels": "EllipseLabels", "ellipse": "Ellipse",
+    "keypointlabels": "KeyPointLabels", "keypoint": "KeyPoint",
+    "brushlabels": "BrushLabels", "brush": "Brush",
+    "choices": "Choices", "labels": "Labels", "textarea": "TextArea", "number": "Number",
+    "rating": "Rating", "taxonomy": "Taxonomy", "datetime": "DateTime",
+}  # fmt: skip
+
+
+def _note_controls(task: dict, controls: dict) -> None:
+    """(from_name, type, to_name, data key) -> label names, for every result of a written task."""
+    image_key = next(iter(k for k, v in task["data"].items() if isinstance(v, str)), "image")
+    for unit in [*task.get("annotations", []), *task.get("predictions", [])]:
+        for result in unit.get("result") or []:
+            kind = result.get("type")
+            if kind not in _CONTROL_TAGS or not isinstance(result.get("from_name"), str):
+                continue
+            to_name = result.get("to_name") if isinstance(result.get("to_name"), str) else "image"
+            key = (result["from_name"], kind, to_name, to_name if to_name in task["data"] else image_key)
+            value = result.get("value") if isinstance(result.get("value"), dict) else {}
+            names = value.get(kind) if kind.endswith("labels") or kind == "choices" else None
+            controls.setdefault(key, set()).update(n for n in names or [] if isinstance(n, str))
+
+
+def labeling_config(controls: dict) -> bytes:
+    """The labeling config XML for the controls used (an Image per to_name, then the controls)."""
+    from xml.sax.saxutils import quoteattr
+
+    images = sorted({(to_name, key) for _, _, to_name, key in controls})
+    lines = ["<View>"]
+    lines += [f"  <Image name={quoteattr(name)} value={quoteattr('$' + key)}/>" for name, key in images]
+    for (from_name, kind, to_name, _), labels in sorted(controls.items()):
+        tag = _CONTROL_TAGS[kind]
+        attrs = f"name={quoteattr(from_name)} toName={quoteattr(to_name)}"
+        if kind == "choices":
+            attrs += ' choice="multiple"'
+        if kind.endswith("labels") or kind == "choices":
+            child = "Choice" if kind == "choices" else "Label"
+            lines.append(f"  <{tag} {attrs}>")
+            # keypoints carry their position in COCO's keypoint list (what exporters read)
+            index = (lambda i: f' model_index="{i}"') if kind == "keypointlabels" else (lambda i: "")
+            lines += [f"    <{child} value={quoteattr(label)}{index(i)}/>" for i, label in enumerate(sorted(labels))]
+            lines.append(f"  </{tag}>")
+        else:
+            lines.append(f"  <{tag} {attrs}/>")
+    lines.append("</View>")
+    return ("\n".join(lines) + "\n").encode()

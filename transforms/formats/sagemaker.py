@@ -384,9 +384,13 @@ class _LineWriter:
             ids = entry.get("value")
             class_map = dict(metadata.get("class-map") or {})
             if not isinstance(ids, list) or len(ids) != len(labels):
-                ids = [self._class_id(label["name"], class_map) for label in labels]
-                if None in ids:
-                    return _REJECTED, {}
+                ids = []
+                for label in labels:  # each id is taken with the previous labels in the map
+                    class_id = self._class_id(label["name"], class_map)
+                    if class_id is None:
+                        return _REJECTED, {}
+                    class_map[str(class_id)] = label["name"]
+                    ids.append(class_id)
             for class_id, label in zip(ids, labels):
                 class_map[str(class_id)] = label["name"]
             metadata["class-map"] = class_map
@@ -457,11 +461,12 @@ class _LineWriter:
 
 
     def _class_id(self, name: str, class_map: dict[str, str]) -> int | None:
-        """The id of a class the source gave no id for.
+        """The id of a class the source gave no id for, the same on every line of the output.
 
         With the format option `sagemaker_classes` (a comma-separated list) ids are positions in
-        that list, the same in every line. Without it: Lookout for Vision's 0 / 1 for normal /
-        anomaly, the id the line's class-map already gives the name, else the next free id.
+        that list. Else, with the output's class names (the write stage's first pass): Lookout
+        for Vision's 0 / 1 when they are only `normal` / `anomaly`, else positions in the sorted
+        names. Without either (a writer called alone): the line's class-map, else the next free id.
         """
         classes = self.classes
         if classes:
@@ -469,6 +474,11 @@ class _LineWriter:
                 self.ctx.reject(self.row, errors.OUTPUT_UNREPRESENTABLE, f"class {name!r} is not in {CLASSES_OPTION}")
                 return None
             return classes.index(name)
+        known_names = self.ctx.classes
+        if known_names is not None and name in known_names:
+            if {n.lower() for n in known_names} <= set(LOOKOUT_CLASSES):
+                return LOOKOUT_CLASSES[name.lower()]
+            return known_names.index(name)
         if name.lower() in LOOKOUT_CLASSES and not class_map:
             return LOOKOUT_CLASSES[name.lower()]
         for key, known in class_map.items():
@@ -516,6 +526,7 @@ class SageMakerFormat(ManifestFormat):
     name = "sagemaker"
     extension = ".manifest"
     file_layout = "jsonl"
+    uses_class_names = True
     Options = SageMakerOptions
 
     def detect(self, sample: list[Any]) -> float:
@@ -528,6 +539,9 @@ class SageMakerFormat(ManifestFormat):
         if not isinstance(obj, dict):
             raise RecordError(errors.NOT_AN_OBJECT, "a Ground Truth line must be a JSON object")
         return Parsed(rows=[_LineParser(obj, ctx).row()])
+
+    def needs_class_names(self, options: Any) -> bool:
+        return not self.options(options).classes  # a pinned list needs no first pass
 
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         classes = self.options_of(ctx).classes

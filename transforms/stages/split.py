@@ -1,7 +1,10 @@
 """AssignSplit: a deterministic train / validation / test split from a hash of the image URI.
 
 The same image always lands in the same split, in every run and on every worker, so records of
-one image never leak across splits and re-running a job does not reshuffle a dataset.
+one image never leak across splits and re-running a job does not reshuffle a dataset. The hash
+is of the URI normalized (split_key), so the spellings of one image that different tools write
+(an S3 https URL and s3://, file:// and a path, `./` segments, percent-escapes, a presigned
+URL's query) land together.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
+import posixpath
 import re
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import apache_beam as beam
 import pyarrow as pa
@@ -44,6 +49,35 @@ def parse_ratios(text: str | dict) -> dict[str, float]:
     return {name: value / total for name, value in ratios.items()}
 
 
+_S3_HOST = re.compile(r"^(?P<bucket>[a-z0-9.-]+)\.s3(?:[.-][a-z0-9-]+)?\.amazonaws\.com$")
+
+
+def split_key(uri: str) -> str:
+    """The key of an image for splitting: one key for the spellings of one URI."""
+    text = uri.strip()
+    if text.startswith("/data/local-files/"):  # Label Studio local storage: ?d=<path>
+        found = parse_qs(urlsplit(text).query).get("d")
+        if found:
+            text = "/" + found[0].lstrip("/")
+    if "://" not in text:
+        return posixpath.normpath(unquote(text))
+    parts = urlsplit(text)
+    scheme, host, path = parts.scheme.lower(), (parts.hostname or "").lower(), unquote(parts.path)
+    if scheme == "file":
+        return posixpath.normpath(path)
+    if scheme in ("http", "https"):
+        match = _S3_HOST.match(host)
+        if match:  # virtual-hosted S3 URL (presigned or not) -> s3://bucket/key
+            scheme, host = "s3", match.group("bucket")
+        elif host.startswith("s3.") and host.endswith(".amazonaws.com") or host == "s3.amazonaws.com":
+            bucket, _, key = path.lstrip("/").partition("/")  # path-style S3 URL
+            scheme, host, path = "s3", bucket, "/" + key
+        # the query of an http URL is a signature or a cache buster, not another image
+    elif parts.query:
+        path = f"{path}?{parts.query}"
+    return f"{scheme}://{host}{posixpath.normpath(path) if path else ''}"
+
+
 class SplitAssigner:
     """Maps a key to a split name by where its hash falls in [0, 1)."""
 
@@ -65,7 +99,7 @@ class SplitAssigner:
     def assign_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         uris = pc.struct_field(batch.column("image"), "uri").to_pylist()
         ids = batch.column("record_id").to_pylist()
-        names = [self.assign(uri if uri else rid) for uri, rid in zip(uris, ids)]
+        names = [self.assign(split_key(uri) if uri else rid) for uri, rid in zip(uris, ids)]
         column = pa.array(names, type=SCHEMA.field("split").type)
         return batch.set_column(SCHEMA.get_field_index("split"), "split", column)
 

@@ -12,6 +12,12 @@ What landed is counted from the files themselves: the finalize step reads each p
 Parquet footer (records/) or counts its elements (manifests/, errors/), and reports the counts to
 the ledger next to what the writers were given and refused (transforms/stages/accounting.py).
 Partitions with nothing in them get no file.
+
+Writers that number classes (sagemaker, coco) without a class list in their options first get
+every class name of the output (a CombineGlobally over the records, given as a side input), so
+ids are equal in every file. That pass waits for every record: the runner keeps the records for
+those writers until it is done (on the in-process runner, in memory). Pinning the list
+(`--sagemaker_classes`, `coco.categories`) skips it and keeps the writer streaming.
 """
 
 from __future__ import annotations
@@ -94,26 +100,64 @@ class _ParquetFile:
         self.writer.close()
 
 
+def class_names(batch: pa.RecordBatch) -> set[str]:
+    """The class names a batch uses: image labels and object labels."""
+    names: set[str] = set()
+    for column, field in (("labels", "name"), ("objects", "label")):
+        values = pc.struct_field(pc.list_flatten(batch.column(column)), field)
+        names.update(name for name in pc.unique(values).to_pylist() if name is not None)
+    return names
+
+
+class _UnionFn(beam.CombineFn):
+    """Sets of class names -> their sorted union (a small list: one entry per class)."""
+
+    def create_accumulator(self):
+        return set()
+
+    def add_input(self, accumulator, names):
+        accumulator |= names
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = set()
+        for names in accumulators:
+            merged |= names
+        return merged
+
+    def extract_output(self, accumulator):
+        return sorted(accumulator)
+
+
 class _ManifestFile:
     """Record batches -> one manifest file of a format; rows it cannot represent -> dead letters."""
 
-    def __init__(self, handle, format_name: str, options: Any):
+    def __init__(self, handle, format_name: str, options: Any, classes: list[str] | None = None):
         self.handle = handle
         self.format = get_format(format_name)
         self.extension = self.format.extension
         self.options = options
+        self.classes = classes
+        self.summary: dict = {}
         self.array = self.format.file_layout == "json_array"
+        self.document = None
         self.count = 0
         if self.array:
             handle.write(b"[")
+        if self.format.file_layout == "document":  # the format streams the whole file itself
+            self.document = self.format.open_document(handle, options, classes)
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
         rows = batch.to_pylist()
-        ctx = WriteContext(options=self.options)
+        ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary)
+        if self.document is not None:
+            self.document.write(rows, ctx)  # refuses what it cannot write, row by row
+            self.count = self.document.count
+            return self._letters(ctx)
         try:
             elements = list(self.format.write(rows, ctx))  # one call per batch
         except Exception:  # noqa: BLE001 - find the row that broke the writer: it alone is refused
-            ctx, elements = WriteContext(options=self.options), []
+            ctx, elements = WriteContext(options=self.options, classes=self.classes, summary=self.summary), []
             for row in rows:
                 try:
                     elements.extend(self.format.write([row], ctx))
@@ -121,6 +165,9 @@ class _ManifestFile:
                     ctx.reject(row, errors.INTERNAL_ERROR, f"the writer failed: {exc!r}")
         for element in elements:
             self._write_element(element)
+        return self._letters(ctx)
+
+    def _letters(self, ctx: WriteContext) -> list[dict]:
         return [
             errors.row_dead_letter(row, WRITE_STAGE, code, f"{self.format.name}: {message}")
             for row, code, message in ctx.rejected
@@ -135,6 +182,8 @@ class _ManifestFile:
         self.count += 1
 
     def close(self) -> None:
+        if self.document is not None:
+            self.document.close()
         if self.array:
             self.handle.write(b"\n]\n" if self.count else b"]\n")
 
@@ -162,6 +211,13 @@ def count_elements(fs, path: str, extension: str, layout: str) -> int:
     if extension == ".parquet":
         with fs.open(path, "rb") as handle:
             return pq.ParquetFile(handle).metadata.num_rows
+    if layout == "document":  # the format's document says how many records it holds
+        from transforms.formats.coco import TAIL_BYTES, records_in
+
+        with fs.open(path, "rb") as handle:
+            size = fs.size(path)
+            handle.seek(max(size - TAIL_BYTES, 0))
+            return records_in(handle.read())
     newlines = 0
     with fs.open(path, "rb") as handle:
         while True:
@@ -187,8 +243,11 @@ class _WriteBundleFilesFn(beam.DoFn):
     def start_bundle(self):
         self._open: dict[str, tuple[Any, Any, str]] = {}
         self._ledger = Ledger()
+        self._side: dict = {}
 
-    def process(self, element):
+    def process(self, element, classes=None):
+        if classes is not None:  # the output's class names (a side input), for the file writers
+            self._side = {"classes": classes}
         given = element.num_rows if isinstance(element, pa.RecordBatch) else 1
         self._ledger.output(self._output, {"in": given})
         for partition, piece in self._split_element(element):
@@ -204,14 +263,15 @@ class _WriteBundleFilesFn(beam.DoFn):
         fs, path = self._storage.fs(temp)
         fs.makedirs(storage.parent(path), exist_ok=True)
         handle = fs.open(path, "wb")
-        return handle, self._open_file(handle), temp
+        return handle, self._open_file(handle, **self._side), temp
 
     def finish_bundle(self):
         for partition, (handle, writer, temp) in self._open.items():
             writer.close()
             handle.close()
             self._ledger.output(self._output, {"written": writer.count})
-            yield beam.pvalue.TaggedOutput(WRITTEN, GlobalWindows.windowed_value((partition, temp, writer.extension, writer.count)))
+            summary = getattr(writer, "summary", None) or {}
+            yield beam.pvalue.TaggedOutput(WRITTEN, GlobalWindows.windowed_value((partition, temp, writer.extension, writer.count, summary)))
         self._open = {}
         yield from self._ledger.emit()
 
@@ -219,16 +279,20 @@ class _WriteBundleFilesFn(beam.DoFn):
 class _FinalizeFilesFn(beam.DoFn):
     """All temporary files -> part-NNNNN-of-MMMMM per partition, counted from the files."""
 
-    def __init__(self, output: str, root: str, store: storage.Storage, layout: str):
+    def __init__(self, output: str, root: str, store: storage.Storage, layout: str, side_files: Callable | None = None):
         self._output = output
         self._root = root
         self._storage = store
         self._layout = layout
+        self._side_files = side_files
 
-    def process(self, written: list[tuple[str, str, str, int]]):
+    def process(self, written: list[tuple[str, str, str, int, dict]], classes=None):
         by_partition: dict[str, list[tuple[str, str]]] = {}
         fs, _ = self._storage.fs(self._root)
-        for partition, temp, extension, count in written:
+        if self._side_files is not None:  # e.g. the labeling config beside label_studio tasks
+            for name, content in self._side_files([w[4] for w in written if w[4]], classes).items():
+                self._storage.write_atomically(storage.join(self._root, name), content)
+        for partition, temp, extension, count, _ in written:
             if count == 0:  # an empty partition of a bundle: no file
                 fs.rm(self._storage.fs(temp)[1])
                 continue
@@ -262,8 +326,10 @@ class _FinalizeFilesFn(beam.DoFn):
 class _WriteFiles(beam.PTransform):
     """Shared mechanics: bundle files, then one finalize. -> {dead_letters, ledger}."""
 
-    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl"):
+    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl", classes: bool = False, side_files: Callable | None = None):
         super().__init__()
+        self._classes = classes
+        self._side_files = side_files
         self._output = output
         self._root = root.rstrip("/")
         self._open_file = open_file
@@ -274,9 +340,18 @@ class _WriteFiles(beam.PTransform):
     def expand(self, pcolls):
         pcolls = pcolls if isinstance(pcolls, (list, tuple)) else [pcolls]
         written, ledgers, letters = [], [], []
+        side = {}
+        if self._classes:  # a first pass: every class name of the output, before any file is written
+            names = (
+                tuple(pcolls)
+                | "AllForClasses" >> beam.Flatten()
+                | "ClassNames" >> beam.Map(class_names)
+                | "UnionClassNames" >> beam.CombineGlobally(_UnionFn())
+            )
+            side = {"classes": beam.pvalue.AsSingleton(names)}
         for i, pcoll in enumerate(pcolls):
             out = pcoll | f"WriteBundleFiles{i or ''}" >> beam.ParDo(
-                _WriteBundleFilesFn(self._output, self._root, self._open_file, self._split_element, self._storage)
+                _WriteBundleFilesFn(self._output, self._root, self._open_file, self._split_element, self._storage), **side
             ).with_outputs(WRITTEN, LEDGER, main=errors.DEAD_LETTERS)
             written.append(out[WRITTEN])
             ledgers.append(out[LEDGER])
@@ -285,7 +360,7 @@ class _WriteFiles(beam.PTransform):
             tuple(written)
             | "AllTempFiles" >> beam.Flatten()
             | "CollectTempFiles" >> beam.combiners.ToList()
-            | "Finalize" >> beam.ParDo(_FinalizeFilesFn(self._output, self._root, self._storage, self._layout)).with_outputs(LEDGER, main="unused")
+            | "Finalize" >> beam.ParDo(_FinalizeFilesFn(self._output, self._root, self._storage, self._layout, self._side_files), **side).with_outputs(LEDGER, main="unused")
         )
         ledgers.append(finalized[LEDGER])
         return {errors.DEAD_LETTERS: letters, LEDGER: ledgers}
@@ -335,10 +410,12 @@ class WriteManifests(beam.PTransform):
         self._format_name = format_name
         self._options = fmt.options(options)
         self._storage = store or storage.Storage()
-        self._columns = ("split", "task") if fmt.one_task_per_file else ("split",)
+        self._columns = fmt.partition_columns or (("split", "task") if fmt.one_task_per_file else ("split",))
         self._layout = fmt.file_layout
+        self._classes = fmt.needs_class_names(self._options)
 
     def expand(self, batches):
+        fmt = get_format(self._format_name)
         return batches | _WriteFiles(
             manifests_output(self._format_name),
             self._root,
@@ -346,6 +423,8 @@ class WriteManifests(beam.PTransform):
             functools.partial(partition_batch, columns=self._columns),
             self._storage,
             self._layout,
+            classes=self._classes,
+            side_files=fmt.side_files,
         )
 
 

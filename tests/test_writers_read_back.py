@@ -1,0 +1,267 @@
+"""Every output of the demo samples, read back with the client people load it with."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+import pyarrow.dataset as ds
+import pytest
+
+from pipelines.normalize_manifests import run
+from transforms.formats.base import ParseContext, get_format
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+REALDATA = REPO.parent / "shared" / "realdata"
+OUTPUTS = ("sagemaker", "azure_automl", "label_studio", "coco", "jsonl")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "out"
+    inputs = [str(p) for p in sorted(SAMPLES.glob("*/*")) if p.suffix in (".manifest", ".jsonl", ".json")]
+    argv = ["--input", *inputs, "--output", str(out), "--runner=FnApiRunner"]
+    argv += [f"--output_format={name}" for name in OUTPUTS]
+    assert run(argv) == 0
+    return out
+
+
+def records(out: Path) -> list[dict]:
+    return ds.dataset(out / "records", format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+def landed(out: Path, output: str) -> int:
+    return json.loads((out / "run.json").read_text())["outputs"][output]["landed"]
+
+
+def test_sagemaker_output_rereads_with_labelbeam_and_class_ids_are_stable(demo):
+    fmt = get_format("sagemaker")
+    ctx = ParseContext(uri="x", base_uri="")  # refs stay as written
+    ids_of = defaultdict(set)  # class name -> ids it was written with, over the whole output
+    reread = []
+    for path in sorted((demo / "manifests" / "sagemaker").glob("split=*/part-*.manifest")):
+        for line in path.read_bytes().splitlines():
+            obj = orjson.loads(line)
+            for key, meta in obj.items():
+                if not key.endswith("-metadata") or "class-map" not in meta:
+                    continue
+                value = obj[key.removesuffix("-metadata")]
+                ids = value if isinstance(value, list) else [a["class_id"] for a in value["annotations"]]
+                names = [meta["class-map"][str(i)] for i in ids]
+                if meta["type"].endswith("multilabel"):
+                    assert len(set(ids)) == len(ids), obj  # one id per label, not [0, 0, 0, 0]
+                if "job-name" not in meta:  # written by labelbeam, not kept from Ground Truth
+                    for class_id, name in zip(ids, names):
+                        ids_of[name].add(class_id)
+            reread.extend(fmt.parse(obj, ctx).rows)
+    assert ids_of and all(len(ids) == 1 for ids in ids_of.values()), dict(ids_of)
+    assert len(reread) == landed(demo, "manifests/sagemaker")
+    # the labels read back are the records' labels, image by image
+    by_image = defaultdict(list)
+    for row in records(demo):
+        by_image[row["image"]["uri"]].append(sorted(label["name"] for label in row["labels"] or []))
+    for row in reread:
+        assert sorted(label["name"] for label in row["labels"] or []) in by_image[row["image"]["uri"]]
+
+
+@pytest.fixture(scope="module")
+def converted_to_label_studio(tmp_path_factory) -> Path:
+    """Tasks labelbeam writes from other formats (Ground Truth, Lookout for Vision, AutoML)."""
+    out = tmp_path_factory.mktemp("to_ls") / "out"
+    inputs = [str(p) for p in sorted((SAMPLES / "sagemaker").glob("*.manifest"))]
+    inputs += [str(p) for p in sorted((SAMPLES / "azure_automl").glob("*.jsonl"))]
+    argv = ["--input", *inputs, "--output", str(out), "--runner=FnApiRunner", "--output_format=label_studio"]
+    assert run(argv) == 0
+    return out
+
+
+def test_label_studio_output_converts_to_coco_with_label_studio_sdk(converted_to_label_studio, tmp_path):
+    converter = pytest.importorskip("label_studio_sdk.converter")
+    out = converted_to_label_studio
+    root = out / "manifests" / "label_studio"
+    config = (root / "labeling_config.xml").read_text()
+    files = sorted(root.glob("split=*/part-*.json"))
+    assert files
+    tasks_total = 0
+    for path in files:
+        tasks = json.loads(path.read_text())
+        tasks_total += len(tasks)
+        assert all(isinstance(task.get("id"), int) for task in tasks)
+        regions = [r for t in tasks for u in t.get("annotations", []) for r in u["result"]
+                   if r["type"] in ("rectanglelabels", "polygonlabels")]
+        for region in regions:  # one control per region type, all declared in the config
+            assert region["from_name"] == {"rectanglelabels": "box", "polygonlabels": "polygon"}[region["type"]]
+            assert f'name="{region["from_name"]}"' in config
+        result = tmp_path / path.parent.name
+        converter.Converter(config=config, project_dir=str(tmp_path), download_resources=False).convert_to_coco(
+            str(path), str(result), is_dir=False
+        )
+        coco = json.loads((result / "result.json").read_text())
+        # every region with a label and an image size comes back as a COCO annotation
+        convertible = [r for r in regions if r["value"][r["type"]] and "original_width" in r]
+        assert len(coco["annotations"]) == len(convertible), path
+        names = {c["id"]: c["name"] for c in coco["categories"]}
+        assert sorted(names[a["category_id"]] for a in coco["annotations"]) == sorted(
+            r["value"][r["type"]][0] for r in convertible
+        )
+    assert tasks_total == landed(out, "manifests/label_studio")
+
+
+def test_masks_are_refused_with_a_code_not_dropped(converted_to_label_studio):
+    out = converted_to_label_studio
+    letters = [json.loads(line) for p in (out / "errors").glob("*.jsonl") for line in p.read_text().splitlines()]
+    masked = [r for r in records(out) if (r["mask"] or {}).get("uri")]
+    assert masked  # Lookout for Vision's anomaly masks
+    refused = [d for d in letters if d["code"] == "MASK_NOT_WRITTEN"]
+    assert len(refused) == len(masked)
+    written = [t for p in (out / "manifests" / "label_studio").glob("split=*/*.json") for t in json.loads(p.read_text())]
+    uris = {t["data"]["image"] for t in written}
+    assert not {r["image"]["uri"] for r in masked if r["task"] == "semantic_segmentation"} & uris - {
+        r["image"]["uri"] for r in records(out) if not (r["mask"] or {}).get("uri")
+    }
+
+
+def test_no_output_has_an_empty_part_file(demo):
+    parts = list((demo / "manifests").glob("*/**/part-*"))
+    assert parts and all(p.stat().st_size > 0 for p in parts)
+    for p in parts:
+        text = p.read_text().strip()
+        assert text not in ("", "[]"), p
+
+
+def refused_ids(out: Path, output: str) -> dict[str, str]:
+    """record_id -> code of the rows a writer refused (from errors/)."""
+    found = {}
+    for path in (out / "errors").glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            letter = json.loads(line)
+            if letter["stage"] == "write" and letter["message"].startswith(f"{output}:"):
+                found[re.search(r'"record_id":"([0-9a-f]+)"', letter["raw"]).group(1)] = letter["code"]
+    return found
+
+
+def test_coco_output_loads_in_pycocotools_with_the_records_counts_and_values(demo):
+    refused = check_coco(demo)
+    assert {"IMAGE_SIZE_REQUIRED", "NOTHING_TO_WRITE", "MASK_NOT_WRITTEN"} <= set(refused.values())
+
+
+def test_real_files_as_coco_and_label_studio(tmp_path):
+    ls_folder = REALDATA / "label-studio-sdk-converter-tests"
+    lfv = REALDATA / "lookout-for-vision-getting-started"
+    if not ls_folder.exists() or not lfv.exists():
+        pytest.skip("shared realdata is not beside the repository")
+    out = tmp_path / "out"
+    argv = ["--input", str(ls_folder / "*.json"), str(lfv / "manifests" / "template.manifest"), "--relative_to", str(lfv),
+            "--output", str(out), "--runner=FnApiRunner", "--output_format=coco", "--output_format=label_studio"]
+    assert run(argv) == 0
+    refused = check_coco(out)
+    lookout = [r for r in records(out) if r["source"]["format"] == "sagemaker"]
+    assert lookout  # classification (+ mask) lines: nothing a COCO instances file holds
+    assert all(refused.get(r["record_id"]) in ("NOTHING_TO_WRITE", "MASK_NOT_WRITTEN", "IMAGE_SIZE_REQUIRED") for r in lookout)
+    assert landed(out, "manifests/coco") > 0
+
+
+def check_coco(out: Path) -> dict[str, str]:
+    """pycocotools loads every COCO file of `out`; its images, annotations and categories are
+    the records' (those the writer did not refuse). Returns the refused record ids -> code."""
+    coco_module = pytest.importorskip("pycocotools.coco")
+    demo = out
+    refused = refused_ids(demo, "coco")
+    assert set(refused.values()) <= {"IMAGE_SIZE_REQUIRED", "NOTHING_TO_WRITE", "MASK_NOT_WRITTEN", "OUTPUT_UNREPRESENTABLE"}
+    rows = records(demo)
+    kept = [r for r in rows if r["record_id"] not in refused]
+    files = sorted((demo / "manifests" / "coco").glob("split=*/origin=*/part-*.json"))
+    assert files and kept
+    categories = None
+    seen_records = 0
+    for path in files:
+        split = path.parent.parent.name.removeprefix("split=")
+        origin = path.parent.name.removeprefix("origin=")
+        coco = coco_module.COCO(str(path))
+        part = [r for r in kept if r["split"] == split and r["origin"] == origin]
+        seen_records += coco.dataset["info"]["labelbeam"]["records"]
+        assert coco.dataset["info"]["labelbeam"]["records"] == len(part)
+        sized = lambda r: (r["image"]["uri"], r["image"]["width"], r["image"]["height"])  # noqa: E731
+        assert len(coco.getImgIds()) == len({sized(r) for r in part})
+        assert len(coco.getAnnIds()) == sum(len(r["objects"] or []) for r in part)
+        # the same class has the same id in every split: sorted names, from 1
+        if categories is None:
+            categories = coco.dataset["categories"]
+            names = [c["name"] for c in categories]
+            assert names == sorted(names) and [c["id"] for c in categories] == list(range(1, len(names) + 1))
+        assert coco.dataset["categories"] == categories
+        by_uri = {(img["file_name"], img["width"], img["height"]): img for img in coco.loadImgs(coco.getImgIds())}
+        for row in part:
+            image = by_uri[sized(row)]
+            w, h = row["image"]["width"], row["image"]["height"]
+            assert (image["width"], image["height"]) == (w, h)
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]]))
+            for obj in row["objects"] or []:
+                name = obj["label"]
+                box = obj["bbox"]
+                want = [box["x_min"] * w, box["y_min"] * h, (box["x_max"] - box["x_min"]) * w, (box["y_max"] - box["y_min"]) * h]
+                match = [a for a in anns if coco.cats[a["category_id"]]["name"] == name
+                         and all(abs(x - y) < 0.01 for x, y in zip(a["bbox"], want))]
+                assert match, (row["image"]["uri"], name, want)
+                if obj["polygon"]:
+                    assert match[0]["segmentation"][0][0] == pytest.approx(obj["polygon"][0][0] * w, abs=0.001)
+                if obj["mask_rle"] is not None:  # brush RLE -> COCO RLE that pycocotools decodes
+                    assert coco.annToMask(match[0]).sum() == match[0]["area"] > 0
+    assert seen_records == landed(demo, "manifests/coco") == len(kept)
+    return refused
+
+
+def test_jsonl_output_reads_in_duckdb_equal_to_the_parquet_records(demo):
+    duckdb = pytest.importorskip("duckdb")
+    con = duckdb.connect()
+    parquet = (demo / "records").as_posix() + "/**/*.parquet"
+    lines = (demo / "manifests" / "jsonl").as_posix() + "/**/*.jsonl"
+    total = con.execute(f"select count(*) from read_parquet('{parquet}', hive_partitioning=true)").fetchone()[0]
+    assert total == json.loads((demo / "run.json").read_text())["outputs"]["records"]["landed"] == len(records(demo))
+    assert con.execute(f"select count(*) from read_json_auto('{lines}')").fetchone()[0] == total
+    # the same records, column by column (objects as JSON text: both sides written by DuckDB)
+    columns = "record_id, image.uri, image.width, image.height, task::varchar, origin::varchar, split::varchar, " \
+              "to_json(labels)::varchar, len(objects), annotation.created_at::timestamptz, extra"
+    from_parquet = con.execute(f"select {columns} from read_parquet('{parquet}', hive_partitioning=true) order by 1").fetchall()
+    from_json = con.execute(f"select {columns} from read_json_auto('{lines}') order by 1").fetchall()
+    assert from_json == from_parquet
+    boxes = "select record_id, unnest(objects).bbox.x_min::double from {} where objects is not null order by 1, 2"
+    assert con.execute(boxes.format(f"read_json_auto('{lines}')")).fetchall() == con.execute(
+        boxes.format(f"read_parquet('{parquet}', hive_partitioning=true)")).fetchall()
+
+
+def test_pyarrow_dataset_and_duckdb_count_what_run_json_says(demo):
+    duckdb = pytest.importorskip("duckdb")
+    summary = json.loads((demo / "run.json").read_text())
+    landed_records = summary["outputs"]["records"]["landed"]
+    glob = (demo / "records").as_posix() + "/**/*.parquet"
+    assert duckdb.sql(f"select count(*) from read_parquet('{glob}', hive_partitioning=true)").fetchall()[0][0] == landed_records
+    assert ds.dataset(demo / "records", format="parquet", partitioning="hive").count_rows() == landed_records
+    splits = dict(duckdb.sql(f"select split, count(*) from read_parquet('{glob}', hive_partitioning=true) group by 1").fetchall())
+    assert sum(splits.values()) == landed_records and set(splits) <= {"train", "validation", "test"}
+
+
+def test_a_pinned_class_list_skips_the_class_name_pass():
+    for name, key in (("sagemaker", "classes"), ("coco", "categories")):
+        fmt = get_format(name)
+        assert fmt.needs_class_names(None) and not fmt.needs_class_names({key: ["can", "carton"]})
+    assert not get_format("label_studio").needs_class_names(None)
+
+
+def test_coco_rle_equals_pycocotools_encoding():
+    mask_api = pytest.importorskip("pycocotools.mask")
+    import numpy as np
+
+    from transforms.formats.coco import coco_rle
+
+    rng = np.random.default_rng(7)
+    for shape in ((5, 7), (1, 1), (31, 17)):
+        for density in (0.0, 0.3, 1.0):
+            mask = rng.random(shape) < density
+            ours = mask_api.frPyObjects(coco_rle(mask), *shape)
+            assert (mask_api.decode(ours) == mask).all()
+            assert ours["counts"] == mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"]

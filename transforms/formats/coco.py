@@ -1,0 +1,217 @@
+"""COCO instances files (write only): what pycocotools, torchvision, Detectron2, MMDetection and
+FiftyOne load.
+
+One JSON document per partition file, written streaming: `categories` first (from the write
+stage's first pass over class names, so ids are equal in every split), then `annotations` as
+rows arrive, then `images` (spooled to a temporary file as they arrive: one entry per image even
+when several records share it), then `info`, which says how many records the file holds.
+
+Ids are stable across runs: a category's id is its position + 1 in the sorted class names (or in
+`coco_categories`), an image's id comes from its URI, an annotation's from its record and index,
+all below 2**53 so JSON readers in any language keep them exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tempfile
+from typing import Any, Iterator
+
+import numpy as np
+import orjson
+
+from transforms import errors
+from transforms.checks.rle import decode_rle
+from transforms.errors import RecordError
+from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
+from transforms.settings import setting
+
+# info.labelbeam.records: the records a file holds (write.count_elements reads it back)
+RECORDS_KEY = "records"
+TAIL_BYTES = 4096
+
+
+def _class_list(value) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class CocoOptions:
+    categories: list[str] = setting([], help="class names in category id order (id = position + 1); default: the output's class names, sorted", flag=None, parse=_class_list)
+    brush_alpha_threshold: int = setting(128, help="brush RLE pixels with alpha at least this are the COCO mask", minimum=0, maximum=255)
+
+
+def stable_id(text: str) -> int:
+    """A positive integer below 2**52 from a text: the same on every run and machine."""
+    return int(hashlib.blake2b(text.encode(), digest_size=8).hexdigest()[:13], 16) or 1
+
+
+def coco_rle(foreground: np.ndarray) -> dict:
+    """A boolean (height, width) mask -> COCO's uncompressed RLE: run lengths in column-major
+    order, starting with a run of zeros (pycocotools reads it with frPyObjects)."""
+    height, width = foreground.shape
+    flat = foreground.flatten(order="F").astype(np.int8)
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0] == 1:
+        counts = [0, *counts]
+    return {"counts": counts, "size": [int(height), int(width)]}
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _pixels(value: float) -> float:
+    return round(float(value), 3)
+
+
+class CocoDocument:
+    """One COCO file being written. Memory: the set of image ids seen in this file."""
+
+    def __init__(self, handle, options: CocoOptions, classes: list[str] | None):
+        self.handle = handle
+        self.options = options
+        names = options.categories or classes or []
+        self.category_ids = {name: i + 1 for i, name in enumerate(names)}
+        self.fixed = bool(options.categories)
+        self.images = tempfile.SpooledTemporaryFile(max_size=16 << 20)
+        self.image_ids: set[int] = set()
+        self.count = 0
+        self.annotations = 0
+        categories = [{"id": i, "name": name, "supercategory": ""} for name, i in self.category_ids.items()]
+        handle.write(b'{"categories":' + orjson.dumps(categories) + b',\n"annotations":[')
+
+    def write(self, rows: list[dict], ctx: WriteContext) -> None:
+        for row in rows:
+            try:
+                image, annotations = self._encode(row)
+            except _Refused as why:
+                ctx.reject(row, why.code, str(why))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a writer bug refuses the row, not the file
+                ctx.reject(row, errors.INTERNAL_ERROR, f"the writer failed: {exc!r}")
+                continue
+            for annotation in annotations:
+                self.handle.write((b",\n" if self.annotations else b"\n") + orjson.dumps(annotation))
+                self.annotations += 1
+            if image["id"] not in self.image_ids:
+                self.images.write((b",\n" if self.image_ids else b"\n") + orjson.dumps(image))
+                self.image_ids.add(image["id"])
+            self.count += 1
+
+    def close(self) -> None:
+        self.handle.write(b"\n],\n\"images\":[")
+        self.images.seek(0)
+        while chunk := self.images.read(8 << 20):
+            self.handle.write(chunk)
+        self.images.close()
+        info = {"description": "written by labelbeam", "labelbeam": {RECORDS_KEY: self.count}}
+        self.handle.write(b"\n],\n\"info\":" + orjson.dumps(info) + b"}\n")
+
+    def _encode(self, row: dict) -> tuple[dict, list[dict]]:
+        image = row.get("image") or {}
+        uri = image.get("uri")
+        if not uri:
+            raise _Refused(errors.OUTPUT_UNREPRESENTABLE, "the record has no image uri")
+        if (row.get("mask") or {}).get("uri"):
+            raise _Refused(errors.MASK_NOT_WRITTEN, f"mask {row['mask']['uri']} is an image, not a brush RLE")
+        objects = row.get("objects") or []
+        if not objects and row.get("labels"):
+            raise _Refused(errors.NOTHING_TO_WRITE, "image-level labels only: COCO instances hold objects")
+        width, height = image.get("width"), image.get("height")
+        if not width or not height:
+            raise _Refused(errors.IMAGE_SIZE_REQUIRED, "COCO is in pixels and the image size is unknown (try --probe_images)")
+        # from the URI, and the size: sources that disagree on an image's size give two images,
+        # each with the annotations in its own pixels
+        image_id = stable_id(f"{uri}\x00{int(width)}x{int(height)}")
+        entry = {"id": image_id, "file_name": uri, "width": int(width), "height": int(height)}
+        return entry, [self._annotation(row, index, obj, image_id, width, height) for index, obj in enumerate(objects)]
+
+    def _annotation(self, row: dict, index: int, obj: dict, image_id: int, width: int, height: int) -> dict:
+        label = obj.get("label")
+        if label is None:
+            raise _Refused(errors.OUTPUT_UNREPRESENTABLE, f"object {index} has no label: COCO needs a category")
+        category = self.category_ids.get(label)
+        if category is None:
+            raise _Refused(errors.OUTPUT_UNREPRESENTABLE, f"class {label!r} is not in formats.coco.categories")
+        if obj.get("keypoints"):
+            raise _Refused(errors.OUTPUT_UNREPRESENTABLE, "COCO keypoints (per-category skeletons) are not written")
+        segmentation: Any = []
+        area = obj.get("area")
+        for ring in obj.get("polygon") or []:
+            segmentation.append([_pixels(v * (width if i % 2 == 0 else height)) for i, v in enumerate(ring)])
+        box = obj.get("bbox")
+        if obj.get("mask_rle") is not None and not segmentation:
+            try:
+                foreground = decode_rle(obj["mask_rle"], width, height)[:, :, 3] >= self.options.brush_alpha_threshold
+            except ValueError as exc:
+                raise _Refused(errors.OUTPUT_UNREPRESENTABLE, f"object {index}: the brush RLE does not decode: {exc}") from None
+            segmentation = coco_rle(foreground)
+            area = float(foreground.sum())
+        if box is None and segmentation and isinstance(segmentation, list):
+            xs = [v for ring in obj["polygon"] for v in ring[0::2]]
+            ys = [v for ring in obj["polygon"] for v in ring[1::2]]
+            box = {"x_min": min(xs), "y_min": min(ys), "x_max": max(xs), "y_max": max(ys)}
+        if box is None:
+            raise _Refused(errors.OUTPUT_UNREPRESENTABLE, f"object {index} has no box, polygon or mask")
+        bbox = [
+            _pixels(box["x_min"] * width),
+            _pixels(box["y_min"] * height),
+            _pixels((box["x_max"] - box["x_min"]) * width),
+            _pixels((box["y_max"] - box["y_min"]) * height),
+        ]
+        annotation = {
+            "id": stable_id(f"{row.get('record_id')}\x00{index}"),
+            "image_id": image_id,
+            "category_id": category,
+            "bbox": bbox,
+            "area": float(area) if area is not None else bbox[2] * bbox[3],
+            "iscrowd": int(bool(obj.get("is_crowd"))),
+            "segmentation": segmentation,
+        }
+        if obj.get("score") is not None:
+            annotation["score"] = float(f"{obj['score']:.7g}")
+        return annotation
+
+
+def records_in(tail: bytes) -> int:
+    """The record count of a COCO file from its last bytes (the `info` object)."""
+    start = tail.rfind(b'"info":')
+    if start < 0:
+        raise ValueError("not a labelbeam COCO file: no info at its end")
+    info = orjson.loads(tail[start + len(b'"info":') :].rstrip()[:-1])
+    return int(info["labelbeam"][RECORDS_KEY])
+
+
+@register
+class CocoFormat(ManifestFormat):
+    """COCO instances JSON (output only)."""
+
+    name = "coco"
+    extension = ".json"
+    file_layout = "document"
+    readable = False
+    uses_class_names = True
+    partition_columns = ("split", "origin")
+    Options = CocoOptions
+
+    def detect(self, sample: list[Any]) -> float:
+        return 0.0  # never read: COCO is an output format
+
+    def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
+        raise RecordError(errors.UNKNOWN_FORMAT, "coco is written, not read")
+
+    def needs_class_names(self, options: Any) -> bool:
+        return not self.options(options).categories  # a pinned list needs no first pass
+
+    def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
+        raise NotImplementedError("coco writes whole documents: see open_document")
+
+    def open_document(self, handle, options: CocoOptions, classes: list[str] | None) -> CocoDocument:
+        return CocoDocument(handle, options, classes)

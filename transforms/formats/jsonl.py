@@ -1,0 +1,43 @@
+"""Canonical JSON lines (write only): one record per line, the columns of records/, for tools
+that do not read Parquet (DuckDB's read_json_auto, jq, pandas.read_json(lines=True)).
+
+Every column is written, partition columns included, so a line stands alone. Values keep their
+JSON form: timestamps as RFC 3339 text (UTC), brush RLEs (`mask_rle`) as base64 text, `extra`
+and `attributes` as the JSON text they are in records/.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Iterator
+
+import orjson
+
+from transforms import errors
+from transforms.errors import RecordError
+from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
+
+
+@register
+class CanonicalJsonLines(ManifestFormat):
+    name = "jsonl"
+    extension = ".jsonl"
+    file_layout = "jsonl"
+    readable = False
+    partition_columns = ("split", "task")  # as records/
+
+    def detect(self, sample: list[Any]) -> float:
+        return 0.0  # never read: an output of labelbeam's own rows
+
+    def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
+        raise RecordError(errors.UNKNOWN_FORMAT, "jsonl is written, not read")
+
+    def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
+        for row in rows:
+            yield orjson.dumps(row, default=_base64, option=orjson.OPT_UTC_Z)
+
+
+def _base64(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode()
+    raise TypeError(f"{type(value).__name__} has no JSON form")
