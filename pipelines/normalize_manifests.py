@@ -55,7 +55,14 @@ def file_check_config(job: JobConfig) -> FileCheckConfig:
         max_pixels=v.mask.max_pixels,
         timeout_seconds=v.mask.timeout_seconds,
         concurrency=v.io_concurrency,
+        decode_budget_pixels=v.mask.decode_budget_pixels,
+        allowed_roots=allowed_roots(job),
     )
+
+
+def allowed_roots(job: JobConfig) -> tuple[str, ...]:
+    """Where workers may open referenced files, besides each manifest's own root."""
+    return tuple(job.validate.allowed_roots) + ((job.read.relative_to,) if job.read.relative_to else ())
 
 
 def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None) -> dict:

@@ -50,6 +50,7 @@ GROUPS = {
     "profile": "Target limits (ValidateRecords, by --validation_profile)",
     "mask": "Mask PNGs and brush masks (CheckFiles)",
     "image": "Images (CheckFiles, --probe_images)",
+    "storage": "Referenced files: where they may be, whether storage answers (CheckFiles)",
     "output": "Writing outputs",
     "internal": "Anything unexpected",
 }
@@ -110,8 +111,8 @@ IMAGE_UNSUPPORTED_FORMAT = _define("IMAGE_UNSUPPORTED_FORMAT", VALIDATE, WARNING
 
 # -- masks (CheckFiles) ---------------------------------------------------------------------
 MASK_NOT_FOUND = _define("MASK_NOT_FOUND", CHECK_FILES, WARNING, "mask", "mask.uri does not exist")
-MASK_NOT_PNG = _define("MASK_NOT_PNG", CHECK_FILES, WARNING, "mask", "the file does not start with the PNG signature (a JPEG, a text file named .png, an empty file)")
-MASK_CORRUPT = _define("MASK_CORRUPT", CHECK_FILES, WARNING, "mask", "truncated, bad IHDR or chunk CRC, undecodable; or no result within the per-file time limit")
+MASK_NOT_PNG = _define("MASK_NOT_PNG", CHECK_FILES, WARNING, "mask", "the file does not start with the PNG signature (a JPEG, a text file named .png, an empty file); the message never quotes its bytes")
+MASK_CORRUPT = _define("MASK_CORRUPT", CHECK_FILES, WARNING, "mask", "truncated (inside the signature, the header or later), a bad CRC in any chunk (IDAT included), undecodable; or no result within the per-file time limit")
 MASK_TOO_LARGE = _define("MASK_TOO_LARGE", CHECK_FILES, WARNING, "mask", "the PNG header declares more than validate.mask.max_pixels pixels (refused before decoding), or the file is longer than 5 bytes per declared pixel")
 MASK_SIZE_MISMATCH = _define("MASK_SIZE_MISMATCH", CHECK_FILES, WARNING, "mask", "mask width x height differs from the image's (from the manifest or the probe)")
 MASK_UNDECLARED_COLOR = _define("MASK_UNDECLARED_COLOR", CHECK_FILES, WARNING, "mask", "labelled pixels (alpha >= threshold) of a colour the color map does not declare, background excluded")
@@ -123,6 +124,10 @@ RLE_EMPTY = _define("RLE_EMPTY", CHECK_FILES, WARNING, "mask", "a brush RLE with
 IMAGE_NOT_FOUND = _define("IMAGE_NOT_FOUND", CHECK_FILES, WARNING, "image", "--probe_images: the image does not exist or cannot be read")
 IMAGE_CORRUPT = _define("IMAGE_CORRUPT", CHECK_FILES, WARNING, "image", "a known image format whose header Pillow cannot read (within 64 KiB, then 1 MiB); or no result in time")
 IMAGE_FILE_TOO_LARGE = _define("IMAGE_FILE_TOO_LARGE", CHECK_FILES, WARNING, "image", "file bytes above the target's limit (8 MiB Lookout for Vision, 15 MiB Rekognition); needs --probe_images")
+
+# -- referenced files (CheckFiles) ------------------------------------------------------------
+REFERENCE_OUTSIDE_ROOTS = _define("REFERENCE_OUTSIDE_ROOTS", CHECK_FILES, WARNING, "storage", "a mask or image reference outside the allowed roots (the manifest's folder, its bucket on object storage, read.relative_to, validate.allowed_roots): an absolute path elsewhere, a `..` escape, a symlink leaving the root, file:// or http(s):// elsewhere; never opened")
+FILE_UNREADABLE = _define("FILE_UNREADABLE", CHECK_FILES, WARNING, "storage", "a referenced mask or image could not be read for a storage reason, named first in the message: no_credentials, access_denied, unreachable (after the client's retries), io_error")
 
 # -- outputs --------------------------------------------------------------------------------
 OUTPUT_UNREPRESENTABLE = _define("OUTPUT_UNREPRESENTABLE", WRITE, ERROR, "output", "an --output_format cannot represent this record (each format says when, docs/formats.md); the record is still in records/")

@@ -123,3 +123,47 @@ class BoundedRunner:
             futures[again] = index
             pending.add(again)
         return pending
+
+
+class PixelBudget:
+    """Decoded pixels in flight across the threads of one process, bounded.
+
+    A decoded mask costs memory by its pixels (an RGBA copy is 4 bytes a pixel, the
+    classification a few more), not by its compressed size: sixteen 5000x5000 masks of 100 KB
+    each are 1.6 GB of RGBA. A thread takes its mask's pixels from the budget before decoding
+    and gives them back after; a mask larger than the whole budget waits until it runs alone.
+    """
+
+    def __init__(self, pixels: int):
+        self.limit = max(1, int(pixels))
+        self.in_use = 0
+        self.peak = 0
+        self._free = threading.Condition()
+
+    def acquire(self, pixels: int) -> int:
+        """Blocks until `pixels` (capped at the limit) fit; returns what was taken."""
+        taken = min(max(int(pixels), 0), self.limit)
+        with self._free:
+            while self.in_use and self.in_use + taken > self.limit:
+                self._free.wait()
+            self.in_use += taken
+            self.peak = max(self.peak, self.in_use)
+        return taken
+
+    def release(self, taken: int) -> None:
+        with self._free:
+            self.in_use -= taken
+            self._free.notify_all()
+
+    def hold(self, pixels: int):
+        budget = self
+
+        class _Held:
+            def __enter__(self):
+                self.taken = budget.acquire(pixels)
+                return self
+
+            def __exit__(self, *exc):
+                budget.release(self.taken)
+
+        return _Held()
