@@ -270,8 +270,9 @@ class _PlanShardsFn(beam.DoFn):
 
 
 class _CountShardLinesFn(beam.DoFn):
-    """A shard of a split file -> (uri, (shard, lines it owns)); -1 when it cannot be read
-    (the reader then meets the same failure and reports it as READ_FAILED)."""
+    """A shard of a split file -> (uri, (shard, lines it owns)). A shard whose lines cannot be
+    counted (storage failed) is not read: its line numbers, and those of the shards after it,
+    cannot be known, so it becomes one READ_FAILED where it starts and the file is incomplete."""
 
     def __init__(self, store: storage.Storage):
         self._storage = store
@@ -280,8 +281,10 @@ class _CountShardLinesFn(beam.DoFn):
         try:
             with _open(shard.uri, self._storage) as handle:
                 lines = count_line_starts(handle, shard.start, shard.end)
-        except Exception:  # noqa: BLE001 - any storage failure here is the reader's to report
-            lines = -1
+        except Exception as exc:  # noqa: BLE001 - any storage failure here is the reader's to report
+            reason = storage.failure_reason(exc) or "error"
+            message = storage.redact_url(f"its lines could not be counted ({reason}: {type(exc).__name__}: {exc})")[:400]
+            shard, lines = dataclasses.replace(shard, layout="unreadable:" + message), -1
         yield shard.uri, (shard, lines)
 
 
@@ -306,7 +309,7 @@ class _ReadShardFn(beam.DoFn):
         reader = _ShardReader(shard, self._batch_lines, self._max_line_bytes)
         if shard.layout.startswith("unreadable:"):
             reader.incomplete = True
-            yield from reader.fail(0, errors.READ_FAILED, shard.layout.split(":", 1)[1])
+            yield from reader.fail(shard.start, errors.READ_FAILED, shard.layout.split(":", 1)[1])
         else:
             try:
                 with _open(shard.uri, self._storage, shard.compression) as handle:
