@@ -181,8 +181,10 @@ def dead_letter(
         raw = bytes(raw[: RAW_TEXT_LIMIT * 4]).decode("utf-8", errors="replace")
     if raw is not None and len(raw) > RAW_TEXT_LIMIT:
         raw = raw[:RAW_TEXT_LIMIT]
+    from transforms.storage import redact_url  # here: storage imports fsspec, the catalogue need not
+
     return {
-        "source_uri": where.uri,
+        "source_uri": redact_url(where.uri),
         "line": where.line,
         "offset": where.offset,
         "format": where.format,

@@ -55,7 +55,8 @@ class RecordNormalizer:
     def _context(self, uri: str, format_name: str | None) -> ParseContext:
         ctx = self._contexts.get((uri, format_name))
         if ctx is None:
-            base = (self._relative_to or storage.parent(uri)).rstrip("/")
+            # Userinfo (user:pw@) is never copied into references, which land in outputs.
+            base = storage.strip_userinfo(self._relative_to or storage.parent(uri)).rstrip("/")
             ctx = ParseContext(uri=uri, base_uri=base, options=self._options.get(format_name))
             self._contexts[(uri, format_name)] = ctx
         return ctx
@@ -90,7 +91,7 @@ class RecordNormalizer:
                 source = row.get("source") or {}
                 row["record_id"] = schema.record_id(where.uri, where.offset, position)
                 row["source"] = {
-                    "uri": where.uri,
+                    "uri": storage.redact_url(where.uri),  # userinfo never reaches an output
                     "line": where.line,
                     "offset": where.offset,
                     "format": batch.format,
