@@ -58,3 +58,34 @@ def test_non_finite_numbers_are_found_in_every_float_field():
     messages = {row: message for row, _, message in found}
     assert messages[1].endswith("bbox") and messages[2].endswith("polygon") and messages[3].endswith("keypoints")
     assert messages[4].endswith("area, score") and messages[5].endswith("label score")
+
+
+def _classification(ref: str, extra: str = "") -> str:
+    return ('{"source-ref": "%s", "label": 1, %s"label-metadata": {"class-name": "cat", "type": "groundtruth/image-classification", "job-name": "j", "human-annotated": "yes"}}' % (ref, extra))
+
+
+def test_cr_only_files_big_integers_and_duplicate_keys(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    # Classic Mac line endings: five records, CR only.
+    (folder / "mac.manifest").write_bytes("\r".join(_classification(f"images/{i}.jpg") for i in range(5)).encode() + b"\r")
+    lines = [
+        _classification("images/big.jpg", '"ticket": 123456789012345678901234567890, '),
+        _classification("images/u64.jpg", '"ticket": 18446744073709551615, '),  # fits: exact, no warning
+        _classification("images/text.jpg", '"ticket": "123456789012345678901234567890", '),  # a string: exact
+        _classification("images/first.jpg", '"source-ref": "images/last.jpg", '),  # duplicate key: the last wins
+    ]
+    (folder / "numbers.manifest").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert run(["--input", str(folder / "*.manifest"), "--output", str(out), RUNNER, "--output_format=sagemaker"]) == 0
+    summary = json.loads((out / "run.json").read_text())
+    by_file = {Path(f["uri"]).name: f for f in summary["files"]}
+    assert by_file["mac.manifest"]["lines"] == 5 and by_file["mac.manifest"]["ok"] == 5 and by_file["mac.manifest"]["layout"] == "jsonl_cr"
+    rows = ds.dataset(out / "records", format="parquet", partitioning="hive").to_table().to_pylist()
+    by_image = {r["image"]["uri"].rsplit("/", 1)[-1]: r for r in rows}
+    assert {f"{i}.jpg" for i in range(5)} <= set(by_image)
+    assert [i["code"] for i in by_image["big.jpg"]["issues"]] == ["INTEGER_TOO_LARGE"]
+    assert by_image["u64.jpg"]["issues"] == [] and by_image["text.jpg"]["issues"] == []
+    assert "18446744073709551615" in by_image["u64.jpg"]["extra"]
+    assert "last.jpg" in by_image and "first.jpg" not in by_image  # documented: the last duplicate wins
+    assert summary["totals"]["warnings_by_code"] == {"INTEGER_TOO_LARGE": 1}

@@ -76,6 +76,7 @@ INVALID_FIELD_TYPE = _define("INVALID_FIELD_TYPE", NORMALIZE, ERROR, "input", "a
 MISSING_SOURCE_REF = _define("MISSING_SOURCE_REF", NORMALIZE, ERROR, "input", "the record names no image: no (or an empty) source-ref, no data image in a Label Studio task")
 INVALID_DATE = _define("INVALID_DATE", NORMALIZE, WARNING, "input", "a creation date that is neither ISO 8601 nor a JavaScript Date string; annotation.created_at stays null, the text stays in extra")
 
+INTEGER_TOO_LARGE = _define("INTEGER_TOO_LARGE", NORMALIZE, WARNING, "input", "an integer outside [-2**63, 2**64) (a 30-digit id): JSON parsers read it as a float, so the record is kept with its last digits lost, and this warning")
 COORDINATE_NOT_FINITE = _define("COORDINATE_NOT_FINITE", VALIDATE, ERROR, "input", "a box, area, polygon, keypoint or score that is not a finite number (1e308 overflowing to inf when normalized, a float32 score of 1e39): refused under every profile, so no writer meets it")
 
 # -- sagemaker -----------------------------------------------------------------------------

@@ -9,11 +9,14 @@ COORDINATE_NOT_FINITE, whatever the profile, and never reaches a writer.
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.errors import COORDINATE_NOT_FINITE
+from transforms.errors import COORDINATE_NOT_FINITE, INTEGER_TOO_LARGE, WARNING
 
 
 def _bad_parents(values: pa.Array, parents: np.ndarray) -> np.ndarray:
@@ -59,3 +62,34 @@ def non_finite_findings(batch: pa.RecordBatch) -> list[tuple[int, str, str]]:
         (row, COORDINATE_NOT_FINITE, f"not a finite number (inf or NaN, e.g. from 1e308 overflowing) in: {', '.join(sorted(fields))}")
         for row, fields in sorted(bad.items())
     ]
+
+
+# -- integers beyond 64 bits -----------------------------------------------------------------
+# orjson reads integers in [-2**63, 2**64) exactly and anything longer as a float, silently
+# (123456789012345678901234567890 becomes 1.2345678901234568e+29). A run of 20 digits is the
+# cheap sign (one regex over the raw bytes); only then is the record parsed again to be sure.
+_LONG_DIGITS = re.compile(rb"\d{20}")
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def has_inexact_integer(raw: bytes) -> bool:
+    """Whether the JSON text holds an integer orjson cannot keep exactly."""
+    if not _LONG_DIGITS.search(raw):
+        return False
+    found = []
+
+    def parse_int(text: str) -> int:
+        value = int(text)
+        if not _INT_MIN <= value <= _INT_MAX:
+            found.append(value)
+        return value
+
+    try:
+        json.loads(raw.decode("utf-8", errors="replace").lstrip("\ufeff"), parse_int=parse_int)
+    except (ValueError, RecursionError):
+        return False
+    return bool(found)
+
+
+def inexact_integer_issue() -> dict:
+    return {"code": INTEGER_TOO_LARGE, "severity": WARNING, "message": "an integer beyond 64 bits was read as a float: its last digits are lost (write such ids as strings)"}

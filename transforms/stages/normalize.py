@@ -15,6 +15,7 @@ import orjson
 import pyarrow as pa
 
 from transforms import errors, schema, storage
+from transforms.checks import numbers
 from transforms.errors import CATALOGUE, Provenance, RecordError
 from transforms.formats.base import ParseContext, get_format
 from transforms.schema import RawBatch
@@ -85,6 +86,9 @@ class RecordNormalizer:
                 dead.append(errors.dead_letter(where, STAGE, errors.INTERNAL_ERROR, repr(exc), raw))
                 continue
             counts["ok"] += 1
+            if numbers.has_inexact_integer(raw):
+                for row in parsed.rows:
+                    row["issues"] = [*(row.get("issues") or []), numbers.inexact_integer_issue()]
             for reason, n in parsed.skipped.items():
                 counts["skipped"][reason] = counts["skipped"].get(reason, 0) + n
             for position, row in enumerate(parsed.rows):
