@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pyarrow.dataset as ds
 import pytest
 from PIL import Image

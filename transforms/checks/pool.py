@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
-import os
 import dataclasses
+import os
 import queue
 import threading
 import time
