@@ -35,6 +35,12 @@ DEFAULT_MAX_LINE_BYTES = 32 << 20
 DEFAULT_BATCH_SIZE = 1000
 
 
+def _url_list(value: Any) -> list[str]:
+    """'a,b' or ['a', 'b,c'] -> ['a', 'b', 'c']."""
+    items = value if isinstance(value, list) else [value]
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
 @dataclasses.dataclass(frozen=True)
 class ReadConfig:
     format: str | None = setting(None, help="input format for every file; detected per file from its first records when absent", flag="format", choices=input_format_names)
@@ -50,6 +56,7 @@ class MaskConfig:
     color_tolerance: int = setting(8, help="largest per-channel difference that still matches a declared colour", flag="mask_color_tolerance", minimum=0, maximum=255)
     max_pixels: int = setting(25_000_000, help="width x height a mask may declare; larger ones are refused before decoding", flag="mask_max_pixels", minimum=1)
     timeout_seconds: float = setting(30.0, help="time allowed per file (fetch and decode)", flag="mask_timeout_seconds", minimum=0.001)
+    decode_budget_pixels: int = setting(50_000_000, help="mask pixels decoded at once per worker process, across its threads (bounds memory: about 10 bytes a pixel)", flag="mask_decode_budget_pixels", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +66,7 @@ class ValidateConfig:
     probe_images: bool = setting(False, help="read image headers for size and format", flag="probe_images")
     mask: MaskConfig = setting(MaskConfig, help="how masks are judged")
     io_concurrency: int = setting(16, help="files fetched and decoded at once per worker", flag="io_concurrency", minimum=1)
+    allowed_roots: list[str] = setting([], help="folders / buckets / URL prefixes referenced masks and images may be read from, besides each manifest's own folder (its bucket on object storage) and read.relative_to; comma-separated", flag="allowed_roots", parse=_url_list)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,8 @@ collects the output's class names (transforms/stages/write.py), and waits for th
 Exit codes (a scheduler acts on them; docs/scheduling.md):
   0  done, every input line accounted for, outputs published with _SUCCESS
   1  done and published, but dead letters / input lines passed --max_error_rate (no _SUCCESS)
-  2  refused at launch: a bad option or input, or another run holds the output
+  2  refused at launch: a bad option or input, storage unreachable or refusing access, or another
+     run holds the output
   3  data loss: an output holds fewer rows than were given to it; nothing published
   4  incomplete input: a file could not be read to its end; nothing published (--allow_incomplete
      publishes anyway, without _SUCCESS)
@@ -58,7 +59,14 @@ def file_check_config(job: JobConfig) -> FileCheckConfig:
         max_pixels=v.mask.max_pixels,
         timeout_seconds=v.mask.timeout_seconds,
         concurrency=v.io_concurrency,
+        decode_budget_pixels=v.mask.decode_budget_pixels,
+        allowed_roots=allowed_roots(job),
     )
+
+
+def allowed_roots(job: JobConfig) -> tuple[str, ...]:
+    """Where workers may open referenced files, besides each manifest's own root."""
+    return tuple(job.validate.allowed_roots) + ((job.read.relative_to,) if job.read.relative_to else ())
 
 
 def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None) -> dict:
@@ -136,6 +144,13 @@ def run(argv: list[str] | None = None) -> int:
     except (ConfigError, publish.LockHeld, runners.RunnerRefused) as exc:
         print(f"labelbeam: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - storage failing at launch is one line, not a traceback
+        reason = storage.failure_reason(exc)
+        if reason is None:
+            raise
+        detail = storage.redact_url(f"{type(exc).__name__}: {exc}")[:300]
+        print(f"labelbeam: error: storage failed at launch ({reason}): {detail}; check the endpoint, credentials and --storage_options", file=sys.stderr)
+        return 2
     with lock:
         recovered = root.recover()
         if recovered:
@@ -150,11 +165,19 @@ def run(argv: list[str] | None = None) -> int:
             job, launch.beam_options(), staging, run_id, graph["record_stages"], graph["outputs"], started, finished, state
         )
         code = summary["exit_code"]
-        if code in (report.EXIT_OK, report.EXIT_ERROR_RATE) or (code == report.EXIT_INCOMPLETE and job.allow_incomplete):
-            root.publish(run_id, success=code == report.EXIT_OK)
-            where = job.output
-        else:
-            where = root.keep_failed(run_id)
+        try:
+            if code in (report.EXIT_OK, report.EXIT_ERROR_RATE) or (code == report.EXIT_INCOMPLETE and job.allow_incomplete):
+                root.publish(run_id, success=code == report.EXIT_OK)
+                where = job.output
+            else:
+                where = root.keep_failed(run_id)
+        except Exception as exc:  # noqa: BLE001 - a storage fault mid-publish: the journal lets the next run finish it
+            if storage.failure_reason(exc) is None:
+                raise
+            print(report.describe(summary, root.staging(run_id)))
+            print(f"labelbeam: error: publishing failed ({storage.redact_url(f'{type(exc).__name__}: {exc}')[:300]}); "
+                  "no _SUCCESS was written; the next run on this output first completes an interrupted publish or clears this staging", file=sys.stderr)
+            return report.EXIT_FAILED
         print(report.describe(summary, where))
         return code
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import apache_beam as beam
@@ -56,12 +59,93 @@ def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
         raise ConfigError(str(exc).splitlines()[0]) from None
 
 
+# What Beam's local job service raises, in its own thread, when a worker process dies.
+_WORKER_DIED = "Worker subprocess exited with return code"
+
+
 def run_to_completion(pipeline: beam.Pipeline) -> str:
-    """Runs the pipeline to its end; the final state, 'FAILED: ...' when the runner raised."""
+    """Runs the pipeline to its end; the final state, 'FAILED: ...' when the runner raised.
+
+    A worker process of the local multi-process runner that dies (killed, out of memory) is
+    not retried by Beam 2.77, and the driver would wait for it forever: its death is seen in
+    the thread that watched it, the run is stopped, the other workers are ended, and the state
+    says so (exit code 5, nothing published)."""
+    died: list[str] = []
+    stopped = threading.Event()
+    previous = threading.excepthook
+
+    def on_thread_error(args):
+        if isinstance(args.exc_value, RuntimeError) and _WORKER_DIED in str(args.exc_value):
+            if not died:
+                died.append(str(args.exc_value))
+                if interrupt is not None:  # the run is in the main thread: wake it
+                    threading.Thread(target=_interrupt_until, args=(stopped,), daemon=True).start()
+            return
+        previous(args)
+
+    threading.excepthook = on_thread_error
+    interrupt = None
+    if threading.current_thread() is threading.main_thread():  # SIGINT may be ignored (a background job)
+        interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         result = pipeline.run()
         return str(result.wait_until_finish())
+    except KeyboardInterrupt:
+        if died and interrupt is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a last pending interrupt lands nowhere
+        stopped.set()
+        if not died:
+            raise
+        time.sleep(0.1)
+        _end_worker_processes()
+        _LOG.error("a worker process died: %s", died[0])
+        code = died[0].split(_WORKER_DIED)[-1].strip()
+        return f"FAILED: a worker process died (exit code {code}); Beam's local runner does not retry it"
     except Exception as exc:  # noqa: BLE001 - a failed job is reported (run.json, exit 5), not a traceback
         _LOG.error("the job failed: %s", exc, exc_info=_LOG.isEnabledFor(logging.DEBUG))
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"FAILED: {type(exc).__name__}: {first[:500]}"
+    finally:
+        threading.excepthook = previous
+        if interrupt is not None:
+            signal.signal(signal.SIGINT, interrupt)
+
+
+def _interrupt_until(stopped: threading.Event) -> None:
+    """SIGINT to this process every second until the main thread has stopped the run (a runner
+    waiting inside gRPC may swallow one KeyboardInterrupt)."""
+    while not stopped.is_set():
+        os.kill(os.getpid(), signal.SIGINT)
+        stopped.wait(1.0)
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of `pid` (of any of its threads: each thread lists its own)."""
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found += [int(p) for p in handle.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _end_worker_processes() -> None:
+    """Ends this process's Beam worker processes (and their children): the run is over."""
+    for child in _children(os.getpid()):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as handle:
+                if b"sdk_worker_main" not in handle.read():
+                    continue
+        except OSError:
+            continue
+        for pid in [*_children(child), child]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -64,7 +64,7 @@ def test_hex_colours_parse_in_every_spelling():
 @pytest.mark.parametrize(
     "data, code",
     [
-        (b"", errors.MASK_CORRUPT),  # zero bytes: nothing of the file arrived
+        (b"", errors.MASK_NOT_PNG),  # zero bytes: no signature
         (mc.PNG_MAGIC[:5], errors.MASK_CORRUPT),  # cut inside the signature
         (b"\xff\xd8\xff\xe0" + bytes(40), errors.MASK_NOT_PNG),  # a JPEG
         (b"class,pixels\nscratch,12\n", errors.MASK_NOT_PNG),  # a text file named .png
@@ -75,6 +75,47 @@ def test_header_problems_have_one_code_each(data, code):
     with pytest.raises(mc.MaskRejected) as caught:
         check(data)
     assert caught.value.finding.code == code
+
+
+def _idat_offset(data: bytes) -> int:
+    position = 8
+    while True:
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        if kind == b"IDAT":
+            return position
+        position += 12 + length
+
+
+def test_a_wrong_idat_crc_is_corrupt_although_pillow_decodes_it():
+    good = png_bytes(Image.fromarray(rgba_canvas(), "RGBA"))
+    bad = bytearray(good)
+    at = _idat_offset(good)
+    length = struct.unpack(">I", good[at : at + 4])[0]
+    bad[at + 8 + length] ^= 0xFF  # the IDAT CRC's first byte; the pixels are untouched
+    with Image.open(io.BytesIO(bytes(bad))) as image:
+        image.load()  # Pillow itself accepts it: the check must be ours
+    assert codes(check(good)) == []
+    with pytest.raises(mc.MaskRejected) as caught:
+        check(bytes(bad))
+    assert caught.value.finding.code == errors.MASK_CORRUPT and "IDAT" in caught.value.finding.message
+
+
+def test_a_file_without_iend_is_corrupt():
+    good = png_bytes(Image.fromarray(rgba_canvas(), "RGBA"))
+    with pytest.raises(mc.MaskRejected) as caught:
+        check(good[:-12])
+    assert caught.value.finding.code == errors.MASK_CORRUPT
+
+
+@pytest.mark.parametrize("content", [b"root:x:0:0:root:/root:/bin/bash\n", b"SHELL=/bin/bash\x00HOME=/root", b""])
+def test_not_png_messages_never_quote_the_file(content):
+    with pytest.raises(mc.MaskRejected) as caught:
+        check(content)
+    finding = caught.value.finding
+    assert finding.code == errors.MASK_NOT_PNG
+    for piece in (content[:4], content[:8]):
+        if piece:
+            assert piece.decode(errors="replace") not in finding.message and repr(piece)[2:-1] not in finding.message
 
 
 def test_ihdr_checksum_is_verified():

@@ -50,6 +50,7 @@ GROUPS = {
     "profile": "Target limits (ValidateRecords, by --validation_profile)",
     "mask": "Mask PNGs and brush masks (CheckFiles)",
     "image": "Images (CheckFiles, --probe_images)",
+    "storage": "Referenced files: where they may be, whether storage answers (CheckFiles)",
     "output": "Writing outputs",
     "internal": "Anything unexpected",
 }
@@ -74,6 +75,9 @@ READ_FAILED = _define("READ_FAILED", READ, ERROR, "input", "the file could not b
 INVALID_FIELD_TYPE = _define("INVALID_FIELD_TYPE", NORMALIZE, ERROR, "input", "a field of the wrong JSON type for its format, or a value that does not fit the canonical schema (docs/formats.md names the fields per format)")
 MISSING_SOURCE_REF = _define("MISSING_SOURCE_REF", NORMALIZE, ERROR, "input", "the record names no image: no (or an empty) source-ref, no data image in a Label Studio task")
 INVALID_DATE = _define("INVALID_DATE", NORMALIZE, WARNING, "input", "a creation date that is neither ISO 8601 nor a JavaScript Date string; annotation.created_at stays null, the text stays in extra")
+
+INTEGER_TOO_LARGE = _define("INTEGER_TOO_LARGE", NORMALIZE, WARNING, "input", "an integer outside [-2**63, 2**64) (a 30-digit id): JSON parsers read it as a float, so the record is kept with its last digits lost, and this warning")
+COORDINATE_NOT_FINITE = _define("COORDINATE_NOT_FINITE", VALIDATE, ERROR, "input", "a box, area, polygon, keypoint or score that is not a finite number (1e308 overflowing to inf when normalized, a float32 score of 1e39): refused under every profile, so no writer meets it")
 
 # -- sagemaker -----------------------------------------------------------------------------
 MISSING_LABEL_METADATA = _define("MISSING_LABEL_METADATA", NORMALIZE, ERROR, "sagemaker", "a label attribute without its <attr>-metadata twin (an anomaly-mask-ref alone), or a -metadata whose attribute is missing")
@@ -110,8 +114,8 @@ IMAGE_UNSUPPORTED_FORMAT = _define("IMAGE_UNSUPPORTED_FORMAT", VALIDATE, WARNING
 
 # -- masks (CheckFiles) ---------------------------------------------------------------------
 MASK_NOT_FOUND = _define("MASK_NOT_FOUND", CHECK_FILES, WARNING, "mask", "mask.uri does not exist")
-MASK_NOT_PNG = _define("MASK_NOT_PNG", CHECK_FILES, WARNING, "mask", "the file does not start with the PNG signature (a JPEG, a text file named .png, an empty file)")
-MASK_CORRUPT = _define("MASK_CORRUPT", CHECK_FILES, WARNING, "mask", "truncated, bad IHDR or chunk CRC, undecodable; or no result within the per-file time limit")
+MASK_NOT_PNG = _define("MASK_NOT_PNG", CHECK_FILES, WARNING, "mask", "the file does not start with the PNG signature (a JPEG, a text file named .png, an empty file); the message never quotes its bytes")
+MASK_CORRUPT = _define("MASK_CORRUPT", CHECK_FILES, WARNING, "mask", "truncated (inside the signature, the header or later), a bad CRC in any chunk (IDAT included), undecodable; or no result within the per-file time limit")
 MASK_TOO_LARGE = _define("MASK_TOO_LARGE", CHECK_FILES, WARNING, "mask", "the PNG header declares more than validate.mask.max_pixels pixels (refused before decoding), or the file is longer than 5 bytes per declared pixel")
 MASK_SIZE_MISMATCH = _define("MASK_SIZE_MISMATCH", CHECK_FILES, WARNING, "mask", "mask width x height differs from the image's (from the manifest or the probe)")
 MASK_UNDECLARED_COLOR = _define("MASK_UNDECLARED_COLOR", CHECK_FILES, WARNING, "mask", "labelled pixels (alpha >= threshold) of a colour the color map does not declare, background excluded")
@@ -123,6 +127,10 @@ RLE_EMPTY = _define("RLE_EMPTY", CHECK_FILES, WARNING, "mask", "a brush RLE with
 IMAGE_NOT_FOUND = _define("IMAGE_NOT_FOUND", CHECK_FILES, WARNING, "image", "--probe_images: the image does not exist or cannot be read")
 IMAGE_CORRUPT = _define("IMAGE_CORRUPT", CHECK_FILES, WARNING, "image", "a known image format whose header Pillow cannot read (within 64 KiB, then 1 MiB); or no result in time")
 IMAGE_FILE_TOO_LARGE = _define("IMAGE_FILE_TOO_LARGE", CHECK_FILES, WARNING, "image", "file bytes above the target's limit (8 MiB Lookout for Vision, 15 MiB Rekognition); needs --probe_images")
+
+# -- referenced files (CheckFiles) ------------------------------------------------------------
+REFERENCE_OUTSIDE_ROOTS = _define("REFERENCE_OUTSIDE_ROOTS", CHECK_FILES, WARNING, "storage", "a mask or image reference outside the allowed roots (the manifest's folder, its bucket on object storage, read.relative_to, validate.allowed_roots): an absolute path elsewhere, a `..` escape, a symlink leaving the root, file:// or http(s):// elsewhere; never opened")
+FILE_UNREADABLE = _define("FILE_UNREADABLE", CHECK_FILES, WARNING, "storage", "a referenced mask or image could not be read for a storage reason, named first in the message: no_credentials, access_denied, unreachable (after the client's retries), io_error")
 
 # -- outputs --------------------------------------------------------------------------------
 OUTPUT_UNREPRESENTABLE = _define("OUTPUT_UNREPRESENTABLE", WRITE, ERROR, "output", "an --output_format cannot represent this record (each format says when, docs/formats.md); the record is still in records/")
@@ -179,8 +187,10 @@ def dead_letter(
         raw = bytes(raw[: RAW_TEXT_LIMIT * 4]).decode("utf-8", errors="replace")
     if raw is not None and len(raw) > RAW_TEXT_LIMIT:
         raw = raw[:RAW_TEXT_LIMIT]
+    from transforms.storage import redact_url  # here: storage imports fsspec, the catalogue need not
+
     return {
-        "source_uri": where.uri,
+        "source_uri": redact_url(where.uri),
         "line": where.line,
         "offset": where.offset,
         "format": where.format,

@@ -194,3 +194,99 @@ def redact(options: Any) -> Any:
     if isinstance(options, str):
         return redact_url(options)
     return options
+
+
+# -- what a job may open -------------------------------------------------------------------
+# A manifest is untrusted input: the files it references are opened only inside allowed roots.
+_OBJECT_STORES = {"s3", "gs", "az", "adl"}
+
+
+def strip_userinfo(url: str) -> str:
+    return _USERINFO.sub(lambda m: m.group("scheme"), url) if "@" in url else url
+
+
+def _normal(url: str) -> tuple[str, str] | None:
+    """(scheme, normalized path) for comparing a URL with a root; None when it cannot be
+    compared safely (a `..` left in an object key). Local paths resolve symlinks and `..`."""
+    scheme, rest = split_url(strip_userinfo(url))
+    scheme = _ALIASES.get(scheme.lower(), scheme.lower())
+    if scheme in ("", "file"):
+        import os
+
+        return "file", os.path.realpath(rest)
+    parts = rest.split("?", 1)[0].split("#", 1)[0].split("/")
+    if ".." in parts or "." in parts:
+        return None
+    return scheme, "/".join(p for p in parts if p)
+
+
+def default_root(manifest_url: str) -> str:
+    """The root a manifest's references may use by default: its bucket on object storage,
+    its own folder elsewhere (local disk, http, memory)."""
+    scheme, rest = split_url(strip_userinfo(manifest_url))
+    if _ALIASES.get(scheme, scheme) in _OBJECT_STORES:
+        return f"{scheme}://{rest.split('/', 1)[0]}"
+    return parent(manifest_url) or "."
+
+
+def within_roots(url: str, roots) -> bool:
+    """Whether `url` lies inside one of `roots` (URLs or paths), after resolving `..`, symlinks
+    (local) and scheme aliases. Path-segment aware: root /data does not cover /database."""
+    target = _normal(url)
+    if target is None:
+        return False
+    for root in roots:
+        base = _normal(root)
+        if base is None or base[0] != target[0]:
+            continue
+        prefix = base[1].rstrip("/")
+        if target[1] == prefix or target[1].startswith(prefix + "/") or prefix == "":
+            return True
+    return False
+
+
+# -- why storage failed --------------------------------------------------------------------
+NOT_FOUND, NO_CREDENTIALS, ACCESS_DENIED, UNREACHABLE, IO_ERROR = "not_found", "no_credentials", "access_denied", "unreachable", "io_error"
+# Exception class names (botocore, aiohttp, urllib3, google-auth, azure) by reason, matched over
+# the MRO so no storage SDK is imported here.
+_REASON_BY_NAME = {
+    "NoCredentialsError": NO_CREDENTIALS,
+    "PartialCredentialsError": NO_CREDENTIALS,
+    "CredentialRetrievalError": NO_CREDENTIALS,
+    "DefaultCredentialsError": NO_CREDENTIALS,
+    "ClientAuthenticationError": ACCESS_DENIED,
+    "EndpointConnectionError": UNREACHABLE,
+    "ConnectTimeoutError": UNREACHABLE,
+    "ReadTimeoutError": UNREACHABLE,
+    "ConnectionClosedError": UNREACHABLE,
+    "ClientConnectorError": UNREACHABLE,
+    "ServerDisconnectedError": UNREACHABLE,
+    "ServerTimeoutError": UNREACHABLE,
+    "ServiceRequestError": UNREACHABLE,
+    "NewConnectionError": UNREACHABLE,
+}
+
+
+def failure_reason(exc: BaseException) -> str | None:
+    """The class of a storage failure: not_found, no_credentials, access_denied, unreachable,
+    io_error; None when the exception is not a storage failure (a bug to report)."""
+    for cause in (exc, exc.__cause__, exc.__context__):
+        if cause is None:
+            continue
+        for cls in type(cause).__mro__:
+            if cls.__name__ in _REASON_BY_NAME:
+                return _REASON_BY_NAME[cls.__name__]
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return NOT_FOUND
+    if isinstance(exc, PermissionError):
+        return ACCESS_DENIED
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return UNREACHABLE
+    if isinstance(exc, OSError):
+        text = str(exc)
+        if "Unable to locate credentials" in text:
+            return NO_CREDENTIALS
+        if "AccessDenied" in text or "Forbidden" in text or "403" in text:
+            return ACCESS_DENIED
+        return IO_ERROR
+    return None

@@ -63,7 +63,7 @@ def header_from_bytes(head: bytes) -> ImageHeader:
         raise ImageProbeError(IMAGE_CORRUPT, "empty file")
     sniffed = sniff_format(head)
     if sniffed is None:
-        raise ImageProbeError(IMAGE_UNSUPPORTED_FORMAT, f"unrecognised signature {head[:8]!r}")
+        raise ImageProbeError(IMAGE_UNSUPPORTED_FORMAT, "unrecognised signature")  # its bytes are never quoted
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -79,7 +79,8 @@ def header_from_bytes(head: bytes) -> ImageHeader:
 
 
 def probe(fs, path: str, want_file_bytes: bool = False) -> ImageHeader:
-    """Ranged reads through an fsspec filesystem; FileNotFoundError -> IMAGE_NOT_FOUND."""
+    """Ranged reads through an fsspec filesystem; FileNotFoundError -> IMAGE_NOT_FOUND, other
+    storage errors are raised as they are."""
     file_bytes = _size(fs, path) if want_file_bytes else None
     head = _read_range(fs, path, PROBE_BYTES)
     try:
@@ -98,8 +99,7 @@ def _read_range(fs, path: str, length: int) -> bytes:
         raise ImageProbeError(IMAGE_NOT_FOUND, "does not exist") from None
     except IsADirectoryError:
         raise ImageProbeError(IMAGE_NOT_FOUND, "is a folder") from None
-    except OSError as exc:
-        raise ImageProbeError(IMAGE_NOT_FOUND, f"cannot read: {exc}") from None
+    # Other storage failures (credentials, access, unreachable) reach the caller, which names them.
 
 
 def _size(fs, path: str) -> int | None:
@@ -107,5 +107,3 @@ def _size(fs, path: str) -> int | None:
         return fs.size(path)
     except FileNotFoundError:
         raise ImageProbeError(IMAGE_NOT_FOUND, "does not exist") from None
-    except OSError as exc:
-        raise ImageProbeError(IMAGE_NOT_FOUND, f"cannot read: {exc}") from None

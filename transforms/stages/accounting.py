@@ -201,6 +201,8 @@ class WriteCounters(beam.PTransform):
         return (
             ledgers
             | "AllCounts" >> beam.Flatten()
+            # Records carry their file's URL without userinfo; the reader's counts join them there.
+            | "RedactKeys" >> beam.Map(lambda item: (storage.redact_url(item[0]), item[1]))
             | "MergePerFile" >> beam.CombinePerKey(MergeCounters())
             | "CollectCounters" >> beam.combiners.ToList()
             | "WriteCountersFile" >> beam.ParDo(_WriteJsonFn(self._url, self._storage))

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
+import time
 
 import apache_beam as beam
 import numpy as np
@@ -25,7 +27,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import errors, schema, storage
 from transforms.checks import images, masks, profiles, rle
-from transforms.checks.pool import BoundedRunner, Task
+from transforms.checks.pool import BoundedRunner, PixelBudget, Task
 from transforms.stages.accounting import Accounted
 from transforms.stages.validate import judge
 
@@ -35,6 +37,17 @@ STAGE = errors.CHECK_FILES
 # is about 4 bytes of RGBA per pixel plus small overheads).
 _MAX_BYTES_PER_PIXEL = 5
 _MIN_BYTE_BOUND = 1024 * 1024
+# One decode budget per process and size, shared by every CheckFiles instance in it.
+_BUDGETS: dict[int, PixelBudget] = {}
+_BUDGETS_LOCK = threading.Lock()
+
+
+def decode_budget(pixels: int) -> PixelBudget:
+    with _BUDGETS_LOCK:
+        budget = _BUDGETS.get(pixels)
+        if budget is None:
+            budget = _BUDGETS[pixels] = PixelBudget(pixels)
+        return budget
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +58,10 @@ class FileCheckConfig:
     per-channel difference that still matches a declared colour. max_pixels: width*height a mask
     may declare in its header; larger ones are refused before decoding. timeout_seconds: time
     allowed per file. concurrency: files fetched and decoded at once per worker.
+    decode_budget_pixels: declared mask pixels decoded at once per worker process, across its
+    threads (bounds memory). allowed_roots: where referenced files may be opened, besides each
+    manifest's own root (storage.default_root); None opens anything (library callers only: the
+    job always passes a tuple).
     """
 
     validate_masks: bool = True
@@ -55,6 +72,8 @@ class FileCheckConfig:
     max_pixels: int = 25_000_000
     timeout_seconds: float = 30.0
     concurrency: int = 16
+    decode_budget_pixels: int = 50_000_000
+    allowed_roots: tuple[str, ...] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -89,6 +108,7 @@ class FileChecker:
             max_pixels=config.max_pixels,
             require_white_background=self.profile.mask_background_white,
         )
+        self.budget = decode_budget(config.decode_budget_pixels)
 
     def check(self, task: Task) -> tuple[dict, list[tuple[str, str]], bool]:
         """(the row with what was found filled in, findings, whether the image was probed)."""
@@ -103,17 +123,31 @@ class FileChecker:
         findings: list[tuple[str, str]] = []
         probed = False
         image = dict(row.get("image") or {})
-        if self.config.probe_images and image.get("uri"):
+        if self.config.probe_images and image.get("uri") and self._allowed(row, image["uri"], findings):
             task.stage = "image"
             probed = self._probe_image(image, findings)
             row["image"] = image
         if self.config.validate_masks and (row.get("mask") or {}).get("uri"):
             task.stage = "mask"
-            row["mask"] = self._check_mask(row, image, findings)
+            if self._allowed(row, row["mask"]["uri"], findings):
+                row["mask"] = self._check_mask(row, image, findings, task)
+            else:
+                row["mask"] = dict(row["mask"], validated=False)
         if self.config.validate_masks and any(o.get("mask_rle") and o.get("area") is None for o in row.get("objects") or []):
             task.stage = "rle"
             row["objects"] = self._measure_rles(row, image, findings)
         return row, findings, probed
+
+    def _allowed(self, row: dict, uri: str, findings: list) -> bool:
+        """Whether `uri` may be opened; a finding (and no I/O at all) when not."""
+        roots = self.config.allowed_roots
+        if roots is None:
+            return True
+        manifest = (row.get("source") or {}).get("uri") or ""
+        if storage.within_roots(uri, (*roots, storage.default_root(manifest))):
+            return True
+        findings.append((errors.REFERENCE_OUTSIDE_ROOTS, f"{storage.redact_url(uri)}: outside the allowed roots, not opened (widen with validate.allowed_roots / --allowed_roots)"))
+        return False
 
     def _probe_image(self, image: dict, findings: list) -> bool:
         """Probe the header; fill width/height/format the manifest lacks. True if any was filled."""
@@ -124,8 +158,12 @@ class FileChecker:
         except images.ImageProbeError as exc:
             findings.append((exc.code, f"{uri}: {exc.message}"))
             return False
-        except (OSError, ValueError) as exc:
-            findings.append((errors.IMAGE_NOT_FOUND, f"{uri}: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - classified; anything else is a bug, raised on
+            reason = storage.failure_reason(exc)
+            if reason is None and not isinstance(exc, ValueError):  # ValueError: a URL fsspec cannot open
+                raise
+            code = errors.FILE_UNREADABLE if reason not in (None, storage.NOT_FOUND) else errors.IMAGE_NOT_FOUND
+            findings.append((code, storage.redact_url(f"{uri}: {reason}: {type(exc).__name__}: {exc}")[:500]))
             return False
         findings.extend(profiles.file_size_findings(header.file_bytes, self.profile))
         filled = False
@@ -135,21 +173,24 @@ class FileChecker:
                 filled = True
         return filled
 
-    def _check_mask(self, row: dict, image: dict, findings: list) -> dict:
+    def _check_mask(self, row: dict, image: dict, findings: list, task: Task | None = None) -> dict:
         mask = dict(row["mask"])
         mask["validated"] = False
         uri = mask["uri"]
         try:
             data = self._fetch_mask(uri)
-            report = masks.check_mask(
-                data,
-                mask.get("color_map"),
-                self.policy,
-                image_size=(image.get("width"), image.get("height")),
-                image_class=masks.image_class_of(row.get("labels")),
-            )
+            with self.budget.hold(_declared_pixels(data)):
+                if task is not None:
+                    task.started = time.monotonic()  # waiting for the budget is not the file's time
+                report = masks.check_mask(
+                    data,
+                    mask.get("color_map"),
+                    self.policy,
+                    image_size=(image.get("width"), image.get("height")),
+                    image_class=masks.image_class_of(row.get("labels")),
+                )
         except masks.MaskRejected as exc:
-            findings.append((exc.finding.code, f"{uri}: {exc.finding.message}"))
+            findings.append((exc.finding.code, storage.redact_url(f"{uri}: {exc.finding.message}")))
             return mask
         mask.update(
             width=report.width,
@@ -201,10 +242,25 @@ class FileChecker:
                 return head
         except masks.MaskRejected:
             raise
-        except (FileNotFoundError, IsADirectoryError):
-            raise masks.MaskRejected(errors.MASK_NOT_FOUND, "does not exist (relative refs resolve against the manifest folder, or --relative_to)") from None
-        except (OSError, ValueError) as exc:
-            raise masks.MaskRejected(errors.MASK_NOT_FOUND, f"cannot read: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - classified; anything else is a bug, raised on
+            reason = storage.failure_reason(exc)
+            if reason == storage.NOT_FOUND:
+                raise masks.MaskRejected(errors.MASK_NOT_FOUND, "does not exist (relative refs resolve against the manifest folder, or --relative_to)") from None
+            if reason is None and isinstance(exc, ValueError):  # a URL fsspec cannot open
+                raise masks.MaskRejected(errors.MASK_NOT_FOUND, storage.redact_url(f"cannot read: {exc}")[:500]) from None
+            if reason is None:
+                raise
+            message = storage.redact_url(f"{reason}: {type(exc).__name__}: {exc}")[:500]
+            raise masks.MaskRejected(errors.FILE_UNREADABLE, message) from None
+
+
+def _declared_pixels(data: bytes) -> int:
+    """Pixels the PNG header declares (0 when it has none: nothing will be decoded)."""
+    try:
+        width, height = masks.png_size(data[: masks.HEADER_BYTES])
+    except masks.MaskRejected:
+        return 0
+    return width * height
 
 
 def timeout_outcome(task: Task, limit: float) -> tuple[dict, list[tuple[str, str]], bool]:

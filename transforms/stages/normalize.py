@@ -15,6 +15,7 @@ import orjson
 import pyarrow as pa
 
 from transforms import errors, schema, storage
+from transforms.checks import numbers
 from transforms.errors import CATALOGUE, Provenance, RecordError
 from transforms.formats.base import ParseContext, get_format
 from transforms.schema import RawBatch
@@ -55,7 +56,8 @@ class RecordNormalizer:
     def _context(self, uri: str, format_name: str | None) -> ParseContext:
         ctx = self._contexts.get((uri, format_name))
         if ctx is None:
-            base = (self._relative_to or storage.parent(uri)).rstrip("/")
+            # Userinfo (user:pw@) is never copied into references, which land in outputs.
+            base = storage.strip_userinfo(self._relative_to or storage.parent(uri)).rstrip("/")
             ctx = ParseContext(uri=uri, base_uri=base, options=self._options.get(format_name))
             self._contexts[(uri, format_name)] = ctx
         return ctx
@@ -84,13 +86,16 @@ class RecordNormalizer:
                 dead.append(errors.dead_letter(where, STAGE, errors.INTERNAL_ERROR, repr(exc), raw))
                 continue
             counts["ok"] += 1
+            if numbers.has_inexact_integer(raw):
+                for row in parsed.rows:
+                    row["issues"] = [*(row.get("issues") or []), numbers.inexact_integer_issue()]
             for reason, n in parsed.skipped.items():
                 counts["skipped"][reason] = counts["skipped"].get(reason, 0) + n
             for position, row in enumerate(parsed.rows):
                 source = row.get("source") or {}
                 row["record_id"] = schema.record_id(where.uri, where.offset, position)
                 row["source"] = {
-                    "uri": where.uri,
+                    "uri": storage.redact_url(where.uri),  # userinfo never reaches an output
                     "line": where.line,
                     "offset": where.offset,
                     "format": batch.format,

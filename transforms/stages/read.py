@@ -46,6 +46,13 @@ BATCHES = "batches"
 _SPLIT_SHARDS = "split_shards"
 
 JSONL, JSON_ARRAY, JSON_OBJECT = "jsonl", "json_array", "json_object"
+# JSON lines ended by a lone CR (classic Mac OS line endings): read whole, split at CR.
+JSONL_CR = "jsonl_cr"
+
+
+def cr_only(head: bytes) -> bool:
+    """Lines ended by CR alone: CRs in the head and not one LF."""
+    return b"\r" in head and b"\n" not in head
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +239,8 @@ class _PlanShardsFn(beam.DoFn):
                 head = handle.read(_SAMPLE_BYTES)
                 complete = len(head) < _SAMPLE_BYTES or not handle.read(1)
             layout = sniff(head, complete)
+            if layout == JSONL and cr_only(head):
+                layout = JSONL_CR
             name = self._format_name
             sample = []
             if name is None or self._checks.masks or self._checks.images:
@@ -260,7 +269,10 @@ class _PlanShardsFn(beam.DoFn):
             with _open(uri, self._storage, compression) as handle:
                 head = handle.read(self._max_line_bytes + 1)
             complete = len(head) <= self._max_line_bytes
-        sample = sample_records(head, layout, complete)
+        if layout == JSONL_CR:
+            sample = sample_records(head.replace(b"\r", b"\n"), JSONL, complete)
+        else:
+            sample = sample_records(head, layout, complete)
         if not sample and layout == JSONL and not complete:
             # The first lines are longer than the sample: read on, bounded, to reach records.
             with _open(uri, self._storage, compression) as handle:
@@ -270,8 +282,9 @@ class _PlanShardsFn(beam.DoFn):
 
 
 class _CountShardLinesFn(beam.DoFn):
-    """A shard of a split file -> (uri, (shard, lines it owns)); -1 when it cannot be read
-    (the reader then meets the same failure and reports it as READ_FAILED)."""
+    """A shard of a split file -> (uri, (shard, lines it owns)). A shard whose lines cannot be
+    counted (storage failed) is not read: its line numbers, and those of the shards after it,
+    cannot be known, so it becomes one READ_FAILED where it starts and the file is incomplete."""
 
     def __init__(self, store: storage.Storage):
         self._storage = store
@@ -280,8 +293,10 @@ class _CountShardLinesFn(beam.DoFn):
         try:
             with _open(shard.uri, self._storage) as handle:
                 lines = count_line_starts(handle, shard.start, shard.end)
-        except Exception:  # noqa: BLE001 - any storage failure here is the reader's to report
-            lines = -1
+        except Exception as exc:  # noqa: BLE001 - any storage failure here is the reader's to report
+            reason = storage.failure_reason(exc) or "error"
+            message = storage.redact_url(f"its lines could not be counted ({reason}: {type(exc).__name__}: {exc})")[:400]
+            shard, lines = dataclasses.replace(shard, layout="unreadable:" + message), -1
         yield shard.uri, (shard, lines)
 
 
@@ -306,7 +321,7 @@ class _ReadShardFn(beam.DoFn):
         reader = _ShardReader(shard, self._batch_lines, self._max_line_bytes)
         if shard.layout.startswith("unreadable:"):
             reader.incomplete = True
-            yield from reader.fail(0, errors.READ_FAILED, shard.layout.split(":", 1)[1])
+            yield from reader.fail(shard.start, errors.READ_FAILED, shard.layout.split(":", 1)[1])
         else:
             try:
                 with _open(shard.uri, self._storage, shard.compression) as handle:
@@ -337,6 +352,7 @@ class _ShardReader:
         self.incomplete = False  # reading stopped before the end of the shard
         self.batch = self._new_batch()
         self.batch_bytes = 0
+        self.newline = b"\r" if shard.layout == JSONL_CR else b"\n"
 
     def _new_batch(self) -> RawBatch:
         return RawBatch(self.shard.uri, self.shard.format, self.shard.index)
@@ -391,11 +407,11 @@ class _ShardReader:
             if at_eof:
                 if not pending or skipping:
                     return
-                chunk = b"\n"  # the last line has no newline: end it here
+                chunk = self.newline  # the last line has no newline: end it here
             buffer = pending + chunk if pending else chunk
             start = 0
             while position < end:
-                newline = buffer.find(b"\n", start)
+                newline = buffer.find(self.newline, start)
                 if newline < 0:
                     break
                 if skipping:

@@ -14,12 +14,14 @@ the profile rejects (e.g. BBOX_OUT_OF_RANGE under azure_automl) are escalated he
 
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import errors, schema
-from transforms.checks import profiles
+from transforms.checks import numbers, profiles
 from transforms.stages.accounting import Accounted
 
 STAGE = errors.VALIDATE
@@ -73,12 +75,14 @@ class _ValidateRecordsFn(beam.DoFn):
 
     def setup(self):
         self._profile = profiles.get_profile(self._profile_name)
+        # Non-finite numbers are refused whatever the profile (no writer can represent them).
+        self._strict = dataclasses.replace(self._profile, errors=self._profile.errors | {errors.COORDINATE_NOT_FINITE})
 
     def process(self, batch: pa.RecordBatch):
         escalated = parse_time_findings(batch, self._profile)
         # A parse-time finding is already in the row's issues: only the new findings append.
-        found = profiles.record_findings(batch, self._profile)
-        kept, letters = judge(batch, self._profile, found, STAGE)
+        found = profiles.record_findings(batch, self._profile) + numbers.non_finite_findings(batch)
+        kept, letters = judge(batch, self._strict, found, STAGE)
         if escalated:
             kept, more = _refuse_escalated(kept, batch, escalated, self._profile)
             letters += more
