@@ -24,9 +24,11 @@ setuptools.setup(
         "ijson>=3.2",
     ],
     extras_require={
-        "gcp": ["gcsfs>=2024.2", f"{BEAM.replace('apache-beam', 'apache-beam[gcp]')}"],
+        # build: Beam stages --setup_file as an sdist built with `python -m build`.
+        "gcp": ["gcsfs>=2024.2", BEAM.replace("apache-beam", "apache-beam[gcp]"), "build>=1"],
         "azure": ["adlfs>=2024.2"],
         "test": [
+            BEAM.replace("apache-beam", "apache-beam[gcp]"),  # the Dataflow dry-run test
             "pytest>=8",
             "pytest-xdist>=3",
             "pytest-timeout>=2",

@@ -10,12 +10,6 @@ of every format and on a 200,000-line synthetic manifest cut into many shards.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -28,39 +22,6 @@ from pipelines.normalize_manifests import run
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
 SYNTHETIC_LINES = 200_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def worker_pool():
-    """Beam's external SDK worker pool, as Flink and Dataflow workers run it, on loopback."""
-    port = _free_port()
-    env = dict(os.environ)
-    # The pool starts workers with the `python` on PATH: this interpreter's, with labelbeam on it.
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    pool = subprocess.Popen(
-        [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        os.killpg(pool.pid, signal.SIGKILL)
-        pytest.fail("the worker pool did not start")
-    yield port
-    os.killpg(pool.pid, signal.SIGKILL)  # the pool and the SDK workers it started
-    pool.wait(timeout=30)
 
 
 def _runner_flags(name: str, request) -> list[str]:
