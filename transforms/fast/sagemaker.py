@@ -1,0 +1,409 @@
+"""Columnar normalize of the common Ground Truth / Lookout for Vision lines.
+
+Classification, multi-label, object-detection and semantic-segmentation attributes, in any
+number and order, become column lists and then Arrow arrays once per batch: no canonical row
+dict and no `from_pylist`. The key layout of a line (which keys are label attributes, which are
+plain fields) is decided once per distinct key tuple, not per line. A line this module does not
+fully understand (any error, any issue, an unknown label type, a second mask) returns None and
+goes through the plugin, so results stay exactly those of transforms/formats/sagemaker.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from transforms import schema
+from transforms.dates import parse_timestamp
+from transforms.formats import sagemaker as gt
+from transforms.formats.base import ParseContext
+from transforms.schema import dumps_extra
+
+_INT32 = 2**31
+_DATE_CACHE_SIZE = 1 << 16
+
+
+def _num(value: Any) -> Any:
+    """The plugin's _number, with a sentinel instead of an error (the line then falls back)."""
+    if value is None:
+        return None
+    if type(value) is float or (type(value) is int):
+        return float(value)
+    return _SLOW
+
+
+class _Slow(Exception):
+    """This line is not for the fast path."""
+
+
+_SLOW = object()
+
+
+class SageMakerColumns:
+    """Column lists of one batch; `add` takes one decoded line, `build` gives the arrays."""
+
+    def __init__(self, ctx: ParseContext, layouts: dict, dates: dict):
+        self.ctx = ctx
+        self._layouts = layouts  # key tuple -> (attributes, fields, source attribute) or None
+        self._dates = dates  # creation-date string -> aware datetime
+        self.index: list[int] = []
+        self.image_uri, self.width, self.height, self.task, self.attribute, self.extra = [], [], [], [], [], []
+        self.label_name, self.label_score, self.label_offsets = [], [], [0]
+        self.obj_label, self.obj_score, self.obj_box, self.obj_area, self.obj_attrs, self.obj_offsets = [], [], [], [], [], [0]
+        self.mask_valid, self.mask_uri, self.color_offsets = [], [], [0]
+        self.color_index, self.color_name, self.color_hex, self.color_conf = [], [], [], []
+        self.ann_valid, self.ann_job, self.ann_human, self.ann_created, self.ann_conf = [], [], [], [], []
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    # -- one line -------------------------------------------------------------------------
+
+    def add(self, index: int, obj: dict) -> bool:
+        """Appends the line's row; False (nothing appended) when the plugin must parse it."""
+        try:
+            row = self._parse(obj)
+        except Exception:  # noqa: BLE001 - whatever it is, the plugin decides what it means
+            return False
+        if row is None:
+            return False
+        (uri, size, task, attribute, extra, labels, objects, mask, annotation) = row
+        self.index.append(index)
+        self.image_uri.append(uri)
+        self.width.append(size[0] if size else None)
+        self.height.append(size[1] if size else None)
+        self.task.append(task)
+        self.attribute.append(attribute)
+        self.extra.append(extra)
+        for name, score in labels:
+            self.label_name.append(name)
+            self.label_score.append(score)
+        self.label_offsets.append(len(self.label_name))
+        for label, score, box, area, attrs in objects:
+            self.obj_label.append(label)
+            self.obj_score.append(score)
+            self.obj_box.append(box)
+            self.obj_area.append(area)
+            self.obj_attrs.append(attrs)
+        self.obj_offsets.append(len(self.obj_label))
+        self.mask_valid.append(mask is not None)
+        if mask is not None:
+            self.mask_uri.append(mask[0])
+            for entry in mask[1]:
+                self.color_index.append(entry[0])
+                self.color_name.append(entry[1])
+                self.color_hex.append(entry[2])
+                self.color_conf.append(entry[3])
+        else:
+            self.mask_uri.append(None)
+        self.color_offsets.append(len(self.color_index))
+        self.ann_valid.append(annotation is not None)
+        job, human, created, conf = annotation or (None, None, None, None)
+        self.ann_job.append(job)
+        self.ann_human.append(human)
+        self.ann_created.append(created)
+        self.ann_conf.append(conf)
+        return True
+
+    def _layout(self, obj: dict):
+        keys = tuple(obj)
+        try:
+            return self._layouts[keys]
+        except KeyError:
+            pass
+        attributes, fields = [], []
+        layout = None
+        for key in keys:
+            if key == gt.SOURCE_REF:
+                continue
+            if key.endswith(gt.METADATA_SUFFIX):
+                if key[: -len(gt.METADATA_SUFFIX)] not in obj:
+                    break  # an orphan metadata key: a dead letter, the plugin's to write
+                continue
+            if key + gt.METADATA_SUFFIX in obj:
+                attributes.append(key)
+            elif key.endswith("-ref"):
+                break
+            else:
+                fields.append(key)
+        else:
+            layout = (tuple(attributes), tuple(fields), ",".join(attributes) or None)
+        if len(self._layouts) < 4096:
+            self._layouts[keys] = layout
+        return layout
+
+    def _parse(self, obj: dict):
+        source_ref = obj.get(gt.SOURCE_REF)
+        if type(source_ref) is not str or not source_ref.strip():
+            return None
+        layout = self._layout(obj)
+        if layout is None:
+            return None
+        attributes, field_keys, attribute_names = layout
+        labels: list = []
+        objects: list = []
+        mask = None
+        size = None
+        entries = []
+        kinds = set()
+        for attribute in attributes:
+            value = obj[attribute]
+            metadata = obj[attribute + gt.METADATA_SUFFIX]
+            if type(metadata) is not dict:
+                return None
+            kind = gt._kind_of(attribute, value, metadata)
+            entry = {"name": attribute, "kind": kind}
+            first_label, first_object = len(labels), len(objects)
+            if kind == gt.CLASSIFICATION:
+                name = metadata.get("class-name", _SLOW)
+                score = _num(metadata.get("confidence"))
+                if type(name) is not str or score is _SLOW:
+                    return None
+                labels.append((name, score))
+                entry["value"] = value
+            elif kind == gt.MULTILABEL:
+                if not self._multilabel(value, metadata, labels):
+                    return None
+                entry["value"] = value
+            elif kind == gt.DETECTION:
+                found = self._detection(value, metadata, objects)
+                if found is None:
+                    return None
+                size = found
+                entry["value"] = {k: v for k, v in value.items() if k != "annotations"}
+            elif kind == gt.MASK:
+                if mask is not None:
+                    return None  # MULTIPLE_MASKS: an issue, the plugin's to write
+                mask = self._mask(value, metadata)
+                if mask is None:
+                    return None
+            else:
+                return None  # UNKNOWN_LABEL_TYPE: an issue
+            kinds.add(kind)
+            entry["labels"] = list(range(first_label, len(labels)))
+            entry["objects"] = list(range(first_object, len(objects)))
+            kept = gt._COLUMN_METADATA[kind]
+            entry["metadata"] = {k: v for k, v in metadata.items() if k not in kept}
+            entries.append(entry)
+        annotation = self._annotation(obj[attributes[0] + gt.METADATA_SUFFIX]) if attributes else None
+        if annotation is _SLOW:
+            return None
+        extra = {"attributes": entries} if entries else {}
+        if field_keys:
+            extra["fields"] = {key: obj[key] for key in field_keys}
+        if mask is not None:
+            task = "semantic_segmentation"
+        elif gt.DETECTION in kinds:
+            task = "object_detection"
+        elif gt.MULTILABEL in kinds or len(labels) > 1:
+            task = "multilabel_classification"
+        elif labels:
+            task = "classification"
+        else:
+            task = "unlabeled"
+        return (
+            self.ctx.resolve(source_ref),
+            size,
+            task,
+            attribute_names,
+            dumps_extra({"sagemaker": extra}) if extra else None,
+            labels,
+            objects,
+            mask,
+            annotation,
+        )
+
+    @staticmethod
+    def _multilabel(value, metadata, labels) -> bool:
+        if type(value) is not list:
+            return False
+        class_map = metadata.get("class-map", {})
+        confidences = metadata.get("confidence-map", {})
+        if type(class_map) is not dict or type(confidences) is not dict:
+            return False
+        for class_id in value:
+            key = str(class_id)
+            name = class_map.get(key)
+            score = _num(confidences.get(key))
+            if type(name) is not str or score is _SLOW:
+                return False
+            labels.append((name, score))
+        return True
+
+    @staticmethod
+    def _detection(value, metadata, objects):
+        if type(value) is not dict:
+            return None
+        sizes = value.get("image_size")
+        if type(sizes) is not list or not sizes or type(sizes[0]) is not dict:
+            return None
+        width = _num(sizes[0].get("width"))
+        height = _num(sizes[0].get("height"))
+        if width is _SLOW or height is _SLOW or not width or not height or width <= 0 or height <= 0:
+            return None
+        size = (int(width), int(height))
+        if not (size[0] < _INT32 and size[1] < _INT32):
+            return None
+        class_map = metadata.get("class-map", {})
+        if type(class_map) is not dict:
+            return None
+        scores = metadata.get("objects") or []
+        boxes = value.get("annotations", [])
+        if type(boxes) is not list:
+            return None
+        for index, box in enumerate(boxes):
+            if type(box) is not dict:
+                return None
+            left, top = _num(box.get("left")), _num(box.get("top"))
+            box_w, box_h = _num(box.get("width")), _num(box.get("height"))
+            if None in (left, top, box_w, box_h) or _SLOW in (left, top, box_w, box_h):
+                return None
+            class_id = box.get("class_id")
+            label = class_map.get(str(class_id))
+            if type(label) is not str:
+                return None
+            score = scores[index].get("confidence") if index < len(scores) and isinstance(scores[index], dict) else None
+            score = _num(score)
+            if score is _SLOW:
+                return None
+            objects.append(
+                (
+                    label,
+                    score,
+                    (left / width, top / height, (left + box_w) / width, (top + box_h) / height),
+                    box_w * box_h,
+                    orjson.dumps({"class_id": class_id}).decode(),
+                )
+            )
+        return size
+
+    def _mask(self, value, metadata):
+        if type(value) is not str:
+            return None
+        colors = metadata.get("internal-color-map", {})
+        if type(colors) is not dict:
+            return None
+        entries = []
+        for key, color in colors.items():
+            if type(color) is not dict:
+                return None
+            index = int(key)
+            name, hex_color = color.get("class-name"), color.get("hex-color")
+            confidence = _num(color.get("confidence"))
+            if not -_INT32 <= index < _INT32 or confidence is _SLOW:
+                return None
+            if not (name is None or type(name) is str) or not (hex_color is None or type(hex_color) is str):
+                return None
+            entries.append((index, name, hex_color, confidence))
+        entries.sort(key=lambda c: c[0])
+        return self.ctx.resolve(value), entries
+
+    def _annotation(self, metadata: dict):
+        created = metadata.get("creation-date")
+        created_at = None
+        if created is not None:
+            if type(created) is not str:
+                return _SLOW
+            created_at = self._dates.get(created)
+            if created_at is None:
+                try:
+                    created_at = parse_timestamp(created)
+                except ValueError:
+                    return _SLOW  # INVALID_DATE: an issue
+                if len(self._dates) >= _DATE_CACHE_SIZE:
+                    self._dates.clear()
+                self._dates[created] = created_at
+        human = metadata.get("human-annotated")
+        job = metadata.get("job-name")
+        confidence = _num(metadata.get("confidence"))
+        if confidence is _SLOW:
+            return _SLOW
+        return (
+            job if type(job) is str else None,
+            None if human is None else str(human).lower() == "yes",
+            created_at,
+            confidence,
+        )
+
+    # -- the batch ------------------------------------------------------------------------
+
+    def build(self, uri: str, format_name: str, lines: list[int], offsets: list[int]) -> pa.RecordBatch:
+        """The rows added so far as one RecordBatch of SCHEMA (raises if a value does not fit)."""
+        n = len(self.index)
+        line = [lines[i] for i in self.index]
+        offset = [offsets[i] for i in self.index]
+        record_ids = [schema.record_id(uri, o, 0) for o in offset]
+        s = schema
+        source = pa.StructArray.from_arrays(
+            [pa.array([uri] * n, pa.string()), pa.array(line, pa.int64()), pa.array(offset, pa.int64()),
+             pa.array([format_name] * n, pa.string()), pa.array(self.attribute, pa.string())],
+            fields=list(s.SOURCE),
+        )
+        image = pa.StructArray.from_arrays(
+            [pa.array(self.image_uri, pa.string()), pa.array(self.width, pa.int32()),
+             pa.array(self.height, pa.int32()), pa.nulls(n, pa.string())],
+            fields=list(s.IMAGE),
+        )
+        labels = pa.ListArray.from_arrays(
+            pa.array(self.label_offsets, pa.int32()),
+            pa.StructArray.from_arrays(
+                [pa.array(self.label_name, pa.string()), pa.array(self.label_score, pa.float32())], fields=list(s.LABEL)
+            ),
+            type=s.SCHEMA.field("labels").type,
+        )
+        objects = pa.ListArray.from_arrays(
+            pa.array(self.obj_offsets, pa.int32()), self._objects(), type=s.SCHEMA.field("objects").type
+        )
+        colors = pa.StructArray.from_arrays(
+            [pa.array(self.color_index, pa.int32()), pa.array(self.color_name, pa.string()),
+             pa.array(self.color_hex, pa.string()), pa.array(self.color_conf, pa.float32())],
+            fields=list(s.COLOR),
+        )
+        mask_missing = pa.array([not v for v in self.mask_valid], pa.bool_())
+        mask = pa.StructArray.from_arrays(
+            [pa.array(self.mask_uri, pa.string()),
+             pa.ListArray.from_arrays(pa.array(self.color_offsets, pa.int32()), colors, type=pa.list_(s.COLOR)),
+             pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()), pa.nulls(n, pa.list_(s.CLASS_PIXELS)),
+             pa.nulls(n, s.BBOX), pa.nulls(n, pa.bool_())],
+            fields=list(s.MASK), mask=mask_missing,
+        )
+        annotation = pa.StructArray.from_arrays(
+            [pa.nulls(n, pa.string()), pa.array(self.ann_job, pa.string()), pa.nulls(n, pa.string()),
+             pa.array(self.ann_human, pa.bool_()), pa.array(self.ann_created, pa.timestamp("ms", tz="UTC")),
+             pa.array(self.ann_conf, pa.float32()), pa.nulls(n, pa.string())],
+            fields=list(s.ANNOTATION), mask=pa.array([not v for v in self.ann_valid], pa.bool_()),
+        )
+        issues = pa.ListArray.from_arrays(
+            pa.array([0] * (n + 1), pa.int32()), pa.array([], s.ISSUE), type=s.SCHEMA.field("issues").type
+        )
+        str_dict = s.SCHEMA.field("task").type
+        arrays = [
+            pa.array(record_ids, pa.string()),
+            source,
+            image,
+            pa.array(self.task, str_dict),
+            pa.array(["ground_truth"] * n, str_dict),
+            labels,
+            objects,
+            mask,
+            annotation,
+            pa.array([None] * n, str_dict),
+            issues,
+            pa.array(self.extra, pa.string()),
+        ]
+        return pa.RecordBatch.from_arrays(arrays, schema=s.SCHEMA)
+
+    def _objects(self) -> pa.StructArray:
+        s = schema
+        m = len(self.obj_label)
+        boxes = list(zip(*self.obj_box)) if m else ([], [], [], [])
+        bbox = pa.StructArray.from_arrays([pa.array(col, pa.float64()) for col in boxes], fields=list(s.BBOX))
+        return pa.StructArray.from_arrays(
+            [pa.array(self.obj_label, pa.string()), pa.array(self.obj_score, pa.float32()), pa.nulls(m, pa.bool_()),
+             bbox, pa.nulls(m, pa.float32()), pa.nulls(m, pa.list_(pa.list_(pa.float64()))),
+             pa.nulls(m, pa.list_(s.KEYPOINT)), pa.nulls(m, pa.binary()), pa.array(self.obj_area, pa.float64()),
+             pa.array(self.obj_attrs, pa.string())],
+            fields=list(s.OBJECT),
+        )
