@@ -7,6 +7,7 @@ path; fast rows carry no dead letters and no issues. Rows are merged back by inp
 
 from __future__ import annotations
 
+import gc
 from typing import Callable
 
 import orjson
@@ -39,20 +40,13 @@ class FastNormalizer:
             return None
         layouts, dates = self._caches.setdefault(batch.format, ({}, {}))
         columns = builder_cls(self._context(batch.uri, batch.format), layouts, dates)
-        failed = {index for index, _, _ in batch.failures}
-        slow: list[int] = []
-        loads = orjson.loads
-        for index, raw in enumerate(batch.raws):
-            if index in failed or raw.startswith(_BOM):
-                slow.append(index)
-                continue
-            try:
-                obj = loads(raw)
-            except orjson.JSONDecodeError:
-                slow.append(index)
-                continue
-            if type(obj) is not dict or not columns.add(index, obj):
-                slow.append(index)
+        collecting = gc.isenabled()
+        gc.disable()  # the batch's many small tuples would trigger full collections for nothing
+        try:
+            slow = self._gather(batch, columns)
+        finally:
+            if collecting:
+                gc.enable()
         if not len(columns):
             return self._plugin_normalize(batch)
         try:
@@ -70,6 +64,25 @@ class FastNormalizer:
             return self._plugin_normalize(batch)
         counts = dict(counts, ok=counts["ok"] + fast.num_rows, blank=batch.blank, records=merged.num_rows)
         return merged, dead, counts
+
+    @staticmethod
+    def _gather(batch: RawBatch, columns) -> list[int]:
+        """Feeds the decodable object lines to `columns`; returns the indices it declined."""
+        failed = {index for index, _, _ in batch.failures}
+        slow: list[int] = []
+        loads = orjson.loads
+        for index, raw in enumerate(batch.raws):
+            if index in failed or raw.startswith(_BOM):
+                slow.append(index)
+                continue
+            try:
+                obj = loads(raw)
+            except orjson.JSONDecodeError:
+                slow.append(index)
+                continue
+            if type(obj) is not dict or not columns.add(index, obj):
+                slow.append(index)
+        return slow
 
 
 def _subset(batch: RawBatch, indices: list[int]) -> RawBatch:

@@ -10,10 +10,13 @@ goes through the plugin, so results stay exactly those of transforms/formats/sag
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms import schema
 from transforms.dates import parse_timestamp
@@ -48,16 +51,12 @@ class SageMakerColumns:
         self.ctx = ctx
         self._layouts = layouts  # key tuple -> (attributes, fields, source attribute) or None
         self._dates = dates  # creation-date string -> aware datetime
-        self.index: list[int] = []
-        self.image_uri, self.width, self.height, self.task, self.attribute, self.extra = [], [], [], [], [], []
-        self.label_name, self.label_score, self.label_offsets = [], [], [0]
-        self.obj_label, self.obj_score, self.obj_box, self.obj_area, self.obj_attrs, self.obj_offsets = [], [], [], [], [], [0]
-        self.mask_valid, self.mask_uri, self.color_offsets = [], [], [0]
-        self.color_index, self.color_name, self.color_hex, self.color_conf = [], [], [], []
-        self.ann_valid, self.ann_job, self.ann_human, self.ann_created, self.ann_conf = [], [], [], [], []
+        self.rows: list[tuple] = []  # one tuple per line: see _parse
+        self.index: list[int] = []  # the line's position in the RawBatch, per row
+        self._kinds: dict[tuple[str, str], str] = {}  # (attribute, metadata type) -> kind
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.rows)
 
     # -- one line -------------------------------------------------------------------------
 
@@ -69,42 +68,8 @@ class SageMakerColumns:
             return False
         if row is None:
             return False
-        (uri, size, task, attribute, extra, labels, objects, mask, annotation) = row
+        self.rows.append(row)
         self.index.append(index)
-        self.image_uri.append(uri)
-        self.width.append(size[0] if size else None)
-        self.height.append(size[1] if size else None)
-        self.task.append(task)
-        self.attribute.append(attribute)
-        self.extra.append(extra)
-        for name, score in labels:
-            self.label_name.append(name)
-            self.label_score.append(score)
-        self.label_offsets.append(len(self.label_name))
-        for label, score, box, area, attrs in objects:
-            self.obj_label.append(label)
-            self.obj_score.append(score)
-            self.obj_box.append(box)
-            self.obj_area.append(area)
-            self.obj_attrs.append(attrs)
-        self.obj_offsets.append(len(self.obj_label))
-        self.mask_valid.append(mask is not None)
-        if mask is not None:
-            self.mask_uri.append(mask[0])
-            for entry in mask[1]:
-                self.color_index.append(entry[0])
-                self.color_name.append(entry[1])
-                self.color_hex.append(entry[2])
-                self.color_conf.append(entry[3])
-        else:
-            self.mask_uri.append(None)
-        self.color_offsets.append(len(self.color_index))
-        self.ann_valid.append(annotation is not None)
-        job, human, created, conf = annotation or (None, None, None, None)
-        self.ann_job.append(job)
-        self.ann_human.append(human)
-        self.ann_created.append(created)
-        self.ann_conf.append(conf)
         return True
 
     def _layout(self, obj: dict):
@@ -153,7 +118,12 @@ class SageMakerColumns:
             metadata = obj[attribute + gt.METADATA_SUFFIX]
             if type(metadata) is not dict:
                 return None
-            kind = gt._kind_of(attribute, value, metadata)
+            type_ = metadata.get("type")
+            kind = self._kinds.get((attribute, type_)) if type(type_) is str else None
+            if kind is None:
+                kind = gt._kind_of(attribute, value, metadata)
+                if type_ in gt._TYPE_TO_KIND and len(self._kinds) < 1024:
+                    self._kinds[(attribute, type_)] = kind  # the type alone decides
             entry = {"name": attribute, "kind": kind}
             first_label, first_object = len(labels), len(objects)
             if kind == gt.CLASSIFICATION:
@@ -203,16 +173,14 @@ class SageMakerColumns:
             task = "classification"
         else:
             task = "unlabeled"
+        width, height = size or (None, None)
+        mask_uri, colors = mask or (None, None)
+        job, human, created_at, confidence = annotation or (None, None, None, None)
         return (
-            self.ctx.resolve(source_ref),
-            size,
-            task,
-            attribute_names,
+            self.ctx.resolve(source_ref), width, height, task, attribute_names,
             dumps_extra({"sagemaker": extra}) if extra else None,
-            labels,
-            objects,
-            mask,
-            annotation,
+            labels, objects, mask is not None, mask_uri, colors or (),
+            annotation is not None, job, human, created_at, confidence,
         )
 
     @staticmethod
@@ -331,79 +299,91 @@ class SageMakerColumns:
 
     def build(self, uri: str, format_name: str, lines: list[int], offsets: list[int]) -> pa.RecordBatch:
         """The rows added so far as one RecordBatch of SCHEMA (raises if a value does not fit)."""
-        n = len(self.index)
-        line = [lines[i] for i in self.index]
-        offset = [offsets[i] for i in self.index]
-        record_ids = [schema.record_id(uri, o, 0) for o in offset]
         s = schema
+        n = len(self.rows)
+        (image_uri, width, height, task, attribute, extra, labels, objects, mask_valid, mask_uri, colors,
+         ann_valid, ann_job, ann_human, ann_created, ann_conf) = zip(*self.rows)
+        offset = [offsets[i] for i in self.index]
         source = pa.StructArray.from_arrays(
-            [pa.array([uri] * n, pa.string()), pa.array(line, pa.int64()), pa.array(offset, pa.int64()),
-             pa.array([format_name] * n, pa.string()), pa.array(self.attribute, pa.string())],
+            [pa.array([uri] * n, pa.string()), pa.array([lines[i] for i in self.index], pa.int64()),
+             pa.array(offset, pa.int64()), pa.array([format_name] * n, pa.string()), pa.array(attribute, pa.string())],
             fields=list(s.SOURCE),
         )
         image = pa.StructArray.from_arrays(
-            [pa.array(self.image_uri, pa.string()), pa.array(self.width, pa.int32()),
-             pa.array(self.height, pa.int32()), pa.nulls(n, pa.string())],
+            [pa.array(image_uri, pa.string()), pa.array(width, pa.int32()), pa.array(height, pa.int32()),
+             pa.nulls(n, pa.string())],
             fields=list(s.IMAGE),
         )
+        label_name, label_score = _columns(labels, 2)
         labels = pa.ListArray.from_arrays(
-            pa.array(self.label_offsets, pa.int32()),
+            _offsets(labels),
             pa.StructArray.from_arrays(
-                [pa.array(self.label_name, pa.string()), pa.array(self.label_score, pa.float32())], fields=list(s.LABEL)
+                [pa.array(label_name, pa.string()), pa.array(label_score, pa.float32())], fields=list(s.LABEL)
             ),
             type=s.SCHEMA.field("labels").type,
         )
-        objects = pa.ListArray.from_arrays(
-            pa.array(self.obj_offsets, pa.int32()), self._objects(), type=s.SCHEMA.field("objects").type
-        )
-        colors = pa.StructArray.from_arrays(
-            [pa.array(self.color_index, pa.int32()), pa.array(self.color_name, pa.string()),
-             pa.array(self.color_hex, pa.string()), pa.array(self.color_conf, pa.float32())],
+        objects = pa.ListArray.from_arrays(_offsets(objects), _objects(objects), type=s.SCHEMA.field("objects").type)
+        color_index, color_name, color_hex, color_conf = _columns(colors, 4)
+        color_map = pa.StructArray.from_arrays(
+            [pa.array(color_index, pa.int32()), pa.array(color_name, pa.string()),
+             pa.array(color_hex, pa.string()), pa.array(color_conf, pa.float32())],
             fields=list(s.COLOR),
         )
-        mask_missing = pa.array([not v for v in self.mask_valid], pa.bool_())
         mask = pa.StructArray.from_arrays(
-            [pa.array(self.mask_uri, pa.string()),
-             pa.ListArray.from_arrays(pa.array(self.color_offsets, pa.int32()), colors, type=pa.list_(s.COLOR)),
+            [pa.array(mask_uri, pa.string()),
+             pa.ListArray.from_arrays(_offsets(colors), color_map, type=pa.list_(s.COLOR)),
              pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()), pa.nulls(n, pa.list_(s.CLASS_PIXELS)),
              pa.nulls(n, s.BBOX), pa.nulls(n, pa.bool_())],
-            fields=list(s.MASK), mask=mask_missing,
+            fields=list(s.MASK), mask=pc.invert(pa.array(mask_valid, pa.bool_())),
         )
         annotation = pa.StructArray.from_arrays(
-            [pa.nulls(n, pa.string()), pa.array(self.ann_job, pa.string()), pa.nulls(n, pa.string()),
-             pa.array(self.ann_human, pa.bool_()), pa.array(self.ann_created, pa.timestamp("ms", tz="UTC")),
-             pa.array(self.ann_conf, pa.float32()), pa.nulls(n, pa.string())],
-            fields=list(s.ANNOTATION), mask=pa.array([not v for v in self.ann_valid], pa.bool_()),
+            [pa.nulls(n, pa.string()), pa.array(ann_job, pa.string()), pa.nulls(n, pa.string()),
+             pa.array(ann_human, pa.bool_()), pa.array(ann_created, pa.timestamp("ms", tz="UTC")),
+             pa.array(ann_conf, pa.float32()), pa.nulls(n, pa.string())],
+            fields=list(s.ANNOTATION), mask=pc.invert(pa.array(ann_valid, pa.bool_())),
         )
         issues = pa.ListArray.from_arrays(
-            pa.array([0] * (n + 1), pa.int32()), pa.array([], s.ISSUE), type=s.SCHEMA.field("issues").type
+            pa.array(np.zeros(n + 1, np.int32)), pa.array([], s.ISSUE), type=s.SCHEMA.field("issues").type
         )
         str_dict = s.SCHEMA.field("task").type
         arrays = [
-            pa.array(record_ids, pa.string()),
+            pa.array([schema.record_id(uri, o, 0) for o in offset], pa.string()),
             source,
             image,
-            pa.array(self.task, str_dict),
-            pa.array(["ground_truth"] * n, str_dict),
+            pa.array(task, str_dict),
+            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array(["ground_truth"])),
             labels,
             objects,
             mask,
             annotation,
-            pa.array([None] * n, str_dict),
+            pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int32()), pa.array([], pa.string())),
             issues,
-            pa.array(self.extra, pa.string()),
+            pa.array(extra, pa.string()),
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=s.SCHEMA)
 
-    def _objects(self) -> pa.StructArray:
-        s = schema
-        m = len(self.obj_label)
-        boxes = list(zip(*self.obj_box)) if m else ([], [], [], [])
-        bbox = pa.StructArray.from_arrays([pa.array(col, pa.float64()) for col in boxes], fields=list(s.BBOX))
-        return pa.StructArray.from_arrays(
-            [pa.array(self.obj_label, pa.string()), pa.array(self.obj_score, pa.float32()), pa.nulls(m, pa.bool_()),
-             bbox, pa.nulls(m, pa.float32()), pa.nulls(m, pa.list_(pa.list_(pa.float64()))),
-             pa.nulls(m, pa.list_(s.KEYPOINT)), pa.nulls(m, pa.binary()), pa.array(self.obj_area, pa.float64()),
-             pa.array(self.obj_attrs, pa.string())],
-            fields=list(s.OBJECT),
-        )
+
+def _offsets(lists) -> pa.Array:
+    """List offsets of per-row sequences."""
+    return pa.array(np.concatenate([[0], np.cumsum([len(v) for v in lists])]).astype(np.int32))
+
+
+def _columns(lists, width: int) -> list:
+    """Per-row sequences of `width`-tuples -> `width` flat columns."""
+    flat = list(chain.from_iterable(lists))
+    return list(zip(*flat)) if flat else [()] * width
+
+
+def _objects(per_row) -> pa.StructArray:
+    s = schema
+    label, score, box, area, attrs = _columns(per_row, 5)
+    m = len(label)
+    boxes = list(zip(*box)) if m else [(), (), (), ()]
+    bbox = pa.StructArray.from_arrays([pa.array(col, pa.float64()) for col in boxes], fields=list(s.BBOX))
+    return pa.StructArray.from_arrays(
+        [pa.array(label, pa.string()), pa.array(score, pa.float32()), pa.nulls(m, pa.bool_()),
+         bbox, pa.nulls(m, pa.float32()), pa.nulls(m, pa.list_(pa.list_(pa.float64()))),
+         pa.nulls(m, pa.list_(s.KEYPOINT)), pa.nulls(m, pa.binary()), pa.array(area, pa.float64()),
+         pa.array(attrs, pa.string())],
+        fields=list(s.OBJECT),
+    )
