@@ -94,7 +94,8 @@ class SageMakerColumns:
             else:
                 fields.append(key)
         else:
-            layout = (tuple(attributes), tuple(fields), ",".join(attributes) or None)
+            pairs = tuple((a, a + gt.METADATA_SUFFIX) for a in attributes)
+            layout = (pairs, tuple(fields), ",".join(attributes) or None)
         if len(self._layouts) < 4096:
             self._layouts[keys] = layout
         return layout
@@ -112,19 +113,19 @@ class SageMakerColumns:
         mask = None
         size = None
         entries = []
-        kinds = set()
-        for attribute in attributes:
+        detection = multilabel = False
+        kinds = self._kinds
+        for attribute, metadata_key in attributes:
             value = obj[attribute]
-            metadata = obj[attribute + gt.METADATA_SUFFIX]
+            metadata = obj[metadata_key]
             if type(metadata) is not dict:
                 return None
             type_ = metadata.get("type")
-            kind = self._kinds.get((attribute, type_)) if type(type_) is str else None
+            kind = kinds.get((attribute, type_)) if type(type_) is str else None
             if kind is None:
                 kind = gt._kind_of(attribute, value, metadata)
-                if type_ in gt._TYPE_TO_KIND and len(self._kinds) < 1024:
-                    self._kinds[(attribute, type_)] = kind  # the type alone decides
-            entry = {"name": attribute, "kind": kind}
+                if type_ in gt._TYPE_TO_KIND and len(kinds) < 1024:
+                    kinds[(attribute, type_)] = kind  # the type alone decides
             first_label, first_object = len(labels), len(objects)
             if kind == gt.CLASSIFICATION:
                 name = metadata.get("class-name", _SLOW)
@@ -132,55 +133,65 @@ class SageMakerColumns:
                 if type(name) is not str or score is _SLOW:
                     return None
                 labels.append((name, score))
-                entry["value"] = value
-            elif kind == gt.MULTILABEL:
-                if not self._multilabel(value, metadata, labels):
-                    return None
-                entry["value"] = value
-            elif kind == gt.DETECTION:
-                found = self._detection(value, metadata, objects)
-                if found is None:
-                    return None
-                size = found
-                entry["value"] = {k: v for k, v in value.items() if k != "annotations"}
-            elif kind == gt.MASK:
+                rest = {k: v for k, v in metadata.items() if k != "class-name" and k != "confidence"}
+                entries.append({"name": attribute, "kind": kind, "value": value, "labels": [first_label],
+                                "objects": [], "metadata": rest})
+                continue
+            if kind == gt.MASK:
                 if mask is not None:
                     return None  # MULTIPLE_MASKS: an issue, the plugin's to write
                 mask = self._mask(value, metadata)
                 if mask is None:
                     return None
+                rest = {k: v for k, v in metadata.items() if k != "internal-color-map"}
+                entries.append({"name": attribute, "kind": kind, "labels": [], "objects": [], "metadata": rest})
+                continue
+            if kind == gt.MULTILABEL:
+                if not self._multilabel(value, metadata, labels):
+                    return None
+                multilabel = True
+                entry = {"name": attribute, "kind": kind, "value": value}
+            elif kind == gt.DETECTION:
+                found = self._detection(value, metadata, objects)
+                if found is None:
+                    return None
+                size = found
+                detection = True
+                entry = {"name": attribute, "kind": kind, "value": {k: v for k, v in value.items() if k != "annotations"}}
             else:
                 return None  # UNKNOWN_LABEL_TYPE: an issue
-            kinds.add(kind)
             entry["labels"] = list(range(first_label, len(labels)))
             entry["objects"] = list(range(first_object, len(objects)))
             kept = gt._COLUMN_METADATA[kind]
             entry["metadata"] = {k: v for k, v in metadata.items() if k not in kept}
             entries.append(entry)
-        annotation = self._annotation(obj[attributes[0] + gt.METADATA_SUFFIX]) if attributes else None
-        if annotation is _SLOW:
-            return None
+        if attributes:
+            annotation = self._annotation(obj[attributes[0][1]])
+            if annotation is _SLOW:
+                return None
+            job, human, created_at, confidence = annotation
+        else:
+            job = human = created_at = confidence = None
         extra = {"attributes": entries} if entries else {}
         if field_keys:
             extra["fields"] = {key: obj[key] for key in field_keys}
         if mask is not None:
             task = "semantic_segmentation"
-        elif gt.DETECTION in kinds:
+        elif detection:
             task = "object_detection"
-        elif gt.MULTILABEL in kinds or len(labels) > 1:
+        elif multilabel or len(labels) > 1:
             task = "multilabel_classification"
         elif labels:
             task = "classification"
         else:
             task = "unlabeled"
         width, height = size or (None, None)
-        mask_uri, colors = mask or (None, None)
-        job, human, created_at, confidence = annotation or (None, None, None, None)
+        mask_uri, colors = mask or (None, ())
         return (
             self.ctx.resolve(source_ref), width, height, task, attribute_names,
             dumps_extra({"sagemaker": extra}) if extra else None,
-            labels, objects, mask is not None, mask_uri, colors or (),
-            annotation is not None, job, human, created_at, confidence,
+            labels, objects, mask is not None, mask_uri, colors,
+            bool(attributes), job, human, created_at, confidence,
         )
 
     @staticmethod
