@@ -11,16 +11,20 @@ Cases (all on the same generated Lookout for Vision manifest, medians over repea
   the physical reference of what parsing these bytes costs.
 - plugin_loop: the same format plugin as the job, in one process, no Beam (orjson + plugin +
   from_pylist + split + hive Parquet): what the job's per-record Python costs without Beam.
+- inproc_plugin: the real CLI in process with the columnar fast path taken out: the job as it
+  was before transforms/fast/.
 - inproc / mp2 / prism: the real CLI on the FnApiRunner in process, on the FnApiRunner with two
   worker processes, and on the PrismRunner.
 
-Ratios are wall time over the floor's (lower is faster).
+Ratios are wall time over the first case's (lower is faster). CPU seconds (this process and
+its worker processes) are printed too: on a shared machine they move less than wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -36,6 +40,7 @@ import pyarrow.parquet as pq
 from benchmarks.synthetic import write_manifest
 from pipelines.normalize_manifests import run
 from transforms import schema
+from transforms.fast import normalize as fast_normalize
 from transforms.formats.base import ParseContext, get_format
 from transforms.stages.split import DEFAULT_RATIOS, SplitAssigner
 from transforms.stages.write import _ParquetFile, partition_batch
@@ -135,10 +140,25 @@ def _write(rows, splitter, writers, out) -> int:
     return batch.num_rows
 
 
-def _pipeline(manifest: str, out: str, runner: str, extra: list[str]) -> int:
-    code = run(["--input", manifest, "--output", out, "--overwrite", f"--runner={runner}", "--validate_masks=false", *extra])
+def _pipeline(manifest: str, out: str, runner: str, extra: list[str], fast: bool = True) -> int:
+    """The real CLI; fast=False takes the columnar fast path out (in process only: a worker
+    process imports its own copy of the module)."""
+    saved = dict(fast_normalize.FAST_PATHS)
+    if not fast:
+        fast_normalize.FAST_PATHS.clear()
+    try:
+        code = run(["--input", manifest, "--output", out, "--overwrite", f"--runner={runner}", "--validate_masks=false", *extra])
+    finally:
+        fast_normalize.FAST_PATHS.update(saved)
     assert code == 0
     return ds.dataset(os.path.join(out, "records"), partitioning="hive").count_rows()
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (worker processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,6 +181,10 @@ def main(argv: list[str] | None = None) -> None:
         "floor": ("floor: 1 process, orjson + known fields + Arrow + Parquet", lambda out: floor(manifest, out)),
         "pyarrow_json": ("pyarrow.json.read_json + Parquet (C++, threads)", lambda out: pyarrow_json(manifest, out)),
         "plugin_loop": ("1 process, orjson + same plugin + from_pylist", lambda out: plugin_loop(manifest, out)),
+        "inproc_plugin": (
+            "labelbeam in process, fast path off (plugin only)",
+            lambda out: _pipeline(manifest, out, "FnApiRunner", [shard], fast=False),
+        ),
         "inproc": ("labelbeam, FnApiRunner in process", lambda out: _pipeline(manifest, out, "FnApiRunner", [shard])),
         "mp2": (
             "labelbeam, FnApiRunner multi_processing x2",
@@ -170,21 +194,23 @@ def main(argv: list[str] | None = None) -> None:
     }
     cases = {key: available[key] for key in args.cases.split(",")}
     timings: dict[str, list[float]] = {key: [] for key in cases}
+    cpu_times: dict[str, list[float]] = {key: [] for key in cases}
     for repeat in range(args.repeats):
         for key, (name, case) in cases.items():
             out = os.path.join(workdir, "out")
             shutil.rmtree(out, ignore_errors=True)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), _cpu_seconds()
             rows = case(out)
             timings[key].append(time.perf_counter() - started)
+            cpu_times[key].append(_cpu_seconds() - cpu)
             assert rows == args.lines, (name, rows)
-            print(f"  repeat {repeat + 1}: {name}: {timings[key][-1]:.2f}s", flush=True)
+            print(f"  repeat {repeat + 1}: {name}: {timings[key][-1]:.2f}s wall, {cpu_times[key][-1]:.2f}s cpu, load {os.getloadavg()[0]:.1f}", flush=True)
     shutil.rmtree(os.path.join(workdir, "out"), ignore_errors=True)
     base = statistics.median(timings[next(iter(cases))])
-    print(f"\n| run | median wall | records/s | vs {next(iter(cases))} |\n|---|---|---|---|")
+    print(f"\n| run | median wall | records/s | vs {next(iter(cases))} | median CPU s (all processes) |\n|---|---|---|---|---|")
     for key, values in timings.items():
         median = statistics.median(values)
-        print(f"| {cases[key][0]} | {median:.2f} s | {args.lines / median:,.0f} | {median / base:.2f}x |")
+        print(f"| {cases[key][0]} | {median:.2f} s | {args.lines / median:,.0f} | {median / base:.2f}x | {statistics.median(cpu_times[key]):.1f} |")
     if "inproc" in timings and "mp2" in timings:
         print(f"\ntwo workers vs in process: {statistics.median(timings['inproc']) / statistics.median(timings['mp2']):.2f}x faster")
 
