@@ -1,134 +1,127 @@
-"""Masks validated per second by ValidateMasks, beside a bare Pillow decode loop, in one run.
+"""Mask checks of the job against a bare Pillow loop over the same PNGs, in one run.
 
-    python -m benchmarks.masks_throughput [--masks 2000] [--batch 100] [--repeats 3]
+    python -m benchmarks.masks_throughput [--masks 5000] [--repeats 3] [--workdir DIR]
 
-Generates Lookout-for-Vision-like masks (576x768, anti-aliased blob, half palette + tRNS, half
-RGBA) under benchmarks/data/masks/ (git-ignored), then times, median of --repeats:
-  bare_loop            Image.open(path).load() for every mask, one thread
-  fnapi_in_process     ValidateMasks on the FnApiRunner, one in-process worker
-  fnapi_multi_process  the same with --direct_num_workers=2 --direct_running_mode=multi_processing
-Pipeline timings include start-up; the same graph with validation off is timed too, so the net
-rate of the validation itself is shown. Every run checks that all masks were validated.
+Generates palette PNG masks (1024x768, background + one blob class, as Lookout for Vision
+writes them) and a Lookout for Vision manifest naming them, under --workdir (default: a new
+temporary folder; never in the repository). Times, medians over --repeats:
+
+- bare: `Image.open(p).load(); im.getcolors()` for every mask, one process, one thread: the
+  least a program must do to know which colours a mask holds.
+- inproc / mp2: the real CLI with mask checks on, FnApiRunner in process and with two worker
+  processes; the same jobs with --validate_masks=false are timed too, so the share of the mask
+  checks themselves is shown.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
-import sys
+import tempfile
 import time
-from pathlib import Path
 
-import apache_beam as beam
 import numpy as np
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+import orjson
+import pyarrow.dataset as ds
 from PIL import Image
-from transforms.masks import MaskValidationConfig, ValidateMasks
 
-from transforms import schema
+from pipelines.normalize_manifests import run
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "benchmarks" / "data" / "masks"
-WIDTH, HEIGHT = 576, 768
-GREEN = (35, 164, 54)
-COLOR_MAP = [{"index": 0, "class_name": "cracked", "hex_color": "#23A436"}]
+WIDTH, HEIGHT = 1024, 768
+COLOR_MAP = {
+    "0": {"class-name": "BACKGROUND", "hex-color": "#ffffff", "confidence": 0.0},
+    "1": {"class-name": "scratch", "hex-color": "#2ca02c", "confidence": 0.0},
+}
+_PALETTE = [255, 255, 255, 0x2C, 0xA0, 0x2C] + [0] * (256 * 3 - 6)
 
 
 def mask_image(i: int) -> Image.Image:
-    """A soft-edged blob whose alpha ramps 0..255 over 4 pixels, like the real masks."""
+    """A palette mask: white background, one elliptic blob of #2ca02c."""
     rng = np.random.default_rng(i)
-    cy, cx = rng.integers(100, HEIGHT - 100), rng.integers(100, WIDTH - 100)
-    radius = rng.integers(20, 90)
-    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
-    distance = np.hypot(yy - cy, xx - cx)
-    alpha = np.clip((radius - distance) * 64, 0, 255).astype(np.uint8)
-    rgba = np.zeros((HEIGHT, WIDTH, 4), np.uint8)
-    rgba[..., :3] = np.where(alpha[..., None] > 0, GREEN, 0)
-    rgba[..., 3] = alpha
-    image = Image.fromarray(rgba, "RGBA")
-    return image.quantize(colors=64, method=Image.Quantize.FASTOCTREE) if i % 2 else image
+    cy, cx = int(rng.integers(120, HEIGHT - 120)), int(rng.integers(120, WIDTH - 120))
+    ry, rx = int(rng.integers(15, 110)), int(rng.integers(15, 110))
+    yy, xx = np.ogrid[-ry : ry + 1, -rx : rx + 1]
+    pixels = np.zeros((HEIGHT, WIDTH), np.uint8)
+    pixels[cy - ry : cy + ry + 1, cx - rx : cx + rx + 1] = ((yy / ry) ** 2 + (xx / rx) ** 2 <= 1).astype(np.uint8)
+    image = Image.fromarray(pixels, "P")
+    image.putpalette(_PALETTE)
+    return image
 
 
-def corpus(count: int) -> list[Path]:
-    DATA.mkdir(parents=True, exist_ok=True)
-    paths = [DATA / f"mask-{i:05d}.png" for i in range(count)]
-    for i, path in enumerate(paths):
-        if not path.exists():
-            mask_image(i).save(path)
-    return paths
+def corpus(workdir: str, count: int) -> tuple[str, list[str]]:
+    """The masks and a manifest of anomaly lines pointing at them (images are not needed)."""
+    folder = os.path.join(workdir, "masks")
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, f"anomaly-{i:05d}.png") for i in range(count)]
+    manifest = os.path.join(workdir, f"masks-{count}.manifest")
+    with open(manifest, "wb") as handle:
+        for i, path in enumerate(paths):
+            if not os.path.exists(path):
+                mask_image(i).save(path)
+            line = {
+                "source-ref": f"s3://example-bucket/images/anomaly-{i}.jpg",
+                "anomaly-label": 1,
+                "anomaly-label-metadata": {"class-name": "anomaly", "type": "groundtruth/image-classification",
+                                           "human-annotated": "yes", "creation-date": "2024-03-05T10:11:12.345"},
+                "anomaly-mask-ref": path,
+                "anomaly-mask-ref-metadata": {"internal-color-map": COLOR_MAP, "type": "groundtruth/semantic-segmentation"},
+            }
+            handle.write(orjson.dumps(line) + b"\n")
+    return manifest, paths
 
 
-def batches_of(paths: list[Path], size: int) -> list:
-    rows = [
-        {
-            "record_id": schema.record_id("bench.manifest", i, 0),
-            "source": {"uri": "bench.manifest", "line": i + 1, "offset": i, "format": "sagemaker"},
-            "image": {"uri": f"/images/{i}.jpg", "width": WIDTH, "height": HEIGHT},
-            "labels": [{"name": "anomaly"}],
-            "mask": {"uri": str(path), "color_map": COLOR_MAP},
-        }
-        for i, path in enumerate(paths)
-    ]
-    return [schema.rows_to_batch(rows[i : i + size]) for i in range(0, len(rows), size)]
-
-
-def bare_loop(paths: list[Path]) -> float:
-    started = time.perf_counter()
+def bare(paths: list[str]) -> int:
+    seen = 0
     for path in paths:
         with Image.open(path) as image:
             image.load()
-    return time.perf_counter() - started
+            seen += len(image.getcolors())
+    return len(paths)
 
 
-def pipeline_run(batches, expected: int, args: list[str], config: MaskValidationConfig) -> float:
-    """Seconds for the whole pipeline; expected = masks that must be counted as validated."""
-    started = time.perf_counter()
-    pipeline = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(args))
-    _ = pipeline | beam.Create(batches, reshuffle=False) | ValidateMasks(config)
-    result = pipeline.run()
-    result.wait_until_finish()
-    elapsed = time.perf_counter() - started
-    counters = result.metrics().query(MetricsFilter().with_name("masks_validated"))["counters"]
-    validated = sum(c.committed or c.attempted or 0 for c in counters)
-    if validated != expected:
-        raise RuntimeError(f"validated {validated} masks, expected {expected}")
-    return elapsed
+def job(manifest: str, out: str, validate: bool, extra: list[str]) -> int:
+    code = run(["--input", manifest, "--output", out, "--overwrite", "--runner=FnApiRunner",
+                f"--validate_masks={'true' if validate else 'false'}", *extra])
+    assert code == 0, code
+    return ds.dataset(os.path.join(out, "records"), partitioning="hive").count_rows()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--masks", type=int, default=2000)
-    parser.add_argument("--batch", type=int, default=100)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--masks", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=4)
-    ns = parser.parse_args(argv)
-    # Worker processes of multi_processing import `transforms` from the repository.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-
-    paths = corpus(ns.masks)
-    batches = batches_of(paths, ns.batch)
-    config = MaskValidationConfig(concurrency=ns.concurrency)
-    multi = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
-    no_checks = MaskValidationConfig(validate_masks=False)
-    print(f"{len(paths)} masks {WIDTH}x{HEIGHT}, batches of {ns.batch}, median of {ns.repeats}, "
-          f"{os.cpu_count()} cores, concurrency {ns.concurrency}, load average {os.getloadavg()[0]:.1f}")
-
-    def median(run) -> float:
-        return statistics.median(run() for _ in range(ns.repeats))
-
-    bare = median(lambda: bare_loop(paths))
-    print(f"{'bare_loop':20s} {bare:6.2f} s  {len(paths) / bare:6.0f} masks/s")
-    for name, args in (("fnapi_in_process", []), ("fnapi_multi_process", multi)):
-        total = median(lambda args=args: pipeline_run(batches, len(paths), args, config))
-        # The same graph with validation off: start-up, Create, Reshuffle; not masks.
-        overhead = median(lambda args=args: pipeline_run(batches, 0, args, no_checks))
-        net = max(total - overhead, 1e-9)
-        print(f"{name:20s} {total:6.2f} s  {len(paths) / total:6.0f} masks/s  x{bare / total:.2f} of bare loop"
-              f"  | fixed overhead {overhead:5.2f} s, net {len(paths) / net:6.0f} masks/s x{bare / net:.2f}")
-    sys.stdout.flush()
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args(argv)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="labelbeam-masks-")
+    manifest, paths = corpus(workdir, args.masks)
+    mb = sum(os.path.getsize(p) for p in paths) / 1e6
+    print(f"{len(paths)} palette masks {WIDTH}x{HEIGHT} ({mb:.0f} MB), cpus={os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
+    mp2 = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    out = os.path.join(workdir, "out")
+    cases = {
+        "bare Pillow loop: open, load, getcolors (1 process)": lambda: bare(paths),
+        "labelbeam in process, mask checks on": lambda: job(manifest, out, True, []),
+        "labelbeam in process, mask checks off": lambda: job(manifest, out, False, []),
+        "labelbeam multi_processing x2, mask checks on": lambda: job(manifest, out, True, mp2),
+        "labelbeam multi_processing x2, mask checks off": lambda: job(manifest, out, False, mp2),
+    }
+    timings: dict[str, list[float]] = {name: [] for name in cases}
+    for repeat in range(args.repeats):
+        for name, case in cases.items():
+            shutil.rmtree(out, ignore_errors=True)
+            started = time.perf_counter()
+            count = case()
+            timings[name].append(time.perf_counter() - started)
+            assert count == len(paths), (name, count)
+            print(f"  repeat {repeat + 1}: {name}: {timings[name][-1]:.2f}s", flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+    base = statistics.median(timings[next(iter(cases))])
+    print("\n| run | median wall | masks/s | vs bare loop |\n|---|---|---|---|")
+    for name, values in timings.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median:.2f} s | {len(paths) / median:,.0f} | {median / base:.2f}x |")
 
 
 if __name__ == "__main__":

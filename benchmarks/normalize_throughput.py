@@ -1,36 +1,110 @@
-"""Records/s of the job against a plain single-process loop writing the same Parquet rows.
+"""Wall time of the job against honest single-process baselines, measured in the same run.
 
-    python -m benchmarks.normalize_throughput --lines 1000000 [--repeats 3]
+    python -m benchmarks.normalize_throughput --lines 1000000 [--repeats 3] [--cases floor,inproc,...]
 
-The baseline is the least a Python program must do for the same output: read the lines, decode
-them with orjson, turn them into canonical rows with the same format plugin, build Arrow
-batches, assign splits and write hive-partitioned Parquet with pyarrow, in one process, no Beam.
-The pipeline runs the real CLI on the DirectRunner's engine (FnApiRunner): in process, and with
-two worker processes. All are measured in the same run on the same generated file; medians.
+Cases (all on the same generated Lookout for Vision manifest, medians over repeats):
+
+- floor: the least a Python program must do. One process: orjson.loads per line, pick the
+  fields of this one known shape, build Arrow columns, write one Parquet file. It knows the
+  shape in advance and checks nothing; the job must beat it with two workers.
+- pyarrow_json: pyarrow.json.read_json (Arrow's multi-threaded C++ reader) + one Parquet file:
+  the physical reference of what parsing these bytes costs.
+- plugin_loop: the same format plugin as the job, in one process, no Beam (orjson + plugin +
+  from_pylist + split + hive Parquet): what the job's per-record Python costs without Beam.
+- inproc_plugin: the real CLI in process with the columnar fast path taken out: the job as it
+  was before transforms/fast/.
+- inproc / mp2 / prism: the real CLI on the FnApiRunner in process, on the FnApiRunner with two
+  worker processes, and on the PrismRunner.
+
+Ratios are wall time over the first case's (lower is faster). CPU seconds (this process and
+its worker processes) are printed too: on a shared machine they move less than wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 
 import orjson
+import pyarrow as pa
 import pyarrow.dataset as ds
-from transforms.split import DEFAULT_RATIOS, SplitAssigner
-from transforms.write import _ParquetFile, partition_batch
+import pyarrow.json as pj
+import pyarrow.parquet as pq
 
 from benchmarks.synthetic import write_manifest
 from pipelines.normalize_manifests import run
 from transforms import schema
+from transforms.fast import normalize as fast_normalize
 from transforms.formats.base import ParseContext, get_format
+from transforms.stages.split import DEFAULT_RATIOS, SplitAssigner
+from transforms.stages.write import _ParquetFile, partition_batch
+
+_FLOOR_SCHEMA = pa.schema(
+    [
+        ("source_ref", pa.string()),
+        ("line", pa.int64()),
+        ("class_name", pa.string()),
+        ("confidence", pa.float32()),
+        ("job_name", pa.string()),
+        ("human_annotated", pa.bool_()),
+        ("created_at", pa.string()),
+        ("mask_ref", pa.string()),
+    ]
+)
 
 
-def baseline(manifest: str, out: str, batch_lines: int = 1000) -> int:
-    """orjson + the plugin + pyarrow, one process: the same Parquet rows (and row groups) as records/."""
+def floor(manifest: str, out: str, batch_lines: int = 65536) -> int:
+    """orjson per line, this shape's fields into column lists, Arrow arrays, one Parquet file."""
+    os.makedirs(out, exist_ok=True)
+    total = 0
+    with open(manifest, "rb") as handle, pq.ParquetWriter(os.path.join(out, "floor.parquet"), _FLOOR_SCHEMA, compression="zstd") as writer:
+        columns: list[list] = [[] for _ in _FLOOR_SCHEMA]
+        refs, lines, names, scores, jobs, humans, dates, masks = columns
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            obj = orjson.loads(line)
+            meta = obj["anomaly-label-metadata"]
+            refs.append(obj["source-ref"])
+            lines.append(number)
+            names.append(meta["class-name"])
+            scores.append(meta.get("confidence"))
+            jobs.append(meta.get("job-name"))
+            humans.append(meta.get("human-annotated") == "yes")
+            dates.append(meta.get("creation-date"))
+            masks.append(obj.get("anomaly-mask-ref"))
+            if len(refs) >= batch_lines:
+                total += _flush_floor(writer, columns)
+        total += _flush_floor(writer, columns)
+    return total
+
+
+def _flush_floor(writer, columns) -> int:
+    n = len(columns[0])
+    if n:
+        arrays = [pa.array(values, field.type) for values, field in zip(columns, _FLOOR_SCHEMA)]
+        writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=_FLOOR_SCHEMA))
+        for values in columns:
+            values.clear()
+    return n
+
+
+def pyarrow_json(manifest: str, out: str) -> int:
+    """Arrow's C++ JSON reader (its own threads) + one Parquet file."""
+    os.makedirs(out, exist_ok=True)
+    table = pj.read_json(manifest, read_options=pj.ReadOptions(block_size=16 << 20))
+    pq.write_table(table, os.path.join(out, "arrow.parquet"), compression="zstd")
+    return table.num_rows
+
+
+def plugin_loop(manifest: str, out: str, batch_lines: int = 1000) -> int:
+    """orjson + the job's plugin + pyarrow, one process: the same Parquet rows as records/."""
     fmt = get_format("sagemaker")
     ctx = ParseContext(uri=manifest, base_uri=os.path.dirname(manifest))
     splitter = SplitAssigner(DEFAULT_RATIOS)
@@ -66,45 +140,79 @@ def _write(rows, splitter, writers, out) -> int:
     return batch.num_rows
 
 
-def _pipeline(manifest: str, out: str, extra: list[str]) -> int:
-    code = run(["--input", manifest, "--output", out, "--overwrite", "--runner=FnApiRunner", "--validate_masks=false", *extra])
+def _pipeline(manifest: str, out: str, runner: str, extra: list[str], fast: bool = True) -> int:
+    """The real CLI; fast=False takes the columnar fast path out (in process only: a worker
+    process imports its own copy of the module)."""
+    saved = dict(fast_normalize.FAST_PATHS)
+    if not fast:
+        fast_normalize.FAST_PATHS.clear()
+    try:
+        code = run(["--input", manifest, "--output", out, "--overwrite", f"--runner={runner}", "--validate_masks=false", *extra])
+    finally:
+        fast_normalize.FAST_PATHS.update(saved)
     assert code == 0
     return ds.dataset(os.path.join(out, "records"), partitioning="hive").count_rows()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (worker processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workdir", default=None)
-    args = parser.parse_args()
+    parser.add_argument("--cases", default="floor,pyarrow_json,plugin_loop,inproc,mp2")
+    parser.add_argument("--workdir", default=None, help="where the manifest and outputs go (default: a new temp dir)")
+    parser.add_argument("--shard_size", type=int, default=0, help="bytes per shard (default: size/16, at least 1 MiB)")
+    args = parser.parse_args(argv)
     workdir = args.workdir or tempfile.mkdtemp(prefix="labelbeam-bench-")
-    manifest = os.path.join(workdir, "lookout.manifest")
+    os.makedirs(workdir, exist_ok=True)
+    manifest = os.path.join(workdir, f"lookout-{args.lines}.manifest")
     if not os.path.exists(manifest):
         write_manifest(manifest, args.lines)
     size = os.path.getsize(manifest)
-    print(f"input: {args.lines} lines, {size / 1e6:.0f} MB, cpus={os.cpu_count()}")
-    shard = f"--shard_size={max(size // 16, 1 << 20)}"
-    cases = {
-        "baseline loop (orjson + pyarrow, 1 process)": lambda out: baseline(manifest, out),
-        "pipeline, FnApiRunner in process": lambda out: _pipeline(manifest, out, [shard]),
-        "pipeline, FnApiRunner multi_processing x2": lambda out: _pipeline(
-            manifest, out, [shard, "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    print(f"input: {args.lines} lines, {size / 1e6:.0f} MB, cpus={os.cpu_count()}, python {sys.version.split()[0]}, pyarrow {pa.__version__}")
+    shard = f"--shard_size={args.shard_size or max(size // 16, 1 << 20)}"
+    available = {
+        "floor": ("floor: 1 process, orjson + known fields + Arrow + Parquet", lambda out: floor(manifest, out)),
+        "pyarrow_json": ("pyarrow.json.read_json + Parquet (C++, threads)", lambda out: pyarrow_json(manifest, out)),
+        "plugin_loop": ("1 process, orjson + same plugin + from_pylist", lambda out: plugin_loop(manifest, out)),
+        "inproc_plugin": (
+            "labelbeam in process, fast path off (plugin only)",
+            lambda out: _pipeline(manifest, out, "FnApiRunner", [shard], fast=False),
         ),
+        "inproc": ("labelbeam, FnApiRunner in process", lambda out: _pipeline(manifest, out, "FnApiRunner", [shard])),
+        "mp2": (
+            "labelbeam, FnApiRunner multi_processing x2",
+            lambda out: _pipeline(manifest, out, "FnApiRunner", [shard, "--direct_running_mode=multi_processing", "--direct_num_workers=2"]),
+        ),
+        "prism": ("labelbeam, PrismRunner", lambda out: _pipeline(manifest, out, "PrismRunner", [shard])),
     }
-    timings: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(args.repeats):
-        for name, case in cases.items():
+    cases = {key: available[key] for key in args.cases.split(",")}
+    timings: dict[str, list[float]] = {key: [] for key in cases}
+    cpu_times: dict[str, list[float]] = {key: [] for key in cases}
+    for repeat in range(args.repeats):
+        for key, (name, case) in cases.items():
             out = os.path.join(workdir, "out")
             shutil.rmtree(out, ignore_errors=True)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), _cpu_seconds()
             rows = case(out)
-            timings[name].append(time.perf_counter() - started)
+            timings[key].append(time.perf_counter() - started)
+            cpu_times[key].append(_cpu_seconds() - cpu)
             assert rows == args.lines, (name, rows)
+            print(f"  repeat {repeat + 1}: {name}: {timings[key][-1]:.2f}s wall, {cpu_times[key][-1]:.2f}s cpu, load {os.getloadavg()[0]:.1f}", flush=True)
+    shutil.rmtree(os.path.join(workdir, "out"), ignore_errors=True)
     base = statistics.median(timings[next(iter(cases))])
-    for name, values in timings.items():
+    print(f"\n| run | median wall | records/s | vs {next(iter(cases))} | median CPU s (all processes) |\n|---|---|---|---|---|")
+    for key, values in timings.items():
         median = statistics.median(values)
-        print(f"{name:48s} median {median:7.2f}s  {args.lines / median:9.0f} records/s  {median / base:5.2f}x baseline time")
+        print(f"| {cases[key][0]} | {median:.2f} s | {args.lines / median:,.0f} | {median / base:.2f}x | {statistics.median(cpu_times[key]):.1f} |")
+    if "inproc" in timings and "mp2" in timings:
+        print(f"\ntwo workers vs in process: {statistics.median(timings['inproc']) / statistics.median(timings['mp2']):.2f}x faster")
 
 
 if __name__ == "__main__":

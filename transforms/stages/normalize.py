@@ -17,6 +17,7 @@ import pyarrow as pa
 from transforms import errors, schema, storage
 from transforms.checks import numbers
 from transforms.errors import CATALOGUE, Provenance, RecordError
+from transforms.fast.normalize import FastNormalizer
 from transforms.formats.base import ParseContext, get_format
 from transforms.schema import RawBatch
 from transforms.stages.accounting import LEDGER
@@ -48,10 +49,12 @@ def decode(raw: bytes):
 class RecordNormalizer:
     """Pure-Python core of NormalizeRecords: one RawBatch -> (rows, dead letters, counters)."""
 
-    def __init__(self, format_options: dict | None = None, relative_to: str | None = None):
+    def __init__(self, format_options: dict | None = None, relative_to: str | None = None, fast: bool = True):
         self._options = dict(format_options or {})  # format name -> that format's Options
         self._relative_to = relative_to
         self._contexts: dict[tuple[str, str | None], ParseContext] = {}
+        # columnar fast path (transforms/fast/) for the lines it fully understands
+        self._fast = FastNormalizer(self._context, self.normalize_with_plugin) if fast else None
 
     def _context(self, uri: str, format_name: str | None) -> ParseContext:
         ctx = self._contexts.get((uri, format_name))
@@ -62,7 +65,13 @@ class RecordNormalizer:
             self._contexts[(uri, format_name)] = ctx
         return ctx
 
-    def normalize(self, batch: RawBatch) -> tuple[list[dict], list[dict], dict]:
+    def normalize(self, batch: RawBatch) -> tuple[pa.RecordBatch, list[dict], dict]:
+        """One RawBatch -> (RecordBatch, dead letters, counters); the fast path when there is one."""
+        result = self._fast.normalize(batch) if self._fast is not None else None
+        return result if result is not None else self.normalize_with_plugin(batch)
+
+    def normalize_with_plugin(self, batch: RawBatch) -> tuple[pa.RecordBatch, list[dict], dict]:
+        """The reference path: every line decoded and parsed by the format plugin."""
         rows: list[dict] = []
         dead: list[dict] = []
         counts = {"ok": 0, "dead_letters": 0, "blank": batch.blank, "records": 0, "skipped": {}}
