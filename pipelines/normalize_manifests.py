@@ -25,12 +25,13 @@ Exit codes (a scheduler acts on them; docs/scheduling.md):
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
 import apache_beam as beam
 
-from pipelines import publish, report, runners
+from pipelines import incremental, publish, report, runners
 from pipelines.config import JobConfig
 from pipelines.options import ConfigError, parse_launch
 from transforms import errors, storage
@@ -132,19 +133,32 @@ def _check_output(job: JobConfig, root: publish.OutputRoot) -> None:
 def run(argv: list[str] | None = None) -> int:
     """Launch the job; returns the process exit code (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    locks = contextlib.ExitStack()  # the output's lock (and, incremental, the root's)
+    planned = None
     try:
         launch = parse_launch(argv)
         runners.prepare(launch.pipeline_options)
         pipeline = runners.new_pipeline(launch.pipeline_options)
         job = launch.job
+        run_id = publish.new_run_id()
+        if job.incremental:
+            planned = incremental.plan(job)
+            locks.enter_context(publish.OutputRoot(planned.root, job.storage_config()).acquire(run_id))
+            if not planned.fingerprints:
+                locks.close()
+                print(f"labelbeam: nothing new to read: {planned.skipped} input file(s) unchanged since a successful run read them")
+                return report.EXIT_OK
+            job = planned.job
         root = publish.OutputRoot(job.output, job.storage_config())
         _check_output(job, root)
-        run_id = publish.new_run_id()
-        lock = root.acquire(run_id)
+        locks.enter_context(root.acquire(run_id))
+        lock = locks
     except (ConfigError, publish.LockHeld, runners.RunnerRefused) as exc:
+        locks.close()
         print(f"labelbeam: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - storage failing at launch is one line, not a traceback
+        locks.close()
         reason = storage.failure_reason(exc)
         if reason is None:
             raise
@@ -179,6 +193,8 @@ def run(argv: list[str] | None = None) -> int:
                   "no _SUCCESS was written; the next run on this output first completes an interrupted publish or clears this staging", file=sys.stderr)
             return report.EXIT_FAILED
         print(report.describe(summary, where))
+        if planned is not None and code == report.EXIT_OK:
+            incremental.commit(planned)
         return code
 
 
