@@ -74,7 +74,7 @@ def test_a_plugin_bug_or_type_slip_refuses_its_line_only(monkeypatch):
     monkeypatch.setattr(fmt, "parse", parse)
     raws = [_good(1), _good(2).replace(b"normal-2", b"slip-2").replace(b"anomaly-2", b"slip-2"), _good(3)]
     raws[0] = raws[0].replace(b"normal-1", b"broken-1").replace(b"anomaly-1", b"broken-1")
-    built, dead, counts = RecordNormalizer().normalize(_raw_batch(raws))
+    built, dead, counts = RecordNormalizer(fast=False).normalize(_raw_batch(raws))  # the plugin path
     assert built.num_rows == 1 and counts["ok"] == 1
     assert sorted((d["line"], d["code"]) for d in dead) == [(1, errors.INTERNAL_ERROR), (2, errors.INVALID_FIELD_TYPE)]
 

@@ -25,6 +25,7 @@ from transforms.errors import (
     RLE_INVALID,
     RecordError,
 )
+from transforms.formats.values import number
 from transforms.schema import issue
 
 RECTANGLE, POLYGON, ELLIPSE, KEYPOINT, BRUSH = (
@@ -59,12 +60,6 @@ class RegionContext:
     @property
     def sized(self) -> bool:
         return bool(self.width) and bool(self.height)
-
-
-def number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecordError(errors.INVALID_FIELD_TYPE, f"{what} must be a number, got {value!r}")
-    return float(value)
 
 
 def result_type(result: dict) -> str:

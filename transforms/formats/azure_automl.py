@@ -36,6 +36,7 @@ from transforms.errors import (
     RecordError,
 )
 from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
+from transforms.formats.values import number
 from transforms.schema import dumps_extra, issue, loads_extra
 from transforms.settings import parse_pairs, setting
 
@@ -359,21 +360,9 @@ class _LineReader:
     # -- scalars --------------------------------------------------------------------------------
 
     def _number(self, value: Any, where: str) -> float:
-        if isinstance(value, bool) or value is None:
-            raise RecordError(errors.INVALID_FIELD_TYPE, f"{where} must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                raise RecordError(errors.INVALID_FIELD_TYPE, f"{where} must be a number, got {value!r}") from None
-            self.findings.add(NUMBER_AS_STRING, f"{where} {value!r}")
-        else:
-            raise RecordError(errors.INVALID_FIELD_TYPE, f"{where} must be a number, got {type(value).__name__}")
-        if not math.isfinite(number):
-            raise RecordError(errors.INVALID_FIELD_TYPE, f"{where} must be finite, got {value!r}")
-        return number
+        if value is None:  # not optional here: a missing coordinate is a wrong type
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"{where} must be a number, got None")
+        return number(value, where, finite=True, on_string=lambda text: self.findings.add(NUMBER_AS_STRING, f"{where} {text!r}"))
 
     def _flag(self, value: Any, where: str) -> bool | None:
         """isCrowd: a bool, 0/1, or the same as a string (with a warning); else unreadable."""

@@ -14,6 +14,7 @@ which labels/objects it produced, so the writer can give the same line back.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Iterator
 
 import orjson
@@ -22,6 +23,7 @@ from transforms import errors
 from transforms.dates import format_timestamp, parse_timestamp
 from transforms.errors import RecordError
 from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
+from transforms.formats.values import number
 from transforms.schema import dumps_extra, issue, loads_extra
 from transforms.settings import setting
 
@@ -71,12 +73,7 @@ def _kind_of(attribute: str, value: Any, metadata: dict) -> str:
     return UNKNOWN
 
 
-def _number(value: Any, what: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecordError(errors.INVALID_FIELD_TYPE, f"{what} must be a number, got {value!r}")
-    return float(value)
+_number = functools.partial(number, optional=True)
 
 
 def _string(value: Any, what: str) -> str:
