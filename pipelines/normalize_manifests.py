@@ -84,7 +84,6 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None) -> di
 
     written = records | "WriteRecords" >> WriteRecords(storage.join(out, "records"), store)
     ledgers += written[LEDGER]
-    records | "ComputeStatistics" >> ComputeStatistics(storage.join(out, "stats"), store)
     options = job.format_options()
     for name in job.write.formats:
         manifests = records | f"WriteManifests[{name}]" >> WriteManifests(
@@ -93,6 +92,8 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None) -> di
         ledgers += manifests[LEDGER]
         dead_letters += manifests[errors.DEAD_LETTERS]
 
+    all_letters = tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten()
+    (records, all_letters) | "ComputeStatistics" >> ComputeStatistics(storage.join(out, "stats"), store)
     letters = tuple(dead_letters) | "WriteDeadLetters" >> WriteDeadLetters(storage.join(out, "errors"), store)
     ledgers += letters[LEDGER]
     tuple(ledgers) | "WriteCounters" >> WriteCounters(storage.join(out, COUNTERS_FILE), store)

@@ -15,11 +15,13 @@ import platform
 from importlib import metadata
 
 import orjson
+import pyarrow as pa
 
 from pipelines.config import JobConfig
 from pipelines.publish import RUN_FILE
 from transforms import errors, storage
 from transforms.stages.accounting import COUNTERS_FILE, OUTPUTS, file_entries, merge_into
+from transforms.stages.stats import write_table
 from transforms.stages.write import ERRORS_OUTPUT, RECORDS_OUTPUT, ensure_records_dataset
 
 EXIT_OK, EXIT_ERROR_RATE, EXIT_CONFIG, EXIT_DATA_LOSS, EXIT_INCOMPLETE, EXIT_FAILED = 0, 1, 2, 3, 4, 5
@@ -31,6 +33,25 @@ EXIT_MEANINGS = {
     EXIT_INCOMPLETE: "incomplete input: a file was not read to its end; not published",
     EXIT_FAILED: "the job failed; not published",
 }
+
+
+STATS_OUTPUT = "stats"
+INPUTS_TABLE = "inputs.parquet"
+_INPUT_COLUMNS = {
+    "uri": pa.string(), "format": pa.string(), "layout": pa.string(), "bytes": pa.int64(),
+    "lines": pa.int64(), "ok": pa.int64(), "dead_letters": pa.int64(), "blank": pa.int64(),
+    "records": pa.int64(), "records_refused": pa.int64(), "records_kept": pa.int64(),
+    "warnings": pa.int64(), "complete": pa.bool_(), "reconciled": pa.bool_(),
+}
+
+
+def inputs_table(files: list[dict]) -> pa.Table:
+    """run.json's per-file entries as stats/inputs.parquet (docs/statistics.md)."""
+    rows = [
+        {**{name: f.get(name) for name in _INPUT_COLUMNS}, "uri": storage.redact_url(f["uri"]), "warnings": sum(f["warnings"].values())}
+        for f in files
+    ]
+    return pa.Table.from_pylist(rows, schema=pa.schema(list(_INPUT_COLUMNS.items())))
 
 
 def _version(package: str) -> str | None:
@@ -183,6 +204,8 @@ def write_run_report(
         "exit_meaning": EXIT_MEANINGS[code],
     }
     store.write_atomically(storage.join(staging, RUN_FILE), orjson.dumps(storage.redact(summary), option=orjson.OPT_INDENT_2))
+    if files:
+        write_table(store, storage.join(staging, STATS_OUTPUT, INPUTS_TABLE), inputs_table(files))
     counters_path = store.fs(counters_url)
     if counters_path[0].exists(counters_path[1]):
         counters_path[0].rm(counters_path[1])
