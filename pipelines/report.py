@@ -18,7 +18,8 @@ import orjson
 import pyarrow as pa
 
 from pipelines.config import JobConfig
-from pipelines.publish import RUN_FILE
+from pipelines.publish import REPORT_FILE, RUN_FILE
+from pipelines.report_html import write_report_html
 from transforms import errors, storage
 from transforms.stages.accounting import COUNTERS_FILE, OUTPUTS, file_entries, merge_into
 from transforms.stages.stats import write_table
@@ -206,6 +207,7 @@ def write_run_report(
     store.write_atomically(storage.join(staging, RUN_FILE), orjson.dumps(storage.redact(summary), option=orjson.OPT_INDENT_2))
     if files:
         write_table(store, storage.join(staging, STATS_OUTPUT, INPUTS_TABLE), inputs_table(files))
+    write_report_html(staging, storage.redact(summary), store)
     counters_path = store.fs(counters_url)
     if counters_path[0].exists(counters_path[1]):
         counters_path[0].rm(counters_path[1])
@@ -250,7 +252,7 @@ def describe(summary: dict, where: str) -> str:
                 lines.append(f"  DATA LOSS: lines of {uri} are not accounted for")
         else:
             lines.append(f"  DATA LOSS in {name}: {'; '.join(loss['problems'])}")
-    lines.append(f"  statistics in {storage.join(where, 'stats')}; run report {storage.join(where, RUN_FILE)}")
+    lines.append(f"  statistics in {storage.join(where, 'stats')}; run report {storage.join(where, RUN_FILE)}, {storage.join(where, REPORT_FILE)}")
     if summary["exit_code"] == EXIT_ERROR_RATE:
         lines.append(f"  error rate {summary['error_rate']:.4f} exceeds --max_error_rate {summary['max_error_rate']}")
     lines.append(f"  exit {summary['exit_code']}: {summary['exit_meaning']}")

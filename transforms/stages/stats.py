@@ -196,6 +196,9 @@ def _histograms(batch, objects_per_image) -> pa.Table:
     bbox = pc.struct_field(flat, FIELD.bbox)
     w = pc.subtract(_field(bbox, FIELD.x_max), _field(bbox, FIELD.x_min))
     h = pc.subtract(_field(bbox, FIELD.y_max), _field(bbox, FIELD.y_min))
+    # Inverted and empty boxes (BBOX_INVERTED) have no size to measure.
+    proper = pc.fill_null(pc.and_(pc.greater(w, 0), pc.greater(h, 0)), False)
+    w, h = pc.if_else(proper, w, None), pc.if_else(proper, h, None)
     pixels_w = pc.multiply(w, pc.take(_field(image, FIELD.width), parents).cast(pa.float64()))
     pixels_h = pc.multiply(h, pc.take(_field(image, FIELD.height), parents).cast(pa.float64()))
     aspect = pc.if_else(pc.greater(pixels_h, 0), pc.divide(pixels_w, pixels_h), None)
