@@ -33,6 +33,7 @@ setuptools.setup(
             "s3fs>=2024.2",
             "moto[server]>=5",
             "label-studio-sdk>=1.0",
+            "playwright>=1.40,<2",
         ],
     },
     entry_points={"console_scripts": ["labelbeam=pipelines.cli:main"]},

@@ -43,7 +43,7 @@ th,td{padding:4px 8px;border-bottom:1px solid #e3e7ee;text-align:left;vertical-a
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 th{background:#eef1f6;position:sticky;top:0}
 table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" \\2195";color:#99a}
-code.raw{display:block;min-width:320px;max-width:520px;white-space:pre-wrap}
+code.raw{display:block;min-width:300px;max-width:460px;max-height:6.5em;overflow:auto}
 code{font-size:12px;background:#f4f6f9;padding:1px 4px;border-radius:3px;word-break:break-all}
 .scroll{max-height:420px;overflow:auto}
 svg text{font:11px system-ui,"DejaVu Sans",sans-serif;fill:#333}
@@ -274,7 +274,7 @@ def render(summary: dict, tables: dict[str, pa.Table]) -> str:
     out.append(_bar_chart("chart-dead-letters", sorted(by_code.items(), key=lambda kv: (-kv[1], kv[0])), _PALETTE[3]))
     out.append(_table(["code", "stage", "file", "count", "example line", "message", "raw"],
                       [[letter["code"], letter["stage"], short(letter["uri"]), letter["count"], letter["example_line"], letter["example_message"],
-                        _Raw(f"<code class=raw>{_e((letter['example_raw'] or '')[:240])}</code>")] for letter in letters], "t-dead-letters", {3, 4}))
+                        _Raw(f"<code class=raw>{_e(' '.join((letter['example_raw'] or '').split())[:240])}</code>")] for letter in letters], "t-dead-letters", {3, 4}))
     out.append("</section>")
 
     warnings = rows.get("issues", [])

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.normalize_manifests import run
+from transforms import errors
 from transforms.formats.base import ParseContext, get_format
 from transforms.schema import rows_to_batch
 from transforms.stages.split import DEFAULT_RATIOS, SplitAssigner
-from transforms import errors
 from transforms.stages.stats import COUNT_MEASURES, LOG_BIN_RATIO, QUANTILES, StatisticsCombineFn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,7 +180,7 @@ def test_classes_masks_annotation_and_letters():
     assert sum(m["masks"] for m in masks.values()) == sum(1 for r in rows if r["mask"]) == sum(m["measured"] for m in masks.values())
     annotation = {(a["job_name"], a["annotator"]): a["records"] for a in tables["annotation"].to_pylist()}
     assert annotation == Counter((r["annotation"]["job_name"], r["annotation"]["annotator"]) for r in rows)
-    letters = {l["uri"]: l for l in tables["dead_letters"].to_pylist()}
+    letters = {letter["uri"]: letter for letter in tables["dead_letters"].to_pylist()}
     assert letters["s3://b/in0.jsonl"]["count"] == 13 and letters["s3://b/in1.jsonl"]["count"] == 12
     assert letters["s3://b/in1.jsonl"]["example_line"] == 1000 - 23 and letters["s3://b/in1.jsonl"]["example_message"] == "bad 23"
     assert letters["s3://b/in0.jsonl"]["group"] == "input"
