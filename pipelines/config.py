@@ -79,6 +79,7 @@ class JobConfig:
     overwrite: bool = setting(False, help="replace the outputs of a previous run in --output", flag="overwrite")
     max_error_rate: float | None = setting(None, help="exit code 1 when dead letters / input lines exceed this", flag="max_error_rate", minimum=0, maximum=1)
     allow_incomplete: bool = setting(False, help="exit 0 even when a file could not be read to its end", flag="allow_incomplete")
+    quiet: bool = setting(False, help="print no progress while the job runs (local runners print a line every few seconds)", flag="quiet")
     read: ReadConfig = setting(ReadConfig, help="how manifests are read")
     storage: dict = setting({}, help="fsspec storage options, flat or keyed by protocol", flag="storage_options", parse=settings.parse_json_object)
     validate: ValidateConfig = setting(ValidateConfig, help="record and file checks")
