@@ -107,7 +107,8 @@ def _regroup(name: str, table: pa.Table) -> pa.Table:
 
 
 def summarise(batch: pa.RecordBatch) -> dict[str, pa.Table]:
-    """One batch of canonical rows -> its partial tables."""
+    """One batch of canonical rows -> its partial tables, one row per measured thing; grouping
+    waits for `merge` (a group-by has a fixed cost, paid once per _COMPACT_AT batches)."""
     n = batch.num_rows
     keys = {key: _text(batch.column(key)) for key in (COL.split, COL.task, COL.origin)}
     image, mask = batch.column(COL.image), batch.column(COL.mask)
@@ -129,10 +130,10 @@ def summarise(batch: pa.RecordBatch) -> dict[str, pa.Table]:
     source = batch.column(COL.source)
     partials = {
         "summary": per_row,
-        "classes": pa.concat_tables([
-            _classes(batch, keys, COL.labels, FIELD.name, "label"),
-            _classes(batch, keys, COL.objects, FIELD.label, "object"),
-        ]),
+        "classes": _classes(pa.concat_tables([
+            _class_items(batch, keys, COL.labels, FIELD.name, "label"),
+            _class_items(batch, keys, COL.objects, FIELD.label, "object"),
+        ]), keys),
         "histograms": _histograms(batch, objects),
         "masks": pa.table({
             "split": keys[COL.split], "records": _ones(n), "masks": has_mask,
@@ -151,38 +152,40 @@ def summarise(batch: pa.RecordBatch) -> dict[str, pa.Table]:
         }),
         "issues": _issues(batch, keys[COL.split]),
     }
-    return {name: _regroup(name, table) for name, table in partials.items()}
+    return partials
 
 
-def _classes(batch, keys, column, name_field, kind) -> pa.Table:
-    """One row per (record, class): the class's count and scores on it, and images = 1."""
+def _class_items(batch, keys, column, name_field, kind) -> pa.Table:
+    """One row per label or region: its record's row, class, and score."""
     lists = batch.column(column)
     flat = pc.list_flatten(lists)
     parents = pc.list_parent_indices(lists)
     score = pc.struct_field(flat, FIELD.score)
-    per_item = pa.table(
+    return pa.table(
         {
             **{key: pc.take(keys[key], parents) for key in keys},
-            "kind": pa.array([kind] * len(flat), pa.string()),
+            "kind": pa.repeat(pa.scalar(kind), len(flat)),
             "name": _text(pc.struct_field(flat, name_field)),
-            "row": parents,
+            "row": parents.cast(pa.int64()),
             "count": _ones(len(flat)),
             "scored": pc.is_valid(score).cast(pa.int64()),
             "score_sum": score.cast(pa.float64()).fill_null(0.0),
         }
     )
-    group = [*keys, "kind", "name", "row"]
-    per_record = per_item.group_by(group, use_threads=False).aggregate(
-        [("count", "sum"), ("scored", "sum"), ("score_sum", "sum")]
-    )
-    return pa.table(
-        {
-            **{key: per_record.column(key) for key in (*keys, "kind", "name")},
-            "count": per_record.column("count_sum"),
-            "images": _ones(per_record.num_rows),
-            "scored": per_record.column("scored_sum"),
-            "score_sum": per_record.column("score_sum_sum"),
-        }
+
+
+def _classes(items: pa.Table, keys) -> pa.Table:
+    """`images` = 1 on the first item of each (record, kind, class), 0 on the others: found with
+    numpy on integer codes (a group-by here would cost more than the rest of the batch)."""
+    images = np.zeros(items.num_rows, np.int64)
+    if items.num_rows:
+        names = pc.dictionary_encode(items.column("name")).combine_chunks().indices.to_numpy().astype(np.int64)
+        kinds = pc.equal(items.column("kind"), "object").combine_chunks().to_numpy(zero_copy_only=False).astype(np.int64)
+        rows = items.column("row").combine_chunks().to_numpy()
+        combined = (rows * 2 + kinds) * (int(names.max()) + 1) + names
+        images[np.unique(combined, return_index=True)[1]] = 1
+    return items.drop_columns(["row"]).append_column("images", pa.array(images)).select(
+        [*keys, "kind", "name", "count", "images", "scored", "score_sum"]
     )
 
 
@@ -218,7 +221,7 @@ def _histograms(batch, objects_per_image) -> pa.Table:
     coverage = pc.if_else(pc.greater(area, 0), pc.divide(pc.struct_field(per_class, FIELD.pixels).cast(pa.float64()), area), None)
 
     n = batch.num_rows
-    everyone = pa.array([""] * n, pa.string())
+    everyone = pa.repeat(pa.scalar(""), n)
     parts = [
         ("box_width", labels, w), ("box_height", labels, h), ("box_area", labels, pc.multiply(w, h)),
         ("box_aspect", labels, aspect),
@@ -234,7 +237,7 @@ def _histograms(batch, objects_per_image) -> pa.Table:
         values, names = pc.filter(values, valid), pc.filter(names, valid)
         tables.append(
             pa.table({
-                "measure": pa.array([measure] * len(values), pa.string()),
+                "measure": pa.repeat(pa.scalar(measure), len(values)),
                 "name": names, "bin": _bins(measure, values),
                 "count": _ones(len(values)), "sum": values, "min": values, "max": values,
             })
