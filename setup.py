@@ -37,6 +37,7 @@ setuptools.setup(
             "label-studio-sdk>=1.0",
             "pycocotools>=2.0.7",
             "duckdb>=1.1",
+            "playwright>=1.40,<2",
         ],
         "bench": ["psutil>=5.9"],
     },

@@ -31,7 +31,7 @@ import time
 
 import apache_beam as beam
 
-from pipelines import incremental, publish, report, runners
+from pipelines import incremental, progress, publish, report, runners
 from pipelines.config import JobConfig
 from pipelines.options import ConfigError, parse_launch
 from transforms import errors, storage
@@ -39,6 +39,7 @@ from transforms.stages.accounting import COUNTERS_FILE, LEDGER, WriteCounters
 from transforms.stages.check_files import CheckFiles, FileCheckConfig
 from transforms.stages.duplicates import FindDuplicates
 from transforms.stages.normalize import RECORDS, NormalizeRecords
+from transforms.stages.progress import CountProgress
 from transforms.stages.read import BATCHES, FileChecks, ReadManifests
 from transforms.stages.split import AssignSplit
 from transforms.stages.stats import ComputeStatistics
@@ -70,9 +71,10 @@ def allowed_roots(job: JobConfig) -> tuple[str, ...]:
     return tuple(job.validate.allowed_roots) + ((job.read.relative_to,) if job.read.relative_to else ())
 
 
-def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None) -> dict:
+def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progress_dir: str | None = None) -> dict:
     """The whole job graph on `pipeline`, writing under `out` (the run's staging folder; the
-    job's output when None). Returns the main PCollections and the record stages' names."""
+    job's output when None), its progress counts into `progress_dir` when given (local runners).
+    Returns the main PCollections and the record stages' names."""
     out = (out or job.output).rstrip("/")
     store = job.storage_config()
     checks = file_check_config(job)
@@ -96,7 +98,6 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None) -> di
 
     written = records | "WriteRecords" >> WriteRecords(storage.join(out, "records"), store)
     ledgers += written[LEDGER]
-    records | "ComputeStatistics" >> ComputeStatistics(storage.join(out, "stats"), store)
     records | "FindDuplicates" >> FindDuplicates(storage.join(out, "stats", "duplicates.parquet"), store)
     options = job.format_options()
     for name in job.write.formats:
@@ -106,6 +107,12 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None) -> di
         ledgers += manifests[LEDGER]
         dead_letters += manifests[errors.DEAD_LETTERS]
 
+    all_letters = tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten()
+    (records, all_letters) | "ComputeStatistics" >> ComputeStatistics(storage.join(out, "stats"), store)
+    read[BATCHES] | "ProgressLines" >> CountProgress("lines", progress_dir)
+    records | "ProgressRecords" >> CountProgress("records", progress_dir)
+    for stage, stage_letters in zip((errors.NORMALIZE, *RECORD_STAGES), dead_letters[:3]):  # fused with their stage
+        stage_letters | f"ProgressDeadLetters[{stage}]" >> CountProgress("dead_letters", progress_dir)
     letters = tuple(dead_letters) | "WriteDeadLetters" >> WriteDeadLetters(storage.join(out, "errors"), store)
     ledgers += letters[LEDGER]
     tuple(ledgers) | "WriteCounters" >> WriteCounters(storage.join(out, COUNTERS_FILE), store)
@@ -172,8 +179,10 @@ def run(argv: list[str] | None = None) -> int:
         root.clean_abandoned()
         staging = root.staging(run_id)
         started = time.time()
-        graph = build(pipeline, job, staging)
-        state = runners.run_to_completion(pipeline)
+        shown = progress.Progress(enabled=not job.quiet and progress.is_local(launch.pipeline_options))
+        graph = build(pipeline, job, staging, shown.folder)
+        with shown:
+            state = runners.run_to_completion(pipeline)
         finished = time.time()
         summary = report.write_run_report(
             job, launch.beam_options(), staging, run_id, graph["record_stages"], graph["outputs"], started, finished, state

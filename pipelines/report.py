@@ -15,11 +15,14 @@ import platform
 from importlib import metadata
 
 import orjson
+import pyarrow as pa
 
 from pipelines.config import JobConfig
-from pipelines.publish import RUN_FILE
+from pipelines.publish import REPORT_FILE, RUN_FILE
+from pipelines.report_html import write_report_html
 from transforms import errors, storage
 from transforms.stages.accounting import COUNTERS_FILE, OUTPUTS, file_entries, merge_into
+from transforms.stages.stats import write_table
 from transforms.stages.write import ERRORS_OUTPUT, RECORDS_OUTPUT, ensure_records_dataset
 
 EXIT_OK, EXIT_ERROR_RATE, EXIT_CONFIG, EXIT_DATA_LOSS, EXIT_INCOMPLETE, EXIT_FAILED = 0, 1, 2, 3, 4, 5
@@ -31,6 +34,25 @@ EXIT_MEANINGS = {
     EXIT_INCOMPLETE: "incomplete input: a file was not read to its end; not published",
     EXIT_FAILED: "the job failed; not published",
 }
+
+
+STATS_OUTPUT = "stats"
+INPUTS_TABLE = "inputs.parquet"
+_INPUT_COLUMNS = {
+    "uri": pa.string(), "format": pa.string(), "layout": pa.string(), "bytes": pa.int64(),
+    "lines": pa.int64(), "ok": pa.int64(), "dead_letters": pa.int64(), "blank": pa.int64(),
+    "records": pa.int64(), "records_refused": pa.int64(), "records_kept": pa.int64(),
+    "warnings": pa.int64(), "complete": pa.bool_(), "reconciled": pa.bool_(),
+}
+
+
+def inputs_table(files: list[dict]) -> pa.Table:
+    """run.json's per-file entries as stats/inputs.parquet (docs/statistics.md)."""
+    rows = [
+        {**{name: f.get(name) for name in _INPUT_COLUMNS}, "uri": storage.redact_url(f["uri"]), "warnings": sum(f["warnings"].values())}
+        for f in files
+    ]
+    return pa.Table.from_pylist(rows, schema=pa.schema(list(_INPUT_COLUMNS.items())))
 
 
 def _version(package: str) -> str | None:
@@ -183,6 +205,9 @@ def write_run_report(
         "exit_meaning": EXIT_MEANINGS[code],
     }
     store.write_atomically(storage.join(staging, RUN_FILE), orjson.dumps(storage.redact(summary), option=orjson.OPT_INDENT_2))
+    if files:
+        write_table(store, storage.join(staging, STATS_OUTPUT, INPUTS_TABLE), inputs_table(files))
+    write_report_html(staging, storage.redact(summary), store)
     counters_path = store.fs(counters_url)
     if counters_path[0].exists(counters_path[1]):
         counters_path[0].rm(counters_path[1])
@@ -227,7 +252,7 @@ def describe(summary: dict, where: str) -> str:
                 lines.append(f"  DATA LOSS: lines of {uri} are not accounted for")
         else:
             lines.append(f"  DATA LOSS in {name}: {'; '.join(loss['problems'])}")
-    lines.append(f"  statistics in {storage.join(where, 'stats')}; run report {storage.join(where, RUN_FILE)}")
+    lines.append(f"  statistics in {storage.join(where, 'stats')}; run report {storage.join(where, RUN_FILE)}, {storage.join(where, REPORT_FILE)}")
     if summary["exit_code"] == EXIT_ERROR_RATE:
         lines.append(f"  error rate {summary['error_rate']:.4f} exceeds --max_error_rate {summary['max_error_rate']}")
     lines.append(f"  exit {summary['exit_code']}: {summary['exit_meaning']}")

@@ -131,7 +131,7 @@ def test_earlier_outputs_are_replaced_only_with_overwrite_and_other_files_stay(t
     assert run(args + ["--overwrite"]) == 0
     assert read_run(out)["run_id"] != first
     assert (out / "keep.txt").read_text() == "mine" and (out / "_SUCCESS").exists()
-    assert sorted(p.name for p in out.iterdir()) == [".labelbeam", "_SUCCESS", "keep.txt", "records", "run.json", "stats"]  # no dead letters: no errors/
+    assert sorted(p.name for p in out.iterdir()) == [".labelbeam", "_SUCCESS", "keep.txt", "records", "report.html", "run.json", "stats"]  # no dead letters: no errors/
 
 
 def test_config_files_merge_and_flags_win(tmp_path):

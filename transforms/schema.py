@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import types
 from typing import Iterable
 
 import numpy as np
@@ -215,3 +216,13 @@ def append_issues(batch: pa.RecordBatch, found: list[tuple[int, str, str, str]])
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
     column = pa.ListArray.from_arrays(offsets, pc.take(flat, order), type=SCHEMA.field("issues").type)
     return batch.set_column(batch.schema.get_field_index("issues"), "issues", column)
+
+
+def _names(*fields) -> "types.SimpleNamespace":
+    return types.SimpleNamespace(**{f.name: f.name for f in fields})
+
+
+# Names of SCHEMA's columns (COL.image) and of its structs' fields (FIELD.width), taken from the
+# definitions above, so code that reads rows by name never spells a name the schema lacks.
+COL = _names(*SCHEMA)
+FIELD = _names(*(f for t in (SOURCE, IMAGE, LABEL, KEYPOINT, OBJECT, BBOX, COLOR, CLASS_PIXELS, MASK, ANNOTATION, ISSUE) for f in t))

@@ -1,0 +1,52 @@
+"""Progress while a job runs: the workers' running totals, and the lines printed from them."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import orjson
+
+from pipelines import progress
+from pipelines.normalize_manifests import run
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def test_totals_are_summed_and_printed(tmp_path, monkeypatch):
+    monkeypatch.setattr(progress, "LOG_SECONDS", 0.05)
+    stream = io.StringIO()
+    with progress.Progress(enabled=True, stream=stream) as shown:
+        for name, counts in (("a", {"lines": 1200, "lines_shards": 2}), ("b", {"lines": 800, "records": 1990, "dead_letters": 10})):
+            (Path(shown.folder) / f"{name}.json").write_bytes(orjson.dumps(counts))
+        (Path(shown.folder) / "c.json").write_bytes(b"{half writ")  # being replaced: skipped, not fatal
+        assert progress.read_totals(shown.folder) == {"lines": 2000, "lines_shards": 2, "records": 1990, "dead_letters": 10}
+        while shown.lines_printed < 2:
+            time.sleep(0.01)
+    last = stream.getvalue().strip().splitlines()[-1]
+    assert "lines read 2,000" in last and "from 2 shard(s)" in last and "records 1,990" in last and "dead letters 10" in last
+    assert not Path(shown.folder).exists()
+
+
+def test_a_job_reports_its_progress_and_quiet_turns_it_off(tmp_path, monkeypatch, capsys):
+    seen = []
+
+    class Keeping(progress.Progress):
+        def __exit__(self, *exc):
+            seen.append(progress.read_totals(self.folder) if self.folder else None)
+            super().__exit__(*exc)
+
+    monkeypatch.setattr(progress, "Progress", Keeping)
+    monkeypatch.setattr(progress, "LOG_SECONDS", 0.2)
+    out = tmp_path / "out"
+    args = ["--input", str(SAMPLES / "sagemaker" / "*.manifest"), "--output", str(out), "--runner=FnApiRunner"]
+    assert run(args) == 0
+    totals = json.loads((out / "run.json").read_text())["totals"]
+    assert seen[0]["lines"] == totals["lines"]
+    assert seen[0]["records"] == totals["records_kept"]
+    assert seen[0]["dead_letters"] == totals["dead_letters"] + totals["records_refused"]
+    assert "lines read" in capsys.readouterr().err
+    assert run([*args, "--overwrite", "--quiet"]) == 0
+    assert seen[1] is None and "lines read" not in capsys.readouterr().err

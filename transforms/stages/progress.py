@@ -1,0 +1,79 @@
+"""CountProgress: how far a running job is, as Beam metrics and, on local runners, small files.
+
+A pass-through count on a branch of the graph (it is fused with its producer, so it sees each
+batch as it is made): one counter increment per batch, never per record. Every runner shows the
+counters (namespace `labelbeam`) in its own UI. On the local runners, whose workers share the
+driver's disk, each DoFn instance also writes its running total to a file in a local folder at
+most every `FLUSH_SECONDS`, which `pipelines/progress.py` reads to print progress. Totals are
+what the workers have seen so far: a retried bundle counts twice here (the ledger, not this,
+is what run.json reconciles).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import apache_beam as beam
+import orjson
+import pyarrow as pa
+
+from transforms.schema import RawBatch
+
+NAMESPACE = "labelbeam"
+FLUSH_SECONDS = 1.0
+
+
+def size_of(item) -> tuple[int, tuple[str, int] | None]:
+    """(count, shard) of one element: lines of a RawBatch, rows of a RecordBatch, else 1."""
+    if isinstance(item, RawBatch):
+        return item.size() + item.blank, (item.uri, item.shard)
+    if isinstance(item, pa.RecordBatch):
+        return item.num_rows, None
+    return 1, None
+
+
+class _CountFn(beam.DoFn):
+    def __init__(self, what: str, folder: str | None):
+        self._what = what
+        self._folder = folder
+
+    def setup(self):
+        self._counter = beam.metrics.Metrics.counter(NAMESPACE, self._what)
+        self._shard_counter = beam.metrics.Metrics.counter(NAMESPACE, f"{self._what}_shards")
+        self._file = os.path.join(self._folder, f"{uuid.uuid4().hex}.json") if self._folder else None
+        self._total, self._shards, self._flushed = 0, set(), 0.0
+
+    def process(self, item):
+        n, shard = size_of(item)
+        self._counter.inc(n)
+        self._total += n
+        if shard is not None and shard not in self._shards:
+            self._shards.add(shard)
+            self._shard_counter.inc()
+        if self._file and time.monotonic() - self._flushed >= FLUSH_SECONDS:
+            self._flush()
+
+    def finish_bundle(self):
+        if self._file:
+            self._flush()
+
+    def _flush(self):
+        temporary = f"{self._file}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(orjson.dumps({self._what: self._total, f"{self._what}_shards": len(self._shards)}))
+        os.replace(temporary, self._file)
+        self._flushed = time.monotonic()
+
+
+class CountProgress(beam.PTransform):
+    """Counts the elements of a PCollection as `what` (see the module docstring); emits nothing."""
+
+    def __init__(self, what: str, folder: str | None = None):
+        super().__init__()
+        self._what = what
+        self._folder = folder
+
+    def expand(self, pcoll):
+        return pcoll | beam.ParDo(_CountFn(self._what, self._folder))
