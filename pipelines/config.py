@@ -89,6 +89,7 @@ class JobConfig:
     allow_incomplete: bool = setting(False, help="exit 0 even when a file could not be read to its end", flag="allow_incomplete")
     incremental: bool = setting(False, help="read only files new or changed since the last successful run; write a run partition under --output (docs/scheduling.md)", flag="incremental")
     run_partition: str | None = setting(None, help="with --incremental: the partition this run writes (default run_date=<today, UTC>)", flag="run_partition")
+    find_duplicates: bool = setting(False, help="write stats/duplicates.parquet (images with several records; holds one small key per record until the job ends, so memory grows with the input)", flag="find_duplicates")
     quiet: bool = setting(False, help="print no progress while the job runs (local runners print a line every few seconds)", flag="quiet")
     read: ReadConfig = setting(ReadConfig, help="how manifests are read")
     storage: dict = setting({}, help="fsspec storage options, flat or keyed by protocol", flag="storage_options", parse=settings.parse_json_object)

@@ -44,7 +44,7 @@ def test_one_image_through_three_formats_lands_in_one_split(tmp_path):
     (tmp_path / "export.json").write_bytes(orjson.dumps(label_studio))
     out = tmp_path / "out"
     inputs = [str(tmp_path / name) for name in ("gt.manifest", "automl.jsonl", "export.json")]
-    assert run(["--input", *inputs, "--output", str(out), "--runner=FnApiRunner"]) == 0
+    assert run(["--input", *inputs, "--output", str(out), "--runner=FnApiRunner", "--find_duplicates"]) == 0
     rows = ds.dataset(out / "records", format="parquet", partitioning="hive").to_table().to_pylist()
     assert len(rows) == 3 * IMAGES
     splits = defaultdict(set)

@@ -433,9 +433,28 @@ def write_table(store: storage.Storage, url: str, table: pa.Table) -> str:
     return url
 
 
-@beam.typehints.with_input_types(pa.RecordBatch)
+class _Partials(StatisticsCombineFn):
+    """The same combine, stopped before `finish`: its output is the merged partial of one
+    branch (records, or dead letters), a small value the two branches can meet as."""
+
+    def extract_output(self, accumulator):
+        return self.compact(accumulator)
+
+
+class _FinishPartials(StatisticsCombineFn):
+    """Branch partials -> the tables."""
+
+    def add_input(self, accumulator, partials):
+        accumulator.extend(partials)
+        return self.compact(accumulator) if len(accumulator) >= self._COMPACT_AT else accumulator
+
+
 class ComputeStatistics(beam.PTransform):
-    """(records, dead letters) -> the stats/*.parquet tables under `root`."""
+    """(records, dead letters) -> the stats/*.parquet tables under `root`.
+
+    Records and dead letters are combined apart and meet only as two small partials: a Flatten
+    of the records with anything else would stop the runner from fusing the records' combine
+    into the record path, and the local runners would then hold every record in memory."""
 
     def __init__(self, root: str, store: storage.Storage):
         super().__init__()
@@ -444,10 +463,15 @@ class ComputeStatistics(beam.PTransform):
 
     def expand(self, inputs):
         records, dead_letters = inputs
-        letters = dead_letters | "BatchDeadLetters" >> beam.BatchElements(min_batch_size=1, max_batch_size=1024)
+        from_records = records | "SummariseRecords" >> beam.CombineGlobally(_Partials()).without_defaults()
+        from_letters = (
+            dead_letters
+            | "BatchDeadLetters" >> beam.BatchElements(min_batch_size=1, max_batch_size=1024)
+            | "SummariseDeadLetters" >> beam.CombineGlobally(_Partials()).without_defaults()
+        )
         return (
-            (records, letters)
-            | "RecordsAndDeadLetters" >> beam.Flatten()
-            | "Summarise" >> beam.CombineGlobally(StatisticsCombineFn()).without_defaults()
+            (from_records, from_letters)
+            | "BothPartials" >> beam.Flatten()
+            | "Summarise" >> beam.CombineGlobally(_FinishPartials()).without_defaults()
             | "WriteStatistics" >> beam.ParDo(_WriteStatisticsFn(self._root, self._storage))
         )
