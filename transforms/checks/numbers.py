@@ -72,6 +72,11 @@ _LONG_DIGITS = re.compile(rb"\d{20}")
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
+def might_be_inexact(raw: bytes) -> bool:
+    """The cheap first test of has_inexact_integer: a run of 20 digits somewhere."""
+    return _LONG_DIGITS.search(raw) is not None
+
+
 def has_inexact_integer(raw: bytes) -> bool:
     """Whether the JSON text holds an integer orjson cannot keep exactly."""
     if not _LONG_DIGITS.search(raw):

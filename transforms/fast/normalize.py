@@ -14,6 +14,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.checks import numbers
 from transforms.fast.sagemaker import SageMakerColumns
 from transforms.schema import SCHEMA, RawBatch
 
@@ -72,7 +73,8 @@ class FastNormalizer:
         slow: list[int] = []
         loads = orjson.loads
         for index, raw in enumerate(batch.raws):
-            if index in failed or raw.startswith(_BOM):
+            # a BOM, or a 20-digit run (maybe an integer beyond 64 bits: INTEGER_TOO_LARGE): the plugin path
+            if index in failed or raw.startswith(_BOM) or numbers.might_be_inexact(raw):
                 slow.append(index)
                 continue
             try:
