@@ -13,7 +13,7 @@ import dataclasses
 import posixpath
 from typing import Any, Iterable, Iterator
 
-from transforms import settings
+from transforms import settings, storage
 from transforms.errors import INVALID_FIELD_TYPE, RecordError
 
 
@@ -185,10 +185,9 @@ def resolve_reference(base_uri: str, ref: str) -> str:
     """Relative refs resolve against base_uri; URLs and absolute paths stay as written."""
     if not ref or "://" in ref or ref.startswith("/") or not base_uri:
         return ref
-    if "://" in base_uri:
-        scheme, rest = base_uri.split("://", 1)
-        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, ref))}"
-    return posixpath.normpath(posixpath.join(base_uri, ref))
+    scheme, rest = storage.split_url(base_uri)
+    joined = posixpath.normpath(posixpath.join(rest, ref))
+    return f"{scheme}://{joined}" if scheme else joined
 
 
 def iter_or_raise(items: Iterable[Any], what: str) -> Iterable[Any]:

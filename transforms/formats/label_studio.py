@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import orjson
 
 from transforms import errors
-from transforms.dates import parse_timestamp
+from transforms.dates import format_timestamp, parse_timestamp
 from transforms.errors import RecordError
 from transforms.formats import _label_studio_regions as regions
 from transforms.formats.base import (
@@ -435,7 +435,7 @@ def _unit_fields(row: dict, ls: dict) -> dict:
         unit["completed_by"] = _maybe_int(annotation["annotator"])
     if annotation.get("created_at") is not None:
         created = annotation["created_at"].astimezone(dt.timezone.utc)
-        unit["created_at"] = created.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        unit["created_at"] = format_timestamp(created) + "Z"
     if row.get("origin") == "prediction":
         if annotation.get("model_version") is not None:
             unit["model_version"] = annotation["model_version"]
