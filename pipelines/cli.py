@@ -13,9 +13,19 @@ class _DropOptionalGcpNotice(logging.Filter):
         return "apitools not found" not in record.getMessage()
 
 
+class _DropHarmlessWorkerNotices(logging.Filter):
+    """SDK workers of the local runners warn that they have no semi-persistent directory (a
+    Dataflow notion); relayed by the local job service on every start, it says nothing here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No semi_persistent_directory found" not in record.getMessage()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger().addFilter(_DropOptionalGcpNotice())
+    for handler in logging.getLogger().handlers:  # filters on handlers see records of every logger
+        handler.addFilter(_DropOptionalGcpNotice())
+        handler.addFilter(_DropHarmlessWorkerNotices())
     args = sys.argv[1:]
     if "-h" in args or "--help" in args:
         from pipelines.options import help_text
