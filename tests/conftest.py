@@ -46,3 +46,14 @@ def worker_pool():
     yield port
     os.killpg(pool.pid, signal.SIGKILL)  # the pool and the SDK workers it started
     pool.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3 endpoint: moto's server on loopback."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
