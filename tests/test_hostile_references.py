@@ -18,6 +18,8 @@ from PIL import Image
 from pipelines.normalize_manifests import run
 from transforms import storage
 
+pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset
+
 RUNNER = "--runner=FnApiRunner"
 SECRET = "root:x:0:0:TOPSECRET-1b7f"
 COLOR_MAP = {"0": {"class-name": "BACKGROUND", "hex-color": "#ffffff", "confidence": 0.0}, "1": {"class-name": "scratch", "hex-color": "#2ca02c", "confidence": 0.0}}

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import orjson
 import pyarrow.dataset as ds
+import pytest
 
 from pipelines.normalize_manifests import run
+
+pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "sagemaker" / "lookout-for-vision.manifest"

@@ -17,6 +17,8 @@ from pipelines.normalize_manifests import run
 from tests.format_contract import canonical
 from transforms.formats.base import ParseContext, get_format
 
+pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "sagemaker"
 REALDATA = REPO.parent / "shared" / "realdata" / "lookout-for-vision-getting-started"

@@ -12,6 +12,8 @@ import pytest
 from pipelines.normalize_manifests import run
 from transforms.formats.base import ParseContext, get_format
 
+pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
 REALDATA = REPO.parent / "shared" / "realdata"

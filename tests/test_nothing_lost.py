@@ -24,6 +24,8 @@ from pipelines.normalize_manifests import run
 from transforms.stages import write as write_stage
 from transforms.stages.check_files import CheckFiles
 
+pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "sagemaker"
 RUNNER = "--runner=FnApiRunner"

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import orjson
 import pyarrow.dataset as ds
+import pytest
 
 from pipelines.normalize_manifests import run
 from tests.test_check_files import make_row
 from transforms import schema
 from transforms.checks.numbers import non_finite_findings
+
+pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset
 
 RUNNER = "--runner=FnApiRunner"
 

@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from pipelines import progress
 from pipelines.normalize_manifests import run
+
+pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 

@@ -86,6 +86,7 @@ def test_every_local_runner_gives_the_reference_output(runner, data, inputs, ref
     assert got["landed"] == expected["landed"]
 
 
+@pytest.mark.e2e
 def test_synthetic_reference_accounts_for_every_line(reference):
     totals = reference["synthetic"]["totals"]
     assert totals["lines"] == SYNTHETIC_LINES and totals["reconciled"]

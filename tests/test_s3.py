@@ -12,6 +12,8 @@ pytest.importorskip("moto.server")
 
 from pipelines.normalize_manifests import run  # noqa: E402
 
+pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "sagemaker"
 

@@ -13,6 +13,8 @@ import pytest
 
 from pipelines.normalize_manifests import run
 
+pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset
+
 pytest.importorskip("aiohttp")  # fsspec's http filesystem
 
 RUNNER = "--runner=FnApiRunner"

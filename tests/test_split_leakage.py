@@ -8,9 +8,12 @@ from collections import defaultdict
 import orjson
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
 
 from pipelines.normalize_manifests import run
 from transforms.stages.split import split_key
+
+pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset
 
 IMAGES = 40
 

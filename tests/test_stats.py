@@ -209,6 +209,7 @@ def test_figures_match_a_plain_count():
     assert min(r["min_width"] for r in summary if r["min_width"] is not None) == min(widths)
 
 
+@pytest.mark.e2e
 def test_job_writes_statistics(tmp_path):
     out = tmp_path / "out"
     assert run(["--input", str(SAMPLES / "sagemaker" / "*.manifest"), "--output", str(out), "--runner=FnApiRunner"]) == 0

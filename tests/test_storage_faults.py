@@ -20,6 +20,8 @@ from pipelines.normalize_manifests import run  # noqa: E402
 from tests.faults import FaultProxy, closed_port  # noqa: E402
 from tests.test_hostile_references import _line  # noqa: E402
 
+pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset
+
 RUNNER = "--runner=FnApiRunner"
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "sagemaker"
 FAST_FAIL = {"retries": {"max_attempts": 1, "mode": "standard"}, "connect_timeout": 2, "read_timeout": 5}
