@@ -229,7 +229,7 @@ def describe(summary: dict, where: str) -> str:
         lines.append(f"  records {records['landed']} in {storage.join(where, 'records')}")
     for name, entry in summary["outputs"].items():
         if name.startswith("manifests/"):
-            refused = f", {entry['refused']} refused (OUTPUT_UNREPRESENTABLE, in errors/)" if entry["refused"] else ""
+            refused = f", {entry['refused']} refused (dead letters of stage write in errors/, code per row)" if entry["refused"] else ""
             lines.append(f"  {name}: {entry['landed']} in {entry['files']} file(s){refused}")
     if totals["dead_letters_by_code"]:
         codes = ", ".join(f"{code} {n}" for code, n in totals["dead_letters_by_code"].items())
