@@ -93,6 +93,18 @@ class _Raw(str):
     """Already-escaped HTML for a table cell."""
 
 
+def _count_by_code(rows) -> dict[str, int]:
+    """Rows of a per-code table (code, count, ...) summed per code."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["code"]] = counts.get(row["code"], 0) + row["count"]
+    return counts
+
+
+def _most_first(counts: dict[str, int]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
 def _bar_chart(chart_id: str, bars: list[tuple[str, int]], color: str = _PALETTE[0], width: int = 600, total: int | None = None) -> str:
     """Horizontal bars, one per (label, value), the value (and its share of `total`) at the end."""
     if not bars:
@@ -255,10 +267,7 @@ def render(summary: dict, tables: dict[str, pa.Table]) -> str:
     out.append('<section id="masks"><h2>Masks</h2>')
     out.append(_table(["split", "records", "masks", "validated", "measured"],
                       [[m["split"], m["records"], m["masks"], m["validated"], m["measured"]] for m in rows.get("masks", [])], "t-masks", {1, 2, 3, 4}))
-    failed = {}
-    for w in rows.get("issues", []):
-        if w["group"] == "mask":
-            failed[w["code"]] = failed.get(w["code"], 0) + w["count"]
+    failed = _count_by_code(w for w in rows.get("issues", []) if w["group"] == "mask")
     out.append("<h3>Mask checks failed, by code</h3>" + (_bar_chart("chart-mask-failures", sorted(failed.items()), _PALETTE[3]) if failed else '<p class="muted">None failed.</p>'))
     out.append("<h3>Coverage per class (class pixels / image pixels)</h3>")
     out.append(_table(["class", "masks", "min", "median", "p95", "max", "mean"],
@@ -267,22 +276,16 @@ def render(summary: dict, tables: dict[str, pa.Table]) -> str:
     out.append("</section>")
 
     letters = rows.get("dead_letters", [])
-    by_code: dict = {}
-    for letter in letters:
-        by_code[letter["code"]] = by_code.get(letter["code"], 0) + letter["count"]
     out.append('<section id="dead-letters"><h2>Dead letters by code</h2>')
-    out.append(_bar_chart("chart-dead-letters", sorted(by_code.items(), key=lambda kv: (-kv[1], kv[0])), _PALETTE[3]))
+    out.append(_bar_chart("chart-dead-letters", _most_first(_count_by_code(letters)), _PALETTE[3]))
     out.append(_table(["code", "stage", "file", "count", "example line", "message", "raw"],
                       [[letter["code"], letter["stage"], short(letter["uri"]), letter["count"], letter["example_line"], letter["example_message"],
                         _Raw(f"<code class=raw>{_e(' '.join((letter['example_raw'] or '').split())[:240])}</code>")] for letter in letters], "t-dead-letters", {3, 4}))
     out.append("</section>")
 
     warnings = rows.get("issues", [])
-    by_warning: dict = {}
-    for w in warnings:
-        by_warning[w["code"]] = by_warning.get(w["code"], 0) + w["count"]
     out.append('<section id="warnings"><h2>Warnings on kept records, by code</h2>')
-    out.append(_bar_chart("chart-warnings", sorted(by_warning.items(), key=lambda kv: (-kv[1], kv[0])), _PALETTE[1]))
+    out.append(_bar_chart("chart-warnings", _most_first(_count_by_code(warnings)), _PALETTE[1]))
     out.append(_table(["code", "stage", "split", "file", "count", "example line", "message"],
                       [[w["code"], w["stage"], w["split"], short(w["uri"]), w["count"], w["example_line"], w["example_message"]] for w in warnings],
                       "t-warnings", {4, 5}))
