@@ -19,6 +19,7 @@ import apache_beam as beam
 import orjson
 import pyarrow as pa
 
+from transforms import storage
 from transforms.schema import RawBatch
 
 NAMESPACE = "labelbeam"
@@ -60,10 +61,7 @@ class _CountFn(beam.DoFn):
             self._flush()
 
     def _flush(self):
-        temporary = f"{self._file}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(orjson.dumps({self._what: self._total, f"{self._what}_shards": len(self._shards)}))
-        os.replace(temporary, self._file)
+        storage.write_atomically(self._file, orjson.dumps({self._what: self._total, f"{self._what}_shards": len(self._shards)}))
         self._flushed = time.monotonic()
 
 
