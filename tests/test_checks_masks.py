@@ -307,3 +307,29 @@ def test_palette_fast_path_agrees_with_the_rgba_path(number):
     via_rgba = mc.classify_pixels(mc.to_rgba(image), TWO_CLASSES, policy)
     assert via_image == via_rgba
     assert via_image[3]  # green is undeclared under TWO_CLASSES: both paths list it
+
+
+def _random_palette_mask(seed: int) -> Image.Image:
+    """A palette mask with a few colours, some entries partly transparent, some blank areas."""
+    rng = np.random.default_rng(seed)
+    height, width = int(rng.integers(1, 90)), int(rng.integers(1, 90))
+    used = int(rng.integers(1, 6))
+    indices = rng.integers(0, used, size=(height, width)).astype(np.uint8)
+    if seed % 3 == 0:
+        indices[:] = 0  # background only: no foreground box
+    image = Image.fromarray(indices, "P")
+    palette = [255, 255, 255, 0x2C, 0xA0, 0x2C, 0xFF, 0x00, 0x00, 0x2E, 0xA2, 0x2A, 0x10, 0x20, 0x30]
+    image.putpalette(palette + [0] * (768 - len(palette)))
+    if seed % 2:
+        image.info["transparency"] = bytes(int(a) for a in rng.integers(0, 256, size=used))
+    return image
+
+
+@pytest.mark.parametrize("seed", range(24))
+@pytest.mark.parametrize("threshold,tolerance", [(1, 0), (128, 8), (255, 3)])
+def test_palette_path_agrees_with_the_rgba_path_on_generated_masks(seed, threshold, tolerance):
+    image = _random_palette_mask(seed)
+    policy = mc.MaskPolicy(alpha_threshold=threshold, color_tolerance=tolerance)
+    colour_maps = [TWO_CLASSES, [{"index": 0, "class_name": "BACKGROUND", "hex_color": "#ffffff"}], None]
+    for colour_map in colour_maps:
+        assert mc.classify_image(image, colour_map, policy) == mc.classify_pixels(mc.to_rgba(image), colour_map, policy)

@@ -12,6 +12,7 @@ import pytest
 from pipelines.normalize_manifests import run
 from tests.test_check_files import make_row
 from transforms import schema
+from transforms.checks import numbers
 from transforms.checks.numbers import non_finite_findings
 
 pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset
@@ -92,3 +93,19 @@ def test_cr_only_files_big_integers_and_duplicate_keys(tmp_path):
     assert "18446744073709551615" in by_image["u64.jpg"]["extra"]
     assert "last.jpg" in by_image and "first.jpg" not in by_image  # documented: the last duplicate wins
     assert summary["totals"]["warnings_by_code"] == {"INTEGER_TOO_LARGE": 1}
+
+
+@pytest.mark.parametrize(
+    "raws",
+    [
+        [b'{"id": 12345678901234567890}'],
+        [b'{"a": 1}', b'{"id": "x", "n": 99999999999999999999999}'],
+        [b'{"a": 1}', b"12345678901234567890"],
+        [b"1234567890", b"1234567890"],  # two 10-digit lines: the join must not make a 20-digit run
+        [b'{"score": 0.1234567890123456789}'],
+        [b'{"a": "\\xd9\\xa0\\xd9\\xa1"}'],  # non-ASCII digits are not JSON numbers
+        [],
+    ],
+)
+def test_the_batch_test_of_long_digit_runs_agrees_with_the_line_test(raws):
+    assert numbers.any_might_be_inexact(raws) == any(numbers.might_be_inexact(raw) for raw in raws)

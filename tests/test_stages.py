@@ -17,7 +17,7 @@ from transforms.schema import RawBatch
 from transforms.stages import accounting
 from transforms.stages import write as write_stage
 from transforms.stages.normalize import RecordNormalizer
-from transforms.stages.split import SplitAssigner, parse_ratios
+from transforms.stages.split import SplitAssigner, parse_ratios, split_key, split_keys
 
 URI = "file:///data/a.manifest"
 
@@ -90,6 +90,33 @@ def test_split_is_stable_by_image_and_follows_the_ratios():
         assert abs(names.count(name) / len(names) - share) < 0.01
     salted = SplitAssigner(parse_ratios("train=0.8,validation=0.1,test=0.1"), salt="other")
     assert sum(a != salted.assign(k) for a, k in zip(names, keys)) > 5_000
+
+
+_SPELLINGS = [
+    "s3://bucket/imgs/x.jpg", "s3://bucket/imgs/./x.jpg", "s3://bucket/imgs/../x.jpg", "s3://bucket/imgs//x.jpg",
+    "s3://bucket/imgs/x.jpg/", "S3://bucket/imgs/x.jpg", "s3://Bucket/imgs/x.jpg", "s3://user:pw@bucket/x.jpg",
+    "s3://bucket:9000/x.jpg", "s3://bucket/imgs/x%2Ejpg", "s3://bucket/x.jpg?versionId=3", "s3://bucket/x.jpg#frag",
+    " s3://bucket/x.jpg", "s3://bucket/x.jpg\u00a0", "s3://bucket/x .jpg", "s3://bucket/\u00e9t\u00e9.jpg",
+    "s3://bucket/a\tb.jpg", "s3://bucket", "s3://bucket/", "gs://b/x.jpg", "az://container/dir/x.png",
+    "memory://m/x.png", "file:///data/a/b.jpg", "https://bucket.s3.us-east-1.amazonaws.com/imgs/x.jpg?X-Amz-Signature=a",
+    "https://s3.eu-west-1.amazonaws.com/bucket/imgs/x.jpg", "http://example.com/a/./b.jpg", "/data/a/b.jpg",
+    "/data/a//b.jpg", "//data/a/b.jpg", "/data/a/./b.jpg", "/data/a/b.jpg/", "/data/local-files/?d=data/a/b.jpg",
+    "/data/local-files/x.jpg", "relative/x.jpg", "./x.jpg", "x.jpg", "/a/.hidden/x.jpg", "/a/..b/x.jpg", "/a/b..",
+    "/a/%41.jpg", "", "  ", None, "s3://bucket/imgs/x.jpg\n", "s3://bucket/imgs/x.jpg\x0b",
+]
+
+
+def test_split_keys_of_a_column_equal_split_key_of_each_uri():
+    expected = [split_key(u) if u else None for u in _SPELLINGS]
+    assert split_keys(pa.array(_SPELLINGS, pa.string())) == expected
+    plain = [f"s3://bucket/imgs/img-{i}.jpg" for i in range(100)]
+    assert split_keys(pa.chunked_array([plain[:50], plain[50:]])) == plain
+
+
+def test_split_of_a_batch_equals_split_of_each_key():
+    assigner = SplitAssigner(parse_ratios("train=0.7,validation=0.2,test=0.1"), salt="s")
+    keys = [f"s3://b/img-{i}.jpg" for i in range(20_000)] + [u for u in _SPELLINGS if u]
+    assert assigner.assign_keys(keys).to_pylist() == [assigner.assign(k) for k in keys]
 
 
 @pytest.mark.parametrize("text", ["train=0", "train=-1,test=2", "train=nan", "a/b=1", ""])

@@ -223,23 +223,28 @@ def background_findings(color_map: list[dict] | None) -> list[Finding]:
 def classify_image(
     image: Image.Image, color_map: list[dict] | None, policy: MaskPolicy
 ) -> tuple[list[dict], int, dict | None, dict[tuple, int]]:
-    """classify_pixels for a decoded image; palette images are classified per palette entry
-    (at most 256) and mapped back through their indices, without expanding to RGBA."""
+    """classify_pixels for a decoded image. A palette image is classified per palette entry (at
+    most 256) from Pillow's histogram of its indices, and its foreground box found by Pillow on
+    the indices mapped through a 0/255 table: no pixel reaches Python or numpy, so the check costs
+    about what decoding does."""
     if image.mode != "P":
         return classify_pixels(to_rgba(image), color_map, policy)
     table = palette_rgba(image)
-    entry_labelled = table[:, 3] >= policy.alpha_threshold
-    box = image.point(np.where(entry_labelled, 255, 0).tolist()).getbbox()
-    width, height = image.size
-    if box is None:
-        return _tally([], [], [], color_map, np.zeros((0, 0), bool), (0, 0), (width, height))
-    indices = np.asarray(image)[box[1] : box[3], box[0] : box[2]]
-    counts = np.bincount(indices.ravel(), minlength=256)[:256]
+    counts = np.asarray(image.histogram()[:256], np.int64)
     packed = _pack(table[:, :3])
     entry_class = _match_colours(packed, *declared_classes(color_map), policy.color_tolerance)
-    entry_class[~entry_labelled] = _BACKGROUND_CLASS
-    foreground = (entry_class != _BACKGROUND_CLASS)[indices]
-    return _tally(entry_class, packed, counts, color_map, foreground, box[:2], (width, height))
+    entry_class[table[:, 3] < policy.alpha_threshold] = _BACKGROUND_CLASS  # unlabelled entries
+    is_foreground = entry_class != _BACKGROUND_CLASS
+    foreground = int(counts[is_foreground].sum())
+    width, height = image.size
+    box = None
+    if foreground:
+        others_present = counts[1:] > 0
+        if not is_foreground[0] and is_foreground[1:][others_present].all():
+            box = image.getbbox()  # the usual mask: index 0 is the background, every other index is foreground
+        else:
+            box = image.point(np.where(is_foreground, 255, 0).tolist()).getbbox()
+    return _tally_entries(entry_class, packed, counts, color_map, foreground, box, (width, height))
 
 
 def classify_pixels(
@@ -294,6 +299,28 @@ def _tally(colour_class, colours, counts, color_map, foreground: np.ndarray, ori
             "y_max": float(top + rows[-1] + 1) / height,
         }
     return class_pixels, int(np.count_nonzero(foreground)), bbox, undeclared
+
+
+def _tally_entries(entry_class, colours, counts, color_map, foreground: int, box, size):
+    """_tally for classified palette entries whose foreground count and box (Pillow's getbbox:
+    left, top, right, bottom, the last two exclusive) are already known."""
+    classes, _ = declared_classes(color_map)
+    class_pixels = [
+        {"class_name": c.class_name, "pixels": int(counts[entry_class == i].sum())} for i, c in enumerate(classes)
+    ]
+    undeclared: dict[tuple, int] = {}
+    is_undeclared = entry_class == _UNDECLARED_CLASS
+    for colour, n in zip(colours[is_undeclared], counts[is_undeclared]):
+        if n:
+            rgb = _unpack(int(colour))
+            undeclared[rgb] = undeclared.get(rgb, 0) + int(n)
+    width, height = size
+    bbox = None
+    if box is not None:
+        left, top, right, bottom = box
+        bbox = {"x_min": float(left) / width, "y_min": float(top) / height,
+                "x_max": float(right) / width, "y_max": float(bottom) / height}
+    return class_pixels, foreground, bbox, undeclared
 
 
 def _pack(rgb: np.ndarray) -> np.ndarray:

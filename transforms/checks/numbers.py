@@ -77,6 +77,15 @@ def might_be_inexact(raw: bytes) -> bool:
     return _LONG_DIGITS.search(raw) is not None
 
 
+_DIGITS_TO_ZERO = bytes(48 if 48 <= byte <= 57 else 46 for byte in range(256))  # digit -> "0", other -> "."
+
+
+def any_might_be_inexact(raws: list[bytes]) -> bool:
+    """might_be_inexact of any of `raws`, at memory speed: digits mapped to one byte, then one find
+    (a regex over a whole batch runs at about a tenth of that)."""
+    return b"0" * 20 in b"\n".join(raws).translate(_DIGITS_TO_ZERO)
+
+
 def has_inexact_integer(raw: bytes) -> bool:
     """Whether the JSON text holds an integer orjson cannot keep exactly."""
     if not _LONG_DIGITS.search(raw):

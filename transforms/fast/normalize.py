@@ -72,9 +72,12 @@ class FastNormalizer:
         failed = {index for index, _, _ in batch.failures}
         slow: list[int] = []
         loads = orjson.loads
+        # a 20-digit run (maybe an integer beyond 64 bits: INTEGER_TOO_LARGE) is rare: one search
+        # over the batch, and a search per line only when the batch has one
+        suspect = numbers.any_might_be_inexact(batch.raws)
         for index, raw in enumerate(batch.raws):
-            # a BOM, or a 20-digit run (maybe an integer beyond 64 bits: INTEGER_TOO_LARGE): the plugin path
-            if index in failed or raw.startswith(_BOM) or numbers.might_be_inexact(raw):
+            # a BOM, or a 20-digit run: the plugin path
+            if index in failed or raw.startswith(_BOM) or (suspect and numbers.might_be_inexact(raw)):
                 slow.append(index)
                 continue
             try:

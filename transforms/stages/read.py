@@ -357,7 +357,8 @@ class _ShardReader:
     def _new_batch(self) -> RawBatch:
         return RawBatch(self.shard.uri, self.shard.format, self.shard.index)
 
-    def _add(self, offset: int, raw: bytes, failure: tuple[str, str] | None = None):
+    def _add(self, offset: int, raw: bytes, failure: tuple[str, str] | None = None) -> bool:
+        """Counts the line into the batch; True when the batch is full (the caller flushes it)."""
         batch = self.batch
         self.line_count += 1
         if failure is None and not raw.strip():
@@ -369,8 +370,7 @@ class _ShardReader:
             batch.offsets.append(offset)
             batch.raws.append(raw)
             self.batch_bytes += len(raw)
-        if len(batch.raws) >= self.batch_lines or self.batch_bytes >= _BATCH_BYTES:
-            yield from self.flush()
+        return len(batch.raws) >= self.batch_lines or self.batch_bytes >= _BATCH_BYTES
 
     def flush(self):
         if self.batch.raws or self.batch.blank:
@@ -379,7 +379,8 @@ class _ShardReader:
         self.batch_bytes = 0
 
     def fail(self, offset: int, code: str, message: str):
-        yield from self._add(offset, b"", (code, message))
+        if self._add(offset, b"", (code, message)):
+            yield from self.flush()
 
     def read_lines(self, handle) -> Iterator[RawBatch]:
         shard = self.shard
@@ -416,8 +417,14 @@ class _ShardReader:
                     break
                 if skipping:
                     skipping = False
-                else:
-                    yield from self._line(position, buffer[start:newline])
+                else:  # inline, not a generator per line: this loop runs once per line of the input
+                    raw = buffer[start:newline]
+                    if raw.endswith(b"\r"):
+                        raw = raw[:-1]
+                    if len(raw) > self.max_line_bytes:
+                        yield from self._too_long(position, raw)
+                    elif self._add(position, raw):
+                        yield from self.flush()
                 position += newline - start + 1
                 start = newline + 1
             if at_eof:
@@ -432,15 +439,8 @@ class _ShardReader:
 
     def _too_long(self, offset: int, raw: bytes):
         message = f"line longer than {self.max_line_bytes} bytes"
-        yield from self._add(offset, raw[: errors.RAW_TEXT_LIMIT], (errors.LINE_TOO_LONG, message))
-
-    def _line(self, offset: int, raw: bytes):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if len(raw) > self.max_line_bytes:
-            yield from self._too_long(offset, raw)
-        else:
-            yield from self._add(offset, raw)
+        if self._add(offset, raw[: errors.RAW_TEXT_LIMIT], (errors.LINE_TOO_LONG, message)):
+            yield from self.flush()
 
     def read_array(self, handle) -> Iterator[RawBatch]:
         from transforms.json_array import JsonArrayError, iter_json_array
@@ -449,8 +449,8 @@ class _ShardReader:
             for offset, raw in iter_json_array(handle):
                 if len(raw) > self.max_line_bytes:
                     yield from self._too_long(offset, raw)
-                else:
-                    yield from self._add(offset, raw)
+                elif self._add(offset, raw):
+                    yield from self.flush()
         except JsonArrayError as exc:
             self.incomplete = True  # the elements after the damage cannot be found
             yield from self.fail(getattr(exc, "offset", 0) or 0, errors.INVALID_JSON, str(exc))
@@ -459,8 +459,8 @@ class _ShardReader:
         data = handle.read(self.max_line_bytes + 1)  # never more than the bound in memory
         if len(data) > self.max_line_bytes:
             yield from self._too_long(0, data)
-        else:
-            yield from self._add(0, data)
+        elif self._add(0, data):
+            yield from self.flush()
 
 
 def _match(pattern: str, store: storage.Storage):

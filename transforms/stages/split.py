@@ -17,6 +17,7 @@ import re
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -78,6 +79,30 @@ def split_key(uri: str) -> str:
     return f"{scheme}://{host}{posixpath.normpath(path) if path else ''}"
 
 
+# URIs that split_key returns unchanged: an object-store URL with a lower-case bucket and a path
+# of plain segments (no escapes, dot segments, empty segments, query, fragment or spaces), or an
+# absolute local path of the same kind. Checked for a whole column at once in Arrow; only the
+# other spellings are normalized one by one.
+_PLAIN_SEGMENTS = r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$"
+_PLAIN_URI = r"^(?:s3|s3a|gs|gcs|az|abfs|abfss|adl|oss|memory)://[a-z0-9._-]+" + _PLAIN_SEGMENTS
+_PLAIN_PATH = r"^" + _PLAIN_SEGMENTS
+_DOT_SEGMENT = r"/\.\.?(?:/|$)"
+
+
+def split_keys(uris: pa.Array) -> list[str | None]:
+    """split_key of every URI of a string column (None for null or empty), plain ones in bulk."""
+    uris = uris.combine_chunks() if isinstance(uris, pa.ChunkedArray) else uris
+    plain = pc.and_(
+        pc.or_(pc.match_substring_regex(uris, _PLAIN_URI), pc.match_substring_regex(uris, _PLAIN_PATH)),
+        pc.and_(pc.invert(pc.match_substring_regex(uris, _DOT_SEGMENT)), pc.invert(pc.starts_with(uris, "/data/local-files/"))),
+    )
+    values = uris.to_pylist()
+    if pc.all(pc.fill_null(plain, False)).as_py():
+        return [value or None for value in values]
+    flags = pc.fill_null(plain, False).to_numpy(zero_copy_only=False)
+    return [value if flag else (split_key(value) if value else None) for value, flag in zip(values, flags)]
+
+
 class SplitAssigner:
     """Maps a key to a split name by where its hash falls in [0, 1)."""
 
@@ -96,11 +121,21 @@ class SplitAssigner:
         point = int.from_bytes(digest, "big") / 2**64
         return self.names[min(bisect.bisect_right(self.bounds, point), len(self.names) - 1)]
 
+    def assign_keys(self, keys: list[str]) -> pa.Array:
+        """`assign` of every key, the arithmetic in numpy: one hash per key is the only Python."""
+        salt, blake2b = self.salt, hashlib.blake2b
+        digests = b"".join([blake2b(salt + key.encode(), digest_size=8).digest() for key in keys])
+        # uint64 -> float64 rounds to nearest even, as int / 2**64 does: the same point as assign()
+        points = np.frombuffer(digests, dtype=">u8").astype(np.float64) / 2.0**64
+        chosen = np.minimum(np.searchsorted(self.bounds, points, side="right"), len(self.names) - 1)
+        return pc.dictionary_encode(pc.take(pa.array(self.names, pa.string()), pa.array(chosen)))
+
     def assign_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        uris = pc.struct_field(batch.column("image"), "uri").to_pylist()
-        ids = batch.column("record_id").to_pylist()
-        names = [self.assign(split_key(uri) if uri else rid) for uri, rid in zip(uris, ids)]
-        column = pa.array(names, type=SCHEMA.field("split").type)
+        keys = split_keys(pc.struct_field(batch.column("image"), "uri"))
+        if not all(keys):  # no image URI: the record's own id keeps it stable
+            ids = batch.column("record_id").to_pylist()
+            keys = [key or rid for key, rid in zip(keys, ids)]
+        column = self.assign_keys(keys).cast(SCHEMA.field("split").type)
         return batch.set_column(SCHEMA.get_field_index("split"), "split", column)
 
 

@@ -27,6 +27,7 @@ import uuid
 from typing import Any, Callable, Iterator
 
 import apache_beam as beam
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,17 +45,29 @@ WRITE_STAGE = errors.WRITE
 
 
 def partition_batch(batch: pa.RecordBatch, columns: tuple[str, ...]) -> Iterator[tuple[str, pa.RecordBatch]]:
-    """A batch -> (hive path 'a=x/b=y', sub-batch) for each distinct partition value."""
+    """A batch -> (hive path 'a=x/b=y', sub-batch) for each distinct partition value.
+
+    One stable sort by partition and one take, then zero-copy slices: rows keep their order
+    within a partition, and no row index becomes a Python object.
+    """
     if batch.num_rows == 0:
         return
     keys = [pc.cast(batch.column(name), pa.string()).fill_null("__null__") for name in columns]
-    table = pa.table({f"k{i}": key for i, key in enumerate(keys)}).append_column(
-        "row", pa.array(range(batch.num_rows), pa.int64())
-    )
-    groups = table.group_by([f"k{i}" for i in range(len(columns))], use_threads=False).aggregate([("row", "list")])
-    for group in groups.to_pylist():
-        path = "/".join(f"{name}={group[f'k{i}']}" for i, name in enumerate(columns))
-        yield path, batch.take(pa.array(group["row_list"], pa.int64()))
+    combined = pc.binary_join_element_wise(*keys, "\x00") if len(keys) > 1 else keys[0]
+    encoded = pc.dictionary_encode(combined)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    names = encoded.dictionary.to_pylist()
+    if len(names) == 1:
+        ordered, counts = batch, [batch.num_rows]
+    else:
+        order = np.argsort(codes, kind="stable")
+        ordered = batch.take(pa.array(order))
+        counts = np.bincount(codes, minlength=len(names)).tolist()
+    start = 0
+    for name, count in zip(names, counts):
+        path = "/".join(f"{column}={value}" for column, value in zip(columns, name.split("\x00")))
+        yield path, ordered.slice(start, count)
+        start += count
 
 
 class _ParquetFile:
