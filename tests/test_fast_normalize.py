@@ -165,3 +165,96 @@ def test_empty_and_all_fast_batches_keep_the_schema():
     assert_same([RawBatch("/x.manifest", "sagemaker", 0, blank=3)])
     got, _, _ = RecordNormalizer().normalize(_batches("/x.manifest", "sagemaker", lines)[0])
     assert isinstance(got, pa.RecordBatch) and got.num_rows == 49
+
+
+# -- the whole-batch Arrow reader (transforms/fast/sagemaker_arrow.py) -----------------------
+
+def _same_types_mutation(obj: dict, rng: random.Random) -> bytes:
+    """A Lookout line changed in a way that keeps Arrow's column types, so the batch stays on
+    the Arrow path and only this line's own checks decide; returns the raw line."""
+    obj = copy.deepcopy(obj)
+    meta = obj["anomaly-label-metadata"]
+    choice = rng.randrange(22)
+    if choice == 0:
+        del meta["job-name"]
+    elif choice == 1:
+        meta["job-name"] = None
+    elif choice == 2:
+        meta["job-name"] = rng.choice(['quote " inside', "back\\slash", "new\nline", "tab\there", "caf\u00e9", "\u2028"])
+    elif choice == 3:
+        meta["creation-date"] = rng.choice(["not a date", "2024-13-01T00:00:00", "Mon Aug 22 2022 13:52:52 GMT-0700 (PDT)", "2023-01-01"])
+    elif choice == 4:
+        meta["human-annotated"] = rng.choice(["YES", "no", "Yes", ""])
+    elif choice == 5:
+        obj["source-ref"] = rng.choice(["", " ", " s3://b/x.jpg", "relative/x.jpg", "./x.jpg", "s3://b/\u00e9.jpg"])
+    elif choice == 6:
+        del meta["class-name"]
+    elif choice == 7:
+        obj = {"source-ref": obj["source-ref"]}
+    elif choice == 8:
+        obj["anomaly-label"] = None
+    elif choice == 9:
+        del obj["anomaly-label-metadata"]
+    elif choice == 10:
+        meta["confidence"] = rng.choice([None, 1, 0])
+    elif choice == 11:
+        meta["anomaly-label"] = "nested key with an attribute's name"
+    elif choice == 12 and "anomaly-mask-ref" in obj:  # mask first, label second
+        obj = {"source-ref": obj["source-ref"], "anomaly-mask-ref": obj["anomaly-mask-ref"],
+               "anomaly-mask-ref-metadata": obj["anomaly-mask-ref-metadata"],
+               "anomaly-label": obj["anomaly-label"], "anomaly-label-metadata": meta}
+    elif choice == 13 and "anomaly-mask-ref" in obj:
+        del obj["anomaly-mask-ref-metadata"]["internal-color-map"]["1"]
+    elif choice == 14 and "anomaly-mask-ref" in obj:
+        obj["anomaly-mask-ref-metadata"]["internal-color-map"]["1"]["class-name"] = None
+    elif choice == 15 and "anomaly-mask-ref" in obj:
+        obj["anomaly-mask-ref"] = None
+    elif choice == 16:
+        return orjson.dumps(obj).replace(b'"anomaly-label":', b'"anomaly-label" :', 1)
+    elif choice == 17:
+        return orjson.dumps(obj).replace(b'"anomaly-label":', b'"anomaly\\u002dlabel":', 1)
+    elif choice == 18:
+        return orjson.dumps(obj).replace(b'"anomaly-label":0', b'"anomaly-label":null,"anomaly-label":0', 1)
+    elif choice == 19:
+        meta["type"] = None
+    elif choice == 20:
+        meta["job-name"] = rng.choice(["\u0000", "a\u001fb"])
+    else:
+        return json_spaced(obj)
+    return orjson.dumps(obj)
+
+
+def json_spaced(obj) -> bytes:
+    """The same object as Python's json module spells it (spaces after ':' and ',')."""
+    import json
+
+    return json.dumps(obj).encode()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_arrow_batches_with_a_few_changed_lines_equal_the_plugin(seed):
+    rng = random.Random(seed)
+    batches = []
+    for b in range(12):
+        lines = [orjson.dumps(lookout_line(i, rng)) for i in range(b * 60, b * 60 + 57)]
+        for _ in range(rng.randrange(1, 4)):
+            lines.insert(rng.randrange(len(lines)), _same_types_mutation(lookout_line(rng.randrange(10**6), rng), rng))
+        batches.extend(_batches(f"s3://bucket/m{b}/x.manifest", "sagemaker", lines, batch_lines=60))
+    fast = RecordNormalizer()
+    for batch in batches:
+        fast.normalize(batch)
+    assert fast._fast.block_lines > 8 * 55  # most batches stay on the Arrow path
+    assert assert_same(batches) > 0
+
+
+def test_arrow_path_reads_real_lookout_lines():
+    path = REALDATA / "lookout-for-vision-getting-started" / "manifests" / "template.manifest"
+    if not path.exists():
+        pytest.skip("third-party real files absent")
+    lines = [line for line in _lines(path) if line.strip()] * 3
+    for relative_to in (None, "s3://bucket/project"):
+        batches = _batches(str(path), "sagemaker", lines, batch_lines=len(lines))
+        fast = RecordNormalizer(relative_to=relative_to)
+        fast.normalize(batches[0])
+        assert fast._fast.block_lines == len(lines)
+        assert_same(batches, relative_to=relative_to)

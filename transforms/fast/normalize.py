@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.checks import numbers
+from transforms.fast import sagemaker_arrow
 from transforms.fast.sagemaker import SageMakerColumns
 from transforms.schema import SCHEMA, RawBatch
 
@@ -23,6 +24,8 @@ _DICTIONARY_COLUMNS = [name for name in SCHEMA.names if pa.types.is_dictionary(S
 
 # format name -> column builder class (ctx, layouts cache, dates cache)
 FAST_PATHS = {"sagemaker": SageMakerColumns}
+# format name -> whole-batch reader (batch, ctx, dates cache) -> ArrowPart or None; tried first
+BLOCK_PATHS = {"sagemaker": sagemaker_arrow.normalize_block}
 
 
 class FastNormalizer:
@@ -33,12 +36,33 @@ class FastNormalizer:
         self._plugin_normalize = plugin_normalize  # RawBatch -> (batch, dead, counts)
         self._caches: dict[str, tuple[dict, dict]] = {}
         self.fast_lines = 0  # lines the fast path built itself (the rest went to the plugin)
+        self.block_lines = 0  # of those, lines read a batch at a time by Arrow (BLOCK_PATHS)
+        self._block_dates: dict = {}
 
     def normalize(self, batch: RawBatch):
         """(batch, dead letters, counts) as the plugin path gives them, or None without a fast path."""
         builder_cls = FAST_PATHS.get(batch.format) if batch.format else None
         if builder_cls is None:
             return None
+        block = BLOCK_PATHS.get(batch.format)
+        part = block(batch, self._context(batch.uri, batch.format), self._block_dates) if block else None
+        if part is None:
+            return self._normalize_lines(batch, builder_cls)
+        self.fast_lines += part.batch.num_rows
+        self.block_lines += part.batch.num_rows
+        if not part.declined:
+            counts = {"ok": part.batch.num_rows, "dead_letters": 0, "blank": batch.blank, "records": part.batch.num_rows,
+                      "skipped": {}, "dead_letter_codes": {}}
+            return part.batch, [], counts
+        rest, dead, counts = self._normalize_lines(_subset(batch, part.declined), builder_cls)
+        merged = _merge(batch, part.batch, part.taken, rest)
+        if merged is None:
+            return self._normalize_lines(batch, builder_cls)
+        counts = dict(counts, ok=counts["ok"] + part.batch.num_rows, blank=batch.blank, records=merged.num_rows)
+        return merged, dead, counts
+
+    def _normalize_lines(self, batch: RawBatch, builder_cls):
+        """The per-line fast path for what it understands, the plugin for the rest."""
         layouts, dates = self._caches.setdefault(batch.format, ({}, {}))
         columns = builder_cls(self._context(batch.uri, batch.format), layouts, dates)
         collecting = gc.isenabled()

@@ -31,7 +31,7 @@ from transforms.stages.accounting import LEDGER
 
 DEFAULT_SHARD_SIZE = 64 << 20
 DEFAULT_MAX_LINE_BYTES = 32 << 20
-DEFAULT_BATCH_LINES = 1000
+DEFAULT_BATCH_LINES = 4096
 MIN_SHARD_SIZE = 1024
 # A shard of a file whose records reference files to check holds about this many of them, so
 # per-record I/O spreads over every worker even when the manifest itself is small.
