@@ -97,8 +97,6 @@ class _Block:
         # Without a backslash no string holds a quote, a backslash or a control character, and
         # every key is spelled as Arrow reports it: the key checks can count over the whole block.
         self.plain = b"\\" not in block
-        # and with no quote followed by whitespace, every key is followed by its colon at once
-        self.tight = not any(b'"' + space in block for space in (b" ", b"\t", b"\r"))
         # JSON spells null only as `null`: without it, a null in Arrow is a key the line lacks
         self.no_nulls = b"null" not in block
         self.ok = np.ones(self.n, bool)
@@ -116,7 +114,7 @@ class _Block:
         `"key"` followed by optional whitespace and a colon; with no whitespace variant in the
         block, a total equal to the number of such lines leaves each exactly one occurrence."""
         quoted = f'"{key}"'.encode()
-        if not self.tight and any(quoted + space in self.block for space in (b" ", b"\t", b"\r")):
+        if any(quoted + space in self.block for space in (b" ", b"\t", b"\r")):
             return False
         return self.block.count(quoted + b":") == int(valid.sum())
 
