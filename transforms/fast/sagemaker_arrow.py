@@ -451,12 +451,31 @@ def _rest_names(attribute: _Attribute) -> list[str]:
 
 
 def _rest_json(attribute: _Attribute):
-    """The JSON object of the fields without a column; a field a line lacks is left out."""
+    """The JSON object of the fields without a column; a field a line lacks is left out.
+
+    A field with one value in every line that has the attribute (a job name, a type) is
+    spelled once, by orjson, instead of once per line."""
     names = _rest_names(attribute)
     if not names:
         return "{}"
-    pairs = [_concat([orjson.dumps(name).decode() + ":", _json_scalar(attribute.metadata.field(name))], 0) for name in names]
-    return _concat(["{", _join_skipping_nulls(pairs, ","), "}"], 0)
+    present = pa.array(attribute.present)
+    pieces, nullable = [], False
+    for name in names:
+        key = orjson.dumps(name).decode() + ":"
+        values = pc.filter(attribute.metadata.field(name), present)
+        if values.null_count == 0 and len(values) and pc.count_distinct(values).as_py() == 1:
+            pieces.append(key + orjson.dumps(values[0].as_py()).decode())
+        else:
+            nullable = nullable or values.null_count > 0
+            pieces.append(_concat([key, _json_scalar(attribute.metadata.field(name))], 0))
+    if not nullable:
+        parts = ["{"]
+        for i, piece in enumerate(pieces):
+            parts += ["," if i else "", piece]
+        return _concat(parts + ["}"], 0)
+    n = len(attribute.metadata)
+    arrays = [pa.array([p] * n, pa.string()) if isinstance(p, str) else p for p in pieces]
+    return _concat(["{", _join_skipping_nulls(arrays, ","), "}"], 0)
 
 
 def _json_scalar(values: pa.Array) -> pa.Array:
@@ -481,7 +500,7 @@ def _join_skipping_nulls(pieces: list[pa.Array], separator: str) -> pa.Array:
 
 def _concat(parts: list, n: int) -> pa.Array:
     """Element-wise concatenation of string arrays and constant strings."""
-    return pc.binary_join_element_wise(*[p if isinstance(p, (pa.Array, pa.ChunkedArray)) else pa.scalar(p) for p in parts], "")
+    return pc.binary_join_element_wise(*[p if isinstance(p, (pa.Array, pa.ChunkedArray, pa.Scalar)) else pa.scalar(p) for p in parts], "")
 
 
 def _human(meta: pa.StructArray, n: int) -> pa.Array:
