@@ -70,9 +70,15 @@ def folder_value(value: Any) -> str:
     if len(encoded) <= MAX_SEGMENT_BYTES:
         return encoded
     digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-    kept = encoded[: MAX_SEGMENT_BYTES - len(digest) - 1]
-    cut = kept.rfind("%", len(kept) - 2)  # never end inside a %XX escape
-    return (kept[:cut] if cut >= 0 else kept) + "~" + digest
+    room = MAX_SEGMENT_BYTES - len(digest) - 1
+    kept, size = [], 0
+    for char in text:  # whole characters only, so the cut still decodes as UTF-8
+        piece = quote(char, safe="")
+        if size + len(piece) > room:
+            break
+        kept.append(piece)
+        size += len(piece)
+    return "".join(kept) + "~" + digest
 
 
 def folder_path(columns: tuple[str, ...], values: tuple[Any, ...]) -> str:
