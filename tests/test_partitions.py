@@ -13,7 +13,14 @@ import pytest
 
 from transforms import partitions
 from transforms.formats.base import get_format
-from transforms.partitions import MAX_SEGMENT_BYTES, NULL_FOLDER, folder_path, folder_value, parse_partition_by, partition_batch
+from transforms.partitions import (
+    MAX_SEGMENT_BYTES,
+    NULL_FOLDER,
+    folder_path,
+    folder_value,
+    parse_partition_by,
+    partition_batch,
+)
 from transforms.schema import rows_to_batch
 
 HOSTILE = ["../x", "..", ".", "a/b", "a\\b", "x=y", "%2F", "line\nbreak", "café", " lead", "label_job=z", "~tilde", "*?<>|:\""]
@@ -76,7 +83,7 @@ def test_partition_batch_by_nested_columns_puts_empty_with_null():
         f"source_format=sagemaker/label_job={NULL_FOLDER}": 2,
         "source_format=sagemaker/label_job=..%2Fx": 1,
     }
-    assert dict(partition_batch(_rows(["a", "b"]), ())) .keys() == {""}
+    assert dict(partition_batch(_rows(["a", "b"]), ())).keys() == {""}
 
 
 def test_partition_by_parses_names_and_none():

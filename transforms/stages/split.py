@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.schema import SCHEMA
-from transforms.split_rules import (  # noqa: F401 - split_key, parse_ratios and DEFAULT_RATIOS are imported from here too
+from transforms.split_rules import (
     BY_GROUP,
     BY_IMAGE,
     DEFAULT_RATIOS,
@@ -37,6 +37,9 @@ from transforms.split_rules import (  # noqa: F401 - split_key, parse_ratios and
 from transforms.stages.accounting import Accounted
 
 STAGE = "split"
+
+# split_key, parse_ratios and DEFAULT_RATIOS are imported from here by the other stages too
+__all__ = ["AssignSplit", "SplitAssigner", "DEFAULT_RATIOS", "parse_ratios", "split_key"]
 
 
 class SplitAssigner:

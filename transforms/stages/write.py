@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import apache_beam as beam
 import orjson
