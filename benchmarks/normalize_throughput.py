@@ -43,7 +43,8 @@ from transforms import schema
 from transforms.fast import normalize as fast_normalize
 from transforms.formats.base import ParseContext, get_format
 from transforms.stages.split import DEFAULT_RATIOS, SplitAssigner
-from transforms.stages.write import _ParquetFile, partition_batch
+from transforms.partitions import partition_batch
+from transforms.stages.write import _ParquetFile
 
 _FLOOR_SCHEMA = pa.schema(
     [

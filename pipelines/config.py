@@ -6,8 +6,8 @@
       read:     {format, shard_size, batch_size, max_line_bytes, relative_to}
       storage:  {s3: {endpoint_url: ...}}  # fsspec options, flat or keyed by protocol
       validate: {profile, masks, probe_images, mask: {...}, io_concurrency}
-      split:    {ratios, salt}
-      write:    {formats: [sagemaker, ...]}
+      split:    {ratios, salt, by, group, keep_input}
+      write:    {formats: [sagemaker, ...], partition_by, manifest_partition_by}
       formats:  {sagemaker: {...}, azure_automl: {...}, label_studio: {...}}   # each format's own
 
 Every field is declared once with `transforms.settings.setting`: its type, default, bounds, help
@@ -23,11 +23,11 @@ import dataclasses
 import json
 from typing import Any
 
-from transforms import settings, storage
+from transforms import partitions, settings, storage
 from transforms.checks.profiles import PROFILES
 from transforms.formats.base import format_names, get_format, input_format_names
 from transforms.settings import SettingError, setting
-from transforms.stages.split import DEFAULT_RATIOS, parse_ratios
+from transforms.split_rules import DEFAULT_RATIOS, SPLIT_BY, parse_group, parse_ratios
 
 MIN_SHARD_SIZE = 1024
 DEFAULT_SHARD_SIZE = 64 << 20
@@ -73,11 +73,31 @@ class ValidateConfig:
 class SplitConfig:
     ratios: dict[str, float] = setting(dict(DEFAULT_RATIOS), help="split names and shares, e.g. train=0.8,validation=0.1,test=0.1", flag="split_ratios", parse=parse_ratios)
     salt: str = setting("", help="a different salt gives a different, still stable, split", flag="split_salt")
+    by: str = setting("image", help="what the split hashes: each image, or each image's group (split.group), so near-duplicates that share a group share a split", flag="split_by", choices=SPLIT_BY)
+    group: str | None = setting(None, help="with split_by group: 'folder' (the image's folder; the default) or 'attribute:NAME' (a field of the source records; records without it are split by image)", flag="split_group", parse=parse_group)
+    keep_input: bool = setting(False, help="keep a split the input gives (a `split` field, else a train/val/validation/test folder in the image URI) instead of hashing; records without one are hashed", flag="keep_input_split")
+
+    def __post_init__(self):
+        if self.group is not None and self.by != "group":
+            raise SettingError(f"group {self.group!r} needs by: group (--split_by group)")
+
+    def group_key(self) -> str:
+        return self.group or "folder"
 
 
 @dataclasses.dataclass(frozen=True)
 class WriteConfig:
     formats: list[str] = setting([], help="write manifests in these formats", flag="output_format", choices=format_names)
+    partition_by: list[str] | None = setting(None, help="partition folders of records/ and manifests/, in order, from split, task, origin, source_format, label_job, or 'none' ([] in YAML) for no folders (default: records split,task; manifests split, and task for azure_automl)", flag="partition_by", parse=partitions.parse_partition_by, choices=tuple(partitions.KEYS))
+    manifest_partition_by: list[str] | None = setting(None, help="partition folders of manifests/ when they differ from partition_by; a format whose files cannot mix a column adds it (azure_automl: task, coco: origin)", flag="manifest_partition_by", parse=partitions.parse_partition_by, choices=tuple(partitions.KEYS))
+
+    def records_partitions(self) -> tuple[str, ...]:
+        return partitions.RECORDS_DEFAULT if self.partition_by is None else tuple(self.partition_by)
+
+    def manifest_partitions(self) -> tuple[str, ...] | None:
+        """None: each format's own default folders."""
+        chosen = self.manifest_partition_by if self.manifest_partition_by is not None else self.partition_by
+        return None if chosen is None else tuple(chosen)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -90,20 +90,22 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
     normalized = read[BATCHES] | "NormalizeRecords" >> NormalizeRecords(job.format_options(), job.read.relative_to)
     validated = normalized[RECORDS] | "ValidateRecords" >> ValidateRecords(job.validate.profile)
     checked = validated["main"] | "CheckFiles" >> CheckFiles(checks, store)
-    split = checked["main"] | "AssignSplit" >> AssignSplit(job.split.ratios, job.split.salt)
+    split = checked["main"] | "AssignSplit" >> AssignSplit(
+        job.split.ratios, job.split.salt, by=job.split.by, group=job.split.group_key(), keep_input=job.split.keep_input
+    )
     records = split["main"]
 
     ledgers = [read[LEDGER], normalized[LEDGER], validated[LEDGER], checked[LEDGER], split[LEDGER]]
     dead_letters = [normalized[errors.DEAD_LETTERS], validated[errors.DEAD_LETTERS], checked[errors.DEAD_LETTERS]]
 
-    written = records | "WriteRecords" >> WriteRecords(storage.join(out, "records"), store)
+    written = records | "WriteRecords" >> WriteRecords(storage.join(out, "records"), store, job.write.records_partitions())
     ledgers += written[LEDGER]
     if job.find_duplicates:  # a shuffle of one key per record: opt-in, memory grows with the input
         records | "FindDuplicates" >> FindDuplicates(storage.join(out, "stats", "duplicates.parquet"), store)
     options = job.format_options()
     for name in job.write.formats:
         manifests = records | f"WriteManifests[{name}]" >> WriteManifests(
-            storage.join(out, "manifests", name), name, options[name], store
+            storage.join(out, "manifests", name), name, options[name], store, job.write.manifest_partitions()
         )
         ledgers += manifests[LEDGER]
         dead_letters += manifests[errors.DEAD_LETTERS]

@@ -155,7 +155,7 @@ def write_run_report(
         except (OSError, orjson.JSONDecodeError) as exc:
             failure = f"the job's counters cannot be read ({exc}): nothing is published"
     if failure is None:
-        ensure_records_dataset(storage.join(staging, RECORDS_OUTPUT), store)
+        ensure_records_dataset(storage.join(staging, RECORDS_OUTPUT), store, job.write.records_partitions())
     files = file_entries(counters, list(record_stages))
     totals = totals_of(files)
     output_checks = output_entries(counters, outputs, totals, staging, store) if failure is None else {}

@@ -78,6 +78,11 @@ def test_format_options_are_typed_by_their_format(tmp_path):
         (("--validation_profile=strictest",), "validation_profile|profile"),
         (("--storage_options={not json",), "storage"),
         (("--no_such_flag=1",), "no_such_flag"),
+        (("--partition_by=split,owner",), "partition_by"),
+        (("--partition_by=split,none",), "partition_by"),
+        (("--split_by=random",), "split_by"),
+        (("--split_by=group", "--split_group=job"), "split_group"),
+        (("--split_group=folder",), "split_by group"),
     ],
 )
 def test_bad_values_fail_in_one_line_naming_the_setting(tmp_path, flags, message):
@@ -102,3 +107,14 @@ def test_help_lists_every_flag_with_its_default():
     for flag in config.flags():
         assert f"--{flag.name} " in text
     assert "default 67108864" in text or "default 64MB" in text
+
+
+def test_split_and_partition_settings_from_yaml_and_flags(tmp_path):
+    job = _launch(tmp_path, "job: {split: {by: group, group: 'attribute:scene'}, write: {partition_by: []}}").job
+    assert (job.split.by, job.split.group_key(), job.split.keep_input) == ("group", "attribute:scene", False)
+    assert job.write.records_partitions() == () and job.write.manifest_partitions() == ()
+    job = _launch(tmp_path, flags=("--split_by=group", "--keep_input_split", "--manifest_partition_by=label_job")).job
+    assert (job.split.group_key(), job.split.keep_input) == ("folder", True)
+    assert job.write.records_partitions() == ("split", "task") and job.write.manifest_partitions() == ("label_job",)
+    defaults = _launch(tmp_path).job
+    assert defaults.split.by == "image" and defaults.write.manifest_partitions() is None

@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import apache_beam as beam
+import pytest
 from apache_beam.pipeline import PipelineVisitor
 
 from pipelines import runners
@@ -43,10 +44,17 @@ def _record_chain(records):
         pcoll = inputs[0]
 
 
-def test_every_consumer_of_the_record_path_is_a_fusable_pardo(tmp_path):
+SPLIT_AND_PARTITION_OPTIONS = [
+    "--split_by=group", "--split_group=attribute:scene", "--keep_input_split",
+    "--partition_by=split,source_format,label_job", "--manifest_partition_by=label_job",
+]
+
+
+@pytest.mark.parametrize("extra", [[], SPLIT_AND_PARTITION_OPTIONS], ids=["defaults", "split_and_partition_options"])
+def test_every_consumer_of_the_record_path_is_a_fusable_pardo(tmp_path, extra):
     launch = parse_launch([
         "--input", str(REPO / "samples" / "*" / "*.manifest"), "--output", str(tmp_path / "out"), "--runner=FnApiRunner",
-        "--output_format=azure_automl", "--output_format=label_studio", "--output_format=jsonl",
+        "--output_format=azure_automl", "--output_format=label_studio", "--output_format=jsonl", *extra,
     ])
     pipeline = runners.new_pipeline(launch.pipeline_options)
     graph = build(pipeline, launch.job, str(tmp_path / "staging"))

@@ -96,6 +96,11 @@ class AzureAutoMLFormat(ManifestFormat):
         row = reader.inference(obj) if _is_inference(obj) else reader.training(obj)
         return Parsed(rows=[row])
 
+    def source_fields(self, extra: dict) -> dict[str, Any]:
+        """The line's own keys beside image_url / image_details / label."""
+        kept = extra.get(NAME) or {}
+        return {k: v for k, v in kept.items() if k != "image_details"}
+
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         datastores = DatastoreMap(self.options_of(ctx).datastore_map)
         for row in rows:

@@ -78,6 +78,8 @@ class ManifestFormat(abc.ABC):
     one_task_per_file: bool = False
     #: partition columns of the manifests, when not (split,) / (split, task)
     partition_columns: tuple[str, ...] | None = None
+    #: columns whose values one file of the format cannot mix: added to any --partition_by
+    required_partition_columns: tuple[str, ...] = ()
     #: True when the writer numbers classes: the write stage then gives it every class name of
     #: the output (WriteContext.classes), so ids are the same in every file and line
     uses_class_names: bool = False
@@ -115,6 +117,20 @@ class ManifestFormat(abc.ABC):
     @abc.abstractmethod
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         """Canonical rows (as from RecordBatch.to_pylist()) -> encoded output elements."""
+
+    def manifest_partitions(self, partition_by: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+        """The folders of this format's manifests: its own default when `partition_by` is None,
+        else those columns and the ones its files cannot mix (an AutoML file holds one task)."""
+        required = self.required_partition_columns + (("task",) if self.one_task_per_file else ())
+        if partition_by is None:
+            return self.partition_columns or (("split", "task") if self.one_task_per_file else ("split",))
+        chosen = tuple(partition_by)
+        return chosen + tuple(dict.fromkeys(name for name in required if name not in chosen))
+
+    def source_fields(self, extra: dict) -> dict[str, Any]:
+        """The source record's own fields the schema has no column for, found in the row's
+        parsed `extra` (e.g. a `split` or `group` field of a line): empty by default."""
+        return {}
 
     def needs_class_names(self, options: Any) -> bool:
         """Whether the write stage must first collect the output's class names for this writer

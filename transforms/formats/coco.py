@@ -199,6 +199,7 @@ class CocoFormat(ManifestFormat):
     readable = False
     uses_class_names = True
     partition_columns = ("split", "origin")
+    required_partition_columns = ("origin",)  # predictions never share a file with ground truth
     Options = CocoOptions
 
     def detect(self, sample: list[Any]) -> float:

@@ -117,6 +117,12 @@ class LabelStudioFormat(ManifestFormat):
             rows = [build.row(None, None)]
         return Parsed(rows=rows, skipped=dict(skipped))
 
+    def source_fields(self, extra: dict) -> dict[str, Any]:
+        """The task's own fields (id, meta, ...) and its other data fields; data wins, as it is
+        where an import puts a task's values."""
+        kept = extra.get(NAMESPACE) or {}
+        return {**(kept.get("task") or {}), **(kept.get("data") or {})}
+
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         controls = ctx.summary.setdefault(CONTROLS, {})
         for row in rows:

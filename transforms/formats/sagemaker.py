@@ -540,6 +540,10 @@ class SageMakerFormat(ManifestFormat):
     def needs_class_names(self, options: Any) -> bool:
         return not self.options(options).classes  # a pinned list needs no first pass
 
+    def source_fields(self, extra: dict) -> dict[str, Any]:
+        """The line's keys that are neither source-ref nor a label attribute."""
+        return (extra.get("sagemaker") or {}).get("fields") or {}
+
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         classes = self.options_of(ctx).classes
         for row in rows:

@@ -4,17 +4,16 @@ The same image always lands in the same split, in every run and on every worker,
 one image never leak across splits and re-running a job does not reshuffle a dataset. The hash
 is of the URI normalized (split_key), so the spellings of one image that different tools write
 (an S3 https URL and s3://, file:// and a path, `./` segments, percent-escapes, a presigned
-URL's query) land together.
+URL's query) land together. With `by="group"` the hash is of the image's group (its folder, or
+a field of its source records), so near-duplicates that share a group share a split; with
+`keep_input`, a split the input gives wins (transforms/split_rules.py has the precedence).
+Every rule is a function of the record alone: no shuffle, the record path stays fused.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
-import math
-import posixpath
-import re
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import apache_beam as beam
 import numpy as np
@@ -22,93 +21,40 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.schema import SCHEMA
+from transforms.split_rules import (
+    BY_GROUP,
+    BY_IMAGE,
+    DEFAULT_RATIOS,
+    GROUP_ATTRIBUTE,
+    GROUP_FOLDER,
+    INPUT_SPLIT_FIELD,
+    InputSplits,
+    folder_of,
+    group_value,
+    parse_ratios,
+    source_fields,
+    split_key,
+    split_keys,
+)
 from transforms.stages.accounting import Accounted
 
 STAGE = "split"
 
-DEFAULT_RATIOS = {"train": 0.8, "validation": 0.1, "test": 0.1}
-_SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def parse_ratios(text: str | dict) -> dict[str, float]:
-    """'train=0.8,validation=0.1,test=0.1' (or a dict) -> ratios that sum to 1."""
-    if isinstance(text, dict):
-        ratios = {str(k): float(v) for k, v in text.items()}
-    else:
-        ratios = {}
-        for part in str(text).split(","):
-            name, _, value = part.partition("=")
-            if not name.strip() or not value.strip():
-                raise ValueError(f"split ratios look like train=0.8,validation=0.1,test=0.1; got {text!r}")
-            ratios[name.strip()] = float(value)
-    total = sum(ratios.values())
-    if not ratios or not math.isfinite(total) or total <= 0 or any(v < 0 for v in ratios.values()):
-        raise ValueError(f"split ratios must be finite, non-negative, with a positive sum: {text!r}")
-    for name in ratios:
-        if not _SPLIT_NAME.match(name):
-            raise ValueError(f"a split name is letters, digits, '_' or '-' (it names a folder): {name!r}")
-    return {name: value / total for name, value in ratios.items()}
-
-
-_S3_HOST = re.compile(r"^(?P<bucket>[a-z0-9.-]+)\.s3(?:[.-][a-z0-9-]+)?\.amazonaws\.com$")
-
-
-def split_key(uri: str) -> str:
-    """The key of an image for splitting: one key for the spellings of one URI."""
-    text = uri.strip()
-    if text.startswith("/data/local-files/"):  # Label Studio local storage: ?d=<path>
-        found = parse_qs(urlsplit(text).query).get("d")
-        if found:
-            text = "/" + found[0].lstrip("/")
-    if "://" not in text:
-        return posixpath.normpath(unquote(text))
-    parts = urlsplit(text)
-    scheme, host, path = parts.scheme.lower(), (parts.hostname or "").lower(), unquote(parts.path)
-    if scheme == "file":
-        return posixpath.normpath(path)
-    if scheme in ("http", "https"):
-        match = _S3_HOST.match(host)
-        if match:  # virtual-hosted S3 URL (presigned or not) -> s3://bucket/key
-            scheme, host = "s3", match.group("bucket")
-        elif host.startswith("s3.") and host.endswith(".amazonaws.com") or host == "s3.amazonaws.com":
-            bucket, _, key = path.lstrip("/").partition("/")  # path-style S3 URL
-            scheme, host, path = "s3", bucket, "/" + key
-        # the query of an http URL is a signature or a cache buster, not another image
-    elif parts.query:
-        path = f"{path}?{parts.query}"
-    return f"{scheme}://{host}{posixpath.normpath(path) if path else ''}"
-
-
-# URIs that split_key returns unchanged: an object-store URL with a lower-case bucket and a path
-# of plain segments (no escapes, dot segments, empty segments, query, fragment or spaces), or an
-# absolute local path of the same kind. Checked for a whole column at once in Arrow; only the
-# other spellings are normalized one by one.
-_PLAIN_SEGMENTS = r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$"
-_PLAIN_URI = r"^(?:s3|s3a|gs|gcs|az|abfs|abfss|adl|oss|memory)://[a-z0-9._-]+" + _PLAIN_SEGMENTS
-_PLAIN_PATH = r"^" + _PLAIN_SEGMENTS
-_DOT_SEGMENT = r"/\.\.?(?:/|$)"
-
-
-def split_keys(uris: pa.Array) -> list[str | None]:
-    """split_key of every URI of a string column (None for null or empty), plain ones in bulk."""
-    uris = uris.combine_chunks() if isinstance(uris, pa.ChunkedArray) else uris
-    plain = pc.and_(
-        pc.or_(pc.match_substring_regex(uris, _PLAIN_URI), pc.match_substring_regex(uris, _PLAIN_PATH)),
-        pc.and_(pc.invert(pc.match_substring_regex(uris, _DOT_SEGMENT)), pc.invert(pc.starts_with(uris, "/data/local-files/"))),
-    )
-    values = uris.to_pylist()
-    if pc.all(pc.fill_null(plain, False)).as_py():
-        return [value or None for value in values]
-    flags = pc.fill_null(plain, False).to_numpy(zero_copy_only=False)
-    return [value if flag else (split_key(value) if value else None) for value, flag in zip(values, flags)]
+# split_key, parse_ratios and DEFAULT_RATIOS are imported from here by the other stages too
+__all__ = ["AssignSplit", "SplitAssigner", "DEFAULT_RATIOS", "parse_ratios", "split_key", "split_keys"]
 
 
 class SplitAssigner:
-    """Maps a key to a split name by where its hash falls in [0, 1)."""
+    """Maps a key to a split name by where its hash falls in [0, 1); a batch's rows to their
+    split by the rules of transforms/split_rules.py."""
 
-    def __init__(self, ratios: dict[str, float], salt: str = ""):
+    def __init__(self, ratios: dict[str, float], salt: str = "", by: str = BY_IMAGE, group: str = GROUP_FOLDER, keep_input: bool = False):
         self.names = list(ratios)
         self.salt = salt.encode()
+        self.by = by
+        self.group = group
+        self.keep_input = keep_input
+        self.input_splits = InputSplits(self.names)
         bounds, running = [], 0.0
         for value in ratios.values():
             running += value
@@ -121,6 +67,30 @@ class SplitAssigner:
         point = int.from_bytes(digest, "big") / 2**64
         return self.names[min(bisect.bisect_right(self.bounds, point), len(self.names) - 1)]
 
+    def _reads_fields(self) -> bool:
+        return self.keep_input or (self.by == BY_GROUP and self.group.startswith(GROUP_ATTRIBUTE))
+
+    def split_of(self, uri: str | None, record_id: str, fields: dict) -> str:
+        """One record's split: a split its input gives (keep_input), else the hash of its
+        group (by group, when it has one), else the hash of its image."""
+        image = split_key(uri) if uri else None
+        if self.keep_input:
+            given = self.input_splits.from_field(fields.get(INPUT_SPLIT_FIELD))
+            if given is None and image is not None:
+                given = self.input_splits.from_folders(image)
+            if given is not None:
+                return given
+        if self.by == BY_GROUP:
+            group = self._group_of(image, fields)
+            if group is not None:
+                return self.assign(f"group\x00{group}")
+        return self.assign(image if image is not None else record_id)
+
+    def _group_of(self, image: str | None, fields: dict) -> str | None:
+        if self.group == GROUP_FOLDER:
+            return folder_of(image) if image is not None else None
+        return group_value(fields.get(self.group[len(GROUP_ATTRIBUTE):]))
+
     def assign_keys(self, keys: list[str]) -> pa.Array:
         """`assign` of every key, the arithmetic in numpy: one hash per key is the only Python."""
         salt, blake2b = self.salt, hashlib.blake2b
@@ -131,21 +101,33 @@ class SplitAssigner:
         return pc.dictionary_encode(pc.take(pa.array(self.names, pa.string()), pa.array(chosen)))
 
     def assign_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        keys = split_keys(pc.struct_field(batch.column("image"), "uri"))
-        if not all(keys):  # no image URI: the record's own id keeps it stable
-            ids = batch.column("record_id").to_pylist()
-            keys = [key or rid for key, rid in zip(keys, ids)]
-        column = self.assign_keys(keys).cast(SCHEMA.field("split").type)
+        if self.by == BY_IMAGE and not self.keep_input:  # the default: one hash per image, by column
+            keys = split_keys(pc.struct_field(batch.column("image"), "uri"))
+            if not all(keys):  # no image URI: the record's own id keeps it stable
+                ids = batch.column("record_id").to_pylist()
+                keys = [key or rid for key, rid in zip(keys, ids)]
+            column = self.assign_keys(keys).cast(SCHEMA.field("split").type)
+            return batch.set_column(SCHEMA.get_field_index("split"), "split", column)
+        uris = pc.struct_field(batch.column("image"), "uri").to_pylist()
+        ids = batch.column("record_id").to_pylist()
+        if self._reads_fields():
+            formats = pc.struct_field(batch.column("source"), "format").to_pylist()
+            fields = [source_fields(f, e) for f, e in zip(formats, batch.column("extra").to_pylist())]
+        else:
+            fields = [{}] * batch.num_rows
+        names = [self.split_of(uri, rid, found) for uri, rid, found in zip(uris, ids, fields)]
+        column = pa.array(names, type=SCHEMA.field("split").type)
         return batch.set_column(SCHEMA.get_field_index("split"), "split", column)
 
 
 class _AssignSplitFn(beam.DoFn):
-    def __init__(self, ratios, salt):
+    def __init__(self, ratios, salt, rules):
         self._ratios = ratios
         self._salt = salt
+        self._rules = rules
 
     def setup(self):
-        self._assigner = SplitAssigner(self._ratios, self._salt)
+        self._assigner = SplitAssigner(self._ratios, self._salt, **self._rules)
 
     def process(self, batch: pa.RecordBatch):
         yield self._assigner.assign_batch(batch)
@@ -155,10 +137,11 @@ class _AssignSplitFn(beam.DoFn):
 class AssignSplit(beam.PTransform):
     """RecordBatches -> {main: the same batches with `split` set, dead_letters (none), ledger}."""
 
-    def __init__(self, ratios: dict[str, float] | None = None, salt: str = ""):
+    def __init__(self, ratios: dict[str, float] | None = None, salt: str = "", by: str = BY_IMAGE, group: str = GROUP_FOLDER, keep_input: bool = False):
         super().__init__()
         self._ratios = dict(ratios or DEFAULT_RATIOS)
         self._salt = salt
+        self._rules = {"by": by, "group": group, "keep_input": keep_input}
 
     def expand(self, batches):
-        return batches | Accounted(STAGE, _AssignSplitFn(self._ratios, self._salt), count_warnings=True)
+        return batches | Accounted(STAGE, _AssignSplitFn(self._ratios, self._salt, self._rules), count_warnings=True)

@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import functools
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import apache_beam as beam
-import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,38 +35,13 @@ from apache_beam.transforms.window import GlobalWindows
 
 from transforms import errors, storage
 from transforms.formats.base import WriteContext, get_format
-from transforms.schema import PARTITION_COLUMNS, file_schema
+from transforms.partitions import RECORDS_DEFAULT, partition_batch, stored_in_folders
+from transforms.schema import file_schema
 from transforms.stages.accounting import LEDGER, Ledger
 
 TMP_DIR = ".labelbeam-tmp"
 WRITTEN = "written"
 WRITE_STAGE = errors.WRITE
-
-
-def partition_batch(batch: pa.RecordBatch, columns: tuple[str, ...]) -> Iterator[tuple[str, pa.RecordBatch]]:
-    """A batch -> (hive path 'a=x/b=y', sub-batch) for each distinct partition value.
-
-    One stable sort by partition and one take, then zero-copy slices: rows keep their order
-    within a partition, and no row index becomes a Python object.
-    """
-    if batch.num_rows == 0:
-        return
-    keys = [pc.cast(batch.column(name), pa.string()).fill_null("__null__") for name in columns]
-    combined = pc.binary_join_element_wise(*keys, "\x00") if len(keys) > 1 else keys[0]
-    encoded = pc.dictionary_encode(combined)
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
-    names = encoded.dictionary.to_pylist()
-    if len(names) == 1:
-        ordered, counts = batch, [batch.num_rows]
-    else:
-        order = np.argsort(codes, kind="stable")
-        ordered = batch.take(pa.array(order))
-        counts = np.bincount(codes, minlength=len(names)).tolist()
-    start = 0
-    for name, count in zip(names, counts):
-        path = "/".join(f"{column}={value}" for column, value in zip(columns, name.split("\x00")))
-        yield path, ordered.slice(start, count)
-        start += count
 
 
 class _ParquetFile:
@@ -84,9 +58,10 @@ class _ParquetFile:
     ROW_GROUP_ROWS = 32 * 1024
     ROW_GROUP_BYTES = 4 << 20
 
-    def __init__(self, handle):
+    def __init__(self, handle, columns: tuple[str, ...] = RECORDS_DEFAULT):
         self.handle = handle
-        self.schema = file_schema()
+        self.dropped = list(stored_in_folders(columns))
+        self.schema = file_schema(tuple(self.dropped))
         self.writer = pq.ParquetWriter(handle, self.schema, compression="zstd")
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = 0
@@ -94,7 +69,7 @@ class _ParquetFile:
         self.count = 0
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
-        batch = batch.drop_columns(list(PARTITION_COLUMNS))
+        batch = batch.drop_columns(self.dropped)
         self.pending.append(batch)
         self.pending_rows += batch.num_rows
         self.pending_bytes += batch.nbytes
@@ -379,13 +354,14 @@ class _WriteFiles(beam.PTransform):
         return {errors.DEAD_LETTERS: letters, LEDGER: ledgers}
 
 
-def ensure_records_dataset(root: str, store: storage.Storage) -> None:
-    """A run that kept no record still leaves a readable (empty) Parquet dataset at `root`."""
+def ensure_records_dataset(root: str, store: storage.Storage, columns: tuple[str, ...] = RECORDS_DEFAULT) -> None:
+    """A run that kept no record still leaves a readable (empty) Parquet dataset at `root`,
+    without the columns its partition folders would have held."""
     fs, path = store.fs(root)
     if fs.exists(path) and fs.find(path):
         return
     sink = pa.BufferOutputStream()
-    pq.write_table(file_schema().empty_table(), sink)
+    pq.write_table(file_schema(stored_in_folders(columns)).empty_table(), sink)
     store.write_atomically(storage.join(root, "part-00000-of-00001.parquet"), sink.getvalue().to_pybytes())
 
 
@@ -399,31 +375,38 @@ def manifests_output(format_name: str) -> str:
 
 @beam.typehints.with_input_types(pa.RecordBatch)
 class WriteRecords(beam.PTransform):
-    """Canonical batches -> a Parquet dataset, hive-partitioned by split and task."""
+    """Canonical batches -> a Parquet dataset, hive-partitioned by `columns` (split and task
+    unless --partition_by says otherwise; transforms/partitions.py)."""
 
-    def __init__(self, root: str, store: storage.Storage):
+    def __init__(self, root: str, store: storage.Storage, columns: tuple[str, ...] = RECORDS_DEFAULT):
         super().__init__()
         self._root = root
         self._storage = store
+        self._columns = tuple(columns)
 
     def expand(self, batches):
         return batches | _WriteFiles(
-            RECORDS_OUTPUT, self._root, _ParquetFile, functools.partial(partition_batch, columns=PARTITION_COLUMNS), self._storage
+            RECORDS_OUTPUT,
+            self._root,
+            functools.partial(_ParquetFile, columns=self._columns),
+            functools.partial(partition_batch, columns=self._columns),
+            self._storage,
         )
 
 
 @beam.typehints.with_input_types(pa.RecordBatch)
 class WriteManifests(beam.PTransform):
-    """Canonical batches -> manifests of one format under <root>/split=<split>/[task=<task>/]."""
+    """Canonical batches -> manifests of one format under <root>/split=<split>/[task=<task>/],
+    or under the folders of `partition_by` (plus the columns the format cannot mix in one file)."""
 
-    def __init__(self, root: str, format_name: str, options: Any = None, store: storage.Storage | None = None):
+    def __init__(self, root: str, format_name: str, options: Any = None, store: storage.Storage | None = None, partition_by: tuple[str, ...] | None = None):
         super().__init__()
         fmt = get_format(format_name)
         self._root = root
         self._format_name = format_name
         self._options = fmt.options(options)
         self._storage = store or storage.Storage()
-        self._columns = fmt.partition_columns or (("split", "task") if fmt.one_task_per_file else ("split",))
+        self._columns = fmt.manifest_partitions(partition_by)
         self._layout = fmt.file_layout
         self._classes = fmt.needs_class_names(self._options)
 
