@@ -42,8 +42,8 @@ from pipelines.normalize_manifests import run
 from transforms import schema
 from transforms.fast import normalize as fast_normalize
 from transforms.formats.base import ParseContext, get_format
-from transforms.stages.split import DEFAULT_RATIOS, SplitAssigner
 from transforms.partitions import partition_batch
+from transforms.stages.split import DEFAULT_RATIOS, SplitAssigner
 from transforms.stages.write import _ParquetFile
 
 _FLOOR_SCHEMA = pa.schema(

@@ -226,3 +226,39 @@ def test_json_array_elements_past_max_line_bytes_are_too_long(tmp_path):
     batches = [o for o in _ReadShardFn(Storage(), 1000, 1000).process(shard) if hasattr(o, "raws")]
     assert [code for b in batches for _, code, _ in b.failures] == [errors.LINE_TOO_LONG]
     assert sum(len(b.raws) for b in batches) == 3
+
+
+@pytest.mark.parametrize("chunk", [97, 1000, 1 << 22])
+def test_bulk_line_reading_equals_the_line_by_line_loop(tmp_path, monkeypatch, chunk):
+    """Complete lines of a read buffer are split in one call; what the shards hold (offsets,
+    bytes, blank counts, line counts) is what the line loop alone gives, at any cut."""
+    import random
+
+    from transforms.stages import read as reader
+
+    rng = random.Random(chunk)
+    lines = []
+    for i in range(3000):
+        kind = rng.random()
+        lines.append(b"" if kind < 0.05 else b"  " if kind < 0.08 else b'{"a": %d}\r' % i if kind < 0.12
+                     else b'{"source-ref": "s3://b/%d.jpg", "x": "%s"}' % (i, b"y" * rng.randrange(0, 300)))
+    data = b"\n".join(lines) + b"\n" * rng.randrange(2)
+    path = tmp_path / "m.manifest"
+    path.write_bytes(data)
+    cuts = [0, *sorted(rng.sample(range(1, len(data)), 7)), -1]
+    monkeypatch.setattr(reader, "_CHUNK", chunk)
+
+    def read_all():
+        seen = []
+        for k in range(len(cuts) - 1):
+            shard = reader.Shard(uri=str(path), index=k, start=cuts[k], end=cuts[k + 1], layout=reader.JSONL, format=None)
+            shard_reader = reader._ShardReader(shard, 700, 1 << 20)
+            with open(path, "rb") as handle:
+                batches = [*shard_reader.read_lines(handle), *shard_reader.flush()]
+            seen.append(([(o, r) for b in batches for o, r in zip(b.offsets, b.raws)], sum(b.blank for b in batches), shard_reader.line_count))
+        return seen
+
+    bulk = read_all()
+    monkeypatch.setattr(reader._ShardReader, "_read_complete_lines", lambda self, buffer, position, end: (yield from ()) or (0, position))
+    assert bulk == read_all()
+    assert sum(count for _, _, count in bulk) == len(data.split(b"\n")) - (1 if data.endswith(b"\n") else 0)

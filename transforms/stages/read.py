@@ -15,9 +15,11 @@ split: one shard each, numbered from 1.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import gzip
 import io
+import itertools
 import zlib
 from typing import Iterator
 
@@ -411,6 +413,8 @@ class _ShardReader:
                 chunk = self.newline  # the last line has no newline: end it here
             buffer = pending + chunk if pending else chunk
             start = 0
+            if not skipping:  # the complete lines of the buffer at once; the loop below does the rest
+                start, position = yield from self._read_complete_lines(buffer, position, end)
             while position < end:
                 newline = buffer.find(self.newline, start)
                 if newline < 0:
@@ -436,6 +440,58 @@ class _ShardReader:
             if skipping:
                 position += len(pending)
                 pending = b""
+
+    def _read_complete_lines(self, buffer: bytes, position: int, end: float):
+        """Every complete line of `buffer` that starts before `end`, split in one call; returns
+        (where the unread rest of the buffer starts, its offset in the file). Declines (returns
+        (0, position)) a buffer with a line over max_line_bytes: the line loop reports it."""
+        last = buffer.rfind(self.newline)
+        if last < 0:
+            return 0, position
+        lines = buffer[:last].split(self.newline)
+        lengths = list(map(len, lines))
+        if max(lengths) > self.max_line_bytes:
+            return 0, position
+        starts = list(itertools.accumulate((length + 1 for length in lengths[:-1]), initial=position))
+        mine = bisect.bisect_left(starts, end)  # lines starting at `end` or later are the next shard's
+        if mine < len(lines):
+            lines, starts = lines[:mine], starts[:mine]
+            last = starts[-1] - position + lengths[mine - 1] if mine else -1
+        if self.newline == b"\n" and b"\r" in buffer:
+            lines = [raw[:-1] if raw.endswith(b"\r") else raw for raw in lines]
+        yield from self._add_lines(starts, lines)
+        return last + 1, position + last + 1
+
+    def _add_lines(self, starts: list[int], raws: list[bytes]):
+        """_add of each line, in bulk while the batch has room (blank lines counted apart)."""
+        i = 0
+        while i < len(raws):
+            batch = self.batch
+            j = min(len(raws), i + self.batch_lines - len(batch.raws))
+            piece = raws[i:j]
+            size = sum(map(len, piece))
+            if self.batch_bytes + size >= _BATCH_BYTES or j == i:  # near the byte bound: line by line
+                if self._add(starts[i], raws[i]):
+                    yield from self.flush()
+                i += 1
+                continue
+            first = self.shard.line_base + self.line_count + 1
+            blank = [k for k, raw in enumerate(piece) if not raw.strip()]
+            if blank:
+                keep = sorted(set(range(len(piece))) - set(blank))
+                batch.lines.extend(first + k for k in keep)
+                batch.offsets.extend(starts[i + k] for k in keep)
+                batch.raws.extend(piece[k] for k in keep)
+                batch.blank += len(blank)
+            else:
+                batch.lines.extend(range(first, first + len(piece)))
+                batch.offsets.extend(starts[i:j])
+                batch.raws.extend(piece)
+            self.line_count += len(piece)
+            self.batch_bytes += size
+            if len(batch.raws) >= self.batch_lines:
+                yield from self.flush()
+            i = j
 
     def _too_long(self, offset: int, raw: bytes):
         message = f"line longer than {self.max_line_bytes} bytes"
