@@ -174,7 +174,7 @@ def _same_types_mutation(obj: dict, rng: random.Random) -> bytes:
     the Arrow path and only this line's own checks decide; returns the raw line."""
     obj = copy.deepcopy(obj)
     meta = obj["anomaly-label-metadata"]
-    choice = rng.randrange(22)
+    choice = rng.randrange(24)
     if choice == 0:
         del meta["job-name"]
     elif choice == 1:
@@ -219,6 +219,16 @@ def _same_types_mutation(obj: dict, rng: random.Random) -> bytes:
         meta["type"] = None
     elif choice == 20:
         meta["job-name"] = rng.choice(["\u0000", "a\u001fb"])
+    elif choice == 21 and "anomaly-mask-ref" in obj:  # the label's name inside an earlier object
+        mask_meta = dict(obj["anomaly-mask-ref-metadata"], **{"anomaly-label": "x"})
+        obj = {"source-ref": obj["source-ref"], "anomaly-mask-ref-metadata": mask_meta,
+               "anomaly-mask-ref": obj["anomaly-mask-ref"], "anomaly-label": obj["anomaly-label"],
+               "anomaly-label-metadata": meta}
+    elif choice == 22 and "anomaly-mask-ref" in obj:  # mask first, its key spelled with an escape
+        reordered = {"source-ref": obj["source-ref"], "anomaly-mask-ref": obj["anomaly-mask-ref"],
+                     "anomaly-mask-ref-metadata": obj["anomaly-mask-ref-metadata"],
+                     "anomaly-label": obj["anomaly-label"], "anomaly-label-metadata": meta}
+        return orjson.dumps(reordered).replace(b'"anomaly-label":', b'"anomaly\\u002dlabel":', 1)
     else:
         return json_spaced(obj)
     return orjson.dumps(obj)
@@ -231,7 +241,7 @@ def json_spaced(obj) -> bytes:
     return json.dumps(obj).encode()
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(12))
 def test_arrow_batches_with_a_few_changed_lines_equal_the_plugin(seed):
     rng = random.Random(seed)
     batches = []

@@ -217,8 +217,7 @@ class _Block:
             for j in range(i + 1, len(attributes)):
                 second = f'"{attributes[j].name}":'.encode()
                 both = np.flatnonzero(attributes[i].present & attributes[j].present)
-                wrong = [k for k in both.tolist() if raws[k].find(first) > raws[k].find(second)]
-                self.ok[wrong] = False
+                self.ok[[k for k in both.tolist() if not _in_order(raws[k], first, second)]] = False
 
     def _check_source_ref(self) -> None:
         ref = self.table.column(gt.SOURCE_REF)
@@ -442,6 +441,13 @@ class _Rows:
         joined = _join_skipping_nulls(entries, ",")
         extra = _concat(['{"sagemaker":{"attributes":[', joined, "]}}"], self.n)
         return pc.if_else(pa.array(self.any_present), extra, pa.scalar(None, pa.string()))
+
+
+def _in_order(raw: bytes, first: bytes, second: bytes) -> bool:
+    """Whether the line spells each key once, plainly, `first` before `second` (a key written
+    with escapes, or also inside a nested object, leaves the order unknown: False)."""
+    a, b = raw.find(first), raw.find(second)
+    return 0 <= a < b and raw.rfind(first) == a and raw.rfind(second) == b
 
 
 def _rest_names(attribute: _Attribute) -> list[str]:
