@@ -39,7 +39,8 @@ setuptools.setup(
             "duckdb>=1.1",
             "playwright>=1.40,<2",
         ],
-        "bench": ["psutil>=5.9"],
+        # panlabel: the Rust converter benchmarks/label_studio_convert.py compares against (CLI checked at 0.7.0)
+        "bench": ["psutil>=5.9", "panlabel==0.7.0"],
     },
     entry_points={"console_scripts": ["labelbeam=pipelines.cli:main"]},
 )
