@@ -235,3 +235,24 @@ def test_an_accounted_stage_counts_in_out_and_refused_per_file():
     assert counts["stages"]["validate"] == {"in": 7, "out": 4, "refused": {errors.INTERNAL_ERROR: 3}}
     entry = accounting.file_entries({URI: {"lines": 7, "ok": 7, "records": 7, **counts}}, ["validate"])[0]
     assert entry["reconciled"] and entry["records_kept"] == 4 and entry["records_refused"] == 3
+
+
+def test_batch_rows_equal_arrow_to_pylist():
+    from transforms.schema import batch_rows
+
+    built, _, _ = RecordNormalizer().normalize(_raw_batch([_good(i) for i in range(1, 60)]))
+    assigned = SplitAssigner({"train": 0.5, "test": 0.5}).assign_batch(built)
+    for batch in (built, assigned, assigned.slice(3, 7), assigned.slice(0, 0)):
+        assert batch_rows(batch) == batch.to_pylist()
+
+
+def test_batch_rows_equal_arrow_to_pylist_on_every_sample():
+    from tests.test_fast_normalize import SAMPLES, _batches, _lines
+    from transforms.schema import batch_rows
+
+    normalizer = RecordNormalizer()
+    for path in SAMPLES:
+        fmt = {"sagemaker": "sagemaker", "azure_automl": "azure_automl", "label_studio": "label_studio"}[path.parent.name]
+        for batch in _batches(str(path), fmt, _lines(path)):
+            built, _, _ = normalizer.normalize(batch)
+            assert batch_rows(built) == built.to_pylist()

@@ -181,6 +181,18 @@ def rows_to_batch(rows: Iterable[dict]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(list(rows), schema=SCHEMA)
 
 
+def batch_rows(batch: pa.RecordBatch) -> list[dict]:
+    """batch.to_pylist(), column by column: Arrow converts a column at a time several times
+    faster than a row at a time, and dictionary columns faster as plain strings."""
+    names = batch.schema.names
+    columns = []
+    for column in batch.columns:
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        columns.append(column.to_pylist())
+    return [dict(zip(names, values)) for values in zip(*columns)]
+
+
 def dumps_extra(extra: dict | None) -> str | None:
     """The `extra` column: source fields without a column, as deterministic JSON."""
     if not extra:

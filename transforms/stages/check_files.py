@@ -293,7 +293,7 @@ class _CheckFilesFn(beam.DoFn):
         if len(busy) == 0:
             yield batch
             return
-        rows = batch.take(busy).to_pylist()
+        rows = schema.batch_rows(batch.take(busy))
         outcomes = self._runner.run([Task(row) for row in rows], self._checker.check, timeout_outcome)
         checked = schema.rows_to_batch(row for row, _, _ in outcomes)
         found = []
