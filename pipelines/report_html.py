@@ -194,6 +194,33 @@ def _card(key: str, value, css: str = "") -> str:
     return f'<div class="card"><div class="v {css}" data-key="{_e(key)}">{_num(value)}</div><div class="k">{_e(key.replace("_", " "))}</div></div>'
 
 
+def _refused_section(refused: list[dict], outputs: dict, short) -> str:
+    """Rows a writer could not represent in its format: per output and code. The records are
+    kept (records/, the other outputs); the rows are under refused/<format>/."""
+    per_output = {name: e["refused"] for name, e in outputs.items() if name.startswith("manifests/")}
+    out = ['<section id="refused"><h2>Refused by output writers</h2><p class="muted">Kept records an output format cannot hold; '
+           'still in records/ and every other output; one row each under refused/&lt;format&gt;/.</p>']
+    if not refused:
+        out.append('<p class="muted">No writer refused a record.</p></section>')
+        return "".join(out)
+    bars = _most_first({f"{name.split('/', 1)[-1]}: {code}": n for (name, code), n in _count_by_output_and_code(refused).items()})
+    out.append(_bar_chart("chart-refused", bars, _PALETTE[2]))
+    out.append(_table(["output", "refused (run.json)"], [[name, n] for name, n in per_output.items()], "t-refused-outputs", {1}))
+    out.append(_table(["output", "code", "file", "count", "example line", "message"],
+                      [[r["output"], r["code"], short(r["uri"]), r["count"], r["example_line"], r["example_message"]] for r in refused],
+                      "t-refused", {3, 4}))
+    out.append("</section>")
+    return "".join(out)
+
+
+def _count_by_output_and_code(rows) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for row in rows:
+        key = (row["output"], row["code"])
+        counts[key] = counts.get(key, 0) + row["count"]
+    return counts
+
+
 def render(summary: dict, tables: dict[str, pa.Table]) -> str:
     """run.json's summary and the stats tables -> the report page."""
     rows = {name: table.to_pylist() for name, table in tables.items()}
@@ -275,13 +302,15 @@ def render(summary: dict, tables: dict[str, pa.Table]) -> str:
                       "t-mask-coverage", {1, 2, 3, 4, 5, 6}))
     out.append("</section>")
 
-    letters = rows.get("dead_letters", [])
-    out.append('<section id="dead-letters"><h2>Dead letters by code</h2>')
+    every_letter = rows.get("dead_letters", [])
+    letters = [letter for letter in every_letter if not letter.get("output")]
+    out.append('<section id="dead-letters"><h2>Dead letters by code</h2><p class="muted">Lines and records the job refused (errors/).</p>')
     out.append(_bar_chart("chart-dead-letters", _most_first(_count_by_code(letters)), _PALETTE[3]))
     out.append(_table(["code", "stage", "file", "count", "example line", "message", "raw"],
                       [[letter["code"], letter["stage"], short(letter["uri"]), letter["count"], letter["example_line"], letter["example_message"],
                         _Raw(f"<code class=raw>{_e(' '.join((letter['example_raw'] or '').split())[:240])}</code>")] for letter in letters], "t-dead-letters", {3, 4}))
     out.append("</section>")
+    out.append(_refused_section([letter for letter in every_letter if letter.get("output")], outputs, short))
 
     warnings = rows.get("issues", [])
     out.append('<section id="warnings"><h2>Warnings on kept records, by code</h2>')

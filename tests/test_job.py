@@ -57,7 +57,8 @@ def test_samples_end_to_end(tmp_path):
     letters = read_dead_letters(out)
     assert len(letters) == 8
     assert {lab["line"] for lab in letters} == {1, 2, 3, 4, 5, 6, 7, 8}
-    assert all(set(lab) == {"source_uri", "line", "offset", "format", "stage", "code", "severity", "message", "raw"} for lab in letters)
+    assert all(set(lab) == {"source_uri", "line", "offset", "format", "stage", "code", "severity", "message", "raw", "output"} for lab in letters)
+    assert all(lab["output"] is None for lab in letters)  # true dead letters; a writer's refusals go to refused/
     # The manifests read back through the format give the same rows.
     fmt = get_format("sagemaker")
     written = sorted((out / "manifests" / "sagemaker").glob("split=*/part-*-of-*.manifest"))
