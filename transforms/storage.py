@@ -264,6 +264,11 @@ _REASON_BY_NAME = {
     "ServerTimeoutError": UNREACHABLE,
     "ServiceRequestError": UNREACHABLE,
     "NewConnectionError": UNREACHABLE,
+    # a transfer cut short (fewer bytes than Content-Length): the connection broke mid-read
+    "ClientPayloadError": IO_ERROR,
+    "IncompleteRead": IO_ERROR,
+    "IncompleteReadError": IO_ERROR,
+    "ResponseStreamingError": IO_ERROR,
 }
 
 
