@@ -276,7 +276,7 @@ def input_items(files: list[dict]) -> dict[str, int]:
     for entry in files:
         kind = entry.get("layout") if entry.get("layout") in _ITEM_NAMES else "jsonl"
         items[kind] = items.get(kind, 0) + entry["lines"]
-    return {_ITEM_NAMES[kind][n != 1]: n for kind, n in items.items() if n}
+    return {names[items[kind] != 1]: items[kind] for kind, names in _ITEM_NAMES.items() if items.get(kind)}
 
 
 def describe_counts(summary: dict, where: str) -> list[str]:

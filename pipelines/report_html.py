@@ -243,8 +243,11 @@ def render(summary: dict, tables: dict[str, pa.Table]) -> str:
     for key in ("files", "lines", "ok", "dead_letters", "blank", "records", "records_refused", "records_kept", "records_written"):
         out.append(_card(key, totals.get(key)))
     out.append(f'<div class="card"><div class="v {"ok" if reconciled else "bad"}" data-key="reconciled">{"yes" if reconciled else "NO"}</div><div class="k">reconciled</div></div></div>')
-    out.append(f'<p>{_e(summary.get("exit_meaning"))}. Every input line is a record, a dead letter or a blank line: '
-               f'{_num(totals.get("lines"))} = {_num(totals.get("ok"))} + {_num(totals.get("dead_letters"))} + {_num(totals.get("blank"))}.</p>')
+    out.append(f'<p>{_e(summary.get("exit_meaning"))}. Every input item (a line, or an element of a JSON array such as a Label Studio task) '
+               f'was parsed, is a dead letter or is blank: '
+               f'{_num(totals.get("lines"))} = {_num(totals.get("ok"))} + {_num(totals.get("dead_letters"))} + {_num(totals.get("blank"))}. '
+               f'The {_num(totals.get("ok"))} parsed items gave {_num(totals.get("records"))} records (a Label Studio task gives one per annotation '
+               f'and per prediction).</p>')
     if summary.get("failure"):
         out.append(f'<p class="bad">FAILED: {_e(summary["failure"])}</p>')
     outputs = summary.get("outputs", {})
