@@ -108,7 +108,9 @@ def check_numbers_shown_equal_the_parquet_stats(page, demo):
     landed = {name: e["landed"] for name, e in run_json["outputs"].items() if name.startswith("refused/")}
     assert sum(refused.values()) == sum(landed.values()) > 0
     shown = tab.eval_on_selector_all("#t-refused-outputs tbody tr", "rs => rs.map(r => Array.from(r.cells, c => c.dataset.sort ?? c.textContent))")
-    assert {r[0]: int(r[1]) for r in shown} == {name.replace("refused/", "manifests/"): n for name, n in landed.items()}
+    assert {r[0]: (int(r[1]), int(r[2])) for r in shown} == {
+        name.split("/", 1)[1]: (run_json["outputs"][name.replace("refused/", "manifests/")]["refused"], n) for name, n in landed.items()
+    }
     rows = tab.eval_on_selector_all("#t-files tbody tr", "rs => rs.map(r => Array.from(r.cells, c => c.dataset.sort ?? c.textContent))")
     assert [(int(r[2]), int(r[4]), int(r[6])) for r in rows] == [(i["lines"], i["dead_letters"], i["records_kept"]) for i in stats["inputs"]]
     records = sum(s["records"] for s in stats["summary"])
