@@ -23,7 +23,14 @@ from pipelines.report_html import write_report_html
 from transforms import errors, storage
 from transforms.stages.accounting import COUNTERS_FILE, OUTPUTS, file_entries, merge_into
 from transforms.stages.stats import write_table
-from transforms.stages.write import ERRORS_OUTPUT, RECORDS_OUTPUT, REFUSED_FOLDER, ensure_records_dataset, manifests_output, refused_output
+from transforms.stages.write import (
+    ERRORS_OUTPUT,
+    RECORDS_OUTPUT,
+    REFUSED_FOLDER,
+    ensure_records_dataset,
+    manifests_output,
+    refused_output,
+)
 
 EXIT_OK, EXIT_ERROR_RATE, EXIT_CONFIG, EXIT_DATA_LOSS, EXIT_INCOMPLETE, EXIT_FAILED = 0, 1, 2, 3, 4, 5
 EXIT_MEANINGS = {
@@ -77,13 +84,18 @@ def totals_of(files: list[dict]) -> dict:
     merged: dict = {}
     for entry in files:
         refused = {stage: flow["refused"] for stage, flow in entry["stages"].items() if flow["refused"]}
-        merge_into(merged, {"codes": entry["dead_letter_codes"], "refused": refused, "warnings": entry["warnings"], "skipped": entry["skipped"]})
+        merge_into(merged, {"codes": entry["dead_letter_codes"], "refused": refused, "warnings": entry["warnings"],
+                            "reasons": entry.get("warning_reasons", {}), "skipped": entry["skipped"]})
     codes = merged.get("codes", {})
     line_codes: dict = {}
     for stage in errors.LINE_STAGES:
         merge_into(line_codes, codes.get(stage, {}))
     totals["dead_letters_by_code"] = _sorted(line_codes)
     totals["warnings_by_code"] = _sorted(merged.get("warnings", {}))
+    if merged.get("reasons"):  # a list, not {reason: n}: run.json's redaction would hide a key named *credentials*
+        totals["warnings_by_reason"] = {
+            code: [{"reason": reason, "count": n} for reason, n in sorted(counts.items())] for code, counts in sorted(merged["reasons"].items())
+        }
     totals["refused_by_stage"] = {stage: _sorted(n) for stage, n in sorted(merged.get("refused", {}).items())}
     if merged.get("skipped"):
         totals["skipped"] = merged["skipped"]
@@ -223,6 +235,11 @@ def write_run_report(
     return summary
 
 
+def _reasons(counts: list[dict] | None) -> str:
+    listed = ", ".join(f"{c['reason']} {c['count']}" for c in counts or ())
+    return f" ({listed})" if listed else ""
+
+
 def describe(summary: dict, where: str) -> str:
     """The short summary the CLI prints."""
     totals = summary["totals"]
@@ -241,7 +258,8 @@ def describe(summary: dict, where: str) -> str:
         codes = ", ".join(f"{code} {n}" for code, n in totals["dead_letters_by_code"].items())
         lines.append(f"  dead letters by code: {codes} -> {storage.join(where, 'errors')}")
     if totals["warnings_by_code"]:
-        listed = ", ".join(f"{code} {n}" for code, n in totals["warnings_by_code"].items())
+        reasons = totals.get("warnings_by_reason", {})
+        listed = ", ".join(f"{code} {n}{_reasons(reasons.get(code))}" for code, n in totals["warnings_by_code"].items())
         lines.append(f"  warnings on kept records: {listed}")
     for stage, codes in totals["refused_by_stage"].items():
         listed = ", ".join(f"{code} {n}" for code, n in codes.items())

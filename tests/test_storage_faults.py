@@ -113,6 +113,7 @@ def test_masks_on_s3_without_credentials_are_file_unreadable_not_internal_errors
         assert row["mask"]["validated"] is False
     summary = json.loads((out / "run.json").read_text())
     assert summary["totals"]["warnings_by_code"] == {"FILE_UNREADABLE": 5}
+    assert summary["totals"]["warnings_by_reason"] == {"FILE_UNREADABLE": [{"reason": "no_credentials", "count": 5}]}
     assert "INTERNAL_ERROR" not in (out / "run.json").read_text()
     # The same manifest without --allowed_roots: s3://nocreds is not the manifest's root, nothing is opened.
     code = run(["--input", str(manifest), "--output", str(tmp_path / "out2"), RUNNER, _options(s3_endpoint)])
@@ -129,6 +130,7 @@ def test_masks_on_an_unreachable_endpoint_are_file_unreadable(tmp_path, credenti
     rows = _records(out)
     assert len(rows) == 3
     assert all(_issue_codes(r) == ["FILE_UNREADABLE"] and ": unreachable: " in r["issues"][0]["message"] for r in rows)
+    assert json.loads((out / "run.json").read_text())["totals"]["warnings_by_reason"] == {"FILE_UNREADABLE": [{"reason": "unreachable", "count": 3}]}
 
 
 def test_an_unreachable_input_endpoint_is_refused_at_launch_in_one_line(tmp_path, credentials, capsys):
@@ -231,3 +233,4 @@ def test_masks_cut_mid_transfer_are_coded_and_the_terminal_stays_short(s3_endpoi
     assert len(rows) == n
     assert all(_issue_codes(r) == ["FILE_UNREADABLE"] and ": io_error: ClientPayloadError" in r["issues"][0]["message"] for r in rows)
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) <= 5 and len(done.stderr) < 2000
+    assert f"warnings on kept records: FILE_UNREADABLE {n} (io_error {n})" in done.stdout  # one cause, one count

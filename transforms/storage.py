@@ -247,6 +247,7 @@ def within_roots(url: str, roots) -> bool:
 
 # -- why storage failed --------------------------------------------------------------------
 NOT_FOUND, NO_CREDENTIALS, ACCESS_DENIED, UNREACHABLE, IO_ERROR = "not_found", "no_credentials", "access_denied", "unreachable", "io_error"
+REASONS = (NOT_FOUND, NO_CREDENTIALS, ACCESS_DENIED, UNREACHABLE, IO_ERROR)
 # Exception class names (botocore, aiohttp, urllib3, google-auth, azure) by reason, matched over
 # the MRO so no storage SDK is imported here.
 _REASON_BY_NAME = {
