@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from transforms.logs import CollapseRepeatedTracebacks
+
 
 class _DropOptionalGcpNotice(logging.Filter):
     """Beam warns at import that Google Cloud client libraries are absent; they are optional here."""
@@ -23,9 +25,11 @@ class _DropHarmlessWorkerNotices(logging.Filter):
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    collapse = CollapseRepeatedTracebacks()
     for handler in logging.getLogger().handlers:  # filters on handlers see records of every logger
         handler.addFilter(_DropOptionalGcpNotice())
         handler.addFilter(_DropHarmlessWorkerNotices())
+        handler.addFilter(collapse)
     args = sys.argv[1:]
     if "-h" in args or "--help" in args:
         from pipelines.options import help_text
@@ -39,7 +43,12 @@ def main() -> None:
         sys.exit(0)
     from pipelines.normalize_manifests import run
 
-    sys.exit(run(args))
+    try:
+        code = run(args)
+    finally:
+        for line in collapse.summary():
+            print(line, file=sys.stderr)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 With `--incremental`, the job's `--output` is a root of run partitions:
 
-    OUTPUT/run_date=2026-12-01/   records/ manifests/ errors/ stats/ run.json _SUCCESS
+    OUTPUT/run_date=2026-12-01/   records/ manifests/ errors/ refused/ stats/ run.json _SUCCESS
     OUTPUT/run_date=2026-12-02/   ...
     OUTPUT/.labelbeam/incremental.json   what each input file looked like when it was read
 

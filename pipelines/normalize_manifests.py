@@ -8,7 +8,8 @@ and publish.
 The record path is one chain of ParDos with no shuffle and no flatten in it
 (ReadShards -> Normalize -> ValidateRecords -> CheckFiles -> AssignSplit -> writers), so every
 runner fuses it into one stage and no stage ever holds the dataset: memory stays flat as inputs
-grow. Dead letters are written where they are produced, by the stage that refused them. The
+grow. Dead letters are written where they are produced, by the stage that refused them (errors/;
+a writer's refusals of records it cannot represent, apart, in refused/<format>/). The
 one exception: a writer that numbers classes without a pinned class list (sagemaker, coco) first
 collects the output's class names (transforms/stages/write.py), and waits for them.
 
@@ -44,7 +45,15 @@ from transforms.stages.read import BATCHES, FileChecks, ReadManifests
 from transforms.stages.split import AssignSplit
 from transforms.stages.stats import ComputeStatistics
 from transforms.stages.validate import ValidateRecords
-from transforms.stages.write import WriteDeadLetters, WriteManifests, WriteRecords, manifests_output
+from transforms.stages.write import (
+    ERRORS_OUTPUT,
+    RECORDS_OUTPUT,
+    WriteDeadLetters,
+    WriteManifests,
+    WriteRecords,
+    manifests_output,
+    refused_output,
+)
 
 # The record stages, in graph order: each reports rows in / out / refused to the ledger.
 RECORD_STAGES = (errors.VALIDATE, errors.CHECK_FILES, "split")
@@ -103,27 +112,33 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
     if job.find_duplicates:  # a shuffle of one key per record: opt-in, memory grows with the input
         records | "FindDuplicates" >> FindDuplicates(storage.join(out, "stats", "duplicates.parquet"), store)
     options = job.format_options()
+    refusals = []
     for name in job.write.formats:
         manifests = records | f"WriteManifests[{name}]" >> WriteManifests(
             storage.join(out, "manifests", name), name, options[name], store, job.write.manifest_partitions()
         )
         ledgers += manifests[LEDGER]
-        dead_letters += manifests[errors.DEAD_LETTERS]
+        refused = tuple(manifests[errors.DEAD_LETTERS]) | f"WriteRefused[{name}]" >> WriteDeadLetters(
+            storage.join(out, refused_output(name)), store, output=refused_output(name)
+        )
+        ledgers += refused[LEDGER]
+        refusals += manifests[errors.DEAD_LETTERS]
 
-    all_letters = tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten()
+    all_letters = tuple(dead_letters + refusals) | "AllDeadLetters" >> beam.Flatten()
     (records, all_letters) | "ComputeStatistics" >> ComputeStatistics(storage.join(out, "stats"), store)
     read[BATCHES] | "ProgressLines" >> CountProgress("lines", progress_dir)
     records | "ProgressRecords" >> CountProgress("records", progress_dir)
-    for stage, stage_letters in zip((errors.NORMALIZE, *RECORD_STAGES), dead_letters[:3]):  # fused with their stage
+    for stage, stage_letters in zip((errors.NORMALIZE, *RECORD_STAGES), dead_letters):  # fused with their stage
         stage_letters | f"ProgressDeadLetters[{stage}]" >> CountProgress("dead_letters", progress_dir)
-    letters = tuple(dead_letters) | "WriteDeadLetters" >> WriteDeadLetters(storage.join(out, "errors"), store)
+    letters = tuple(dead_letters) | "WriteDeadLetters" >> WriteDeadLetters(storage.join(out, ERRORS_OUTPUT), store)
     ledgers += letters[LEDGER]
     tuple(ledgers) | "WriteCounters" >> WriteCounters(storage.join(out, COUNTERS_FILE), store)
     return {"records": records, "record_stages": RECORD_STAGES, "outputs": output_names(job)}
 
 
 def output_names(job: JobConfig) -> list[str]:
-    return ["records", *(manifests_output(name) for name in job.write.formats), "errors"]
+    formats = job.write.formats
+    return [RECORDS_OUTPUT, *(manifests_output(name) for name in formats), ERRORS_OUTPUT, *(refused_output(name) for name in formats)]
 
 
 def _check_output(job: JobConfig, root: publish.OutputRoot) -> None:

@@ -2,7 +2,9 @@
 
 Reads the small files `transforms/stages/progress.py` writes on the local runners and prints
 one line: rewritten in place every second on a terminal, a new line every `LOG_SECONDS`
-otherwise (logs, CI). `--quiet` turns it off. Remote runners show the same counters as Beam
+otherwise (logs, CI), the first as the job starts and, in logs, a last one with the final
+totals, so no gap between two lines is longer than `LOG_SECONDS` plus one read of the totals
+(tests/test_progress.py measures it on a real run). `--quiet` turns it off. Remote runners show the same counters as Beam
 metrics in their own UI, so nothing is printed for them.
 """
 
@@ -75,16 +77,23 @@ class Progress:
             if self._tty:
                 self._stream.write("\r\033[K")
                 self._stream.flush()
+            else:
+                self._show()  # the final totals, in logs
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def _loop(self) -> None:
         every = TTY_SECONDS if self._tty else LOG_SECONDS
-        last_lines, last_time = 0, time.monotonic()
+        self._last = (0, time.monotonic())
+        self._show()
         while not self._stop.wait(every):
-            totals, now = read_totals(self.folder), time.monotonic()
-            rate = (totals.get("lines", 0) - last_lines) / max(now - last_time, 1e-9)
-            last_lines, last_time = totals.get("lines", 0), now
-            line = describe(totals, now - self._started, rate)
-            self._stream.write(f"\r\033[K{line}" if self._tty else f"{line}\n")
-            self._stream.flush()
-            self.lines_printed += 1
+            self._show()
+
+    def _show(self) -> None:
+        totals, now = read_totals(self.folder), time.monotonic()
+        last_lines, last_time = self._last
+        rate = (totals.get("lines", 0) - last_lines) / max(now - last_time, 1e-9)
+        self._last = (totals.get("lines", 0), now)
+        line = describe(totals, now - self._started, rate)
+        self._stream.write(f"\r\033[K{line}" if self._tty else f"{line}\n")
+        self._stream.flush()
+        self.lines_printed += 1

@@ -2,7 +2,7 @@
 
 A run never writes where readers look. It writes everything under
 `OUTPUT/.labelbeam/staging/<run id>/` and, once the job is done and its report written,
-publishes: for each output entry (records/, manifests/, errors/, stats/, run.json) the
+publishes: for each output entry (records/, manifests/, errors/, refused/, stats/, run.json) the
 previous one moves aside to `.labelbeam/previous/<run id>/` and the staged one takes its place;
 then `_SUCCESS` is written, last, and only for a complete, reconciled run (exit code 0). A
 journal (`.labelbeam/publish.json`) is written before the first move, so a publish that is
@@ -39,7 +39,7 @@ SUCCESS = "_SUCCESS"
 RUN_FILE = "run.json"
 REPORT_FILE = "report.html"
 # What a run publishes; anything else in the output folder is left alone.
-ENTRIES = ("records", "manifests", "errors", "stats", RUN_FILE, REPORT_FILE)
+ENTRIES = ("records", "manifests", "errors", "refused", "stats", RUN_FILE, REPORT_FILE)
 HEARTBEAT_SECONDS = 30.0
 STALE_AFTER_SECONDS = 600.0
 

@@ -23,7 +23,14 @@ from pipelines.report_html import write_report_html
 from transforms import errors, storage
 from transforms.stages.accounting import COUNTERS_FILE, OUTPUTS, file_entries, merge_into
 from transforms.stages.stats import write_table
-from transforms.stages.write import ERRORS_OUTPUT, RECORDS_OUTPUT, ensure_records_dataset
+from transforms.stages.write import (
+    ERRORS_OUTPUT,
+    RECORDS_OUTPUT,
+    REFUSED_FOLDER,
+    ensure_records_dataset,
+    manifests_output,
+    refused_output,
+)
 
 EXIT_OK, EXIT_ERROR_RATE, EXIT_CONFIG, EXIT_DATA_LOSS, EXIT_INCOMPLETE, EXIT_FAILED = 0, 1, 2, 3, 4, 5
 EXIT_MEANINGS = {
@@ -77,13 +84,18 @@ def totals_of(files: list[dict]) -> dict:
     merged: dict = {}
     for entry in files:
         refused = {stage: flow["refused"] for stage, flow in entry["stages"].items() if flow["refused"]}
-        merge_into(merged, {"codes": entry["dead_letter_codes"], "refused": refused, "warnings": entry["warnings"], "skipped": entry["skipped"]})
+        merge_into(merged, {"codes": entry["dead_letter_codes"], "refused": refused, "warnings": entry["warnings"],
+                            "reasons": entry.get("warning_reasons", {}), "skipped": entry["skipped"]})
     codes = merged.get("codes", {})
     line_codes: dict = {}
     for stage in errors.LINE_STAGES:
         merge_into(line_codes, codes.get(stage, {}))
     totals["dead_letters_by_code"] = _sorted(line_codes)
     totals["warnings_by_code"] = _sorted(merged.get("warnings", {}))
+    if merged.get("reasons"):  # a list, not {reason: n}: run.json's redaction would hide a key named *credentials*
+        totals["warnings_by_reason"] = {
+            code: [{"reason": reason, "count": n} for reason, n in sorted(counts.items())] for code, counts in sorted(merged["reasons"].items())
+        }
     totals["refused_by_stage"] = {stage: _sorted(n) for stage, n in sorted(merged.get("refused", {}).items())}
     if merged.get("skipped"):
         totals["skipped"] = merged["skipped"]
@@ -92,15 +104,24 @@ def totals_of(files: list[dict]) -> dict:
     return totals
 
 
+def expected_rows(output: str, counted: dict, totals: dict) -> int:
+    """Rows the stages produced for `output`: errors/ holds the lines and records the job refused,
+    refused/<format> the rows that format's writer refused, the others every kept record."""
+    if output == ERRORS_OUTPUT:
+        return totals["dead_letters"] + totals["records_refused"]
+    if output.startswith(REFUSED_FOLDER + "/"):
+        return int(counted.get(manifests_output(output.split("/", 1)[1]), {}).get("refused", 0))
+    return totals["records_kept"]
+
+
 def output_entries(counters: dict, outputs: list[str], totals: dict, staging: str, store: storage.Storage) -> dict:
     """Per output: given / refused / written / landed, the files, and any shortfall."""
     counted = counters.get(OUTPUTS, {})
-    letters_expected = totals["dead_letters"] + totals["records_refused"] + sum(counted.get(o, {}).get("refused", 0) for o in outputs)
     entries = {}
     for name in outputs:
         c = counted.get(name, {})
         given = int(c.get("in", 0))
-        expected = letters_expected if name == ERRORS_OUTPUT else totals["records_kept"]
+        expected = expected_rows(name, counted, totals)
         entry = {
             "expected": expected,
             "given": given,
@@ -214,28 +235,31 @@ def write_run_report(
     return summary
 
 
+def _reasons(counts: list[dict] | None) -> str:
+    listed = ", ".join(f"{c['reason']} {c['count']}" for c in counts or ())
+    return f" ({listed})" if listed else ""
+
+
 def describe(summary: dict, where: str) -> str:
     """The short summary the CLI prints."""
     totals = summary["totals"]
     lines = [f"labelbeam: {summary['state']} in {summary['seconds']:.1f}s (run {summary['run_id']})"]
     if summary["failure"]:
         lines.append(f"  FAILED: {summary['failure']}")
-    lines.append(
-        f"  input lines {totals['lines']}: ok {totals['ok']}, dead letters {totals['dead_letters']}, "
-        f"blank {totals['blank']} ({'reconciled' if totals['reconciled'] else 'NOT reconciled'})"
-    )
-    records = summary["outputs"].get(RECORDS_OUTPUT)
-    if records:
-        lines.append(f"  records {records['landed']} in {storage.join(where, 'records')}")
+    lines += describe_counts(summary, where)
     for name, entry in summary["outputs"].items():
         if name.startswith("manifests/"):
-            refused = f", {entry['refused']} refused (dead letters of stage write in errors/, code per row)" if entry["refused"] else ""
-            lines.append(f"  {name}: {entry['landed']} in {entry['files']} file(s){refused}")
+            refused = ""
+            if entry["refused"]:
+                folder = storage.join(where, refused_output(name.split("/", 1)[1]))
+                refused = f"; {entry['refused']} refused: the format cannot hold them (still in records/) -> {folder}"
+            lines.append(f"  {name}: {entry['landed']} written in {entry['files']} file(s){refused}")
     if totals["dead_letters_by_code"]:
         codes = ", ".join(f"{code} {n}" for code, n in totals["dead_letters_by_code"].items())
         lines.append(f"  dead letters by code: {codes} -> {storage.join(where, 'errors')}")
     if totals["warnings_by_code"]:
-        listed = ", ".join(f"{code} {n}" for code, n in totals["warnings_by_code"].items())
+        reasons = totals.get("warnings_by_reason", {})
+        listed = ", ".join(f"{code} {n}{_reasons(reasons.get(code))}" for code, n in totals["warnings_by_code"].items())
         lines.append(f"  warnings on kept records: {listed}")
     for stage, codes in totals["refused_by_stage"].items():
         listed = ", ".join(f"{code} {n}" for code, n in codes.items())
@@ -257,3 +281,44 @@ def describe(summary: dict, where: str) -> str:
         lines.append(f"  error rate {summary['error_rate']:.4f} exceeds --max_error_rate {summary['max_error_rate']}")
     lines.append(f"  exit {summary['exit_code']}: {summary['exit_meaning']}")
     return "\n".join(lines)
+
+
+# What one input item is, by file layout: a JSON-array file (a Label Studio export) holds
+# elements (tasks), not lines.
+_ITEM_NAMES = {"jsonl": ("line", "lines"), "json_array": ("JSON-array element", "JSON-array elements"), "json_object": ("JSON document", "JSON documents")}
+
+
+def input_items(files: list[dict]) -> dict[str, int]:
+    """Input items per kind (lines, JSON-array elements, documents), for the summary."""
+    items: dict[str, int] = {}
+    for entry in files:
+        kind = entry.get("layout") if entry.get("layout") in _ITEM_NAMES else "jsonl"
+        items[kind] = items.get(kind, 0) + entry["lines"]
+    return {names[items[kind] != 1]: items[kind] for kind, names in _ITEM_NAMES.items() if items.get(kind)}
+
+
+def describe_counts(summary: dict, where: str) -> list[str]:
+    """The input and record counts, each saying what it counts: an item is a line, or an element
+    of a JSON array; one item can give several records (a Label Studio task gives one per
+    annotation and one per prediction)."""
+    totals = summary["totals"]
+    kinds = input_items(summary["files"])
+    parts = " + ".join(f"{n} {kind}" for kind, n in kinds.items())
+    reconciled = "reconciled" if totals["reconciled"] else "NOT reconciled"
+    out = [
+        f"  input: {totals['lines']} items in {totals['files']} file(s){' = ' + parts if parts else ''}",
+        f"    {totals['ok']} parsed, {totals['dead_letters']} dead letters (refused at read or parse), {totals['blank']} blank "
+        f"({reconciled}: {totals['lines']} = {totals['ok']} + {totals['dead_letters']} + {totals['blank']})",
+    ]
+    if totals["records"] == totals["ok"]:
+        made = f"  records: {totals['records']}, one per parsed item"
+    else:
+        made = (f"  records: {totals['records']} from the {totals['ok']} parsed items "
+                "(an item can give several: a Label Studio task gives one per annotation and per prediction)")
+    out.append(made)
+    written = summary["outputs"].get(RECORDS_OUTPUT)
+    kept = f"    {totals['records_refused']} refused by the record stages, {totals['records_kept']} kept"
+    if written:
+        kept += f"; {written['landed']} written to {storage.join(where, RECORDS_OUTPUT)}"
+    out.append(kept)
+    return out

@@ -105,18 +105,19 @@ def _most_first(counts: dict[str, int]) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def _bar_chart(chart_id: str, bars: list[tuple[str, int]], color: str = _PALETTE[0], width: int = 600, total: int | None = None) -> str:
+def _bar_chart(chart_id: str, bars: list[tuple[str, int]], color: str = _PALETTE[0], width: int = 600, total: int | None = None, label_w: int = 190) -> str:
     """Horizontal bars, one per (label, value), the value (and its share of `total`) at the end."""
     if not bars:
         return '<p class="muted">No data.</p>'
-    row, label_w, top = 18, 190, 4
+    row, top = 18, 4
+    fits = (label_w - 10) // 7  # characters of the label column
     peak = max(v for _, v in bars) or 1
     plot = width - label_w - 70
     parts = []
     for i, (label, value) in enumerate(bars):
         y = top + i * row
         w = max(1.0, plot * value / peak)
-        short = label if len(label) <= 28 else label[:27] + "…"
+        short = label if len(label) <= fits else label[: fits - 1] + "…"
         shown = f"{value:,}" + (f" ({value / total:.0%})" if total else "")
         parts.append(
             f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end"><title>{_e(label)}</title>{_e(short or "(none)")}</text>'
@@ -190,8 +191,42 @@ def _when(value) -> str | None:
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ") if value is not None else None
 
 
+# Card captions that say what a count counts (run.json's keys are kept as data-key).
+_CAPTIONS = {"lines": "input items", "ok": "items parsed", "dead_letters": "dead letters", "records": "records parsed"}
+
+
 def _card(key: str, value, css: str = "") -> str:
-    return f'<div class="card"><div class="v {css}" data-key="{_e(key)}">{_num(value)}</div><div class="k">{_e(key.replace("_", " "))}</div></div>'
+    caption = _CAPTIONS.get(key, key.replace("_", " "))
+    return f'<div class="card"><div class="v {css}" data-key="{_e(key)}">{_num(value)}</div><div class="k">{_e(caption)}</div></div>'
+
+
+def _refused_section(refused: list[dict], outputs: dict, short) -> str:
+    """Rows a writer could not represent in its format: per output and code. The records are
+    kept (records/, the other outputs); the rows are under refused/<format>/."""
+    per_output = {name.split("/", 1)[1]: e["refused"] for name, e in outputs.items() if name.startswith("manifests/")}
+    out = ['<section id="refused"><h2>Refused by output writers</h2><p class="muted">Kept records an output format cannot hold; '
+           'still in records/ and every other output; one row each under refused/&lt;format&gt;/.</p>']
+    if not refused:
+        out.append('<p class="muted">No writer refused a record.</p></section>')
+        return "".join(out)
+    bars = _most_first({f"{name.split('/', 1)[-1]}: {code}": n for (name, code), n in _count_by_output_and_code(refused).items()})
+    out.append(_bar_chart("chart-refused", bars, _PALETTE[2], width=760, label_w=350))
+    landed = {name: outputs.get(f"refused/{name}", {}).get("landed", 0) for name in per_output}
+    out.append(_table(["format", "refused by its writer", "rows in refused/<format>/"],
+                      [[name, n, landed[name]] for name, n in per_output.items()], "t-refused-outputs", {1, 2}))
+    out.append(_table(["output", "code", "file", "count", "example line", "message"],
+                      [[r["output"], r["code"], short(r["uri"]), r["count"], r["example_line"], r["example_message"]] for r in refused],
+                      "t-refused", {3, 4}))
+    out.append("</section>")
+    return "".join(out)
+
+
+def _count_by_output_and_code(rows) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for row in rows:
+        key = (row["output"], row["code"])
+        counts[key] = counts.get(key, 0) + row["count"]
+    return counts
 
 
 def render(summary: dict, tables: dict[str, pa.Table]) -> str:
@@ -216,8 +251,11 @@ def render(summary: dict, tables: dict[str, pa.Table]) -> str:
     for key in ("files", "lines", "ok", "dead_letters", "blank", "records", "records_refused", "records_kept", "records_written"):
         out.append(_card(key, totals.get(key)))
     out.append(f'<div class="card"><div class="v {"ok" if reconciled else "bad"}" data-key="reconciled">{"yes" if reconciled else "NO"}</div><div class="k">reconciled</div></div></div>')
-    out.append(f'<p>{_e(summary.get("exit_meaning"))}. Every input line is a record, a dead letter or a blank line: '
-               f'{_num(totals.get("lines"))} = {_num(totals.get("ok"))} + {_num(totals.get("dead_letters"))} + {_num(totals.get("blank"))}.</p>')
+    out.append(f'<p>{_e(summary.get("exit_meaning"))}. Every input item (a line, or an element of a JSON array such as a Label Studio task) '
+               f'was parsed, is a dead letter or is blank: '
+               f'{_num(totals.get("lines"))} = {_num(totals.get("ok"))} + {_num(totals.get("dead_letters"))} + {_num(totals.get("blank"))}. '
+               f'The {_num(totals.get("ok"))} parsed items gave {_num(totals.get("records"))} records (a Label Studio task gives one per annotation '
+               f'and per prediction).</p>')
     if summary.get("failure"):
         out.append(f'<p class="bad">FAILED: {_e(summary["failure"])}</p>')
     outputs = summary.get("outputs", {})
@@ -275,13 +313,15 @@ def render(summary: dict, tables: dict[str, pa.Table]) -> str:
                       "t-mask-coverage", {1, 2, 3, 4, 5, 6}))
     out.append("</section>")
 
-    letters = rows.get("dead_letters", [])
-    out.append('<section id="dead-letters"><h2>Dead letters by code</h2>')
+    every_letter = rows.get("dead_letters", [])
+    letters = [letter for letter in every_letter if not letter.get("output")]
+    out.append('<section id="dead-letters"><h2>Dead letters by code</h2><p class="muted">Lines and records the job refused (errors/).</p>')
     out.append(_bar_chart("chart-dead-letters", _most_first(_count_by_code(letters)), _PALETTE[3]))
     out.append(_table(["code", "stage", "file", "count", "example line", "message", "raw"],
                       [[letter["code"], letter["stage"], short(letter["uri"]), letter["count"], letter["example_line"], letter["example_message"],
                         _Raw(f"<code class=raw>{_e(' '.join((letter['example_raw'] or '').split())[:240])}</code>")] for letter in letters], "t-dead-letters", {3, 4}))
     out.append("</section>")
+    out.append(_refused_section([letter for letter in every_letter if letter.get("output")], outputs, short))
 
     warnings = rows.get("issues", [])
     out.append('<section id="warnings"><h2>Warnings on kept records, by code</h2>')

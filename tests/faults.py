@@ -2,7 +2,9 @@
 
 Every request is forwarded to the upstream server unless `fail(method, path, headers)` says
 otherwise; a failed request gets its connection closed without a response (what a dying
-endpoint or a reset looks like to a client).
+endpoint or a reset looks like to a client). A request `cut(method, path, headers)` selects is
+answered with the object's full length announced and half its body sent (a connection that
+breaks mid-transfer).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Callable
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, fail: Callable[[str, str, dict], bool] | None = None):
+    def __init__(self, upstream: str, fail: Callable[[str, str, dict], bool] | None = None, cut: Callable[[str, str, dict], bool] | None = None):
         host, port = upstream.split("://", 1)[1].rsplit(":", 1)
         self.upstream = (host, int(port))
         self.fail = fail or (lambda method, path, headers: False)
+        self.cut = cut or (lambda method, path, headers: False)
         self.requests: list[tuple[str, str, bool]] = []
         proxy = self
 
@@ -47,7 +50,12 @@ class FaultProxy:
                 length = response.getheader("Content-Length") if self.command == "HEAD" else None
                 self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
-                if self.command != "HEAD":
+                if self.command != "HEAD" and proxy.cut(self.command, self.path, headers):
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                elif self.command != "HEAD":
                     self.wfile.write(data)
                 conn.close()
 

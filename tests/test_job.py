@@ -57,7 +57,8 @@ def test_samples_end_to_end(tmp_path):
     letters = read_dead_letters(out)
     assert len(letters) == 8
     assert {lab["line"] for lab in letters} == {1, 2, 3, 4, 5, 6, 7, 8}
-    assert all(set(lab) == {"source_uri", "line", "offset", "format", "stage", "code", "severity", "message", "raw"} for lab in letters)
+    assert all(set(lab) == {"source_uri", "line", "offset", "format", "stage", "code", "severity", "message", "raw", "output"} for lab in letters)
+    assert all(lab["output"] is None for lab in letters)  # true dead letters; a writer's refusals go to refused/
     # The manifests read back through the format give the same rows.
     fmt = get_format("sagemaker")
     written = sorted((out / "manifests" / "sagemaker").glob("split=*/part-*-of-*.manifest"))
@@ -271,3 +272,23 @@ def test_a_run_that_keeps_no_record_leaves_a_readable_empty_dataset(tmp_path):
     table = read_records(out)
     assert table.num_rows == 0 and "record_id" in table.column_names
     assert read_run(out)["totals"]["dead_letters"] == 2
+
+
+def test_the_summary_says_what_each_number_counts(tmp_path, capsys):
+    """A Label Studio export is a JSON array of tasks, not lines, and one task gives a record per
+    annotation and per prediction: the summary names items by kind and says why records > ok."""
+    labels = REPO / "samples" / "label_studio"
+    out = tmp_path / "out"
+    code = run(["--input", str(labels / "export.json"), str(SAMPLES / "ground-truth.jsonl"), "--output", str(out), RUNNER,
+                "--validate_masks=false", "--quiet", "--output_format=sagemaker"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    totals = read_run(out)["totals"]
+    files = {Path(f["uri"]).name: f for f in read_run(out)["files"]}
+    elements, lines = files["export.json"]["lines"], files["ground-truth.jsonl"]["lines"]
+    assert f"input: {totals['lines']} items in 2 file(s) = {lines} lines + {elements} JSON-array elements" in printed
+    assert "input lines" not in printed
+    assert totals["records"] > totals["ok"]  # the export has tasks with annotations and predictions
+    assert f"records: {totals['records']} from the {totals['ok']} parsed items (an item can give several:" in printed
+    refused = read_run(out)["outputs"]["manifests/sagemaker"]["refused"]
+    assert refused > 0 and f"{refused} refused: the format cannot hold them (still in records/) -> {out / 'refused' / 'sagemaker'}" in printed

@@ -98,6 +98,30 @@ class _CheckFilesThatLoses(CheckFiles):
         return {**{tag: outputs[tag] for tag in ("dead_letters", "ledger")}, "main": lossy}
 
 
+def test_a_refused_row_lost_on_its_way_to_refused_is_data_loss(tmp_path, capsys, monkeypatch):
+    """Rows a writer refused are counted twice, by the writer (manifests/<fmt>.refused) and from
+    the refused/<fmt>/ files: a refusal that never lands there is data loss, like any row."""
+    original = write_stage._JsonLinesFile.write
+    dropped = []
+
+    def write(self, rows):
+        if not dropped and rows and rows[0].get("output"):
+            dropped.append(rows[0])
+            rows = rows[1:]
+        return original(self, rows)
+
+    monkeypatch.setattr(write_stage._JsonLinesFile, "write", write)
+    out = tmp_path / "out"
+    argv = ["--input", str(REPO / "samples" / "azure_automl" / "*.jsonl"), "--output", str(out), RUNNER, "--output_format=sagemaker"]
+    assert run(argv) == 3
+    assert dropped, "no writer refused a row: the test proves nothing"
+    assert "DATA LOSS in refused/sagemaker" in capsys.readouterr().out
+    summary = json.loads(next((out / ".labelbeam" / "failed").iterdir()).joinpath("run.json").read_text())
+    loss = summary["data_loss"]["refused/sagemaker"]
+    assert loss["landed"] == loss["given"] - 1 and loss["produced"] == summary["outputs"]["manifests/sagemaker"]["refused"]
+    assert set(summary["data_loss"]) == {"refused/sagemaker"}
+
+
 def test_a_stage_that_drops_rows_without_the_ledger_breaks_the_chain(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(job_module, "CheckFiles", _CheckFilesThatLoses)
     out = tmp_path / "out"
@@ -120,7 +144,9 @@ def test_run_json_counts_come_from_the_files(tmp_path):
     lines = sum(len(p.read_bytes().splitlines()) for p in (out / "manifests" / "sagemaker").rglob("*.manifest"))
     assert manifests["landed"] == lines == manifests["given"] - manifests["refused"]
     letters = sum(len(p.read_bytes().splitlines()) for p in (out / "errors").glob("*.jsonl"))
-    assert summary["outputs"]["errors"]["landed"] == letters == summary["totals"]["dead_letters"] + manifests["refused"]
+    assert summary["outputs"]["errors"]["landed"] == letters == summary["totals"]["dead_letters"] + summary["totals"]["records_refused"]
+    refusals = sum(len(p.read_bytes().splitlines()) for p in (out / "refused" / "sagemaker").glob("*.jsonl"))
+    assert summary["outputs"]["refused/sagemaker"]["landed"] == refusals == manifests["refused"]
     assert summary["data_loss"] == {} and summary["totals"]["reconciled"]
 
 

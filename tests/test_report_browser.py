@@ -68,7 +68,7 @@ def check_no_console_errors_no_network_and_a_screenshot(page):
 def check_charts_are_drawn_with_a_size(page):
     tab, _, _ = page
     for chart in ("chart-box_width", "chart-box_height", "chart-box_area", "chart-box_aspect", "chart-objects_per_image",
-                  "chart-image_width", "chart-dead-letters", "chart-warnings", "chart-classes-train-object"):
+                  "chart-image_width", "chart-dead-letters", "chart-refused", "chart-warnings", "chart-classes-train-object"):
         box = tab.locator(f"#{chart}").bounding_box()
         assert box and box["width"] > 300 and box["height"] > 40, chart
         drawn = bars(tab, f"#{chart}")
@@ -96,11 +96,21 @@ def check_numbers_shown_equal_the_parquet_stats(page, demo):
             if h["measure"] == measure:
                 want[str(h["bin"])] += h["count"]
         assert {b["bin"]: b["value"] for b in bars(tab, f"#chart-{measure}")} == dict(want)
-    letters = Counter()
+    letters, refused = Counter(), Counter()
     for letter in stats["dead_letters"]:
-        letters[letter["code"]] += letter["count"]
+        if letter["output"]:
+            refused[f"{letter['output'].split('/', 1)[1]}: {letter['code']}"] += letter["count"]
+        else:
+            letters[letter["code"]] += letter["count"]
     assert {b["label"]: b["value"] for b in bars(tab, "#chart-dead-letters")} == dict(letters)
     assert sum(letters.values()) == run_json["outputs"]["errors"]["landed"]
+    assert {b["label"]: b["value"] for b in bars(tab, "#chart-refused")} == dict(refused)
+    landed = {name: e["landed"] for name, e in run_json["outputs"].items() if name.startswith("refused/")}
+    assert sum(refused.values()) == sum(landed.values()) > 0
+    shown = tab.eval_on_selector_all("#t-refused-outputs tbody tr", "rs => rs.map(r => Array.from(r.cells, c => c.dataset.sort ?? c.textContent))")
+    assert {r[0]: (int(r[1]), int(r[2])) for r in shown} == {
+        name.split("/", 1)[1]: (run_json["outputs"][name.replace("refused/", "manifests/")]["refused"], n) for name, n in landed.items()
+    }
     rows = tab.eval_on_selector_all("#t-files tbody tr", "rs => rs.map(r => Array.from(r.cells, c => c.dataset.sort ?? c.textContent))")
     assert [(int(r[2]), int(r[4]), int(r[6])) for r in rows] == [(i["lines"], i["dead_letters"], i["records_kept"]) for i in stats["inputs"]]
     records = sum(s["records"] for s in stats["summary"])

@@ -113,13 +113,19 @@ def test_label_studio_output_converts_to_coco_with_label_studio_sdk(converted_to
     assert tasks_total == landed(out, "manifests/label_studio")
 
 
+def letters_in(folder: Path) -> list[dict]:
+    return [json.loads(line) for p in folder.rglob("*.jsonl") for line in p.read_text().splitlines()]
+
+
 def test_masks_are_refused_with_a_code_not_dropped(converted_to_label_studio):
     out = converted_to_label_studio
-    letters = [json.loads(line) for p in (out / "errors").glob("*.jsonl") for line in p.read_text().splitlines()]
+    letters = letters_in(out / "refused" / "label_studio")
     masked = [r for r in records(out) if (r["mask"] or {}).get("uri")]
     assert masked  # Lookout for Vision's anomaly masks
     refused = [d for d in letters if d["code"] == "MASK_NOT_WRITTEN"]
     assert len(refused) == len(masked)
+    assert {d["output"] for d in letters} == {"manifests/label_studio"} and {d["stage"] for d in letters} == {"write"}
+    assert not [d for d in letters_in(out / "errors") if d["stage"] == "write"]  # errors/ holds true dead letters only
     written = [t for p in (out / "manifests" / "label_studio").glob("split=*/*.json") for t in json.loads(p.read_text())]
     uris = {t["data"]["image"] for t in written}
     assert not {r["image"]["uri"] for r in masked if r["task"] == "semantic_segmentation"} & uris - {
@@ -136,14 +142,25 @@ def test_no_output_has_an_empty_part_file(demo):
 
 
 def refused_ids(out: Path, output: str) -> dict[str, str]:
-    """record_id -> code of the rows a writer refused (from errors/)."""
+    """record_id -> code of the rows a writer refused (from refused/<format>/)."""
     found = {}
-    for path in (out / "errors").glob("*.jsonl"):
-        for line in path.read_text().splitlines():
-            letter = json.loads(line)
-            if letter["stage"] == "write" and letter["message"].startswith(f"{output}:"):
-                found[re.search(r'"record_id":"([0-9a-f]+)"', letter["raw"]).group(1)] = letter["code"]
+    for letter in letters_in(out / "refused" / output):
+        assert letter["output"] == f"manifests/{output}" and letter["stage"] == "write"
+        found[re.search(r'"record_id":"([0-9a-f]+)"', letter["raw"]).group(1)] = letter["code"]
     return found
+
+
+def test_refused_rows_have_their_own_folder_per_output_counted_from_the_files(demo):
+    summary = json.loads((demo / "run.json").read_text())
+    assert not [d for d in letters_in(demo / "errors") if d["output"] is not None or d["stage"] == "write"]
+    assert summary["outputs"]["errors"]["landed"] == summary["totals"]["dead_letters"] + summary["totals"]["records_refused"]
+    for name in OUTPUTS:
+        manifests, refused = summary["outputs"][f"manifests/{name}"], summary["outputs"][f"refused/{name}"]
+        in_files = letters_in(demo / "refused" / name)
+        assert refused["landed"] == len(in_files) == manifests["refused"] == refused["given"], name
+        assert manifests["landed"] + refused["landed"] == manifests["given"] == summary["totals"]["records_kept"], name
+        assert {d["output"] for d in in_files} <= {f"manifests/{name}"}
+    assert sum(summary["outputs"][f"refused/{name}"]["landed"] for name in OUTPUTS) > 0
 
 
 def test_coco_output_loads_in_pycocotools_with_the_records_counts_and_values(demo):

@@ -6,7 +6,9 @@ docs/errors.md is generated from this table (`python -m transforms.errors > docs
 test keeps the two equal and another finds code strings written anywhere else).
 
 Severity `error` sends a record to the dead letters under errors/; `warning` keeps the record
-with an entry in its `issues` column. A validation profile (transforms/checks/profiles.py) may
+with an entry in its `issues` column. A writer's refusal (a record kept in records/ that one
+--output_format cannot represent) is the same row with `output` naming that output, and lands
+under refused/<format>/ instead. A validation profile (transforms/checks/profiles.py) may
 raise a warning to an error for the target it prepares data for.
 """
 
@@ -146,7 +148,7 @@ DEAD_LETTERS = "dead_letters"
 
 # Raw text kept in a dead letter, in characters: enough to see the problem, bounded.
 RAW_TEXT_LIMIT = 4096
-DEAD_LETTER_FIELDS = ("source_uri", "line", "offset", "format", "stage", "code", "severity", "message", "raw")
+DEAD_LETTER_FIELDS = ("source_uri", "line", "offset", "format", "stage", "code", "severity", "message", "raw", "output")
 
 
 def default_severity(code: str) -> str:
@@ -181,8 +183,11 @@ def dead_letter(
     message: str,
     raw: bytes | str | None,
     severity: str = ERROR,
+    output: str | None = None,
 ) -> dict:
-    """One dead-letter row (a plain dict, written as one JSON line under errors/)."""
+    """One dead-letter row (a plain dict, written as one JSON line under errors/). `output` names
+    the output whose writer refused a kept record (e.g. manifests/coco); None for a true dead
+    letter, a line or record the job itself refused."""
     if isinstance(raw, (bytes, bytearray, memoryview)):
         raw = bytes(raw[: RAW_TEXT_LIMIT * 4]).decode("utf-8", errors="replace")
     if raw is not None and len(raw) > RAW_TEXT_LIMIT:
@@ -199,14 +204,15 @@ def dead_letter(
         "severity": severity,
         "message": message,
         "raw": raw,
+        "output": output,
     }
 
 
-def row_dead_letter(row: dict, stage: str, code: str, message: str) -> dict:
+def row_dead_letter(row: dict, stage: str, code: str, message: str, output: str | None = None) -> dict:
     """A dead letter for a canonical row refused after normalization (validate, write stages)."""
     source = row.get("source") or {}
     where = Provenance(source.get("uri") or "", source.get("line") or 0, source.get("offset") or 0, source.get("format"))
-    return dead_letter(where, stage, code, message, row_json(row))
+    return dead_letter(where, stage, code, message, row_json(row), output=output)
 
 
 def row_json(row: dict) -> str:
@@ -237,6 +243,12 @@ def catalogue_markdown(profile_errors: dict[str, frozenset[str]] | None = None) 
         "lists them. The stage is the step that raises the code (docs/architecture.md).",
         "",
         f"A dead letter is one JSON line with the fields {', '.join(DEAD_LETTER_FIELDS)}.",
+        "`output` is null for the dead letters in `errors/`: lines and records the job refused. A",
+        "writer that cannot represent a kept record in its format (the codes of stage `write`)",
+        "refuses it for that output only: the row, with `output` naming it (`manifests/coco`), goes to",
+        "`refused/<format>/`, and the record stays in `records/` and in every other output. run.json",
+        "counts them per output: `outputs[\"manifests/<format>\"].refused` rows refused, and",
+        "`outputs[\"refused/<format>\"].landed` rows counted in those files; the two must agree.",
         "",
     ]
     for group, title in GROUPS.items():

@@ -247,6 +247,7 @@ def within_roots(url: str, roots) -> bool:
 
 # -- why storage failed --------------------------------------------------------------------
 NOT_FOUND, NO_CREDENTIALS, ACCESS_DENIED, UNREACHABLE, IO_ERROR = "not_found", "no_credentials", "access_denied", "unreachable", "io_error"
+REASONS = (NOT_FOUND, NO_CREDENTIALS, ACCESS_DENIED, UNREACHABLE, IO_ERROR)
 # Exception class names (botocore, aiohttp, urllib3, google-auth, azure) by reason, matched over
 # the MRO so no storage SDK is imported here.
 _REASON_BY_NAME = {
@@ -264,6 +265,11 @@ _REASON_BY_NAME = {
     "ServerTimeoutError": UNREACHABLE,
     "ServiceRequestError": UNREACHABLE,
     "NewConnectionError": UNREACHABLE,
+    # a transfer cut short (fewer bytes than Content-Length): the connection broke mid-read
+    "ClientPayloadError": IO_ERROR,
+    "IncompleteRead": IO_ERROR,
+    "IncompleteReadError": IO_ERROR,
+    "ResponseStreamingError": IO_ERROR,
 }
 
 

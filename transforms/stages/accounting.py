@@ -32,6 +32,8 @@ from apache_beam.transforms.window import GlobalWindows
 from transforms import errors, storage
 
 LEDGER = "ledger"
+# A storage reason as FILE_UNREADABLE messages name it ("<uri>: unreachable: ..." or "unreachable: ...").
+_REASON_PATTERN = r"(?:^|: )(?P<reason>" + "|".join(storage.REASONS) + r"): "
 # The key of counts that belong to an output, not to an input file.
 OUTPUTS = "__outputs__"
 # Read by the driver once the job is done (under the run's staging folder).
@@ -86,6 +88,20 @@ class Ledger:
         counted = table.group_by(["uri", "code"], use_threads=False).aggregate([("code", "count")])
         for uri, code, n in zip(*(counted.column(c).to_pylist() for c in ("uri", "code", "code_count"))):
             self.add(uri, {"warnings": {code: n}})
+        self._storage_reasons(table.append_column("message", pc.struct_field(flat, "message")))
+
+    def _storage_reasons(self, issues: pa.Table) -> None:
+        """FILE_UNREADABLE per storage reason (named in its message), so one outage reads as one
+        cause with a count: `FILE_UNREADABLE 90122 (unreachable 90122)`."""
+        unreadable = issues.filter(pc.equal(issues.column("code"), errors.FILE_UNREADABLE))
+        if unreadable.num_rows == 0:
+            return
+        found = pc.extract_regex(unreadable.column("message"), _REASON_PATTERN)
+        reasons = pc.fill_null(pc.struct_field(found, "reason"), "other")
+        table = pa.table({"uri": unreadable.column("uri"), "reason": reasons})
+        counted = table.group_by(["uri", "reason"], use_threads=False).aggregate([("reason", "count")])
+        for uri, reason, n in zip(*(counted.column(c).to_pylist() for c in ("uri", "reason", "reason_count"))):
+            self.add(uri, {"warning_reasons": {errors.FILE_UNREADABLE: {reason: n}}})
 
     def refused(self, stage: str, letter: dict) -> None:
         self.add(letter["source_uri"], {"stages": {stage: {"refused": {letter["code"]: 1}}}})
@@ -224,6 +240,7 @@ def file_entries(counters: dict, record_stages: list[str]) -> list[dict]:
         entry["skipped"] = counts.get("skipped", {})
         entry["dead_letter_codes"] = counts.get("dead_letter_codes", {})
         entry["warnings"] = dict(sorted(counts.get("warnings", {}).items()))
+        entry["warning_reasons"] = counts.get("warning_reasons", {})
         entry["expected_lines"] = int(counts.get("expected_lines", entry["lines"]))
         entry["incomplete_reads"] = int(counts.get("incomplete_reads", 0))
         entry["complete"] = entry["lines"] == entry["expected_lines"] and not entry["incomplete_reads"]

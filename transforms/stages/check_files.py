@@ -28,6 +28,7 @@ from apache_beam.metrics import Metrics
 from transforms import errors, schema, storage
 from transforms.checks import images, masks, profiles, rle
 from transforms.checks.pool import BoundedRunner, PixelBudget, Task
+from transforms.logs import CauseLog
 from transforms.stages.accounting import Accounted
 from transforms.stages.validate import judge
 
@@ -109,13 +110,14 @@ class FileChecker:
             require_white_background=self.profile.mask_background_white,
         )
         self.budget = decode_budget(config.decode_budget_pixels)
+        self.failures = CauseLog(_LOG)  # one traceback per cause, then counts
 
     def check(self, task: Task) -> tuple[dict, list[tuple[str, str]], bool]:
         """(the row with what was found filled in, findings, whether the image was probed)."""
         try:
             return self._check(task)
         except Exception as exc:  # noqa: BLE001 - one record's surprise never stops the batch
-            _LOG.exception("file checks failed for %s", (task.payload.get("source") or {}).get("uri"))
+            self.failures.failed(f"file checks failed for {(task.payload.get('source') or {}).get('uri')}", exc)
             return task.payload, [(errors.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")], False
 
     def _check(self, task: Task):
@@ -281,6 +283,9 @@ class _CheckFilesFn(beam.DoFn):
         self._runner = BoundedRunner(self._config.concurrency, self._config.timeout_seconds)
         self._counters: dict[str, object] = {}
         self._validated = Metrics.counter("check_files", "masks_validated")
+
+    def finish_bundle(self):
+        self._checker.failures.flush()
 
     def teardown(self):
         runner = getattr(self, "_runner", None)

@@ -19,6 +19,7 @@ from transforms.checks import numbers
 from transforms.errors import CATALOGUE, Provenance, RecordError
 from transforms.fast.normalize import FastNormalizer
 from transforms.formats.base import ParseContext, get_format
+from transforms.logs import CauseLog
 from transforms.schema import RawBatch
 from transforms.stages.accounting import LEDGER
 
@@ -55,6 +56,7 @@ class RecordNormalizer:
         self._contexts: dict[tuple[str, str | None], ParseContext] = {}
         # columnar fast path (transforms/fast/) for the lines it fully understands
         self._fast = FastNormalizer(self._context, self.normalize_with_plugin) if fast else None
+        self.failures = CauseLog(_LOG)  # one traceback per cause, then counts
 
     def _context(self, uri: str, format_name: str | None) -> ParseContext:
         ctx = self._contexts.get((uri, format_name))
@@ -91,7 +93,7 @@ class RecordNormalizer:
                 dead.append(errors.dead_letter(where, stage, exc.code, exc.message, raw))
                 continue
             except Exception as exc:  # a plugin bug must not stop the job: keep the evidence
-                _LOG.exception("format %s failed on %s:%s", batch.format, where.uri, where.line)
+                self.failures.failed(f"format {batch.format} failed on {where.uri}:{where.line}", exc)
                 dead.append(errors.dead_letter(where, STAGE, errors.INTERNAL_ERROR, repr(exc), raw))
                 continue
             counts["ok"] += 1
@@ -151,6 +153,9 @@ class _NormalizeFn(beam.DoFn):
 
     def setup(self):
         self._normalizer = RecordNormalizer(self._format_options, self._relative_to)
+
+    def finish_bundle(self):
+        self._normalizer.failures.flush()
 
     def process(self, batch: RawBatch):
         built, dead, counts = self._normalizer.normalize(batch)

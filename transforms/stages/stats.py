@@ -72,7 +72,7 @@ _TABLES = {
         order=("example_line", "example_message"),
     ),
     "dead_letters": _Table(
-        ("stage", "code", "uri"),
+        ("output", "stage", "code", "uri"),
         {"count": "sum", "example_line": "first", "example_message": "first", "example_raw": "first"},
         order=("example_line", "example_message", "example_raw"),
     ),
@@ -272,7 +272,7 @@ def _issues(batch, split) -> pa.Table:
 
 
 _LETTER_SCHEMA = pa.schema([
-    ("stage", pa.string()), ("code", pa.string()), ("uri", pa.string()), ("count", pa.int64()),
+    ("output", pa.string()), ("stage", pa.string()), ("code", pa.string()), ("uri", pa.string()), ("count", pa.int64()),
     ("example_line", pa.int64()), ("example_message", pa.string()), ("example_raw", pa.string()),
 ])
 
@@ -281,7 +281,7 @@ def summarise_dead_letters(letters: list[dict]) -> dict[str, pa.Table]:
     """Dead-letter dicts (errors.dead_letter) -> the dead_letters partial table."""
     rows = [
         {
-            "stage": letter.get("stage") or "", "code": letter.get("code") or "", "uri": letter.get("source_uri") or "",
+            "output": letter.get("output") or "", "stage": letter.get("stage") or "", "code": letter.get("code") or "", "uri": letter.get("source_uri") or "",
             "count": 1, "example_line": letter.get("line"), "example_message": letter.get("message"),
             "example_raw": letter.get("raw"),
         }

@@ -9,7 +9,7 @@ fails and is retried leaves its temporaries unnamed: only the names a committed 
 are published, so a retry never duplicates rows.
 
 What landed is counted from the files themselves: the finalize step reads each published file's
-Parquet footer (records/) or counts its elements (manifests/, errors/), and reports the counts to
+Parquet footer (records/) or counts its elements (manifests/, errors/, refused/), and reports the counts to
 the ledger next to what the writers were given and refused (transforms/stages/accounting.py).
 Partitions with nothing in them get no file.
 
@@ -170,7 +170,7 @@ class _ManifestFile:
 
     def _letters(self, ctx: WriteContext) -> list[dict]:
         return [
-            errors.row_dead_letter(row, WRITE_STAGE, code, f"{self.format.name}: {message}")
+            errors.row_dead_letter(row, WRITE_STAGE, code, f"{self.format.name}: {message}", output=manifests_output(self.format.name))
             for row, code, message in ctx.rejected
         ]
 
@@ -380,10 +380,17 @@ def ensure_records_dataset(root: str, store: storage.Storage, columns: tuple[str
 
 RECORDS_OUTPUT = "records"
 ERRORS_OUTPUT = "errors"
+REFUSED_FOLDER = "refused"
 
 
 def manifests_output(format_name: str) -> str:
     return f"manifests/{format_name}"
+
+
+def refused_output(format_name: str) -> str:
+    """Where the rows the writer of `format_name` refused land: apart from true dead letters,
+    because the record itself was kept (records/ and the other outputs have it)."""
+    return f"{REFUSED_FOLDER}/{format_name}"
 
 
 @beam.typehints.with_input_types(pa.RecordBatch)
@@ -443,13 +450,15 @@ def _dead_letters_in_one_partition(letter):
 
 @beam.typehints.with_input_types(dict)
 class WriteDeadLetters(beam.PTransform):
-    """Dead-letter dicts (one or several PCollections) -> JSON lines under <root>/part-*.jsonl."""
+    """Dead-letter dicts (one or several PCollections) -> JSON lines under <root>/part-*.jsonl,
+    counted as `output` (errors, or refused/<format> for one writer's refusals)."""
 
-    def __init__(self, root: str, store: storage.Storage):
+    def __init__(self, root: str, store: storage.Storage, output: str = ERRORS_OUTPUT):
         super().__init__()
         self._root = root
         self._storage = store
+        self._output = output
 
     def expand(self, letters):
-        return letters | _WriteFiles(ERRORS_OUTPUT, self._root, _JsonLinesFile, _dead_letters_in_one_partition, self._storage)
+        return letters | _WriteFiles(self._output, self._root, _JsonLinesFile, _dead_letters_in_one_partition, self._storage)
 
