@@ -204,7 +204,7 @@ class FileChecks:
         return sum(1 for row in rows if busy(row)) / len(rows)
 
 
-def shard_bytes(shard_size: int, sample: list, head_bytes: int, fmt, checks: FileChecks) -> int:
+def shard_bytes(shard_size: int, sample: list, line_bytes: float, fmt, checks: FileChecks) -> int:
     """Bytes per shard: `shard_size`, smaller when records reference files to check, so that a
     shard holds about FILE_CHECKS_PER_SHARD of them."""
     if fmt is None or not sample or not (checks.masks or checks.images):
@@ -219,8 +219,7 @@ def shard_bytes(shard_size: int, sample: list, head_bytes: int, fmt, checks: Fil
     share = checks.share(rows)
     if share == 0:
         return shard_size
-    line_bytes = max(head_bytes / max(len(sample), 1), 1.0)
-    return int(max(MIN_SHARD_SIZE, min(shard_size, line_bytes * FILE_CHECKS_PER_SHARD / share)))
+    return int(max(MIN_SHARD_SIZE, min(shard_size, max(line_bytes, 1.0) * FILE_CHECKS_PER_SHARD / share)))
 
 
 class _PlanShardsFn(beam.DoFn):
@@ -256,7 +255,9 @@ class _PlanShardsFn(beam.DoFn):
         if layout != JSONL or compression:
             yield Shard(uri, 0, 0, -1, layout, name, compression)
             return
-        step = shard_bytes(self._shard_size, sample, len(head), get_format(name) if name else None, self._checks)
+        # the head holds more lines than the sample's first records: its own lines give their size
+        line_bytes = len(head) / max(head.count(b"\n"), 1)
+        step = shard_bytes(self._shard_size, sample, line_bytes, get_format(name) if name else None, self._checks)
         if size <= step:
             yield Shard(uri, 0, 0, -1, layout, name, compression)
             return
