@@ -116,7 +116,8 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
     written = records | "WriteRecords" >> WriteRecords(storage.join(out, "records"), store)
     ledgers += written[LEDGER]
     if job.find_duplicates:  # a shuffle of one key per record: opt-in, memory grows with the input
-        records | "FindDuplicates" >> FindDuplicates(storage.join(out, "stats", "duplicates.parquet"), store)
+        # the records as the sources hold them, before a duplicate policy folds any
+        checked["main"] | "FindDuplicates" >> FindDuplicates(storage.join(out, "stats", "duplicates.parquet"), store)
     options = job.format_options()
     for name in job.write.formats:
         manifests = records | f"WriteManifests[{name}]" >> WriteManifests(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.normalize_manifests import run
@@ -47,9 +48,9 @@ def _inputs(folder: Path) -> list[str]:
     return [str(folder / "a-gt.manifest"), str(folder / "b-export.json")]
 
 
-def _run(tmp_path: Path, policy: str) -> tuple[Path, dict, list[dict]]:
+def _run(tmp_path: Path, policy: str, *extra: str) -> tuple[Path, dict, list[dict]]:
     out = tmp_path / "out"
-    args = ["--input", *_inputs(tmp_path), "--output", str(out), "--runner=FnApiRunner", "--output_format=jsonl", "--on_duplicate", policy]
+    args = ["--input", *_inputs(tmp_path), "--output", str(out), "--runner=FnApiRunner", "--output_format=jsonl", "--on_duplicate", policy, *extra]
     assert run(args) == 0
     summary = json.loads((out / "run.json").read_text())
     rows = ds.dataset(out / "records", format="parquet", partitioning="hive").to_table().to_pylist()
@@ -111,7 +112,7 @@ def test_error_makes_every_record_of_a_conflicting_image_a_dead_letter(tmp_path)
 
 
 def test_first_keeps_the_record_of_the_smallest_source(tmp_path):
-    _, summary, rows = _run(tmp_path, "first")
+    out, summary, rows = _run(tmp_path, "first", "--find_duplicates")
     images = _by_image(rows)
     assert len(rows) == len(images) == CLASSIFIED + DETECTED
     assert {Path(r["source"]["uri"]).name for r in rows} == {"a-gt.manifest"}
@@ -122,6 +123,10 @@ def test_first_keeps_the_record_of_the_smallest_source(tmp_path):
     assert files["b-export.json"]["stages"][errors.DEDUPE]["superseded"] == CLASSIFIED + DETECTED
     assert files["b-export.json"]["records_kept"] == 0 and files["a-gt.manifest"]["records_kept"] == CLASSIFIED + DETECTED
     assert summary["totals"]["records_superseded"] == CLASSIFIED + DETECTED
+    # the duplicates report lists the records as the sources hold them, before the policy
+    report = pq.read_table(out / "stats" / "duplicates.parquet").to_pylist()
+    assert len(report) == CLASSIFIED + DETECTED and all(d["records"] == 2 for d in report)
+    assert [d["image"] for d in report if d["status"] == "conflict"] == [CONFLICTED]
 
 
 def test_merge_unions_objects_of_two_jobs_and_labels_of_two_files(tmp_path):
