@@ -9,10 +9,10 @@ The record path is one chain of ParDos with no shuffle and no flatten in it
 (ReadShards -> Normalize -> ValidateRecords -> CheckFiles -> AssignSplit -> writers), so every
 runner fuses it into one stage and no stage ever holds the dataset: memory stays flat as inputs
 grow. Dead letters are written where they are produced, by the stage that refused them.
-Two exceptions: a duplicate policy (--on_duplicate, off by default) groups the records by image
-before the split, on request only; and a writer that numbers classes without a pinned class list
-(sagemaker, coco) first collects the output's class names (transforms/stages/write.py), and
-waits for them.
+One exception, on request only: a duplicate policy (--on_duplicate) groups the records by image
+before the split. Writers that number classes without a pinned class list (sagemaker, coco)
+write from records/ once it has landed, with every class name known (RereadRecords in
+transforms/stages/write.py), so they hold nothing back either.
 
 Exit codes (a scheduler acts on them; docs/scheduling.md):
   0  done, every input line accounted for, outputs published with _SUCCESS
@@ -37,6 +37,7 @@ from pipelines import incremental, progress, publish, report, runners
 from pipelines.config import JobConfig
 from pipelines.options import ConfigError, parse_launch
 from transforms import errors, storage
+from transforms.formats.base import get_format
 from transforms.stages.accounting import COUNTERS_FILE, LEDGER, WriteCounters
 from transforms.stages.check_files import CheckFiles, FileCheckConfig
 from transforms.stages.dedupe import ResolveDuplicates
@@ -47,7 +48,7 @@ from transforms.stages.read import BATCHES, FileChecks, ReadManifests
 from transforms.stages.split import AssignSplit
 from transforms.stages.stats import ComputeStatistics
 from transforms.stages.validate import ValidateRecords
-from transforms.stages.write import WriteDeadLetters, WriteManifests, WriteRecords, manifests_output
+from transforms.stages.write import CLASSES, PUBLISHED, RereadRecords, WriteDeadLetters, WriteManifests, WriteRecords, manifests_output
 
 # The record stages, in graph order: each reports rows in / out / refused to the ledger.
 RECORD_STAGES = (errors.VALIDATE, errors.CHECK_FILES, "split")
@@ -113,15 +114,19 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
     dead_letters = [stage[errors.DEAD_LETTERS] for stage in stage_outputs]
     stage_letters = list(zip((errors.NORMALIZE, *record_stages(job)), dead_letters))  # split refuses nothing
 
-    written = records | "WriteRecords" >> WriteRecords(storage.join(out, "records"), store)
+    options = job.format_options()
+    numbered = [name for name in job.write.formats if get_format(name).needs_class_names(options[name])]
+    written = records | "WriteRecords" >> WriteRecords(storage.join(out, "records"), store, collect_classes=bool(numbered))
     ledgers += written[LEDGER]
+    if numbered:  # writers that number classes read records/ back, with every class name known
+        reread = written[PUBLISHED] | "RereadRecords" >> RereadRecords(store, job.read.batch_size)
     if job.find_duplicates:  # a shuffle of one key per record: opt-in, memory grows with the input
         # the records as the sources hold them, before a duplicate policy folds any
         checked["main"] | "FindDuplicates" >> FindDuplicates(storage.join(out, "stats", "duplicates.parquet"), store)
-    options = job.format_options()
     for name in job.write.formats:
-        manifests = records | f"WriteManifests[{name}]" >> WriteManifests(
-            storage.join(out, "manifests", name), name, options[name], store
+        source, names = (reread["records"], reread[CLASSES]) if name in numbered else (records, None)
+        manifests = source | f"WriteManifests[{name}]" >> WriteManifests(
+            storage.join(out, "manifests", name), name, options[name], store, class_names=names
         )
         ledgers += manifests[LEDGER]
         dead_letters += manifests[errors.DEAD_LETTERS]

@@ -47,6 +47,7 @@ def test_every_consumer_of_the_record_path_is_a_fusable_pardo(tmp_path):
     launch = parse_launch([
         "--input", str(REPO / "samples" / "*" / "*.manifest"), "--output", str(tmp_path / "out"), "--runner=FnApiRunner",
         "--output_format=azure_automl", "--output_format=label_studio", "--output_format=jsonl",
+        "--output_format=sagemaker", "--output_format=coco",  # these number classes without a pinned list
     ])
     pipeline = runners.new_pipeline(launch.pipeline_options)
     graph = build(pipeline, launch.job, str(tmp_path / "staging"))

@@ -208,3 +208,26 @@ def test_an_accounted_stage_counts_in_out_and_refused_per_file():
     assert counts["stages"]["validate"] == {"in": 7, "out": 4, "refused": {errors.INTERNAL_ERROR: 3}}
     entry = accounting.file_entries({URI: {"lines": 7, "ok": 7, "records": 7, **counts}}, ["validate"])[0]
     assert entry["reconciled"] and entry["records_kept"] == 4 and entry["records_refused"] == 3
+
+
+def test_records_files_read_back_into_the_rows_written_with_their_class_names(tmp_path):
+    """What the class-numbering writers get from records/ equals what was written, partition
+    columns included, and the file's summary names every class in it."""
+    from transforms import storage
+
+    batch = _records(40)
+    store = storage.Storage({})
+    read = write_stage._ReadRecordsFileFn(store, batch_rows=7)
+    back = []
+    for partition, piece in write_stage.partition_batch(batch, schema.PARTITION_COLUMNS):
+        path = tmp_path / partition.replace("/", "_")
+        with open(path, "wb") as handle:
+            written = write_stage._ParquetFile(handle, collect_classes=True)
+            written.write(piece)
+            written.close()
+        assert written.summary[write_stage.CLASSES] == write_stage.class_names(piece)
+        back += [b for b in read.process((partition, str(path)))]
+    assert all(b.schema.equals(schema.SCHEMA) and b.num_rows <= 7 for b in back)
+    key = lambda row: row["record_id"]  # noqa: E731
+    assert sorted(pa.Table.from_batches(back).to_pylist(), key=key) == sorted(batch.to_pylist(), key=key)
+    assert write_stage.partition_values("split=train/task=__null__") == {"split": "train", "task": None}
