@@ -42,7 +42,8 @@ INPUTS_TABLE = "inputs.parquet"
 _INPUT_COLUMNS = {
     "uri": pa.string(), "format": pa.string(), "layout": pa.string(), "bytes": pa.int64(),
     "lines": pa.int64(), "ok": pa.int64(), "dead_letters": pa.int64(), "blank": pa.int64(),
-    "records": pa.int64(), "records_refused": pa.int64(), "records_kept": pa.int64(),
+    "records": pa.int64(), "records_refused": pa.int64(), "records_superseded": pa.int64(), "records_merged": pa.int64(),
+    "records_kept": pa.int64(),
     "warnings": pa.int64(), "complete": pa.bool_(), "reconciled": pa.bool_(),
 }
 

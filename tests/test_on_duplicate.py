@@ -123,6 +123,8 @@ def test_first_keeps_the_record_of_the_smallest_source(tmp_path):
     assert files["b-export.json"]["stages"][errors.DEDUPE]["superseded"] == CLASSIFIED + DETECTED
     assert files["b-export.json"]["records_kept"] == 0 and files["a-gt.manifest"]["records_kept"] == CLASSIFIED + DETECTED
     assert summary["totals"]["records_superseded"] == CLASSIFIED + DETECTED
+    inputs = {Path(i["uri"]).name: i for i in pq.read_table(out / "stats" / "inputs.parquet").to_pylist()}
+    assert (inputs["b-export.json"]["records_superseded"], inputs["b-export.json"]["records_kept"]) == (CLASSIFIED + DETECTED, 0)
     # the duplicates report lists the records as the sources hold them, before the policy
     report = pq.read_table(out / "stats" / "duplicates.parquet").to_pylist()
     assert len(report) == CLASSIFIED + DETECTED and all(d["records"] == 2 for d in report)
