@@ -25,6 +25,7 @@ from typing import Any
 
 from transforms import partitions, settings, storage
 from transforms.checks.profiles import PROFILES
+from transforms.dedupe import POLICIES
 from transforms.formats.base import format_names, get_format, input_format_names
 from transforms.settings import SettingError, setting
 from transforms.split_rules import DEFAULT_RATIOS, SPLIT_BY, parse_group, parse_ratios
@@ -110,6 +111,7 @@ class JobConfig:
     incremental: bool = setting(False, help="read only files new or changed since the last successful run; write a run partition under --output (docs/scheduling.md)", flag="incremental")
     run_partition: str | None = setting(None, help="with --incremental: the partition this run writes (default run_date=<today, UTC>)", flag="run_partition")
     find_duplicates: bool = setting(False, help="write stats/duplicates.parquet (images with several records; holds one small key per record until the job ends, so memory grows with the input)", flag="find_duplicates")
+    on_duplicate: str | None = setting(None, help="several records of one image (by normalized URI): keep_all keeps them and marks conflicting image labels, first keeps the smallest by (source URI, line, attribute), merge unions their labels and objects, error makes conflicting images dead letters; unset, records are not compared and nothing is grouped (a policy groups whole records by image: memory grows with the input on local runners, docs/formats.md)", flag="on_duplicate", choices=POLICIES)
     quiet: bool = setting(False, help="print no progress while the job runs (local runners print a line every few seconds)", flag="quiet")
     read: ReadConfig = setting(ReadConfig, help="how manifests are read")
     storage: dict = setting({}, help="fsspec storage options, flat or keyed by protocol", flag="storage_options", parse=settings.parse_json_object)

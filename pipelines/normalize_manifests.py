@@ -9,9 +9,11 @@ The record path is one chain of ParDos with no shuffle and no flatten in it
 (ReadShards -> Normalize -> ValidateRecords -> CheckFiles -> AssignSplit -> writers), so every
 runner fuses it into one stage and no stage ever holds the dataset: memory stays flat as inputs
 grow. Dead letters are written where they are produced, by the stage that refused them (errors/;
-a writer's refusals of records it cannot represent, apart, in refused/<format>/). The
-one exception: a writer that numbers classes without a pinned class list (sagemaker, coco) first
-collects the output's class names (transforms/stages/write.py), and waits for them.
+a writer's refusals of records it cannot represent, apart, in refused/<format>/).
+One exception, on request only: a duplicate policy (--on_duplicate) groups the records by image
+before the split. Writers that number classes without a pinned class list (sagemaker, coco)
+write from records/ once it has landed, with every class name known (RereadRecords in
+transforms/stages/write.py), so they hold nothing back either.
 
 Exit codes (a scheduler acts on them; docs/scheduling.md):
   0  done, every input line accounted for, outputs published with _SUCCESS
@@ -36,8 +38,10 @@ from pipelines import incremental, progress, publish, report, runners
 from pipelines.config import JobConfig
 from pipelines.options import ConfigError, parse_launch
 from transforms import errors, storage
+from transforms.formats.base import get_format
 from transforms.stages.accounting import COUNTERS_FILE, LEDGER, WriteCounters
 from transforms.stages.check_files import CheckFiles, FileCheckConfig
+from transforms.stages.dedupe import ResolveDuplicates
 from transforms.stages.duplicates import FindDuplicates
 from transforms.stages.normalize import RECORDS, NormalizeRecords
 from transforms.stages.progress import CountProgress
@@ -46,8 +50,11 @@ from transforms.stages.split import AssignSplit
 from transforms.stages.stats import ComputeStatistics
 from transforms.stages.validate import ValidateRecords
 from transforms.stages.write import (
+    CLASSES,
     ERRORS_OUTPUT,
+    PUBLISHED,
     RECORDS_OUTPUT,
+    RereadRecords,
     WriteDeadLetters,
     WriteManifests,
     WriteRecords,
@@ -57,6 +64,13 @@ from transforms.stages.write import (
 
 # The record stages, in graph order: each reports rows in / out / refused to the ledger.
 RECORD_STAGES = (errors.VALIDATE, errors.CHECK_FILES, "split")
+
+
+def record_stages(job: JobConfig) -> tuple[str, ...]:
+    """The record stages of this job: a duplicate policy adds its stage before the split."""
+    if not job.on_duplicate:
+        return RECORD_STAGES
+    return (errors.VALIDATE, errors.CHECK_FILES, errors.DEDUPE, "split")
 
 
 def file_check_config(job: JobConfig) -> FileCheckConfig:
@@ -99,23 +113,36 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
     normalized = read[BATCHES] | "NormalizeRecords" >> NormalizeRecords(job.format_options(), job.read.relative_to)
     validated = normalized[RECORDS] | "ValidateRecords" >> ValidateRecords(job.validate.profile)
     checked = validated["main"] | "CheckFiles" >> CheckFiles(checks, store)
-    split = checked["main"] | "AssignSplit" >> AssignSplit(
+    stage_outputs = [normalized, validated, checked]
+    kept = checked["main"]
+    if job.on_duplicate:  # a GroupByKey of whole records by image: only when the user names a policy
+        resolved = kept | "ResolveDuplicates" >> ResolveDuplicates(job.on_duplicate, job.read.batch_size)
+        stage_outputs.append(resolved)
+        kept = resolved["main"]
+    split = kept | "AssignSplit" >> AssignSplit(
         job.split.ratios, job.split.salt, by=job.split.by, group=job.split.group_key(), keep_input=job.split.keep_input
     )
     records = split["main"]
 
-    ledgers = [read[LEDGER], normalized[LEDGER], validated[LEDGER], checked[LEDGER], split[LEDGER]]
-    dead_letters = [normalized[errors.DEAD_LETTERS], validated[errors.DEAD_LETTERS], checked[errors.DEAD_LETTERS]]
+    ledgers = [read[LEDGER], *(stage[LEDGER] for stage in stage_outputs), split[LEDGER]]
+    dead_letters = [stage[errors.DEAD_LETTERS] for stage in stage_outputs]
+    stage_letters = list(zip((errors.NORMALIZE, *record_stages(job)), dead_letters))  # split refuses nothing
 
-    written = records | "WriteRecords" >> WriteRecords(storage.join(out, "records"), store, job.write.records_partitions())
-    ledgers += written[LEDGER]
-    if job.find_duplicates:  # a shuffle of one key per record: opt-in, memory grows with the input
-        records | "FindDuplicates" >> FindDuplicates(storage.join(out, "stats", "duplicates.parquet"), store)
     options = job.format_options()
+    numbered = [name for name in job.write.formats if get_format(name).needs_class_names(options[name])]
+    partitions = job.write.records_partitions()
+    written = records | "WriteRecords" >> WriteRecords(storage.join(out, RECORDS_OUTPUT), store, partitions, collect_classes=bool(numbered))
+    ledgers += written[LEDGER]
+    if numbered:  # writers that number classes read records/ back, with every class name known
+        reread = written[PUBLISHED] | "RereadRecords" >> RereadRecords(store, job.read.batch_size, partitions)
+    if job.find_duplicates:  # a shuffle of one key per record: opt-in, memory grows with the input
+        # the records as the sources hold them, before a duplicate policy folds any
+        checked["main"] | "FindDuplicates" >> FindDuplicates(storage.join(out, "stats", "duplicates.parquet"), store)
     refusals = []
     for name in job.write.formats:
-        manifests = records | f"WriteManifests[{name}]" >> WriteManifests(
-            storage.join(out, "manifests", name), name, options[name], store, job.write.manifest_partitions()
+        source, names = (reread["records"], reread[CLASSES]) if name in numbered else (records, None)
+        manifests = source | f"WriteManifests[{name}]" >> WriteManifests(
+            storage.join(out, "manifests", name), name, options[name], store, job.write.manifest_partitions(), class_names=names
         )
         ledgers += manifests[LEDGER]
         refused = tuple(manifests[errors.DEAD_LETTERS]) | f"WriteRefused[{name}]" >> WriteDeadLetters(
@@ -128,12 +155,12 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
     (records, all_letters) | "ComputeStatistics" >> ComputeStatistics(storage.join(out, "stats"), store)
     read[BATCHES] | "ProgressLines" >> CountProgress("lines", progress_dir)
     records | "ProgressRecords" >> CountProgress("records", progress_dir)
-    for stage, stage_letters in zip((errors.NORMALIZE, *RECORD_STAGES), dead_letters):  # fused with their stage
-        stage_letters | f"ProgressDeadLetters[{stage}]" >> CountProgress("dead_letters", progress_dir)
+    for stage, letters_of_stage in stage_letters:  # fused with their stage
+        letters_of_stage | f"ProgressDeadLetters[{stage}]" >> CountProgress("dead_letters", progress_dir)
     letters = tuple(dead_letters) | "WriteDeadLetters" >> WriteDeadLetters(storage.join(out, ERRORS_OUTPUT), store)
     ledgers += letters[LEDGER]
     tuple(ledgers) | "WriteCounters" >> WriteCounters(storage.join(out, COUNTERS_FILE), store)
-    return {"records": records, "record_stages": RECORD_STAGES, "outputs": output_names(job)}
+    return {"records": records, "record_stages": record_stages(job), "outputs": output_names(job)}
 
 
 def output_names(job: JobConfig) -> list[str]:

@@ -3,7 +3,8 @@
 The counts come from the ledger (transforms/stages/accounting.py): what each stage read, kept
 and refused per input file, and what each output's finalize step counted in the files it
 published. Here they are checked: every input line is a record, a dead letter or a blank line;
-every record stage passed on what it was given; every output holds what its writer was given
+every record stage passed on what it was given (or counted what it refused, and what a duplicate
+policy folded into a kept record); every output holds what its writer was given
 minus what it refused; and every file the writers counted is where they said. Any shortfall is
 `data_loss` (exit code 3) and is said loudly.
 """
@@ -48,7 +49,8 @@ INPUTS_TABLE = "inputs.parquet"
 _INPUT_COLUMNS = {
     "uri": pa.string(), "format": pa.string(), "layout": pa.string(), "bytes": pa.int64(),
     "lines": pa.int64(), "ok": pa.int64(), "dead_letters": pa.int64(), "blank": pa.int64(),
-    "records": pa.int64(), "records_refused": pa.int64(), "records_kept": pa.int64(),
+    "records": pa.int64(), "records_refused": pa.int64(), "records_superseded": pa.int64(), "records_merged": pa.int64(),
+    "records_kept": pa.int64(),
     "warnings": pa.int64(), "complete": pa.bool_(), "reconciled": pa.bool_(),
 }
 
@@ -78,7 +80,7 @@ def _sorted(counts: dict) -> dict:
 
 
 def totals_of(files: list[dict]) -> dict:
-    names = ("lines", "ok", "dead_letters", "blank", "records", "records_refused", "records_kept")
+    names = ("lines", "ok", "dead_letters", "blank", "records", "records_refused", "records_superseded", "records_merged", "records_kept")
     totals = {name: sum(f[name] for f in files) for name in names}
     totals["files"] = len(files)
     merged: dict = {}
@@ -264,6 +266,8 @@ def describe(summary: dict, where: str) -> str:
     for stage, codes in totals["refused_by_stage"].items():
         listed = ", ".join(f"{code} {n}" for code, n in codes.items())
         lines.append(f"  records refused at stage {stage}: {listed}")
+    if totals["records_superseded"] or totals["records_merged"]:
+        lines.append(f"  records folded by --on_duplicate (counted, not written on their own): superseded {totals['records_superseded']}, merged {totals['records_merged']}")
     if totals.get("skipped"):
         lines.append("  skipped on purpose: " + ", ".join(f"{k} {v}" for k, v in totals["skipped"].items()))
     for entry in summary["incomplete_files"]:

@@ -248,7 +248,9 @@ def render(summary: dict, tables: dict[str, pa.Table]) -> str:
     code = summary.get("exit_code")
     out.append('<section id="summary"><h2>Run summary</h2><div class="cards">')
     out.append(_card("exit_code", code, "ok" if code == 0 else "bad"))
-    for key in ("files", "lines", "ok", "dead_letters", "blank", "records", "records_refused", "records_kept", "records_written"):
+    for key in ("files", "lines", "ok", "dead_letters", "blank", "records", "records_refused", "records_superseded", "records_merged", "records_kept", "records_written"):
+        if key in ("records_superseded", "records_merged") and not totals.get(key):
+            continue  # only a --on_duplicate policy folds records
         out.append(_card(key, totals.get(key)))
     out.append(f'<div class="card"><div class="v {"ok" if reconciled else "bad"}" data-key="reconciled">{"yes" if reconciled else "NO"}</div><div class="k">reconciled</div></div></div>')
     out.append(f'<p>{_e(summary.get("exit_meaning"))}. Every input item (a line, or an element of a JSON array such as a Label Studio task) '

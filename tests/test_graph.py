@@ -54,7 +54,9 @@ SPLIT_AND_PARTITION_OPTIONS = [
 def test_every_consumer_of_the_record_path_is_a_fusable_pardo(tmp_path, extra):
     launch = parse_launch([
         "--input", str(REPO / "samples" / "*" / "*.manifest"), "--output", str(tmp_path / "out"), "--runner=FnApiRunner",
-        "--output_format=azure_automl", "--output_format=label_studio", "--output_format=jsonl", *extra,
+        "--output_format=azure_automl", "--output_format=label_studio", "--output_format=jsonl",
+        "--output_format=sagemaker", "--output_format=coco",  # these number classes without a pinned list
+        *extra,
     ])
     pipeline = runners.new_pipeline(launch.pipeline_options)
     graph = build(pipeline, launch.job, str(tmp_path / "staging"))
@@ -67,3 +69,30 @@ def test_every_consumer_of_the_record_path_is_a_fusable_pardo(tmp_path, extra):
             assert isinstance(node.transform, beam.ParDo), f"{node.full_label} consumes records: {type(node.transform).__name__}"
             assert not node.side_inputs or pcoll not in [s.pvalue for s in node.side_inputs], node.full_label
             assert not node.transform.side_inputs, f"{node.full_label} reads a side input on the record path"
+
+
+def _group_by_keys(pipeline) -> list[str]:
+    found = []
+
+    class _Visitor(PipelineVisitor):
+        def visit_transform(self, node):
+            if isinstance(node.transform, beam.GroupByKey):
+                found.append(node.full_label)
+
+    pipeline.visit(_Visitor())
+    return found
+
+
+def test_only_a_named_duplicate_policy_groups_records_by_image(tmp_path):
+    """The default graph has no duplicate stage; --on_duplicate adds exactly one GroupByKey."""
+    base = ["--input", str(REPO / "samples" / "*" / "*.manifest"), "--output", str(tmp_path / "out"), "--runner=FnApiRunner"]
+    labels = {}
+    for name, extra in (("default", []), ("first", ["--on_duplicate=first"])):
+        launch = parse_launch(base + extra)
+        pipeline = runners.new_pipeline(launch.pipeline_options)
+        graph = build(pipeline, launch.job, str(tmp_path / name))
+        labels[name] = [label for label in _group_by_keys(pipeline) if label.startswith("ResolveDuplicates")]
+        stages = graph["record_stages"]
+    assert labels["default"] == []
+    assert labels["first"] == ["ResolveDuplicates/GroupByImage"]
+    assert stages == ("validate", "check_files", "dedupe", "split")

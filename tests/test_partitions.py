@@ -20,6 +20,8 @@ from transforms.partitions import (
     folder_value,
     parse_partition_by,
     partition_batch,
+    partition_values,
+    value_of_folder,
 )
 from transforms.schema import rows_to_batch
 
@@ -55,6 +57,34 @@ def test_folders_read_back_as_the_values_with_pyarrow_and_duckdb(tmp_path):
     by_arrow = dict(zip(table.column("i").to_pylist(), table.column("label_job").to_pylist()))
     rows = duckdb.sql(f"select i, label_job from read_parquet('{tmp_path}/records/**/*.parquet', hive_partitioning=true)").fetchall()
     assert by_arrow == dict(rows) == dict(enumerate(values))
+
+
+@pytest.mark.parametrize("value", [*HOSTILE, "%", "%%41", "100%", "ünïcödé ☃ 𝔘", "a b+c", "x~0123456789abcdef", "", None])
+def test_value_of_folder_is_the_inverse_of_folder_value(value):
+    """What the records/ read-back decodes is the value written (empty is null, as in Hive)."""
+    assert value_of_folder(folder_value(value)) == (value or None)
+    path = folder_path(("split", "label_job"), ("train", value))
+    assert partition_values(path) == {"split": "train", "label_job": value or None}
+
+
+def test_partition_values_reads_folder_paths_as_pyarrow_does(tmp_path):
+    values = [*HOSTILE, "%", "ünïcödé ☃", None]
+    for i, value in enumerate(values):
+        folder = tmp_path / folder_path(("label_job", "split"), (value, "train"))
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"i": [i]}), folder / "part-00000-of-00001.parquet")
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    by_arrow = dict(zip(table.column("i").to_pylist(), table.column("label_job").to_pylist()))
+    by_folders = {}
+    for path in tmp_path.rglob("*.parquet"):
+        (i,) = pq.read_table(path).column("i").to_pylist()
+        by_folders[i] = partition_values(path.parent.relative_to(tmp_path).as_posix())["label_job"]
+    assert by_folders == by_arrow == dict(enumerate(values))
+    assert partition_values("") == {}
+    long = "j" * 400
+    assert value_of_folder(folder_value(long)).startswith("j" * 100)  # a cut value comes back as its cut
+    with pytest.raises(ValueError):
+        partition_values("split=train/part-00000-of-00001.parquet")
 
 
 def test_a_value_too_long_for_a_folder_reads_back_as_its_start_and_a_hash(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 from benchmarks.synthetic import lookout_line
 from transforms import errors, schema
 from transforms.formats.base import get_format
+from transforms.partitions import NULL_FOLDER, RECORDS_DEFAULT
 from transforms.schema import RawBatch
 from transforms.stages import accounting
 from transforms.stages import write as write_stage
@@ -256,3 +257,38 @@ def test_batch_rows_equal_arrow_to_pylist_on_every_sample():
         for batch in _batches(str(path), fmt, _lines(path)):
             built, _, _ = normalizer.normalize(batch)
             assert batch_rows(built) == built.to_pylist()
+
+
+@pytest.mark.parametrize(
+    "columns", [RECORDS_DEFAULT, ("split", "label_job", "origin"), ("label_job", "source_format"), ()], ids=["default", "split_job_origin", "nested_only", "none"]
+)
+def test_records_files_read_back_into_the_rows_written_with_their_class_names(tmp_path, columns):
+    """What the class-numbering writers get from records/ equals what was written, the columns
+    its folders hold included (hostile values decoded back, nested ones read from the files),
+    and the file's summary names every class in it."""
+    from transforms import storage
+
+    rows = _records(40).to_pylist()
+    hostile = ["../x", "a/b", "%", "%2F", "café ☃", "", None, "__x__=y"]
+    for i, row in enumerate(rows):
+        row["annotation"] = {**(row["annotation"] or {}), "job_name": hostile[i % len(hostile)]}
+    rows[0]["split"], rows[1]["split"], rows[2]["origin"] = "a/b%", None, None
+    batch = schema.rows_to_batch(rows)
+    store = storage.Storage({})
+    read = write_stage._ReadRecordsFileFn(store, batch_rows=7, columns=columns)
+    back = []
+    for n, (partition, piece) in enumerate(write_stage.partition_batch(batch, columns)):
+        path = tmp_path / f"part-{n}.parquet"
+        with open(path, "wb") as handle:
+            written = write_stage._ParquetFile(handle, columns, collect_classes=True)
+            written.write(piece)
+            written.close()
+        assert written.summary[write_stage.CLASSES] == write_stage.class_names(piece)
+        assert set(pq.read_schema(path).names) == set(schema.SCHEMA.names) - {c for c in columns if c in schema.SCHEMA.names}
+        back += [b for b in read.process((partition, str(path)))]
+    assert all(b.schema.equals(schema.SCHEMA) and b.num_rows <= 7 for b in back)
+    key = lambda row: row["record_id"]  # noqa: E731
+    assert sorted(pa.Table.from_batches(back).to_pylist(), key=key) == sorted(batch.to_pylist(), key=key)
+    assert write_stage.partition_values(f"split=train/task={NULL_FOLDER}") == {"split": "train", "task": None}
+    with pytest.raises(ValueError, match="not partitioned by"):
+        list(read.process(("other=x", str(tmp_path / "part-0.parquet"))))

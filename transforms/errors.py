@@ -24,8 +24,8 @@ WARNING = "warning"
 SEVERITIES = (ERROR, WARNING)
 
 # Stages, in graph order. A dead letter names the stage that refused the record.
-READ, NORMALIZE, VALIDATE, CHECK_FILES, WRITE = "read", "normalize", "validate", "check_files", "write"
-STAGES = (READ, NORMALIZE, VALIDATE, CHECK_FILES, WRITE)
+READ, NORMALIZE, VALIDATE, CHECK_FILES, DEDUPE, WRITE = "read", "normalize", "validate", "check_files", "dedupe", "write"
+STAGES = (READ, NORMALIZE, VALIDATE, CHECK_FILES, DEDUPE, WRITE)
 ANY_STAGE = "any"
 # Dead letters of these stages are input lines (lines == ok + dead letters + blank); later
 # stages refuse records that were already counted as ok lines.
@@ -53,6 +53,7 @@ GROUPS = {
     "mask": "Mask PNGs and brush masks (CheckFiles)",
     "image": "Images (CheckFiles, --probe_images)",
     "storage": "Referenced files: where they may be, whether storage answers (CheckFiles)",
+    "duplicates": "Several records of one image (ResolveDuplicates, by --on_duplicate)",
     "output": "Writing outputs",
     "internal": "Anything unexpected",
 }
@@ -133,6 +134,11 @@ IMAGE_FILE_TOO_LARGE = _define("IMAGE_FILE_TOO_LARGE", CHECK_FILES, WARNING, "im
 # -- referenced files (CheckFiles) ------------------------------------------------------------
 REFERENCE_OUTSIDE_ROOTS = _define("REFERENCE_OUTSIDE_ROOTS", CHECK_FILES, WARNING, "storage", "a mask or image reference outside the allowed roots (the manifest's folder, its bucket on object storage, read.relative_to, validate.allowed_roots): an absolute path elsewhere, a `..` escape, a symlink leaving the root, file:// or http(s):// elsewhere; never opened")
 FILE_UNREADABLE = _define("FILE_UNREADABLE", CHECK_FILES, WARNING, "storage", "a referenced mask or image could not be read for a storage reason, named first in the message: no_credentials, access_denied, unreachable (after the client's retries), io_error")
+
+# -- several records of one image (ResolveDuplicates, only with --on_duplicate) ---------------
+CONFLICTING_LABELS = _define("CONFLICTING_LABELS", DEDUPE, WARNING, "duplicates", "ground-truth records of one image (by normalized URI) carry different image-level label sets; a warning on every record kept for that image, and under --on_duplicate error every record of the image is a dead letter with this code instead")
+DUPLICATE_SUPERSEDED = _define("DUPLICATE_SUPERSEDED", DEDUPE, WARNING, "duplicates", "--on_duplicate first: this record was kept for its image over others of the same origin, named in the message; those are counted as superseded in run.json, not written")
+DUPLICATES_MERGED = _define("DUPLICATES_MERGED", DEDUPE, WARNING, "duplicates", "--on_duplicate merge: this record holds the labels and objects of others of its image and origin, named in the message; those are counted as merged in run.json, not written on their own")
 
 # -- outputs --------------------------------------------------------------------------------
 OUTPUT_UNREPRESENTABLE = _define("OUTPUT_UNREPRESENTABLE", WRITE, ERROR, "output", "an --output_format cannot represent this record (each format says when, docs/formats.md); the record is still in records/")

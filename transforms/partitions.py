@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any, Callable, Iterator
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pyarrow as pa
@@ -82,9 +82,31 @@ def folder_value(value: Any) -> str:
     return "".join(kept) + "~" + digest
 
 
+def value_of_folder(text: str) -> str | None:
+    """The inverse of folder_value: the text after `column=` -> the value, as pyarrow.dataset
+    and DuckDB read it (percent-unescaped; Hive's null folder -> None). Empty values went to
+    the null folder and come back as None, and a value cut to MAX_SEGMENT_BYTES comes back
+    as its cut (its start, `~` and the hash), which is all the folder holds."""
+    if text == NULL_FOLDER:
+        return None
+    return unquote(text, encoding="utf-8", errors="strict")
+
+
 def folder_path(columns: tuple[str, ...], values: tuple[Any, ...]) -> str:
     """('split', 'label_job'), ('train', '../x') -> 'split=train/label_job=..%2Fx'."""
     return "/".join(f"{name}={folder_value(value)}" for name, value in zip(columns, values))
+
+
+def partition_values(path: str) -> dict[str, str | None]:
+    """The inverse of folder_path: 'split=train/label_job=..%2Fx' -> {'split': 'train',
+    'label_job': '../x'}, in folder order ('' -> {})."""
+    values: dict[str, str | None] = {}
+    for segment in filter(None, path.split("/")):
+        name, sep, text = segment.partition("=")
+        if not sep:
+            raise ValueError(f"{segment!r} in {path!r} is not a partition folder (column=value)")
+        values[name] = value_of_folder(text)
+    return values
 
 
 def stored_in_folders(columns: tuple[str, ...]) -> tuple[str, ...]:

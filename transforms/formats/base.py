@@ -49,7 +49,7 @@ class WriteContext:
 
     options: Any = None  # the format's own Options instance (its defaults when None)
     rejected: list[tuple[dict, str, str]] = dataclasses.field(default_factory=list)
-    #: every class name of the whole output, sorted (a first pass over the records), for formats
+    #: every class name of the whole output, sorted (known before the first line), for formats
     #: that set `uses_class_names`; None when the writer runs without one (unit tests)
     classes: list[str] | None = None
     #: what the format notes about a whole file as it writes it (e.g. the label_studio controls

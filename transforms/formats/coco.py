@@ -1,8 +1,9 @@
 """COCO instances files (write only): what pycocotools, torchvision, Detectron2, MMDetection and
 FiftyOne load.
 
-One JSON document per partition file, written streaming: `categories` first (from the write
-stage's first pass over class names, so ids are equal in every split), then `annotations` as
+One JSON document per partition file, written streaming: `categories` first (from every class
+name of the output, which the write stage knows before the first line, so ids are equal in
+every split: transforms/stages/write.py), then `annotations` as
 rows arrive, then `images` (spooled to a temporary file as they arrive: one entry per image even
 when several records share it), then `info`, which says how many records the file holds.
 

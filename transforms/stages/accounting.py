@@ -7,7 +7,8 @@ done and checks with `reconcile`:
 
 - lines: per file, lines == ok + dead letters + blank, and the reader saw every line the
   byte-range pre-count found (`complete`);
-- flow: per file and record stage, rows in == rows out + rows refused, and every stage's input
+- flow: per file and record stage, rows in == rows out + rows refused (+ rows superseded or
+  merged into a kept row, --on_duplicate first / merge), and every stage's input
   is the previous stage's output, so a step that drops rows without saying so, or a stage that
   forgot to report, breaks the chain where it happened;
 - landed: per output, the rows its published files hold (Parquet footers, manifest elements,
@@ -30,6 +31,7 @@ import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms import errors, storage
+from transforms.dedupe import FOLDED_OUTCOMES
 
 LEDGER = "ledger"
 # A storage reason as FILE_UNREADABLE messages name it ("<uri>: unreachable: ..." or "unreachable: ...").
@@ -249,6 +251,8 @@ def file_entries(counters: dict, record_stages: list[str]) -> list[dict]:
         entry["stages"] = flow
         entry["flow_breaks"] = broken
         entry["records_refused"] = sum(sum(s.get("refused", {}).values()) for s in flow.values())
+        for outcome in FOLDED_OUTCOMES:
+            entry[f"records_{outcome}"] = sum(s.get(outcome, 0) for s in flow.values())
         entry["records_kept"] = flow[record_stages[-1]]["out"] if record_stages else entry["records"]
         entry["reconciled"] = entry["complete"] and lines_ok and not broken
         entries.append(entry)
@@ -263,9 +267,13 @@ def stage_flow(stages: dict, records: int, order: list[str]) -> tuple[dict, list
         rows_in, rows_out = int(counts.get("in", 0)), int(counts.get("out", 0))
         refused = {code: int(n) for code, n in sorted(counts.get("refused", {}).items())}
         flow[stage] = {"in": rows_in, "out": rows_out, "refused": refused}
+        # rows a kept row stands for (--on_duplicate first / merge): counted, neither out nor refused
+        folded = {outcome: int(counts[outcome]) for outcome in FOLDED_OUTCOMES if outcome in counts}
+        flow[stage].update(folded)
         if rows_in != expected:
             broken.append(f"{stage}: {rows_in} rows in, {expected} given by the stage before")
-        if rows_in != rows_out + sum(refused.values()):
-            broken.append(f"{stage}: {rows_in} rows in, {rows_out} out + {sum(refused.values())} refused")
+        if rows_in != rows_out + sum(refused.values()) + sum(folded.values()):
+            taken = "".join(f" + {n} {outcome}" for outcome, n in folded.items())
+            broken.append(f"{stage}: {rows_in} rows in, {rows_out} out + {sum(refused.values())} refused{taken}")
         expected = rows_out
     return flow, broken

@@ -4,7 +4,7 @@ their image-level labels agree -> stats/duplicates.parquet.
 The image key is the split key (transforms/stages/split.py), so the spellings of one URI meet.
 Only a small tuple per record crosses the shuffle (a GroupByKey on the image key), and only the
 images with more than one record reach the file. Nothing is dropped: every record stays in
-records/ (the report says which to look at; no policy acts on it yet).
+records/ (the report says which to look at; --on_duplicate acts on them, transforms/stages/dedupe.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from transforms import storage
+from transforms.dedupe import label_signature
 from transforms.stages.split import split_key
 
 AGREE, CONFLICT = "agree", "conflict"
@@ -40,14 +41,14 @@ def keyed(batch: pa.RecordBatch):
     labels = batch.column("labels").to_pylist()
     for uri, source, fmt, origin, names in zip(uris, sources, formats, origins, labels):
         if uri:
-            signature = ",".join(sorted({label["name"] or "" for label in names or []}))
-            yield split_key(uri), (source or "", fmt or "", origin or "", signature)
+            yield split_key(uri), (source or "", fmt or "", origin or "", label_signature(names))
 
 
 def duplicate_row(item) -> list[dict]:
     """(image key, its records' tuples) -> one report row when the image has several records.
     Conflict: ground-truth records that carry image labels disagree on them (predictions and
-    records without image labels, e.g. detection, are not compared)."""
+    records without image labels, e.g. detection, are not compared), the rule of
+    transforms/dedupe.conflicting_label_sets."""
     key, entries = item
     entries = list(entries)
     if len(entries) < 2:

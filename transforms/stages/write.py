@@ -13,11 +13,17 @@ Parquet footer (records/) or counts its elements (manifests/, errors/, refused/)
 the ledger next to what the writers were given and refused (transforms/stages/accounting.py).
 Partitions with nothing in them get no file.
 
-Writers that number classes (sagemaker, coco) without a class list in their options first get
-every class name of the output (a CombineGlobally over the records, given as a side input), so
-ids are equal in every file. That pass waits for every record: the runner keeps the records for
-those writers until it is done (on the in-process runner, in memory). Pinning the list
-(`--sagemaker_classes`, `coco.categories`) skips it and keeps the writer streaming.
+Writers that number classes (sagemaker, coco) without a class list in their options need every
+class name of the output before their first line, so ids are equal in every file. In the job
+they write from records/ once it has landed (`RereadRecords`): the records writer collects the
+class names of each bundle it writes, its finalize step publishes their sorted union with the
+list of files, and those files are read back, spread over the workers, into the class-numbering
+writers (the columns kept in partition folders decoded from the folder names,
+transforms/partitions.partition_values). Nothing on the record path waits for the class names, so no runner holds the records
+for them (tests/test_graph.py); the cost is one more read of records/. Pinning the list
+(`--sagemaker_classes`, `coco.categories`) makes them write from the record path directly.
+WriteManifests used alone, without the names, collects them from its input first (a side input
+that waits for every record).
 """
 
 from __future__ import annotations
@@ -33,14 +39,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms import errors, storage
+from transforms import errors, schema, storage
 from transforms.formats.base import WriteContext, get_format
-from transforms.partitions import RECORDS_DEFAULT, partition_batch, stored_in_folders
-from transforms.schema import file_schema
+from transforms.partitions import RECORDS_DEFAULT, partition_batch, partition_values, stored_in_folders
+from transforms.schema import SCHEMA, file_schema
 from transforms.stages.accounting import LEDGER, Ledger
 
 TMP_DIR = ".labelbeam-tmp"
 WRITTEN = "written"
+# A finalize step's one element: {"root", "files": [(partition, url)], "classes": sorted names or None}
+PUBLISHED = "published"
+CLASSES = "classes"
 WRITE_STAGE = errors.WRITE
 
 
@@ -70,7 +79,7 @@ class _ParquetFile:
     ROW_GROUP_ROWS = 32 * 1024
     ROW_GROUP_BYTES = 4 << 20
 
-    def __init__(self, handle, columns: tuple[str, ...] = RECORDS_DEFAULT):
+    def __init__(self, handle, columns: tuple[str, ...] = RECORDS_DEFAULT, collect_classes: bool = False):
         self.handle = handle
         self.dropped = list(stored_in_folders(columns))
         self.schema = file_schema(tuple(self.dropped))
@@ -80,8 +89,12 @@ class _ParquetFile:
         self.pending_rows = 0
         self.pending_bytes = 0
         self.count = 0
+        # the class names this file holds, for the writers that number classes (RereadRecords)
+        self.summary = {CLASSES: set()} if collect_classes else {}
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
+        if CLASSES in self.summary:
+            self.summary[CLASSES] |= class_names(batch)
         batch = batch.drop_columns(self.dropped)
         self.pending.append(batch)
         self.pending_rows += batch.num_rows
@@ -149,7 +162,7 @@ class _ManifestFile:
             self.document = self.format.open_document(handle, options, classes)
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
-        rows = batch.to_pylist()
+        rows = schema.batch_rows(batch)
         ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary)
         if self.document is not None:
             self.document.write(rows, ctx)  # refuses what it cannot write, row by row
@@ -322,14 +335,19 @@ class _FinalizeFilesFn(beam.DoFn):
         ledger = Ledger()
         ledger.output(self._output, {"landed": landed, "files": files, "bytes": size, "published": published})
         yield from ledger.emit(windowed=False)
+        summaries = [w[4] for w in written if CLASSES in w[4]]
+        classes = sorted(set().union(*(s[CLASSES] for s in summaries))) if summaries else None
+        files_by_partition = [(storage.parent(name), storage.join(self._root, name)) for name in sorted(published)]
+        yield beam.pvalue.TaggedOutput(PUBLISHED, {"root": self._root, "files": files_by_partition, CLASSES: classes})
 
 
 class _WriteFiles(beam.PTransform):
     """Shared mechanics: bundle files, then one finalize. -> {dead_letters, ledger}."""
 
-    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl", classes: bool = False, side_files: Callable | None = None):
+    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl", classes: bool = False, side_files: Callable | None = None, class_names=None):
         super().__init__()
         self._classes = classes
+        self._class_names = class_names  # a PCollection of one sorted list, when already known
         self._side_files = side_files
         self._output = output
         self._root = root.rstrip("/")
@@ -342,7 +360,9 @@ class _WriteFiles(beam.PTransform):
         pcolls = pcolls if isinstance(pcolls, (list, tuple)) else [pcolls]
         written, ledgers, letters = [], [], []
         side = {}
-        if self._classes:  # a first pass: every class name of the output, before any file is written
+        if self._classes and self._class_names is not None:
+            side = {"classes": beam.pvalue.AsSingleton(self._class_names)}
+        elif self._classes:  # a first pass: every class name of the input, before any file is written
             names = (
                 tuple(pcolls)
                 | "AllForClasses" >> beam.Flatten()
@@ -361,10 +381,10 @@ class _WriteFiles(beam.PTransform):
             tuple(written)
             | "AllTempFiles" >> beam.Flatten()
             | "CollectTempFiles" >> beam.combiners.ToList()
-            | "Finalize" >> beam.ParDo(_FinalizeFilesFn(self._output, self._root, self._storage, self._layout, self._side_files), **side).with_outputs(LEDGER, main="unused")
+            | "Finalize" >> beam.ParDo(_FinalizeFilesFn(self._output, self._root, self._storage, self._layout, self._side_files), **side).with_outputs(LEDGER, PUBLISHED, main="unused")
         )
         ledgers.append(finalized[LEDGER])
-        return {errors.DEAD_LETTERS: letters, LEDGER: ledgers}
+        return {errors.DEAD_LETTERS: letters, LEDGER: ledgers, PUBLISHED: finalized[PUBLISHED]}
 
 
 def ensure_records_dataset(root: str, store: storage.Storage, columns: tuple[str, ...] = RECORDS_DEFAULT) -> None:
@@ -396,22 +416,85 @@ def refused_output(format_name: str) -> str:
 @beam.typehints.with_input_types(pa.RecordBatch)
 class WriteRecords(beam.PTransform):
     """Canonical batches -> a Parquet dataset, hive-partitioned by `columns` (split and task
-    unless --partition_by says otherwise; transforms/partitions.py)."""
+    unless --partition_by says otherwise; transforms/partitions.py).
+    -> {dead_letters, ledger, published}; with `collect_classes`, `published` also carries the
+    sorted class names of everything written (for RereadRecords)."""
 
-    def __init__(self, root: str, store: storage.Storage, columns: tuple[str, ...] = RECORDS_DEFAULT):
+    def __init__(self, root: str, store: storage.Storage, columns: tuple[str, ...] = RECORDS_DEFAULT, collect_classes: bool = False):
         super().__init__()
         self._root = root
         self._storage = store
         self._columns = tuple(columns)
+        self._collect_classes = collect_classes
 
     def expand(self, batches):
         return batches | _WriteFiles(
             RECORDS_OUTPUT,
             self._root,
-            functools.partial(_ParquetFile, columns=self._columns),
+            functools.partial(_ParquetFile, columns=self._columns, collect_classes=self._collect_classes),
             functools.partial(partition_batch, columns=self._columns),
             self._storage,
         )
+
+
+def with_partition_columns(batch: pa.RecordBatch, values: dict[str, str | None]) -> pa.RecordBatch:
+    """A batch read from a records/ file -> a canonical batch, the columns its folders hold
+    (`values`, from partition_values) put back; every other column is the file's own."""
+    columns = []
+    for field in SCHEMA:
+        if field.name in values:
+            columns.append(pa.array([values[field.name]] * batch.num_rows, pa.string()).cast(field.type))
+        else:
+            columns.append(batch.column(field.name))
+    return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
+
+
+class _ReadRecordsFileFn(beam.DoFn):
+    """(partition, url) of a published records/ file -> canonical batches, one row group at a time.
+
+    `columns` are the dataset's partition columns (WriteRecords'): the folder names must be
+    those, in order; the ones kept out of the files (stored_in_folders: split, task, origin)
+    are decoded from the folder names (transforms/partitions.partition_values), the nested ones
+    (source_format, label_job) are read from the file like any other field."""
+
+    def __init__(self, store: storage.Storage, batch_rows: int, columns: tuple[str, ...] = RECORDS_DEFAULT):
+        self._storage = store
+        self._batch_rows = batch_rows
+        self._columns = tuple(columns)
+        self._in_folders = stored_in_folders(self._columns)
+
+    def process(self, item):
+        partition, url = item
+        values = partition_values(partition)
+        if tuple(values) != self._columns:
+            raise ValueError(f"records/ file {url} is in folders {partition!r}, not partitioned by {','.join(self._columns) or 'none'}")
+        in_folders = {name: values[name] for name in self._in_folders}
+        fs, path = self._storage.fs(url)
+        with fs.open(path, "rb") as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=self._batch_rows):
+                yield with_partition_columns(batch, in_folders)
+
+
+class RereadRecords(beam.PTransform):
+    """WriteRecords' `published` element -> {records: the canonical batches its files hold, read
+    back spread over the workers; classes: one sorted list of their class names}. The writers
+    that number classes read from here, so the record path never waits for the names."""
+
+    def __init__(self, store: storage.Storage, batch_rows: int = 1000, columns: tuple[str, ...] = RECORDS_DEFAULT):
+        super().__init__()
+        self._storage = store
+        self._batch_rows = batch_rows
+        self._columns = tuple(columns)  # WriteRecords' partition columns
+
+    def expand(self, published):
+        records = (
+            published
+            | "PublishedFiles" >> beam.FlatMap(lambda p: p["files"])
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadRecordsFiles" >> beam.ParDo(_ReadRecordsFileFn(self._storage, self._batch_rows, self._columns))
+        )
+        classes = published | "PublishedClasses" >> beam.Map(lambda p: p[CLASSES] or [])
+        return {"records": records, CLASSES: classes}
 
 
 @beam.typehints.with_input_types(pa.RecordBatch)
@@ -419,9 +502,18 @@ class WriteManifests(beam.PTransform):
     """Canonical batches -> manifests of one format under <root>/split=<split>/[task=<task>/],
     or under the folders of `partition_by` (plus the columns the format cannot mix in one file)."""
 
-    def __init__(self, root: str, format_name: str, options: Any = None, store: storage.Storage | None = None, partition_by: tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        root: str,
+        format_name: str,
+        options: Any = None,
+        store: storage.Storage | None = None,
+        partition_by: tuple[str, ...] | None = None,
+        class_names=None,
+    ):
         super().__init__()
         fmt = get_format(format_name)
+        self._class_names = class_names  # RereadRecords' classes, else collected from the input
         self._root = root
         self._format_name = format_name
         self._options = fmt.options(options)
@@ -441,6 +533,7 @@ class WriteManifests(beam.PTransform):
             self._layout,
             classes=self._classes,
             side_files=fmt.side_files,
+            class_names=self._class_names,
         )
 
 
