@@ -277,17 +277,7 @@ def _tally(colour_class, colours, counts, color_map, foreground: np.ndarray, ori
 
     `foreground` covers a crop of the mask whose top-left corner is `origin` (x, y)."""
     colour_class, colours, counts = (np.asarray(a) for a in (colour_class, colours, counts))
-    classes, _ = declared_classes(color_map)
-    class_pixels = [
-        {"class_name": c.class_name, "pixels": int(counts[colour_class == i].sum())}
-        for i, c in enumerate(classes)
-    ]
-    undeclared: dict[tuple, int] = {}
-    is_undeclared = colour_class == _UNDECLARED_CLASS
-    for colour, n in zip(colours[is_undeclared], counts[is_undeclared]):
-        if n:
-            rgb = _unpack(int(colour))
-            undeclared[rgb] = undeclared.get(rgb, 0) + int(n)
+    class_pixels, undeclared = _class_counts(colour_class, colours, counts, color_map)
     (left, top), (width, height) = origin, size
     rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
     bbox = None
@@ -301,19 +291,25 @@ def _tally(colour_class, colours, counts, color_map, foreground: np.ndarray, ori
     return class_pixels, int(np.count_nonzero(foreground)), bbox, undeclared
 
 
-def _tally_entries(entry_class, colours, counts, color_map, foreground: int, box, size):
-    """_tally for classified palette entries whose foreground count and box (Pillow's getbbox:
-    left, top, right, bottom, the last two exclusive) are already known."""
+def _class_counts(colour_class, colours, counts, color_map) -> tuple[list[dict], dict[tuple, int]]:
+    """Pixels per declared class, and per undeclared colour, from classified colours."""
     classes, _ = declared_classes(color_map)
     class_pixels = [
-        {"class_name": c.class_name, "pixels": int(counts[entry_class == i].sum())} for i, c in enumerate(classes)
+        {"class_name": c.class_name, "pixels": int(counts[colour_class == i].sum())} for i, c in enumerate(classes)
     ]
     undeclared: dict[tuple, int] = {}
-    is_undeclared = entry_class == _UNDECLARED_CLASS
+    is_undeclared = colour_class == _UNDECLARED_CLASS
     for colour, n in zip(colours[is_undeclared], counts[is_undeclared]):
         if n:
             rgb = _unpack(int(colour))
             undeclared[rgb] = undeclared.get(rgb, 0) + int(n)
+    return class_pixels, undeclared
+
+
+def _tally_entries(entry_class, colours, counts, color_map, foreground: int, box, size):
+    """_tally for classified palette entries whose foreground count and box (Pillow's getbbox:
+    left, top, right, bottom, the last two exclusive) are already known."""
+    class_pixels, undeclared = _class_counts(entry_class, colours, counts, color_map)
     width, height = size
     bbox = None
     if box is not None:
