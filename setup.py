@@ -38,6 +38,7 @@ setuptools.setup(
             "pycocotools>=2.0.7",
             "duckdb>=1.1",
             "playwright>=1.40,<2",
+            "psutil>=5.9",  # the benchmark tests sample process memory
         ],
         # panlabel: the Rust converter benchmarks/label_studio_convert.py compares against (CLI checked at 0.7.0)
         "bench": ["psutil>=5.9", "panlabel==0.7.0"],
