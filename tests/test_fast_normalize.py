@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import re
 from pathlib import Path
 
 import orjson
@@ -268,3 +269,10 @@ def test_arrow_path_reads_real_lookout_lines():
         fast.normalize(batches[0])
         assert fast._fast.block_lines == len(lines)
         assert_same(batches, relative_to=relative_to)
+
+
+def test_a_batch_with_an_integer_beyond_64_bits_keeps_its_warning():
+    rng = random.Random(1)
+    lines = [orjson.dumps(lookout_line(i, rng)) for i in range(40)]
+    lines[5] = re.sub(rb'"confidence":[0-9.]+', b'"confidence":123456789012345678901234567', lines[5], count=1)
+    assert_same(_batches("/x.manifest", "sagemaker", lines, batch_lines=100))

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from transforms import schema
+from transforms.checks import numbers
 from transforms.dates import parse_timestamp
 from transforms.formats import sagemaker as gt
 from transforms.formats.base import ParseContext
@@ -58,6 +59,8 @@ def normalize_block(batch, ctx: ParseContext, dates: dict) -> ArrowPart | None:
         return None
     block = b"\n".join(raws)
     if _BOM in block or b"NaN" in block or b"Infinity" in block:  # orjson refuses the last two, Arrow does not
+        return None
+    if numbers.block_might_be_inexact(block):  # maybe INTEGER_TOO_LARGE: a warning the plugin writes
         return None
     try:
         table = pj.read_json(
