@@ -181,6 +181,19 @@ def rows_to_batch(rows: Iterable[dict]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(list(rows), schema=SCHEMA)
 
 
+def empty_lists(n: int, column: str) -> pa.Array:
+    """`n` empty lists of a list column of SCHEMA (no labels, objects or issues)."""
+    item = SCHEMA.field(column).type.value_type
+    return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], item), type=SCHEMA.field(column).type)
+
+
+def constant_dictionary(n: int, value: str | None) -> pa.DictionaryArray:
+    """A dictionary column (task, origin, split) holding `value` (or null) in every row."""
+    if value is None:
+        return pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int32()), pa.array([], pa.string()))
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value]))
+
+
 def batch_rows(batch: pa.RecordBatch) -> list[dict]:
     """batch.to_pylist(), column by column: Arrow converts a column at a time several times
     faster than a row at a time, and dictionary columns faster as plain strings."""

@@ -353,21 +353,19 @@ class SageMakerColumns:
              pa.array(ann_conf, pa.float32()), pa.nulls(n, pa.string())],
             fields=list(s.ANNOTATION), mask=pc.invert(pa.array(ann_valid, pa.bool_())),
         )
-        issues = pa.ListArray.from_arrays(
-            pa.array(np.zeros(n + 1, np.int32)), pa.array([], s.ISSUE), type=s.SCHEMA.field("issues").type
-        )
+        issues = s.empty_lists(n, "issues")
         str_dict = s.SCHEMA.field("task").type
         arrays = [
             pa.array([schema.record_id(uri, o, 0) for o in offset], pa.string()),
             source,
             image,
             pa.array(task, str_dict),
-            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array(["ground_truth"])),
+            s.constant_dictionary(n, "ground_truth"),
             labels,
             objects,
             mask,
             annotation,
-            pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int32()), pa.array([], pa.string())),
+            s.constant_dictionary(n, None),
             issues,
             pa.array(extra, pa.string()),
         ]

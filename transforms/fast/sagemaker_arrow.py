@@ -317,23 +317,19 @@ class _Rows:
         task = np.where(has_mask, "semantic_segmentation",
                         np.where(label_counts > 1, "multilabel_classification",
                                  np.where(label_counts == 1, "classification", "unlabeled")))
-        objects = pa.ListArray.from_arrays(
-            pa.array(np.zeros(n + 1, np.int32)), pa.array([], s.OBJECT), type=s.SCHEMA.field("objects").type
-        )
-        issues = pa.ListArray.from_arrays(
-            pa.array(np.zeros(n + 1, np.int32)), pa.array([], s.ISSUE), type=s.SCHEMA.field("issues").type
-        )
+        objects = s.empty_lists(n, "objects")
+        issues = s.empty_lists(n, "issues")
         arrays = [
             pa.array([schema.record_id(batch.uri, o, 0) for o in offsets], pa.string()),
             source,
             image,
             pc.dictionary_encode(pa.array(task, pa.string())),
-            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array(["ground_truth"])),
+            s.constant_dictionary(n, "ground_truth"),
             labels,
             objects,
             self._mask(has_mask),
             self._annotation(),
-            pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int32()), pa.array([], pa.string())),
+            s.constant_dictionary(n, None),
             issues,
             self._extra(),
         ]
@@ -360,7 +356,7 @@ class _Rows:
         """labels: one (class-name, confidence) per classification attribute, in line order."""
         s, n = schema, self.n
         if not self.classes:
-            empty = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], s.LABEL), type=s.SCHEMA.field("labels").type)
+            empty = s.empty_lists(n, "labels")
             return empty, np.zeros(n, np.int64)
         present = np.stack([a.present for a in self.classes])
         names = pa.concat_arrays([a.metadata.field("class-name") for a in self.classes])
@@ -439,10 +435,10 @@ class _Rows:
                 label_index = label_index + attribute.present
             else:
                 parts = ['{"kind":"mask","labels":[],"metadata":', rest, ',"name":', name, ',"objects":[]}']
-            entry = _concat(parts, self.n)
+            entry = _concat(parts)
             entries.append(pc.if_else(pa.array(attribute.present), entry, pa.scalar(None, pa.string())))
         joined = _join_skipping_nulls(entries, ",")
-        extra = _concat(['{"sagemaker":{"attributes":[', joined, "]}}"], self.n)
+        extra = _concat(['{"sagemaker":{"attributes":[', joined, "]}}"])
         return pc.if_else(pa.array(self.any_present), extra, pa.scalar(None, pa.string()))
 
 
@@ -476,15 +472,15 @@ def _rest_json(attribute: _Attribute):
             pieces.append(key + orjson.dumps(values[0].as_py()).decode())
         else:
             nullable = nullable or values.null_count > 0
-            pieces.append(_concat([key, _json_scalar(attribute.metadata.field(name))], 0))
+            pieces.append(_concat([key, _json_scalar(attribute.metadata.field(name))]))
     if not nullable:
         parts = ["{"]
         for i, piece in enumerate(pieces):
             parts += ["," if i else "", piece]
-        return _concat(parts + ["}"], 0)
+        return _concat(parts + ["}"])
     n = len(attribute.metadata)
     arrays = [pa.array([p] * n, pa.string()) if isinstance(p, str) else p for p in pieces]
-    return _concat(["{", _join_skipping_nulls(arrays, ","), "}"], 0)
+    return _concat(["{", _join_skipping_nulls(arrays, ","), "}"])
 
 
 def _json_scalar(values: pa.Array) -> pa.Array:
@@ -507,7 +503,7 @@ def _join_skipping_nulls(pieces: list[pa.Array], separator: str) -> pa.Array:
     return pc.utf8_slice_codeunits(joined, len(separator))
 
 
-def _concat(parts: list, n: int) -> pa.Array:
+def _concat(parts: list) -> pa.Array:
     """Element-wise concatenation of string arrays and constant strings."""
     return pc.binary_join_element_wise(*[p if isinstance(p, (pa.Array, pa.ChunkedArray, pa.Scalar)) else pa.scalar(p) for p in parts], "")
 

@@ -477,13 +477,12 @@ class _ShardReader:
                 i += 1
                 continue
             first = self.shard.line_base + self.line_count + 1
-            blank = [k for k, raw in enumerate(piece) if not raw.strip()]
-            if blank:
-                keep = sorted(set(range(len(piece))) - set(blank))
-                batch.lines.extend(first + k for k in keep)
-                batch.offsets.extend(starts[i + k] for k in keep)
-                batch.raws.extend(piece[k] for k in keep)
-                batch.blank += len(blank)
+            kept = [k for k, raw in enumerate(piece) if raw.strip()]
+            if len(kept) < len(piece):  # blank lines are counted, not kept
+                batch.lines.extend(first + k for k in kept)
+                batch.offsets.extend(starts[i + k] for k in kept)
+                batch.raws.extend(piece[k] for k in kept)
+                batch.blank += len(piece) - len(kept)
             else:
                 batch.lines.extend(range(first, first + len(piece)))
                 batch.offsets.extend(starts[i:j])
