@@ -12,6 +12,7 @@ filesystems are never pickled).
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from typing import Any
@@ -211,13 +212,29 @@ def _normal(url: str) -> tuple[str, str] | None:
     scheme, rest = split_url(strip_userinfo(url))
     scheme = _ALIASES.get(scheme.lower(), scheme.lower())
     if scheme in ("", "file"):
-        import os
-
-        return "file", os.path.realpath(rest)
+        return "file", _resolved_local(rest)
     parts = rest.split("?", 1)[0].split("#", 1)[0].split("/")
     if ".." in parts or "." in parts:
         return None
     return scheme, "/".join(p for p in parts if p)
+
+
+def _resolved_local(path: str) -> str:
+    """os.path.realpath, with the folder's resolution cached: a manifest's thousands of masks
+    share a few folders, and realpath walks every component with a system call each. The file
+    itself is resolved afresh when it is a symlink."""
+    import os
+
+    folder, name = os.path.split(os.path.abspath(path))
+    full = os.path.join(_resolved_folder(folder), name)
+    return os.path.realpath(full) if os.path.islink(full) else full
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved_folder(folder: str) -> str:
+    import os
+
+    return os.path.realpath(folder)
 
 
 def default_root(manifest_url: str) -> str:

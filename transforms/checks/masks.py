@@ -230,21 +230,36 @@ def classify_image(
     if image.mode != "P":
         return classify_pixels(to_rgba(image), color_map, policy)
     table = palette_rgba(image)
-    counts = np.asarray(image.histogram()[:256], np.int64)
+    width, height = image.size
+    nonzero_box = image.getbbox()  # around every index but 0
+    counts = _index_counts(image, nonzero_box)
     packed = _pack(table[:, :3])
     entry_class = _match_colours(packed, *declared_classes(color_map), policy.color_tolerance)
     entry_class[table[:, 3] < policy.alpha_threshold] = _BACKGROUND_CLASS  # unlabelled entries
     is_foreground = entry_class != _BACKGROUND_CLASS
     foreground = int(counts[is_foreground].sum())
-    width, height = image.size
     box = None
     if foreground:
         others_present = counts[1:] > 0
         if not is_foreground[0] and is_foreground[1:][others_present].all():
-            box = image.getbbox()  # the usual mask: index 0 is the background, every other index is foreground
+            box = nonzero_box  # the usual mask: index 0 is the background, every other index is foreground
         else:
             box = image.point(np.where(is_foreground, 255, 0).tolist()).getbbox()
     return _tally_entries(entry_class, packed, counts, color_map, foreground, box, (width, height))
+
+
+def _index_counts(image: Image.Image, nonzero_box) -> np.ndarray:
+    """Pixels per palette index. Outside the box around the non-zero indices every pixel is index
+    0, so only the box is counted: a mask's blobs are usually a small part of it."""
+    width, height = image.size
+    counts = np.zeros(256, np.int64)
+    if nonzero_box is None:
+        counts[0] = width * height
+        return counts
+    left, top, right, bottom = nonzero_box
+    counts[:] = image.crop(nonzero_box).histogram()[:256]
+    counts[0] += width * height - (right - left) * (bottom - top)
+    return counts
 
 
 def classify_pixels(

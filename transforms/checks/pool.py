@@ -163,6 +163,13 @@ def _trim_heap() -> None:
         _LIBC.malloc_trim(0)
 
 
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 class PixelBudget:
     """Decoded pixels in flight across the threads of one process, bounded.
 

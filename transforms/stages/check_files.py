@@ -7,8 +7,8 @@ records reference files is cut into shards of about FILE_CHECKS_PER_SHARD such r
 (transforms/stages/read.py), and within a batch the files are fetched and decoded concurrently
 (transforms/checks/pool.py), each bounded in time.
 
-Only the rows that reference a file to check become Python dicts; the rest of a batch passes
-through as it is. What is found goes through the same judgement as ValidateRecords: an error
+Only the rows that reference a file to check become Python dicts, and of those only the columns
+the checks read (the rest of a batch passes through as it is). What is found goes through the same judgement as ValidateRecords: an error
 under the profile refuses the record (stage `check_files`), anything else is a warning issue.
 """
 
@@ -27,7 +27,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import errors, schema, storage
 from transforms.checks import images, masks, profiles, rle
-from transforms.checks.pool import BoundedRunner, PixelBudget, Task
+from transforms.checks.pool import BoundedRunner, PixelBudget, Task, usable_cpus
 from transforms.logs import CauseLog
 from transforms.stages.accounting import Accounted
 from transforms.stages.validate import judge
@@ -265,6 +265,13 @@ def _declared_pixels(data: bytes) -> int:
     return width * height
 
 
+def _files_are_local(row: dict, config: FileCheckConfig) -> bool:
+    """Whether every file this row's checks open is on local disk (no scheme, or file://)."""
+    uris = [(row.get("mask") or {}).get("uri") if config.validate_masks else None]
+    uris.append((row.get("image") or {}).get("uri") if config.probe_images else None)
+    return all(storage.protocol_of(uri) == "file" for uri in uris if uri)
+
+
 def timeout_outcome(task: Task, limit: float) -> tuple[dict, list[tuple[str, str]], bool]:
     code = {"image": errors.IMAGE_CORRUPT, "rle": errors.RLE_INVALID}.get(task.stage, errors.MASK_CORRUPT)
     row = dict(task.payload)
@@ -281,6 +288,11 @@ class _CheckFilesFn(beam.DoFn):
     def setup(self):
         self._checker = FileChecker(self._config, self._storage)
         self._runner = BoundedRunner(self._config.concurrency, self._config.timeout_seconds)
+        # Local files: nothing to wait for but the decoder, so one thread per core. More threads
+        # only fight for the GIL between decodes (5,000 local 1024x768 masks in one process:
+        # 16 threads 14.7 s, 2 threads 10.9 s on 2 cores).
+        local_threads = min(self._config.concurrency, usable_cpus())
+        self._local_runner = BoundedRunner(local_threads, self._config.timeout_seconds) if local_threads < self._config.concurrency else self._runner
         self._counters: dict[str, object] = {}
         self._validated = Metrics.counter("check_files", "masks_validated")
 
@@ -288,8 +300,7 @@ class _CheckFilesFn(beam.DoFn):
         self._checker.failures.flush()
 
     def teardown(self):
-        runner = getattr(self, "_runner", None)
-        if runner is not None:
+        for runner in {id(r): r for r in (getattr(self, "_runner", None), getattr(self, "_local_runner", None)) if r}.values():
             runner.close()
 
     def process(self, batch: pa.RecordBatch):
@@ -298,9 +309,12 @@ class _CheckFilesFn(beam.DoFn):
         if len(busy) == 0:
             yield batch
             return
-        rows = schema.batch_rows(batch.take(busy))
-        outcomes = self._runner.run([Task(row) for row in rows], self._checker.check, timeout_outcome)
-        checked = schema.rows_to_batch(row for row, _, _ in outcomes)
+        taken = batch.take(busy)
+        rows = schema.batch_rows(taken.select(_READ_COLUMNS))
+        local = all(_files_are_local(row, self._config) for row in rows)
+        runner = self._local_runner if local else self._runner
+        outcomes = runner.run([Task(row) for row in rows], self._checker.check, timeout_outcome)
+        checked = _with_columns(taken, _FILLED_COLUMNS, [row for row, _, _ in outcomes])
         found = []
         for index, (row, findings, _) in enumerate(outcomes):
             if (row.get("mask") or {}).get("validated"):
@@ -325,6 +339,19 @@ class _CheckFilesFn(beam.DoFn):
         if counter is None:
             counter = self._counters[code] = Metrics.counter("check_files", code)
         counter.inc()
+
+
+# The columns the checks read, and the ones they fill in: only these become Python values.
+_READ_COLUMNS = ("source", "image", "labels", "objects", "mask", "issues")
+_FILLED_COLUMNS = ("image", "mask", "objects")
+
+
+def _with_columns(batch: pa.RecordBatch, names, rows: list[dict]) -> pa.RecordBatch:
+    """`batch` with the named columns rebuilt from the checked rows (same order)."""
+    for name in names:
+        column = pa.array([row.get(name) for row in rows], type=schema.SCHEMA.field(name).type)
+        batch = batch.set_column(batch.schema.get_field_index(name), name, column)
+    return batch
 
 
 def _judge_with_internal_errors(batch, profile, found):

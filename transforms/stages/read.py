@@ -37,7 +37,7 @@ DEFAULT_BATCH_LINES = 4096
 MIN_SHARD_SIZE = 1024
 # A shard of a file whose records reference files to check holds about this many of them, so
 # per-record I/O spreads over every worker even when the manifest itself is small.
-FILE_CHECKS_PER_SHARD = 500
+FILE_CHECKS_PER_SHARD = 200
 _BATCH_BYTES = 8 << 20
 _CHUNK = 4 << 20
 _SAMPLE_BYTES = 256 << 10
