@@ -140,7 +140,7 @@ def test_plan_shards_detects_format_and_cuts_byte_ranges(tmp_path):
     assert shards[-1].end == path.stat().st_size and all(s.format == "sagemaker" for s in shards)
 
 
-def test_a_manifest_of_masks_is_cut_into_shards_of_about_500_checks(tmp_path):
+def test_a_manifest_of_masks_is_cut_into_shards_of_about_200_checks(tmp_path):
     """The shard size for file checks comes from the lines' own size, so a small manifest of
     5,000 masks spreads over ~10 shards (every worker gets some), not one or two."""
     from transforms.stages.read import FILE_CHECKS_PER_SHARD, FileChecks
@@ -151,6 +151,19 @@ def test_a_manifest_of_masks_is_cut_into_shards_of_about_500_checks(tmp_path):
     planner = _PlanShardsFn(None, 64 << 20, Storage(), checks=FileChecks(masks=True))
     shards = [o.value for o in planner.process((str(path), path.stat().st_size)) if isinstance(o.value, Shard)]
     assert 5000 // FILE_CHECKS_PER_SHARD - 1 <= len(shards) <= 5000 // FILE_CHECKS_PER_SHARD + 1
+
+
+def test_a_large_manifest_of_masks_is_cut_into_at_most_max_file_check_shards(tmp_path):
+    """Beyond MAX_FILE_CHECK_SHARDS shards, shards grow instead: each costs fixed work."""
+    from transforms.stages.read import FILE_CHECKS_PER_SHARD, MAX_FILE_CHECK_SHARDS, FileChecks
+
+    line = b'{"source-ref": "s3://b/%06d.jpg", "m-ref": "masks/%06d.png", "m-ref-metadata": {"type": "groundtruth/semantic-segmentation"}}\n'
+    lines = FILE_CHECKS_PER_SHARD * MAX_FILE_CHECK_SHARDS * 2
+    path = tmp_path / "masks.manifest"
+    path.write_bytes(b"".join(line % (i, i) for i in range(lines)))
+    planner = _PlanShardsFn(None, 64 << 20, Storage(), checks=FileChecks(masks=True))
+    shards = [o.value for o in planner.process((str(path), path.stat().st_size)) if isinstance(o.value, Shard)]
+    assert MAX_FILE_CHECK_SHARDS - 1 <= len(shards) <= MAX_FILE_CHECK_SHARDS + 1
 
 
 def test_gzip_is_one_shard_and_reads_whole(tmp_path):
