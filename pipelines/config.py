@@ -45,7 +45,7 @@ def _url_list(value: Any) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class ReadConfig:
     format: str | None = setting(None, help="input format for every file; detected per file from its first records when absent", flag="format", choices=input_format_names)
-    shard_size: int = setting(DEFAULT_SHARD_SIZE, help="bytes per shard of a JSON-lines file (KB/MB/GB)", flag="shard_size", size=True, minimum=MIN_SHARD_SIZE)
+    shard_size: int = setting(DEFAULT_SHARD_SIZE, help="largest shard of a JSON-lines file or JSON array (KB/MB/GB); a file is cut into at least 32 shards of at least 4 MB when it is large enough", flag="shard_size", size=True, minimum=MIN_SHARD_SIZE)
     batch_size: int = setting(DEFAULT_BATCH_SIZE, help="raw records per batch", flag="batch_size", minimum=1)
     max_line_bytes: int = setting(DEFAULT_MAX_LINE_BYTES, help="longer lines are LINE_TOO_LONG dead letters", flag="max_line_bytes", size=True, minimum=1)
     relative_to: str | None = setting(None, help="base URL for relative image / mask references (default: each manifest's own folder)", flag="relative_to")

@@ -136,3 +136,32 @@ def _samples_export() -> bytes:
     return (
         Path(__file__).resolve().parents[1] / "samples" / "label_studio" / "export.json"
     ).read_bytes()
+
+
+@pytest.mark.parametrize("raw", TRICKY, ids=range(len(TRICKY)))
+@pytest.mark.parametrize("part_bytes", [1, 10, 100, 1 << 20])
+def test_parts_read_alone_give_the_whole_arrays_elements_and_offsets(raw, part_bytes):
+    """plan_parts + ArrayPart: every part read as an array of its own, offsets shifted back to
+    the file's, yields exactly the elements of reading the file whole, none twice."""
+    from transforms.json_array import ArrayPart, plan_parts
+
+    whole = list(iter_json_array(io.BytesIO(raw)))
+    parts = plan_parts(io.BytesIO(raw), part_bytes)
+    assert sum(count for *_, count in parts) == len(whole)
+    got = []
+    for start, end, before, count in parts:
+        assert before == len(got)
+        elements = [(start - 1 + offset, element) for offset, element in iter_json_array(ArrayPart(io.BytesIO(raw), start, end), chunk_size=7)]
+        assert len(elements) == count
+        got.extend(elements)
+    assert got == whole
+    if part_bytes == 1:
+        assert len(parts) == len(whole)  # one element per part
+
+
+def test_planning_a_malformed_array_raises_with_the_offset():
+    from transforms.json_array import plan_parts
+
+    with pytest.raises(JsonArrayError) as caught:
+        plan_parts(io.BytesIO(b'[{"a": 1}, {"b": 2} {"c": 3}]'), 1)
+    assert caught.value.offset == 20

@@ -214,3 +214,49 @@ def _scan_container(buf: _Buffer, start: int) -> tuple[int, int]:
         if buf.eof:
             raise JsonArrayError("element cut short (unclosed object or array)", absolute)
         start -= buf.more(start)
+
+
+def plan_parts(fileobj: BinaryIO, part_bytes: int) -> list[tuple[int, int, int, int]]:
+    """Cut a JSON array into parts of about `part_bytes` at element boundaries, so that workers
+    read one file in parallel: [(start, end, elements before, elements)], where start is the
+    first byte of the part's first element and end the byte after its last one. One pass over
+    the file (the same scan as reading it); raises JsonArrayError when it is malformed."""
+    parts: list[tuple[int, int, int, int]] = []
+    start = end = None
+    count = before = 0
+    for offset, raw in iter_json_array(fileobj):
+        if start is None:
+            start = offset
+        elif offset - start >= part_bytes:
+            parts.append((start, end, before, count))
+            start, before, count = offset, before + count, 0
+        end = offset + len(raw)
+        count += 1
+    if start is not None:
+        parts.append((start, end, before, count))
+    return parts
+
+
+class ArrayPart:
+    """A part of a JSON array (plan_parts) read as an array of its own: `[` + the bytes of its
+    elements + `]`, streamed from the file. A position in it is the file's `start - 1 + pos`."""
+
+    def __init__(self, fileobj: BinaryIO, start: int, end: int):
+        self._file = fileobj
+        self._file.seek(start)
+        self._left = end - start
+        self._state = 0  # 0: the opening bracket is next, 1: the elements, 2: the closing bracket sent
+
+    def read(self, size: int = -1) -> bytes:
+        out = b""
+        if self._state == 0:
+            out, self._state = b"[", 1
+            size = size - 1 if size > 0 else size
+        if self._state == 1:
+            want = self._left if size < 0 else min(size, self._left)
+            data = self._file.read(want) if want > 0 else b""
+            self._left -= len(data)
+            out += data
+            if self._left <= 0 or (want > 0 and not data):
+                out, self._state = out + b"]", 2
+        return out

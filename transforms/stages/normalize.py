@@ -80,6 +80,7 @@ class RecordNormalizer:
         failures = {index: (code, message) for index, code, message in batch.failures}
         fmt = get_format(batch.format) if batch.format else None
         ctx = self._context(batch.uri, batch.format)
+        long_digits = numbers.any_might_be_inexact(batch.raws)  # once per batch: a regex per line cost 40 us on 3 KB lines
         for index, raw in enumerate(batch.raws):
             where = Provenance(batch.uri, batch.lines[index], batch.offsets[index], batch.format)
             try:
@@ -97,7 +98,7 @@ class RecordNormalizer:
                 dead.append(errors.dead_letter(where, STAGE, errors.INTERNAL_ERROR, repr(exc), raw))
                 continue
             counts["ok"] += 1
-            if numbers.has_inexact_integer(raw):
+            if long_digits and numbers.has_inexact_integer(raw):
                 for row in parsed.rows:
                     row["issues"] = [*(row.get("issues") or []), numbers.inexact_integer_issue()]
             for reason, n in parsed.skipped.items():

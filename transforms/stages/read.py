@@ -35,6 +35,11 @@ DEFAULT_SHARD_SIZE = 64 << 20
 DEFAULT_MAX_LINE_BYTES = 32 << 20
 DEFAULT_BATCH_LINES = 4096
 MIN_SHARD_SIZE = 1024
+# A large file is cut into at least this many shards (of at least SPREAD_MIN_SHARD bytes, at
+# most the configured shard size), so that a file of a few hundred MB still spreads over every
+# worker of a small pool: 171 MB in 64 MB shards kept one of two workers idle a third of the run.
+SPREAD_SHARDS = 32
+SPREAD_MIN_SHARD = 4 << 20
 # A shard of a file whose records reference files to check holds about this many of them, so
 # per-record I/O spreads over every worker even when the manifest itself is small.
 FILE_CHECKS_PER_SHARD = 200
@@ -53,6 +58,8 @@ BATCHES = "batches"
 _SPLIT_SHARDS = "split_shards"
 
 JSONL, JSON_ARRAY, JSON_OBJECT = "jsonl", "json_array", "json_object"
+# A part of a large JSON array, cut at element boundaries when the file was planned.
+JSON_ARRAY_PART = "json_array_part"
 # JSON lines ended by a lone CR (classic Mac OS line endings): read whole, split at CR.
 JSONL_CR = "jsonl_cr"
 
@@ -210,9 +217,10 @@ class FileChecks:
 
 
 def shard_bytes(shard_size: int, sample: list, line_bytes: float, fmt, checks: FileChecks, file_size: int = 0) -> int:
-    """Bytes per shard: `shard_size`, smaller when records reference files to check, so that a
-    shard holds about FILE_CHECKS_PER_SHARD of them (and the file is cut in at most
-    MAX_FILE_CHECK_SHARDS)."""
+    """Bytes per shard: `shard_size`, smaller for a file that would be fewer than SPREAD_SHARDS
+    shards, and smaller when records reference files to check, so that a shard holds about
+    FILE_CHECKS_PER_SHARD of them (and the file is cut in at most MAX_FILE_CHECK_SHARDS)."""
+    shard_size = min(shard_size, max(SPREAD_MIN_SHARD, file_size // SPREAD_SHARDS))
     if fmt is None or not sample or not (checks.masks or checks.images):
         return shard_size
     ctx = ParseContext(uri="sample", base_uri="")
@@ -259,6 +267,13 @@ class _PlanShardsFn(beam.DoFn):
             yield Shard(uri, 0, 0, 0, "unreadable:" + storage.redact_url(str(exc))[:300], None, compression)
             return
         yield beam.pvalue.TaggedOutput(LEDGER, (uri, {"format": name, "layout": layout, "bytes": size}))
+        if layout == JSON_ARRAY and not compression:
+            step = shard_bytes(self._shard_size, sample, len(head) / max(len(sample), 1), get_format(name) if name else None, self._checks, size)
+            parts = self._array_parts(uri, step) if size > step else []
+            if len(parts) > 1:
+                for index, (start, end, before, count) in enumerate(parts):
+                    yield Shard(uri, index, start, end, JSON_ARRAY_PART, name, None, line_base=before, counted_lines=count)
+                return
         if layout != JSONL or compression:
             yield Shard(uri, 0, 0, -1, layout, name, compression)
             return
@@ -271,6 +286,17 @@ class _PlanShardsFn(beam.DoFn):
         for index, start in enumerate(range(0, size, step)):
             shard = Shard(uri, index, start, min(start + step, size), layout, name)
             yield beam.pvalue.TaggedOutput(_SPLIT_SHARDS, shard)
+
+    def _array_parts(self, uri: str, step: int) -> list:
+        """The parts of a large JSON array (one pass over it); [] when it is malformed, so
+        that reading it whole reports where."""
+        from transforms.json_array import JsonArrayError, plan_parts
+
+        try:
+            with _open(uri, self._storage) as handle:
+                return plan_parts(handle, step)
+        except JsonArrayError:
+            return []
 
     def _sample(self, uri, compression, head, complete, layout):
         if layout == JSON_OBJECT and not complete:
@@ -337,6 +363,8 @@ class _ReadShardFn(beam.DoFn):
                 with _open(shard.uri, self._storage, shard.compression) as handle:
                     if shard.layout == JSON_ARRAY:
                         yield from reader.read_array(handle)
+                    elif shard.layout == JSON_ARRAY_PART:
+                        yield from reader.read_array_part(handle)
                     elif shard.layout == JSON_OBJECT:
                         yield from reader.read_object(handle)
                     else:
@@ -511,18 +539,25 @@ class _ShardReader:
         if self._add(offset, raw[: errors.RAW_TEXT_LIMIT], (errors.LINE_TOO_LONG, message)):
             yield from self.flush()
 
-    def read_array(self, handle) -> Iterator[RawBatch]:
+    def read_array(self, handle, shift: int = 0) -> Iterator[RawBatch]:
+        """The elements of a JSON array; `shift` is the file offset of the handle's byte 0."""
         from transforms.json_array import JsonArrayError, iter_json_array
 
         try:
             for offset, raw in iter_json_array(handle):
                 if len(raw) > self.max_line_bytes:
-                    yield from self._too_long(offset, raw)
-                elif self._add(offset, raw):
+                    yield from self._too_long(shift + offset, raw)
+                elif self._add(shift + offset, raw):
                     yield from self.flush()
         except JsonArrayError as exc:
             self.incomplete = True  # the elements after the damage cannot be found
-            yield from self.fail(getattr(exc, "offset", 0) or 0, errors.INVALID_JSON, str(exc))
+            where = shift + (getattr(exc, "offset", 0) or 0)
+            yield from self.fail(where, errors.INVALID_JSON, f"{str(exc).rsplit(' at byte ', 1)[0]} at byte {where}")
+
+    def read_array_part(self, handle) -> Iterator[RawBatch]:
+        from transforms.json_array import ArrayPart
+
+        yield from self.read_array(ArrayPart(handle, self.shard.start, self.shard.end), shift=self.shard.start - 1)
 
     def read_object(self, handle) -> Iterator[RawBatch]:
         data = handle.read(self.max_line_bytes + 1)  # never more than the bound in memory
