@@ -32,6 +32,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from transforms import errors, storage
 from transforms.dedupe import FOLDED_OUTCOMES
+from transforms.stages.coders import of_record_batches
 
 LEDGER = "ledger"
 # A storage reason as FILE_UNREADABLE messages name it ("<uri>: unreachable: ..." or "unreachable: ...").
@@ -175,9 +176,11 @@ class Accounted(beam.PTransform):
 
     def expand(self, batches):
         fn = _AccountedFn(self._stage, self._fn, self._count_warnings)
-        return batches | self._stage >> beam.ParDo(fn).with_outputs(
+        outputs = batches | self._stage >> beam.ParDo(fn).with_outputs(
             errors.DEAD_LETTERS, LEDGER, *self._extra_tags, main="main"
         )
+        of_record_batches(outputs["main"])
+        return outputs
 
 
 class MergeCounters(beam.CombineFn):

@@ -27,9 +27,22 @@ class RecordBatchCoder(beam.coders.Coder):
     def is_deterministic(self) -> bool:
         return False
 
+    def estimate_size(self, batch: pa.RecordBatch) -> int:
+        """The batch's buffers, not an encoding of it: runners sample element sizes of every
+        step's output, and encoding a 4,096-row batch to measure it cost as much as a stage."""
+        return batch.nbytes
+
     def to_type_hint(self):
         return pa.RecordBatch
 
 
 def register() -> None:
     beam.coders.registry.register_coder(pa.RecordBatch, RecordBatchCoder)
+
+
+def of_record_batches(pcoll):
+    """Marks a PCollection as holding RecordBatches, so the runner codes (and measures) its
+    elements with RecordBatchCoder instead of pickling them: a DoFn with tagged outputs leaves
+    its main output typed Any."""
+    pcoll.element_type = pa.RecordBatch
+    return pcoll

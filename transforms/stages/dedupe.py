@@ -22,6 +22,7 @@ from apache_beam.transforms.window import GlobalWindows
 from transforms import dedupe, errors
 from transforms.schema import rows_to_batch
 from transforms.stages.accounting import LEDGER, Ledger
+from transforms.stages.coders import of_record_batches
 from transforms.stages.split import split_key
 
 STAGE = errors.DEDUPE
@@ -104,4 +105,4 @@ class ResolveDuplicates(beam.PTransform):
             | "Resolve" >> beam.ParDo(_ResolveFn(self._policy, self._batch_rows)).with_outputs(errors.DEAD_LETTERS, LEDGER, main="main")
         )
         ledger = (keyed[LEDGER], resolved[LEDGER]) | "DedupeLedger" >> beam.Flatten()
-        return {"main": resolved["main"], errors.DEAD_LETTERS: resolved[errors.DEAD_LETTERS], LEDGER: ledger}
+        return {"main": of_record_batches(resolved["main"]), errors.DEAD_LETTERS: resolved[errors.DEAD_LETTERS], LEDGER: ledger}

@@ -22,6 +22,7 @@ from transforms.formats.base import ParseContext, get_format
 from transforms.logs import CauseLog
 from transforms.schema import RawBatch
 from transforms.stages.accounting import LEDGER
+from transforms.stages.coders import of_record_batches
 
 RECORDS = "records"
 STAGE = errors.NORMALIZE
@@ -177,6 +178,8 @@ class NormalizeRecords(beam.PTransform):
         self._relative_to = relative_to
 
     def expand(self, batches):
-        return batches | "Normalize" >> beam.ParDo(
+        outputs = batches | "Normalize" >> beam.ParDo(
             _NormalizeFn(self._format_options, self._relative_to)
         ).with_outputs(errors.DEAD_LETTERS, LEDGER, main=RECORDS)
+        of_record_batches(outputs[RECORDS])
+        return outputs
