@@ -432,8 +432,7 @@ class _LineWriter:
         class_map = dict(metadata.get("class-map") or {})
         annotations, confidences = [], []
         for obj in objects:
-            attributes = orjson.loads(obj["attributes"]) if obj.get("attributes") else {}
-            class_id = attributes.get("class_id") if isinstance(attributes, dict) else None
+            class_id = _source_class_id(obj.get("attributes"))
             if class_id is None:
                 class_id = self._class_id(obj["label"], class_map)
                 if class_id is None:
@@ -485,6 +484,18 @@ class _LineWriter:
 
 
 CLASSES_OPTION = "formats.sagemaker.classes"
+
+
+def _source_class_id(attributes: str | None):
+    """The `class_id` an object's attributes carry from a Ground Truth source, else None.
+
+    Attributes are written by orjson, which spells every key plainly: without the text
+    `"class_id"` there is nothing to parse (other sources keep whole raw results there, and
+    parsing them for each box cost a third of writing a manifest)."""
+    if not attributes or '"class_id"' not in attributes:
+        return None
+    parsed = orjson.loads(attributes)
+    return parsed.get("class_id") if isinstance(parsed, dict) else None
 
 
 def _class_list(value) -> list[str]:

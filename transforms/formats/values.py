@@ -30,6 +30,11 @@ def number(
 
     optional: None passes through as None. finite: inf / nan are refused too. on_string: a
     numeric string is accepted, and reported through this callback (e.g. NUMBER_AS_STRING)."""
+    if value.__class__ is float or value.__class__ is int:  # the common case, first (not bool)
+        result = float(value)
+        if finite and not math.isfinite(result):
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"{what} must be finite, got {value!r}")
+        return result
     if value is None and optional:
         return None
     if isinstance(value, str) and on_string is not None:
