@@ -15,6 +15,9 @@ Cases (all on the same generated Lookout for Vision manifest, medians over repea
   was before transforms/fast/.
 - inproc / mp2 / prism: the real CLI on the FnApiRunner in process, on the FnApiRunner with two
   worker processes, and on the PrismRunner.
+- inproc_fixed / mp2_fixed: the same job on the first 1,000 lines: what a run costs whatever its
+  size (graph construction, runner and worker start-up, statistics, report, publishing), which
+  the per-line work adds to.
 
 Ratios are wall time over the first case's (lower is faster). CPU seconds (this process and
 its worker processes) are printed too: on a shared machine they move less than wall time.
@@ -23,6 +26,7 @@ its worker processes) are printed too: on a shared machine they move less than w
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import shutil
@@ -162,6 +166,9 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+TINY_LINES = 1_000
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=1_000_000)
@@ -178,6 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     size = os.path.getsize(manifest)
     print(f"input: {args.lines} lines, {size / 1e6:.0f} MB, cpus={os.cpu_count()}, python {sys.version.split()[0]}, pyarrow {pa.__version__}")
     shard = f"--shard_size={args.shard_size or max(size // 16, 1 << 20)}"
+    tiny = os.path.join(workdir, f"lookout-{TINY_LINES}-of-{args.lines}.manifest")
+    if not os.path.exists(tiny):
+        with open(manifest, "rb") as source, open(tiny, "wb") as head:
+            head.writelines(itertools.islice(source, TINY_LINES))
+    two_workers = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
     available = {
         "floor": ("floor: 1 process, orjson + known fields + Arrow + Parquet", lambda out: floor(manifest, out)),
         "pyarrow_json": ("pyarrow.json.read_json + Parquet (C++, threads)", lambda out: pyarrow_json(manifest, out)),
@@ -189,9 +201,12 @@ def main(argv: list[str] | None = None) -> None:
         "inproc": ("labelbeam, FnApiRunner in process", lambda out: _pipeline(manifest, out, "FnApiRunner", [shard])),
         "mp2": (
             "labelbeam, FnApiRunner multi_processing x2",
-            lambda out: _pipeline(manifest, out, "FnApiRunner", [shard, "--direct_running_mode=multi_processing", "--direct_num_workers=2"]),
+            lambda out: _pipeline(manifest, out, "FnApiRunner", [shard, *two_workers]),
         ),
         "prism": ("labelbeam, PrismRunner", lambda out: _pipeline(manifest, out, "PrismRunner", [shard])),
+        # The job's fixed cost (graph, runner, workers, report, publishing) on the same runners.
+        "inproc_fixed": (f"the same in process, first {TINY_LINES:,} lines only", lambda out: _pipeline(tiny, out, "FnApiRunner", [])),
+        "mp2_fixed": (f"the same with two workers, first {TINY_LINES:,} lines only", lambda out: _pipeline(tiny, out, "FnApiRunner", two_workers)),
     }
     cases = {key: available[key] for key in args.cases.split(",")}
     timings: dict[str, list[float]] = {key: [] for key in cases}
@@ -204,14 +219,15 @@ def main(argv: list[str] | None = None) -> None:
             rows = case(out)
             timings[key].append(time.perf_counter() - started)
             cpu_times[key].append(_cpu_seconds() - cpu)
-            assert rows == args.lines, (name, rows)
+            assert rows == (TINY_LINES if key.endswith("_fixed") else args.lines), (name, rows)
             print(f"  repeat {repeat + 1}: {name}: {timings[key][-1]:.2f}s wall, {cpu_times[key][-1]:.2f}s cpu, load {os.getloadavg()[0]:.1f}", flush=True)
     shutil.rmtree(os.path.join(workdir, "out"), ignore_errors=True)
     base = statistics.median(timings[next(iter(cases))])
     print(f"\n| run | median wall | records/s | vs {next(iter(cases))} | median CPU s (all processes) |\n|---|---|---|---|---|")
     for key, values in timings.items():
         median = statistics.median(values)
-        print(f"| {cases[key][0]} | {median:.2f} s | {args.lines / median:,.0f} | {median / base:.2f}x | {statistics.median(cpu_times[key]):.1f} |")
+        rate = f"{args.lines / median:,.0f}" if not key.endswith("_fixed") else "-"
+        print(f"| {cases[key][0]} | {median:.2f} s | {rate} | {median / base:.2f}x | {statistics.median(cpu_times[key]):.1f} |")
     if "inproc" in timings and "mp2" in timings:
         print(f"\ntwo workers vs in process: {statistics.median(timings['inproc']) / statistics.median(timings['mp2']):.2f}x faster")
 
