@@ -253,12 +253,14 @@ def _box(xs, ys) -> dict:
 def _check_range(obj: dict, region_id: Any, ctx: RegionContext) -> None:
     """REGION_OUT_OF_RANGE when the region leaves the image by more than the tolerance."""
     box = obj.get("bbox")
+    low, high = -ctx.tolerance / 100, 1 + ctx.tolerance / 100
+    if box and not obj.get("keypoints") and low <= box["x_min"] and box["x_max"] <= high and low <= box["y_min"] and box["y_max"] <= high:
+        return  # the usual region: a box inside the image (x_min <= x_max, y_min <= y_max)
     xs = [box["x_min"], box["x_max"]] if box else []
     ys = [box["y_min"], box["y_max"]] if box else []
     for point in obj.get("keypoints") or []:
         xs.append(point["x"])
         ys.append(point["y"])
-    low, high = -ctx.tolerance / 100, 1 + ctx.tolerance / 100
     outside = [v for v in xs + ys if not low <= v <= high]
     if outside:
         ctx.issues.append(

@@ -301,15 +301,18 @@ def _read_results(results: list[dict], rctx: regions.RegionContext):
     """Results -> (objects, region kinds, image labels, raw results kept at row level)."""
     groups: dict[Any, list[dict]] = {}
     loose_first: list[dict] = []  # results without an id (relations, ...)
+    region_ids = set()
     for result in results:
         rid = result.get("id")
-        if rid is None or regions.result_type(result) == "relation":
+        kind = regions.result_type(result)
+        if rid is None or kind == "relation":
             loose_first.append(result)
         elif isinstance(rid, (str, int)):
             groups.setdefault(rid, []).append(result)
+            if kind in regions.REGION_KINDS:
+                region_ids.add(rid)
         else:
             raise RecordError(errors.INVALID_FIELD_TYPE, f"result id must be a string, got {rid!r}")
-    region_ids = {rid for rid, group in groups.items() if any(_is_region(r) for r in group)}
     relations: dict[Any, list[dict]] = defaultdict(list)
     loose: list[dict] = []
     for result in loose_first:
@@ -320,10 +323,10 @@ def _read_results(results: list[dict], rctx: regions.RegionContext):
             loose.append(result)
     objects, kinds, labels, row_level = [], set(), [], []
     for rid, group in groups.items():
-        region = next((r for r in group if _is_region(r)), None)
-        if region is None:
+        if rid not in region_ids:
             row_level.extend(group)
             continue
+        region = group[0] if len(group) == 1 else next(r for r in group if _is_region(r))
         members = [r for r in group if r is not region]
         for member in members:
             _warn_unknown(member, rctx)

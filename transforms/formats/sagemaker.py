@@ -307,8 +307,8 @@ class _LineParser:
 
 def _pixels(value: float) -> float | int:
     """Pixel coordinates as Ground Truth writes them: integers when they are integers."""
-    rounded = round(value)
-    return int(rounded) if abs(value - rounded) < 1e-6 else round(value, 6)
+    rounded = round(value)  # an int
+    return rounded if abs(value - rounded) < 1e-6 else round(value, 6)
 
 
 def _json_float(value: float | None) -> float | None:
@@ -319,10 +319,11 @@ def _json_float(value: float | None) -> float | None:
 class _LineWriter:
     """Builds one Ground Truth line from one canonical row."""
 
-    def __init__(self, row: dict, ctx: WriteContext, classes: list[str]):
+    def __init__(self, row: dict, ctx: WriteContext, classes: list[str], ids: "_OutputClassIds | None" = None):
         self.row = row
         self.ctx = ctx
         self.classes = classes
+        self.ids = ids or _OutputClassIds(ctx.classes)
 
     def line(self) -> dict | None:
         row = self.row
@@ -470,11 +471,9 @@ class _LineWriter:
                 self.ctx.reject(self.row, errors.OUTPUT_UNREPRESENTABLE, f"class {name!r} is not in {CLASSES_OPTION}")
                 return None
             return classes.index(name)
-        known_names = self.ctx.classes
-        if known_names is not None and name in known_names:
-            if {n.lower() for n in known_names} <= set(LOOKOUT_CLASSES):
-                return LOOKOUT_CLASSES[name.lower()]
-            return known_names.index(name)
+        known = self.ids.of(name)
+        if known is not None:
+            return known
         if name.lower() in LOOKOUT_CLASSES and not class_map:
             return LOOKOUT_CLASSES[name.lower()]
         for key, known in class_map.items():
@@ -484,6 +483,23 @@ class _LineWriter:
 
 
 CLASSES_OPTION = "formats.sagemaker.classes"
+
+
+class _OutputClassIds:
+    """Ids of the output's class names (the write stage's first pass), worked out once per
+    batch instead of once per box: Lookout for Vision's 0 / 1 when the names are only `normal`
+    / `anomaly`, else positions in the sorted names."""
+
+    def __init__(self, names: list[str] | None):
+        self.ids: dict[str, int] | None = None
+        if names is not None:
+            lookout = {n.lower() for n in names} <= set(LOOKOUT_CLASSES)
+            self.ids = {}
+            for position, name in enumerate(names):
+                self.ids.setdefault(name, LOOKOUT_CLASSES[name.lower()] if lookout else position)
+
+    def of(self, name: str) -> int | None:
+        return None if self.ids is None else self.ids.get(name)
 
 
 def _source_class_id(attributes: str | None):
@@ -557,7 +573,8 @@ class SageMakerFormat(ManifestFormat):
 
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         classes = self.options_of(ctx).classes
+        ids = _OutputClassIds(ctx.classes)
         for row in rows:
-            line = _LineWriter(row, ctx, classes).line()
+            line = _LineWriter(row, ctx, classes, ids).line()
             if line is not None:
                 yield orjson.dumps(line)
