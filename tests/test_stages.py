@@ -292,3 +292,20 @@ def test_records_files_read_back_into_the_rows_written_with_their_class_names(tm
     assert write_stage.partition_values(f"split=train/task={NULL_FOLDER}") == {"split": "train", "task": None}
     with pytest.raises(ValueError, match="not partitioned by"):
         list(read.process(("other=x", str(tmp_path / "part-0.parquet"))))
+
+
+def test_a_pending_small_partition_does_not_keep_its_parent_batches_alive(tmp_path):
+    """Row groups wait for many batches; a small partition's slices are copied, so what the file
+    holds pending is its own rows, not every sorted batch they were cut from."""
+    batch = _records(4096)
+    with open(tmp_path / "part.parquet", "wb") as handle:
+        written = write_stage._ParquetFile(handle, RECORDS_DEFAULT)
+        for start in range(0, 4096 * 20, 4096):
+            written.write(batch.slice(start % 4096 + 10, 40))  # 40 rows of each 4,096-row batch
+        held = sum(b.get_total_buffer_size() for b in written.pending)
+        assert written.pending_rows == 800
+        assert held < batch.get_total_buffer_size()  # 20 whole parents would be 20x
+        big = batch.slice(0, 3000)
+        assert write_stage._compact(big) is big  # a large slice fills a row group soon: kept as is
+        written.close()
+    assert pq.read_metadata(tmp_path / "part.parquet").num_rows == 800
