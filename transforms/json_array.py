@@ -38,6 +38,7 @@ class JsonArrayError(ValueError):
 
     def __init__(self, message: str, offset: int):
         super().__init__(f"{message} at byte {offset}")
+        self.reason = message
         self.offset = offset
 
 

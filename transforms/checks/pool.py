@@ -1,10 +1,10 @@
 """Run many file checks at once, each bounded in time, on threads that can never hang the process.
 
 File checks wait on storage (fetches) and on decoders (Pillow, zlib and numpy release the GIL
-for the heavy part), so a batch's files are checked concurrently on daemon threads. Each task is bounded in
-time: one that runs past the limit gets its `on_timeout` result, and every other task finishes
-as usual. A stuck thread cannot be killed; it is left
-behind (daemon threads never keep a process from exiting) and later work goes to fresh threads.
+for the heavy part), so a batch's files are checked concurrently on daemon threads. Each task is
+bounded in time: one that runs past the limit gets its `on_timeout` result, and every other task
+finishes as usual. A stuck thread cannot be killed; it is left behind (daemon threads never keep
+a process from exiting) and a fresh thread takes its place.
 """
 
 from __future__ import annotations
@@ -45,20 +45,17 @@ class BoundedRunner:
         self._timeout = timeout_seconds
         limit_malloc_arenas()
 
-    def close(self) -> None:
-        """Nothing to release: a batch's threads end with it (kept for callers' symmetry)."""
-
-    def run(self, tasks: list[Task], check: Callable[[Task], Any], on_timeout: Callable[[Task, float], Any]) -> list[Any]:
+    def run(self, tasks: list[Task], check: Callable[[Task], Any], on_timeout: Callable[[Task, float], Any], threads: int | None = None) -> list[Any]:
         """Results in task order; a task past the limit gets on_timeout(task, limit).
 
-        `concurrency` daemon threads take the batch's tasks in turn from a shared index, so a
+        `threads` (at most `concurrency`, all of it when None) daemon threads take the batch's tasks in turn from a shared index, so a
         task costs a lock and a list slot, not a future and a wake-up of the waiting thread
         (waiting on a set of futures cost 150-300 us a task on 4,096-task batches). The waiting
         thread looks at the running tasks every _POLL_SECONDS; one past the limit is settled
         with on_timeout and its thread, stuck in it, is replaced by a fresh one, so the rest of
         the batch keeps its concurrency."""
         batch = _Batch(tasks, check)
-        for _ in range(min(self._concurrency, len(tasks))):
+        for _ in range(min(threads or self._concurrency, self._concurrency, len(tasks))):
             batch.start_thread()
         while not batch.done.wait(_POLL_SECONDS):
             for index in batch.overdue(self._timeout):

@@ -319,11 +319,11 @@ def _json_float(value: float | None) -> float | None:
 class _LineWriter:
     """Builds one Ground Truth line from one canonical row."""
 
-    def __init__(self, row: dict, ctx: WriteContext, classes: list[str], ids: "_OutputClassIds | None" = None):
+    def __init__(self, row: dict, ctx: WriteContext, classes: list[str], ids: "_OutputClassIds"):
         self.row = row
         self.ctx = ctx
         self.classes = classes
-        self.ids = ids or _OutputClassIds(ctx.classes)
+        self.ids = ids
 
     def line(self) -> dict | None:
         row = self.row

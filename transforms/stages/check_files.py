@@ -8,8 +8,9 @@ records reference files is cut into shards of about FILE_CHECKS_PER_SHARD such r
 (transforms/checks/pool.py), each bounded in time.
 
 Only the rows that reference a file to check become Python dicts, and of those only the columns
-the checks read (the rest of a batch passes through as it is). What is found goes through the same judgement as ValidateRecords: an error
-under the profile refuses the record (stage `check_files`), anything else is a warning issue.
+the checks read (the rest of a batch passes through as it is). What is found goes through the
+same judgement as ValidateRecords: an error under the profile refuses the record (stage
+`check_files`), anything else is a warning issue.
 """
 
 from __future__ import annotations
@@ -291,17 +292,12 @@ class _CheckFilesFn(beam.DoFn):
         # Local files: nothing to wait for but the decoder, so one thread per core. More threads
         # only fight for the GIL between decodes (5,000 local 1024x768 masks in one process:
         # 16 threads 14.7 s, 2 threads 10.9 s on 2 cores).
-        local_threads = min(self._config.concurrency, usable_cpus())
-        self._local_runner = BoundedRunner(local_threads, self._config.timeout_seconds) if local_threads < self._config.concurrency else self._runner
+        self._local_threads = usable_cpus()
         self._counters: dict[str, object] = {}
         self._validated = Metrics.counter("check_files", "masks_validated")
 
     def finish_bundle(self):
         self._checker.failures.flush()
-
-    def teardown(self):
-        for runner in {id(r): r for r in (getattr(self, "_runner", None), getattr(self, "_local_runner", None)) if r}.values():
-            runner.close()
 
     def process(self, batch: pa.RecordBatch):
         work = rows_with_files(batch, self._config)
@@ -311,9 +307,8 @@ class _CheckFilesFn(beam.DoFn):
             return
         taken = batch.take(busy)
         rows = schema.batch_rows(taken.select(_READ_COLUMNS))
-        local = all(_files_are_local(row, self._config) for row in rows)
-        runner = self._local_runner if local else self._runner
-        outcomes = runner.run([Task(row) for row in rows], self._checker.check, timeout_outcome)
+        threads = self._local_threads if all(_files_are_local(row, self._config) for row in rows) else None
+        outcomes = self._runner.run([Task(row) for row in rows], self._checker.check, timeout_outcome, threads)
         checked = _with_columns(taken, _FILLED_COLUMNS, [row for row, _, _ in outcomes])
         found = []
         for index, (row, findings, _) in enumerate(outcomes):

@@ -268,21 +268,20 @@ class _PlanShardsFn(beam.DoFn):
             yield Shard(uri, 0, 0, 0, "unreadable:" + storage.redact_url(str(exc))[:300], None, compression)
             return
         yield beam.pvalue.TaggedOutput(LEDGER, (uri, {"format": name, "layout": layout, "bytes": size}))
-        if layout == JSON_ARRAY and not compression:
-            step = shard_bytes(self._shard_size, sample, len(head) / max(len(sample), 1), get_format(name) if name else None, self._checks, size)
-            parts = self._array_parts(uri, step) if size > step else []
-            if len(parts) > 1:
-                for index, (start, end, before, count) in enumerate(parts):
-                    yield Shard(uri, index, start, end, JSON_ARRAY_PART, name, None, line_base=before, counted_lines=count)
-                return
-        if layout != JSONL or compression:
+        if layout not in (JSONL, JSON_ARRAY) or compression:
             yield Shard(uri, 0, 0, -1, layout, name, compression)
             return
-        # the head holds more lines than the sample's first records: its own lines give their size
-        line_bytes = len(head) / max(head.count(b"\n"), 1)
+        # JSON lines: the head holds more lines than the sample's first records, and its own
+        # lines give their size; a JSON array: the sample's elements.
+        line_bytes = len(head) / max(head.count(b"\n") if layout == JSONL else len(sample), 1)
         step = shard_bytes(self._shard_size, sample, line_bytes, get_format(name) if name else None, self._checks, size)
-        if size <= step:
+        parts = self._array_parts(uri, step) if layout == JSON_ARRAY and size > step else []
+        if size <= step or (layout == JSON_ARRAY and len(parts) <= 1):
             yield Shard(uri, 0, 0, -1, layout, name, compression)
+            return
+        if layout == JSON_ARRAY:
+            for index, (start, end, before, count) in enumerate(parts):
+                yield Shard(uri, index, start, end, JSON_ARRAY_PART, name, None, line_base=before, counted_lines=count)
             return
         for index, start in enumerate(range(0, size, step)):
             shard = Shard(uri, index, start, min(start + step, size), layout, name)
@@ -552,8 +551,8 @@ class _ShardReader:
                     yield from self.flush()
         except JsonArrayError as exc:
             self.incomplete = True  # the elements after the damage cannot be found
-            where = shift + (getattr(exc, "offset", 0) or 0)
-            yield from self.fail(where, errors.INVALID_JSON, f"{str(exc).rsplit(' at byte ', 1)[0]} at byte {where}")
+            where = shift + exc.offset
+            yield from self.fail(where, errors.INVALID_JSON, f"{exc.reason} at byte {where}")
 
     def read_array_part(self, handle) -> Iterator[RawBatch]:
         from transforms.json_array import ArrayPart
