@@ -112,7 +112,8 @@ def expected_rows(output: str, counted: dict, totals: dict) -> int:
     if output == ERRORS_OUTPUT:
         return totals["dead_letters"] + totals["records_refused"]
     if output.startswith(REFUSED_FOLDER + "/"):
-        return int(counted.get(manifests_output(output.split("/", 1)[1]), {}).get("refused", 0))
+        writer = counted.get(manifests_output(output.split("/", 1)[1]), {})
+        return int(writer.get("refused", 0)) + int(writer.get("refused_objects", 0))
     return totals["records_kept"]
 
 
@@ -128,6 +129,7 @@ def output_entries(counters: dict, outputs: list[str], totals: dict, staging: st
             "expected": expected,
             "given": given,
             "refused": int(c.get("refused", 0)),
+            "refused_objects": int(c.get("refused_objects", 0)),
             "written": int(c.get("written", 0)),
             "landed": int(c.get("landed", 0)),
             "files": int(c.get("files", 0)),

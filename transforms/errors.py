@@ -154,7 +154,7 @@ DEAD_LETTERS = "dead_letters"
 
 # Raw text kept in a dead letter, in characters: enough to see the problem, bounded.
 RAW_TEXT_LIMIT = 4096
-DEAD_LETTER_FIELDS = ("source_uri", "line", "offset", "format", "stage", "code", "severity", "message", "raw", "output")
+DEAD_LETTER_FIELDS = ("source_uri", "line", "offset", "format", "stage", "code", "severity", "message", "raw", "output", "record_id", "object_index")
 
 
 def default_severity(code: str) -> str:
@@ -190,6 +190,8 @@ def dead_letter(
     raw: bytes | str | None,
     severity: str = ERROR,
     output: str | None = None,
+    record_id: str | None = None,
+    object_index: int | None = None,
 ) -> dict:
     """One dead-letter row (a plain dict, written as one JSON line under errors/). `output` names
     the output whose writer refused a kept record (e.g. manifests/coco); None for a true dead
@@ -211,6 +213,8 @@ def dead_letter(
         "message": message,
         "raw": raw,
         "output": output,
+        "record_id": record_id,
+        "object_index": object_index,
     }
 
 
@@ -218,7 +222,16 @@ def row_dead_letter(row: dict, stage: str, code: str, message: str, output: str 
     """A dead letter for a canonical row refused after normalization (validate, write stages)."""
     source = row.get("source") or {}
     where = Provenance(source.get("uri") or "", source.get("line") or 0, source.get("offset") or 0, source.get("format"))
-    return dead_letter(where, stage, code, message, row_json(row), output=output)
+    return dead_letter(where, stage, code, message, row_json(row), output=output, record_id=row.get("record_id"))
+
+
+def object_dead_letter(row: dict, index: int, stage: str, code: str, message: str, output: str | None = None) -> dict:
+    """A refusal of one object of a kept row (the row was written without it): `raw` is the
+    object, `record_id` and `object_index` say where it belongs."""
+    source = row.get("source") or {}
+    where = Provenance(source.get("uri") or "", source.get("line") or 0, source.get("offset") or 0, source.get("format"))
+    obj = (row.get("objects") or [None] * (index + 1))[index]
+    return dead_letter(where, stage, code, message, row_json(obj), output=output, record_id=row.get("record_id"), object_index=index)
 
 
 def row_json(row: dict) -> str:

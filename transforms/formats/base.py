@@ -49,6 +49,8 @@ class WriteContext:
 
     options: Any = None  # the format's own Options instance (its defaults when None)
     rejected: list[tuple[dict, str, str]] = dataclasses.field(default_factory=list)
+    #: objects refused from rows that were written without them: (row, object index, code, message)
+    rejected_objects: list[tuple[dict, int, str, str]] = dataclasses.field(default_factory=list)
     #: every class name of the whole output, sorted (known before the first line), for formats
     #: that set `uses_class_names`; None when the writer runs without one (unit tests)
     classes: list[str] | None = None
@@ -59,6 +61,12 @@ class WriteContext:
     def reject(self, row: dict, code: str, message: str) -> None:
         """A row this format cannot represent: it becomes a dead letter of stage write."""
         self.rejected.append((row, code, message))
+
+    def reject_object(self, row: dict, index: int, code: str, message: str) -> None:
+        """One object (`row["objects"][index]`) this format has no form for: the row is written
+        with the rest of its labels, and the object alone is refused (refused/<format>/, with the
+        record id and the object index). A writer never refuses a whole row for one object."""
+        self.rejected_objects.append((row, index, code, message))
 
 
 class ManifestFormat(abc.ABC):

@@ -170,6 +170,7 @@ class _ManifestFile:
         self.array = self.format.file_layout == "json_array"
         self.document = None
         self.count = 0
+        self.objects_refused = 0  # objects refused from rows written without them
         if self.array:
             handle.write(b"[")
         if self.format.file_layout == "document":  # the format streams the whole file itself
@@ -196,10 +197,18 @@ class _ManifestFile:
         return self._letters(ctx)
 
     def _letters(self, ctx: WriteContext) -> list[dict]:
-        return [
-            errors.row_dead_letter(row, WRITE_STAGE, code, f"{self.format.name}: {message}", output=manifests_output(self.format.name))
+        """The rows and the objects this file refused, as refusals of its output (refused/<format>/)."""
+        output = manifests_output(self.format.name)
+        letters = [
+            errors.row_dead_letter(row, WRITE_STAGE, code, f"{self.format.name}: {message}", output=output)
             for row, code, message in ctx.rejected
         ]
+        self.objects_refused += len(ctx.rejected_objects)
+        letters += [
+            errors.object_dead_letter(row, index, WRITE_STAGE, code, f"{self.format.name}: object {index}: {message}", output=output)
+            for row, index, code, message in ctx.rejected_objects
+        ]
+        return letters
 
     def _write_element(self, element: bytes) -> None:
         if self.array:
@@ -283,7 +292,8 @@ class _WriteBundleFilesFn(beam.DoFn):
             if entry is None:
                 entry = self._open[partition] = self._new_file()
             for letter in entry[1].write(piece):
-                self._ledger.output(self._output, {"refused": 1})
+                # a refused object leaves its row written: counted apart from refused rows
+                self._ledger.output(self._output, {"refused_objects" if letter.get("object_index") is not None else "refused": 1})
                 yield letter
 
     def _new_file(self):
