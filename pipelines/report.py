@@ -135,7 +135,17 @@ def output_entries(counters: dict, outputs: list[str], totals: dict, staging: st
             "files": int(c.get("files", 0)),
             "bytes": int(c.get("bytes", 0)),
         }
+        if "objects" in c:  # a manifest writer: objects given, refused alone, written, counted back
+            entry["objects"] = {
+                "given": int(c.get("objects", 0)),
+                "refused": int(c.get("refused_objects", 0)),
+                "written": int(c.get("objects_written", 0)),
+            }
+            if "objects_landed" in c:
+                entry["objects"]["landed"] = int(c["objects_landed"])
         problems = []
+        if "landed" in entry.get("objects", {}) and entry["objects"]["landed"] != entry["objects"]["written"]:
+            problems.append(f"{entry['objects']['landed']} objects in its files, {entry['objects']['written']} written")
         if given != expected:
             problems.append(f"{given} rows reached the writer, {expected} were produced for it")
         if entry["landed"] != given - entry["refused"]:

@@ -391,10 +391,8 @@ def test_predictions_from_other_formats_write_the_endpoint_form():
 
 @pytest.mark.parametrize("row, why", [
     (other_row("semantic_segmentation"), "semantic_segmentation"),
-    (other_row("keypoints"), "keypoints"),
     (other_row("unlabeled"), "unlabeled"),
     (other_row("classification", labels=[{"name": "a"}, {"name": "b"}]), "one label"),
-    (other_row("object_detection", [{"label": "car"}]), "neither a box nor a polygon"),
     (other_row("classification", labels=[{"name": "a"}], origin="prediction"), "score"),
     (other_row("classification", labels=[{"name": "a"}], uri=None), "image uri"),
 ])
@@ -403,6 +401,19 @@ def test_unrepresentable_rows_are_rejected(row, why):
     assert [line["label"] for line in lines] == ["ok"]
     ((_, code, message),) = wctx.rejected
     assert code == "OUTPUT_UNREPRESENTABLE" and why in message
+
+
+def test_an_object_without_geometry_is_refused_alone():
+    box = {"label": "car", "bbox": {"x_min": 0.1, "y_min": 0.2, "x_max": 0.3, "y_max": 0.4}}
+    point = {"label": "nose", "keypoints": [{"label": "nose", "x": 0.2, "y": 0.3, "visible": True}]}
+    for task in ("object_detection", "keypoints"):
+        (line,), wctx = write([other_row(task, [point, box])])
+        assert [entry["label"] for entry in line["label"]] == ["car"]
+        assert wctx.rejected == [] and [(i, code) for _, i, code, _ in wctx.rejected_objects] == [(0, "OBJECT_UNREPRESENTABLE")]
+        assert wctx.objects_written == 1
+    # nothing left: AutoML's image without objects
+    (line,), wctx = write([other_row("object_detection", [point])])
+    assert line["label"] == [] and len(wctx.rejected_objects) == 1
 
 
 def test_datastore_map_rewrites_image_url_prefixes():

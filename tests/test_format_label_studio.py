@@ -484,8 +484,11 @@ def test_rows_that_cannot_be_written_are_rejected():
          "objects": [{"label": "m", "mask_rle": b"\x00\x01"}]},
     ]  # fmt: skip
     ctx = WriteContext()
-    assert list(FMT.write(schema.rows_to_batch(rows).to_pylist(), ctx)) == []
-    assert [code for _, code, _ in ctx.rejected] == [errors.OUTPUT_UNREPRESENTABLE] * 2
+    (task,) = [orjson.loads(e) for e in FMT.write(schema.rows_to_batch(rows).to_pylist(), ctx)]
+    assert [code for _, code, _ in ctx.rejected] == [errors.OUTPUT_UNREPRESENTABLE]  # no image: the row
+    # an object without geometry: refused alone, the task is written without it
+    assert [(row["image"]["uri"], index, code) for row, index, code, _ in ctx.rejected_objects] == [("a.jpg", 0, errors.OBJECT_UNREPRESENTABLE)]
+    assert task["data"]["image"] == "a.jpg" and task["annotations"][0]["result"] == []
 
 
 def test_detect_rejects_other_formats():

@@ -259,9 +259,11 @@ def test_sagemaker_classes_option_gives_every_line_the_same_ids():
 
     ctx = WriteContext(options=get_format("sagemaker").options({"classes": "can,carton,milk_bottle"}))
     lines = [orjson.loads(e) for e in FMT.write([foreign("carton"), foreign("can"), foreign("juice")], ctx)]
-    assert [line["bounding-box"]["annotations"][0]["class_id"] for line in lines] == [1, 0]
+    assert [[a["class_id"] for a in line["bounding-box"]["annotations"]] for line in lines] == [[1], [0], []]
     assert lines[0]["bounding-box-metadata"]["class-map"] == {"1": "carton"}
-    assert [(code, "juice" in message) for _, code, message in ctx.rejected] == [(errors.OUTPUT_UNREPRESENTABLE, True)]
+    # a box of a class outside the list: refused alone, its line written without it
+    assert ctx.rejected == []
+    assert [(index, code, "juice" in message) for _, index, code, message in ctx.rejected_objects] == [(0, errors.OBJECT_UNREPRESENTABLE, True)]
     classification = {"image": {"uri": "s3://b/x.jpg"}, "task": "classification", "labels": [{"name": "milk_bottle"}]}
     (line,) = [orjson.loads(e) for e in FMT.write([classification], ctx)]
     assert line["label"] == 2 and line["label-metadata"]["class-name"] == "milk_bottle"

@@ -146,8 +146,19 @@ def refused_ids(out: Path, output: str) -> dict[str, str]:
     found = {}
     for letter in letters_in(out / "refused" / output):
         assert letter["output"] == f"manifests/{output}" and letter["stage"] == "write"
+        if letter.get("object_index") is not None:
+            continue  # one object of a written row (refused_objects)
         found[re.search(r'"record_id":"([0-9a-f]+)"', letter["raw"]).group(1)] = letter["code"]
     return found
+
+
+def refused_objects(out: Path, output: str) -> dict[tuple[str, int], str]:
+    """(record_id, object index) -> code of the objects a writer refused from rows it wrote."""
+    return {
+        (letter["record_id"], letter["object_index"]): letter["code"]
+        for letter in letters_in(out / "refused" / output)
+        if letter.get("object_index") is not None
+    }
 
 
 def test_refused_rows_have_their_own_folder_per_output_counted_from_the_files(demo):
@@ -157,8 +168,14 @@ def test_refused_rows_have_their_own_folder_per_output_counted_from_the_files(de
     for name in OUTPUTS:
         manifests, refused = summary["outputs"][f"manifests/{name}"], summary["outputs"][f"refused/{name}"]
         in_files = letters_in(demo / "refused" / name)
-        assert refused["landed"] == len(in_files) == manifests["refused"] == refused["given"], name
-        assert manifests["landed"] + refused["landed"] == manifests["given"] == summary["totals"]["records_kept"], name
+        rows_refused = [d for d in in_files if d.get("object_index") is None]
+        assert refused["landed"] == len(in_files) == refused["given"], name
+        assert manifests["refused"] == len(rows_refused), name
+        assert manifests.get("refused_objects", 0) == len(in_files) - len(rows_refused), name
+        assert manifests["landed"] + len(rows_refused) == manifests["given"] == summary["totals"]["records_kept"], name
+        if name != "jsonl":  # objects counted back from the files equal those the writer wrote
+            objects = manifests["objects"]
+            assert objects["landed"] == objects["written"] and objects["refused"] == len(in_files) - len(rows_refused), name
         assert {d["output"] for d in in_files} <= {f"manifests/{name}"}
     assert sum(summary["outputs"][f"refused/{name}"]["landed"] for name in OUTPUTS) > 0
 
@@ -191,6 +208,7 @@ def check_coco(out: Path) -> dict[str, str]:
     demo = out
     refused = refused_ids(demo, "coco")
     assert set(refused.values()) <= {"IMAGE_SIZE_REQUIRED", "NOTHING_TO_WRITE", "MASK_NOT_WRITTEN", "OUTPUT_UNREPRESENTABLE"}
+    objects_refused = refused_objects(demo, "coco")
     rows = records(demo)
     kept = [r for r in rows if r["record_id"] not in refused]
     files = sorted((demo / "manifests" / "coco").glob("split=*/origin=*/part-*.json"))
@@ -206,20 +224,35 @@ def check_coco(out: Path) -> dict[str, str]:
         assert coco.dataset["info"]["labelbeam"]["records"] == len(part)
         sized = lambda r: (r["image"]["uri"], r["image"]["width"], r["image"]["height"])  # noqa: E731
         assert len(coco.getImgIds()) == len({sized(r) for r in part})
-        assert len(coco.getAnnIds()) == sum(len(r["objects"] or []) for r in part)
+        # every object not refused is in one annotation (a region's keypoints in the region's)
+        held = sum(1 for r in part for i, _ in enumerate(r["objects"] or []) if (r["record_id"], i) not in objects_refused)
+        assert coco.dataset["info"]["labelbeam"]["objects"] == held
+        assert len(coco.getAnnIds()) == coco.dataset["info"]["labelbeam"]["annotations"] <= held
         # the same class has the same id in every split: sorted names, from 1
+        # (keypoint names are per file unless formats.coco.keypoints pins them)
+        plain = [{k: v for k, v in c.items() if k not in ("keypoints", "skeleton")} for c in coco.dataset["categories"]]
         if categories is None:
-            categories = coco.dataset["categories"]
-            names = [c["name"] for c in categories]
-            assert names == sorted(names) and [c["id"] for c in categories] == list(range(1, len(names) + 1))
-        assert coco.dataset["categories"] == categories
+            categories = plain
+            names = [c["name"] for c in categories if c["name"] != "keypoints"]
+            assert names == sorted(names) and [c["id"] for c in categories][: len(names)] == list(range(1, len(names) + 1))
+        assert plain[: len(names)] == categories[: len(names)]
         by_uri = {(img["file_name"], img["width"], img["height"]): img for img in coco.loadImgs(coco.getImgIds())}
         for row in part:
             image = by_uri[sized(row)]
             w, h = row["image"]["width"], row["image"]["height"]
             assert (image["width"], image["height"]) == (w, h)
             anns = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]]))
-            for obj in row["objects"] or []:
+            for index, obj in enumerate(row["objects"] or []):
+                if (row["record_id"], index) in objects_refused:
+                    continue
+                if obj["keypoints"] and obj["bbox"] is None:  # in its region's annotation, or the record's keypoints one
+                    name = obj["keypoints"][0]["label"] or obj["label"]
+                    x, y = obj["keypoints"][0]["x"] * w, obj["keypoints"][0]["y"] * h
+                    found = [a for a in anns if a.get("keypoints") and any(
+                        coco.cats[a["category_id"]]["keypoints"][k] == name and abs(a["keypoints"][3 * k] - x) < 0.01
+                        and abs(a["keypoints"][3 * k + 1] - y) < 0.01 for k in range(a["num_keypoints"] and len(coco.cats[a["category_id"]]["keypoints"])))]
+                    assert found, (row["image"]["uri"], name)
+                    continue
                 name = obj["label"]
                 box = obj["bbox"]
                 want = [box["x_min"] * w, box["y_min"] * h, (box["x_max"] - box["x_min"]) * w, (box["y_max"] - box["y_min"]) * h]

@@ -142,6 +142,7 @@ DUPLICATES_MERGED = _define("DUPLICATES_MERGED", DEDUPE, WARNING, "duplicates", 
 
 # -- outputs --------------------------------------------------------------------------------
 OUTPUT_UNREPRESENTABLE = _define("OUTPUT_UNREPRESENTABLE", WRITE, ERROR, "output", "an --output_format cannot represent this record (each format says when, docs/formats.md); the record is still in records/")
+OBJECT_UNREPRESENTABLE = _define("OBJECT_UNREPRESENTABLE", WRITE, ERROR, "output", "one object of a record has no form in an --output_format (a keypoint in Ground Truth or Azure AutoML, a region without geometry, a class outside a pinned class list): the record is written with its other objects and this object alone lands in refused/<format>/ with record_id and object_index")
 MASK_NOT_WRITTEN = _define("MASK_NOT_WRITTEN", WRITE, ERROR, "output", "a mask image (mask.uri, e.g. Lookout for Vision's PNG) has no brush RLE in the record: the label_studio and coco writers refuse the record rather than write it without its mask; the record is still in records/")
 IMAGE_SIZE_REQUIRED = _define("IMAGE_SIZE_REQUIRED", WRITE, ERROR, "output", "coco: boxes, polygons and images are in pixels and the record has no image size (--probe_images fills it); the record is still in records/")
 NOTHING_TO_WRITE = _define("NOTHING_TO_WRITE", WRITE, ERROR, "output", "coco: a record with image-level labels only (classification): a COCO instances file holds objects; the record is still in records/")

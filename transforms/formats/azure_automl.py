@@ -101,6 +101,11 @@ class AzureAutoMLFormat(ManifestFormat):
         kept = extra.get(NAME) or {}
         return {k: v for k, v in kept.items() if k != "image_details"}
 
+    def objects_in(self, element: Any) -> int:
+        """Boxes / polygons of a line: the entries of a training `label` list or of `boxes`."""
+        entries = element.get("boxes") if "boxes" in element else element.get("label")
+        return sum(1 for e in entries if isinstance(e, dict)) if isinstance(entries, list) else 0
+
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         datastores = DatastoreMap(self.options_of(ctx).datastore_map)
         for row in rows:
@@ -494,9 +499,12 @@ class _LineWriter:
         self.datastores = datastores
 
     def line(self) -> dict | None:
+        objects_before, written_before = len(self.ctx.rejected_objects), self.ctx.objects_written
         try:
             return self._line()
-        except _Unrepresentable as why:
+        except _Unrepresentable as why:  # refused whole: not also object by object
+            del self.ctx.rejected_objects[objects_before:]
+            self.ctx.objects_written = written_before
             self.ctx.reject(self.row, errors.OUTPUT_UNREPRESENTABLE, str(why))
             return None
 
@@ -530,10 +538,10 @@ class _LineWriter:
             return {"label": names[0]}
         if task == "multilabel_classification":
             return {"label": names}
-        if task == "object_detection":
-            return {"label": [self._training_box(o, i) for i, o in enumerate(self._objects())]}
-        if task == "instance_segmentation":
-            return {"label": [self._training_polygon(o, i) for i, o in enumerate(self._objects())]}
+        if task == "object_detection" or (task == "keypoints" and not self._has_polygons()):
+            return {"label": self._each_object(self._training_box)}
+        if task in ("instance_segmentation", "keypoints"):
+            return {"label": self._each_object(self._training_polygon)}
         raise _Unrepresentable(f"Azure AutoML has no training form for task {task!r}")
 
     def _prediction(self) -> dict:
@@ -548,18 +556,34 @@ class _LineWriter:
                 "probs": [_score(label["score"]) for label in labels],
                 "labels": [label.get("name") for label in labels],
             }
-        if task in ("object_detection", "instance_segmentation"):
-            segmented = task == "instance_segmentation"
-            return {"boxes": [self._prediction_box(o, i, segmented) for i, o in enumerate(self._objects())]}
+        if task in ("object_detection", "instance_segmentation", "keypoints"):
+            segmented = task == "instance_segmentation" or (task == "keypoints" and self._has_polygons())
+            return {"boxes": self._each_object(lambda o, i: self._prediction_box(o, i, segmented))}
         raise _Unrepresentable(f"Azure AutoML has no endpoint output for task {task!r}")
 
     def _objects(self) -> list[dict]:
         return self.row.get("objects") or []
 
+    def _has_polygons(self) -> bool:
+        return any(obj.get("polygon") for obj in self._objects())
+
+    def _each_object(self, entry_of) -> list[dict]:
+        """Each object's entry; an object AutoML has no form for (a keypoint) is refused alone
+        and the line written with the others (an empty list is AutoML's image without objects)."""
+        entries = []
+        for index, obj in enumerate(self._objects()):
+            try:
+                entries.append(entry_of(obj, index))
+            except _Unrepresentable as why:
+                self.ctx.reject_object(self.row, index, errors.OBJECT_UNREPRESENTABLE, str(why))
+        self.ctx.objects_written += len(entries)
+        return entries
+
     def _bbox_of(self, obj: dict, index: int) -> dict:
         bbox = obj.get("bbox") or polygon_envelope(obj.get("polygon"))
         if bbox is None:
-            raise _Unrepresentable(f"object {index} has neither a box nor a polygon")
+            what = "a keypoint" if obj.get("keypoints") else "an object"
+            raise _Unrepresentable(f"{what} with neither a box nor a polygon has no AutoML form")
         return bbox
 
     def _training_box(self, obj: dict, index: int) -> dict:

@@ -57,6 +57,10 @@ class WriteContext:
     #: what the format notes about a whole file as it writes it (e.g. the label_studio controls
     #: used), shared by every batch of one file; picklable values only (see side_files)
     summary: dict = dataclasses.field(default_factory=dict)
+    #: objects the writer put into its elements, in the format's own units (COCO annotations,
+    #: Ground Truth boxes, AutoML boxes / polygons, Label Studio region results): run.json
+    #: checks them against the units counted back from the files (ManifestFormat.objects_in)
+    objects_written: int = 0
 
     def reject(self, row: dict, code: str, message: str) -> None:
         """A row this format cannot represent: it becomes a dead letter of stage write."""
@@ -144,6 +148,11 @@ class ManifestFormat(abc.ABC):
         """Whether the write stage must first collect the output's class names for this writer
         (a pass that waits for every record): not when the options pin the class list."""
         return self.uses_class_names
+
+    def objects_in(self, element: Any) -> int | None:
+        """The objects one decoded written element holds, in the units the writer counts in
+        WriteContext.objects_written; None when the format does not count objects."""
+        return None
 
     def side_files(self, summaries: list[dict], classes: list[str] | None) -> dict[str, bytes]:
         """Files written once beside the manifests (name -> content), from every file's

@@ -1,11 +1,14 @@
 """COCO instances files (write only): what pycocotools, torchvision, Detectron2, MMDetection and
 FiftyOne load.
 
-One JSON document per partition file, written streaming: `categories` first (from every class
-name of the output, which the write stage knows before the first line, so ids are equal in
-every split: transforms/stages/write.py), then `annotations` as
-rows arrive, then `images` (spooled to a temporary file as they arrive: one entry per image even
-when several records share it), then `info`, which says how many records the file holds.
+One JSON document per partition file, written streaming: `annotations` as rows arrive (those
+with keypoints held back until the file's end, when each category's keypoint names are known:
+_coco_keypoints), then `categories` (from every class name of the output, which the write stage
+knows before the first line, so ids are equal in every split: transforms/stages/write.py), then
+`images` (spooled to a temporary file as they arrive: one entry per image even when several
+records share it), then `info`, which says how many records, annotations and objects the file
+holds. An object COCO cannot hold is refused alone (WriteContext.reject_object); the image is
+written with the rest, or without annotations (a negative example) when nothing is left.
 
 Ids are stable across runs: a category's id is its position + 1 in the sorted class names (or in
 `coco_categories`), an image's id comes from its URI, an annotation's from its record and index,
@@ -25,11 +28,22 @@ import orjson
 from transforms import errors
 from transforms.checks.rle import decode_rle
 from transforms.errors import RecordError
+from transforms.formats._coco_keypoints import (
+    FREE_KEYPOINTS_CATEGORY,
+    category_entries,
+    group_keypoints,
+    keypoint_triples,
+    named_points,
+)
 from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
 from transforms.settings import setting
 
 # info.labelbeam.records: the records a file holds (write.count_elements reads it back)
 RECORDS_KEY = "records"
+# info.labelbeam.annotations / .objects: annotations written, and the record objects they hold
+# (a region's linked keypoints are in its annotation): run.json's objects landed
+ANNOTATIONS_KEY = "annotations"
+OBJECTS_KEY = "objects"
 TAIL_BYTES = 4096
 
 
@@ -41,6 +55,7 @@ def _class_list(value) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class CocoOptions:
     categories: list[str] = setting([], help="class names in category id order (id = position + 1); default: the output's class names, sorted", flag=None, parse=_class_list)
+    keypoints: list[str] = setting([], help="keypoint names in COCO order, for every category with keypoints (the same in every file); default: per file, the sorted names of the points written with each category", flag=None, parse=_class_list)
     brush_alpha_threshold: int = setting(128, help="brush RLE pixels with alpha at least this are the COCO mask", minimum=0, maximum=255)
 
 
@@ -73,7 +88,8 @@ def _pixels(value: float) -> float:
 
 
 class CocoDocument:
-    """One COCO file being written. Memory: the set of image ids seen in this file."""
+    """One COCO file being written. Memory: the set of image ids seen in this file, and the
+    keypoint names of each category."""
 
     def __init__(self, handle, options: CocoOptions, classes: list[str] | None):
         self.handle = handle
@@ -82,40 +98,72 @@ class CocoDocument:
         self.category_ids = {name: i + 1 for i, name in enumerate(names)}
         self.fixed = bool(options.categories)
         self.images = tempfile.SpooledTemporaryFile(max_size=16 << 20)
+        # annotations with keypoints wait for their category's names (known at the file's end)
+        self.with_keypoints = tempfile.SpooledTemporaryFile(max_size=16 << 20)
+        self.keypoint_names: dict[int, set[str]] = {}
         self.image_ids: set[int] = set()
         self.count = 0
         self.annotations = 0
-        categories = [{"id": i, "name": name, "supercategory": ""} for name, i in self.category_ids.items()]
-        handle.write(b'{"categories":' + orjson.dumps(categories) + b',\n"annotations":[')
+        self.objects_written = 0  # record objects held by the annotations
+        self.annotations_written = 0  # annotations, those held back for their keypoints included
+        handle.write(b'{"annotations":[')
 
     def write(self, rows: list[dict], ctx: WriteContext) -> None:
         for row in rows:
+            refused: list[tuple[int, str, str]] = []
             try:
-                image, annotations = self._encode(row)
+                image, annotations = self._encode(row, refused)
             except _Refused as why:
                 ctx.reject(row, why.code, str(why))
                 continue
             except Exception as exc:  # noqa: BLE001 - a writer bug refuses the row, not the file
                 ctx.reject(row, errors.INTERNAL_ERROR, f"the writer failed: {exc!r}")
                 continue
-            for annotation in annotations:
-                self.handle.write((b",\n" if self.annotations else b"\n") + orjson.dumps(annotation))
-                self.annotations += 1
+            for index, code, message in refused:
+                ctx.reject_object(row, index, code, message)
+            for annotation, objects in annotations:
+                if "_points" in annotation:
+                    self.with_keypoints.write(orjson.dumps(annotation) + b"\n")
+                else:
+                    self._write_annotation(annotation)
+                self.objects_written += objects
+                self.annotations_written += 1
             if image["id"] not in self.image_ids:
                 self.images.write((b",\n" if self.image_ids else b"\n") + orjson.dumps(image))
                 self.image_ids.add(image["id"])
             self.count += 1
 
+    def _write_annotation(self, annotation: dict) -> None:
+        self.handle.write((b",\n" if self.annotations else b"\n") + orjson.dumps(annotation))
+        self.annotations += 1
+
     def close(self) -> None:
-        self.handle.write(b"\n],\n\"images\":[")
+        pinned = self.options.keypoints
+        names = {category: list(pinned) if pinned else sorted(points) for category, points in self.keypoint_names.items()}
+        self.with_keypoints.seek(0)
+        for line in self.with_keypoints:
+            annotation = orjson.loads(line)
+            points = annotation.pop("_points")
+            order = names[annotation["category_id"]]
+            annotation["keypoints"], annotation["num_keypoints"] = keypoint_triples(points, order)
+            self._write_annotation(annotation)
+        self.with_keypoints.close()
+        categories = category_entries(self.category_ids, self.keypoint_names, self.options.keypoints or None)
+        self.handle.write(b"\n],\n\"categories\":" + orjson.dumps(categories) + b",\n\"images\":[")
         self.images.seek(0)
         while chunk := self.images.read(8 << 20):
             self.handle.write(chunk)
         self.images.close()
-        info = {"description": "written by labelbeam", "labelbeam": {RECORDS_KEY: self.count}}
+        info = {
+            "description": "written by labelbeam",
+            "labelbeam": {RECORDS_KEY: self.count, ANNOTATIONS_KEY: self.annotations, OBJECTS_KEY: self.objects_written},
+        }
         self.handle.write(b"\n],\n\"info\":" + orjson.dumps(info) + b"}\n")
 
-    def _encode(self, row: dict) -> tuple[dict, list[dict]]:
+    def _encode(self, row: dict, refused: list) -> tuple[dict, list[tuple[dict, int]]]:
+        """The image entry and [(annotation, objects it holds)]; objects COCO cannot hold go to
+        `refused` as (index, code, message); an image left without any is written without
+        annotations (COCO's negative example)."""
         image = row.get("image") or {}
         uri = image.get("uri")
         if not uri:
@@ -132,17 +180,78 @@ class CocoDocument:
         # each with the annotations in its own pixels
         image_id = stable_id(f"{uri}\x00{int(width)}x{int(height)}")
         entry = {"id": image_id, "file_name": uri, "width": int(width), "height": int(height)}
-        return entry, [self._annotation(row, index, obj, image_id, width, height) for index, obj in enumerate(objects)]
+        attached, free = group_keypoints(objects) if any(o.get("keypoints") for o in objects) else ({}, [])
+        if self.options.keypoints:  # a point named outside the pinned list has no place
+            for index in [i for i in free] + [i for indexes in attached.values() for i in indexes]:
+                name = objects[index]["keypoints"][0].get("label") or objects[index].get("label")
+                if name not in self.options.keypoints:
+                    refused.append((index, errors.OBJECT_UNREPRESENTABLE, f"keypoint {name!r} is not in formats.coco.keypoints"))
+            unnamed = {i for i, _, _ in refused}
+            free = [i for i in free if i not in unnamed]
+            attached = {parent: [i for i in indexes if i not in unnamed] for parent, indexes in attached.items()}
+            points_of = unnamed
+        else:
+            points_of = set()
+        points_of |= {i for indexes in attached.values() for i in indexes} | set(free)
+        annotations = []
+        for index, obj in enumerate(objects):
+            if index in points_of:
+                continue
+            try:
+                annotation = self._annotation(row, index, obj, image_id, width, height)
+            except _Refused as why:
+                refused.append((index, why.code, str(why)))
+                refused.extend((i, why.code, f"keypoint of object {index}, which is refused") for i in attached.get(index, ()))
+                continue
+            with_points = [obj] + [objects[i] for i in attached.get(index, ())]
+            self._add_points(annotation, named_points(with_points, width, height))
+            annotations.append((annotation, len(with_points)))
+        if free:
+            annotation = self._free_keypoints(row, [objects[i] for i in free], image_id, width, height)
+            if annotation is None:
+                refused.extend(
+                    (i, errors.OBJECT_UNREPRESENTABLE, f"a keypoint of no region goes to category {FREE_KEYPOINTS_CATEGORY!r}, which is not in formats.coco.categories")
+                    for i in free
+                )
+            else:
+                annotations.append((annotation, len(free)))
+        return entry, annotations
+
+    def _add_points(self, annotation: dict, points: dict[str, list[float]]) -> None:
+        if points:
+            annotation["_points"] = points
+            self.keypoint_names.setdefault(annotation["category_id"], set()).update(points)
+
+    def _free_keypoints(self, row: dict, objects: list[dict], image_id: int, width: int, height: int) -> dict | None:
+        """A record's keypoints that belong to no region: one annotation, boxed by the points."""
+        category = self.category_ids.get(FREE_KEYPOINTS_CATEGORY)
+        if category is None:
+            if self.fixed:
+                return None
+            category = self.category_ids[FREE_KEYPOINTS_CATEGORY] = len(self.category_ids) + 1
+        points = named_points(objects, width, height)
+        xs = [p[0] for p in points.values()] or [0.0]
+        ys = [p[1] for p in points.values()] or [0.0]
+        bbox = [min(xs), min(ys), _pixels(max(xs) - min(xs)), _pixels(max(ys) - min(ys))]
+        annotation = {
+            "id": stable_id(f"{row.get('record_id')}\x00{FREE_KEYPOINTS_CATEGORY}"),
+            "image_id": image_id,
+            "category_id": category,
+            "bbox": bbox,
+            "area": bbox[2] * bbox[3],
+            "iscrowd": 0,
+            "segmentation": [],
+        }
+        self._add_points(annotation, points)
+        return annotation
 
     def _annotation(self, row: dict, index: int, obj: dict, image_id: int, width: int, height: int) -> dict:
         label = obj.get("label")
         if label is None:
-            raise _Refused(errors.OUTPUT_UNREPRESENTABLE, f"object {index} has no label: COCO needs a category")
+            raise _Refused(errors.OBJECT_UNREPRESENTABLE, f"object {index} has no label: COCO needs a category")
         category = self.category_ids.get(label)
         if category is None:
-            raise _Refused(errors.OUTPUT_UNREPRESENTABLE, f"class {label!r} is not in formats.coco.categories")
-        if obj.get("keypoints"):
-            raise _Refused(errors.OUTPUT_UNREPRESENTABLE, "COCO keypoints (per-category skeletons) are not written")
+            raise _Refused(errors.OBJECT_UNREPRESENTABLE, f"class {label!r} is not in formats.coco.categories")
         segmentation: Any = []
         area = obj.get("area")
         for ring in obj.get("polygon") or []:
@@ -152,7 +261,7 @@ class CocoDocument:
             try:
                 foreground = decode_rle(obj["mask_rle"], width, height)[:, :, 3] >= self.options.brush_alpha_threshold
             except ValueError as exc:
-                raise _Refused(errors.OUTPUT_UNREPRESENTABLE, f"object {index}: the brush RLE does not decode: {exc}") from None
+                raise _Refused(errors.OBJECT_UNREPRESENTABLE, f"object {index}: the brush RLE does not decode: {exc}") from None
             segmentation = coco_rle(foreground)
             area = float(foreground.sum())
         if box is None and segmentation and isinstance(segmentation, list):
@@ -160,7 +269,7 @@ class CocoDocument:
             ys = [v for ring in obj["polygon"] for v in ring[1::2]]
             box = {"x_min": min(xs), "y_min": min(ys), "x_max": max(xs), "y_max": max(ys)}
         if box is None:
-            raise _Refused(errors.OUTPUT_UNREPRESENTABLE, f"object {index} has no box, polygon or mask")
+            raise _Refused(errors.OBJECT_UNREPRESENTABLE, f"object {index} has no box, polygon or mask")
         bbox = [
             _pixels(box["x_min"] * width),
             _pixels(box["y_min"] * height),
@@ -181,13 +290,14 @@ class CocoDocument:
         return annotation
 
 
-def records_in(tail: bytes) -> int:
-    """The record count of a COCO file from its last bytes (the `info` object)."""
+def records_in(tail: bytes, key: str = RECORDS_KEY) -> int:
+    """The record (or annotation: ANNOTATIONS_KEY) count of a COCO file from its last bytes
+    (the `info` object)."""
     start = tail.rfind(b'"info":')
     if start < 0:
         raise ValueError("not a labelbeam COCO file: no info at its end")
     info = orjson.loads(tail[start + len(b'"info":') :].rstrip()[:-1])
-    return int(info["labelbeam"][RECORDS_KEY])
+    return int(info["labelbeam"].get(key, 0))
 
 
 @register

@@ -129,7 +129,18 @@ class LabelStudioFormat(ManifestFormat):
             task = _task_of_row(row, ctx)
             if task is not None:
                 _note_controls(task, controls)
+                ctx.objects_written += self.objects_in(task)
                 yield orjson.dumps(task)
+
+    def objects_in(self, element: Any) -> int:
+        """Region results (boxes, polygons, keypoints, brushes...) of a task's annotations and
+        predictions: Label Studio's units, one object may give several (a box and its points)."""
+        return sum(
+            1
+            for unit in [*(element.get("annotations") or []), *(element.get("predictions") or [])]
+            for result in unit.get("result") or []
+            if isinstance(result, dict) and regions.result_type(result) in regions.REGION_KINDS
+        )
 
     def side_files(self, summaries: list[dict], classes: list[str] | None) -> dict[str, bytes]:
         """`labeling_config.xml`: a Label Studio labeling config with a control for every
@@ -388,23 +399,21 @@ def _task_of_row(row: dict, ctx: WriteContext) -> dict | None:
     ls = loads_extra(row.get("extra")).get(NAMESPACE) or {}
     origin = row.get("origin")
     results = []
+    objects_before = len(ctx.rejected_objects)
     for index, obj in enumerate(row.get("objects") or []):
         written = regions.raw_results(obj) or regions.results_from_columns(
             obj, index, image, origin == "prediction"
         )
-        if written is None:
-            ctx.reject(
-                row,
-                errors.OUTPUT_UNREPRESENTABLE,
-                f"object {index} has no box, polygon or keypoints",
-            )
-            return None
+        if written is None:  # refused alone: the task is written with the other results
+            ctx.reject_object(row, index, errors.OBJECT_UNREPRESENTABLE, "an object without a box, polygon, mask or keypoints has no Label Studio result")
+            continue
         results.extend(written)
     if "results" in ls:
         results.extend(ls["results"])
     elif row.get("labels"):
         results.append(_choices_result(row["labels"], origin == "prediction"))
-    if (row.get("mask") or {}).get("uri"):
+    if (row.get("mask") or {}).get("uri"):  # refused whole: not also object by object
+        del ctx.rejected_objects[objects_before:]
         ctx.reject(row, errors.MASK_NOT_WRITTEN, f"mask {row['mask']['uri']} is an image, not a brush RLE")
         return None
     task = dict(ls.get("task") or {})

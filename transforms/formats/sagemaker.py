@@ -336,9 +336,12 @@ class _LineWriter:
         layout = extra.get("attributes") or self._default_layout()
         if layout is None:
             return None
+        objects_before, written_before = len(self.ctx.rejected_objects), self.ctx.objects_written
         for entry in layout:
             value, metadata = self._attribute(entry)
-            if value is _REJECTED:
+            if value is _REJECTED:  # the row is refused whole: not also object by object
+                del self.ctx.rejected_objects[objects_before:]
+                self.ctx.objects_written = written_before
                 return None
             out[entry["name"]] = value
             out[entry["name"] + METADATA_SUFFIX] = metadata
@@ -426,18 +429,21 @@ class _LineWriter:
                 )
                 return _REJECTED, {}
             value["image_size"] = [{"width": width, "height": height, "depth": 3}]
-        objects = [row["objects"][i] for i in entry.get("objects", [])]
-        if any(obj.get("bbox") is None for obj in objects):
-            self.ctx.reject(row, errors.OUTPUT_UNREPRESENTABLE, "a region without a box (e.g. a keypoint) has no Ground Truth form")
-            return _REJECTED, {}
         class_map = dict(metadata.get("class-map") or {})
         annotations, confidences = [], []
-        for obj in objects:
+        for index in entry.get("objects", []):
+            obj = row["objects"][index]
+            if obj.get("bbox") is None:  # written without it: a detection may hold no box
+                self.ctx.reject_object(row, index, errors.OBJECT_UNREPRESENTABLE, "a region without a box (e.g. a keypoint) has no Ground Truth form")
+                continue
+            if obj.get("label") is None:
+                self.ctx.reject_object(row, index, errors.OBJECT_UNREPRESENTABLE, "a box without a class has no Ground Truth form")
+                continue
             class_id = _source_class_id(obj.get("attributes"))
             if class_id is None:
-                class_id = self._class_id(obj["label"], class_map)
+                class_id = self._class_id(obj["label"], class_map, index)
                 if class_id is None:
-                    return _REJECTED, {}
+                    continue
             class_map[str(class_id)] = obj["label"]
             box = obj["bbox"]
             annotations.append(
@@ -451,13 +457,14 @@ class _LineWriter:
             )
             confidences.append({"confidence": _json_float(obj["score"])} if obj.get("score") is not None else {})
         value["annotations"] = annotations
+        self.ctx.objects_written += len(annotations)
         metadata["class-map"] = class_map
         if any(confidences):
             metadata["objects"] = confidences
         return value, metadata
 
 
-    def _class_id(self, name: str, class_map: dict[str, str]) -> int | None:
+    def _class_id(self, name: str, class_map: dict[str, str], object_index: int | None = None) -> int | None:
         """The id of a class the source gave no id for, the same on every line of the output.
 
         With the format option `sagemaker_classes` (a comma-separated list) ids are positions in
@@ -468,7 +475,10 @@ class _LineWriter:
         classes = self.classes
         if classes:
             if name not in classes:
-                self.ctx.reject(self.row, errors.OUTPUT_UNREPRESENTABLE, f"class {name!r} is not in {CLASSES_OPTION}")
+                if object_index is None:
+                    self.ctx.reject(self.row, errors.OUTPUT_UNREPRESENTABLE, f"class {name!r} is not in {CLASSES_OPTION}")
+                else:  # one box of the line: the others are written
+                    self.ctx.reject_object(self.row, object_index, errors.OBJECT_UNREPRESENTABLE, f"class {name!r} is not in {CLASSES_OPTION}")
                 return None
             return classes.index(name)
         known = self.ids.of(name)
@@ -570,6 +580,15 @@ class SageMakerFormat(ManifestFormat):
     def source_fields(self, extra: dict) -> dict[str, Any]:
         """The line's keys that are neither source-ref nor a label attribute."""
         return (extra.get("sagemaker") or {}).get("fields") or {}
+
+    def objects_in(self, element: Any) -> int:
+        """Boxes of the line's object-detection attributes."""
+        return sum(
+            len(value.get("annotations") or [])
+            for key, value in element.items()
+            if isinstance(value, dict) and isinstance(element.get(key + METADATA_SUFFIX), dict)
+            and _kind_of(key, value, element[key + METADATA_SUFFIX]) == DETECTION
+        )
 
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         classes = self.options_of(ctx).classes

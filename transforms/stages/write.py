@@ -171,6 +171,8 @@ class _ManifestFile:
         self.document = None
         self.count = 0
         self.objects_refused = 0  # objects refused from rows written without them
+        self.objects_given = 0  # objects of the rows given to the writer
+        self.objects_written = 0  # in the format's units (WriteContext.objects_written)
         if self.array:
             handle.write(b"[")
         if self.format.file_layout == "document":  # the format streams the whole file itself
@@ -178,10 +180,12 @@ class _ManifestFile:
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
         rows = schema.batch_rows(batch)
+        self.objects_given += sum(len(row.get("objects") or ()) for row in rows)
         ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary)
         if self.document is not None:
             self.document.write(rows, ctx)  # refuses what it cannot write, row by row
             self.count = self.document.count
+            self.objects_written = self.document.annotations_written
             return self._letters(ctx)
         try:
             elements = list(self.format.write(rows, ctx))  # one call per batch
@@ -194,6 +198,7 @@ class _ManifestFile:
                     ctx.reject(row, errors.INTERNAL_ERROR, f"the writer failed: {exc!r}")
         for element in elements:
             self._write_element(element)
+        self.objects_written += ctx.objects_written
         return self._letters(ctx)
 
     def _letters(self, ctx: WriteContext) -> list[dict]:
@@ -241,6 +246,27 @@ class _JsonLinesFile:
 
     def close(self) -> None:
         pass
+
+
+def count_objects(fs, path: str, layout: str, format_name: str) -> int | None:
+    """Objects a published manifest holds, read from the file in the format's units (COCO:
+    its `info`; else each element through ManifestFormat.objects_in); None if not counted."""
+    if layout == "document":
+        from transforms.formats.coco import ANNOTATIONS_KEY, TAIL_BYTES, records_in
+
+        with fs.open(path, "rb") as handle:
+            handle.seek(max(fs.size(path) - TAIL_BYTES, 0))
+            return records_in(handle.read(), ANNOTATIONS_KEY)
+    fmt = get_format(format_name)
+    if fmt.objects_in({}) is None:
+        return None
+    found = 0
+    with fs.open(path, "rb") as handle:
+        for line in handle:  # one element per line in both layouts (see _ManifestFile)
+            line = line.strip().rstrip(b",")
+            if line and line not in (b"[", b"]"):
+                found += fmt.objects_in(orjson.loads(line))
+    return found
 
 
 def count_elements(fs, path: str, extension: str, layout: str) -> int:
@@ -308,6 +334,8 @@ class _WriteBundleFilesFn(beam.DoFn):
             writer.close()
             handle.close()
             self._ledger.output(self._output, {"written": writer.count})
+            if getattr(writer, "objects_given", None) is not None:
+                self._ledger.output(self._output, {"objects": writer.objects_given, "objects_written": writer.objects_written})
             summary = getattr(writer, "summary", None) or {}
             yield beam.pvalue.TaggedOutput(WRITTEN, GlobalWindows.windowed_value((partition, temp, writer.extension, writer.count, summary)))
         self._open = {}
@@ -317,12 +345,13 @@ class _WriteBundleFilesFn(beam.DoFn):
 class _FinalizeFilesFn(beam.DoFn):
     """All temporary files -> part-NNNNN-of-MMMMM per partition, counted from the files."""
 
-    def __init__(self, output: str, root: str, store: storage.Storage, layout: str, side_files: Callable | None = None):
+    def __init__(self, output: str, root: str, store: storage.Storage, layout: str, side_files: Callable | None = None, format_name: str | None = None):
         self._output = output
         self._root = root
         self._storage = store
         self._layout = layout
         self._side_files = side_files
+        self._format_name = format_name  # a manifest format: its objects are counted too
 
     def process(self, written: list[tuple[str, str, str, int, dict]], classes=None):
         by_partition: dict[str, list[tuple[str, str]]] = {}
@@ -336,6 +365,7 @@ class _FinalizeFilesFn(beam.DoFn):
                 continue
             by_partition.setdefault(partition, []).append((temp, extension))
         landed = files = size = 0
+        objects_landed: int | None = None
         published: dict[str, int] = {}
         for partition, temps in sorted(by_partition.items()):
             temps.sort()
@@ -351,6 +381,10 @@ class _FinalizeFilesFn(beam.DoFn):
                 rows = count_elements(fs, final_path, extension, self._layout)
                 published[storage.relative_to(final, self._root)] = rows
                 landed += rows
+                if self._format_name is not None:
+                    objects = count_objects(fs, final_path, self._layout, self._format_name)
+                    if objects is not None:
+                        objects_landed = (objects_landed or 0) + objects
                 files += 1
                 size += fs.size(final_path)
         tmp = self._storage.fs(storage.join(self._root, TMP_DIR))[1]
@@ -358,6 +392,8 @@ class _FinalizeFilesFn(beam.DoFn):
             fs.rm(tmp, recursive=True)
         ledger = Ledger()
         ledger.output(self._output, {"landed": landed, "files": files, "bytes": size, "published": published})
+        if objects_landed is not None:
+            ledger.output(self._output, {"objects_landed": objects_landed})
         yield from ledger.emit(windowed=False)
         summaries = [w[4] for w in written if CLASSES in w[4]]
         classes = sorted(set().union(*(s[CLASSES] for s in summaries))) if summaries else None
@@ -368,8 +404,9 @@ class _FinalizeFilesFn(beam.DoFn):
 class _WriteFiles(beam.PTransform):
     """Shared mechanics: bundle files, then one finalize. -> {dead_letters, ledger}."""
 
-    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl", classes: bool = False, side_files: Callable | None = None, class_names=None):
+    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl", classes: bool = False, side_files: Callable | None = None, class_names=None, format_name: str | None = None):
         super().__init__()
+        self._format_name = format_name
         self._classes = classes
         self._class_names = class_names  # a PCollection of one sorted list, when already known
         self._side_files = side_files
@@ -405,7 +442,7 @@ class _WriteFiles(beam.PTransform):
             tuple(written)
             | "AllTempFiles" >> beam.Flatten()
             | "CollectTempFiles" >> beam.combiners.ToList()
-            | "Finalize" >> beam.ParDo(_FinalizeFilesFn(self._output, self._root, self._storage, self._layout, self._side_files), **side).with_outputs(LEDGER, PUBLISHED, main="unused")
+            | "Finalize" >> beam.ParDo(_FinalizeFilesFn(self._output, self._root, self._storage, self._layout, self._side_files, self._format_name), **side).with_outputs(LEDGER, PUBLISHED, main="unused")
         )
         ledgers.append(finalized[LEDGER])
         return {errors.DEAD_LETTERS: letters, LEDGER: ledgers, PUBLISHED: finalized[PUBLISHED]}
@@ -558,6 +595,7 @@ class WriteManifests(beam.PTransform):
             classes=self._classes,
             side_files=fmt.side_files,
             class_names=self._class_names,
+            format_name=self._format_name,
         )
 
 
