@@ -112,8 +112,10 @@ def test_real_predictions_carry_scores_and_model_version():
     assert predicted[0]["annotation"]["confidence"] == pytest.approx(0.7212843313260696)
     assert predicted[0]["objects"][0]["score"] == pytest.approx(0.23053804129850775)
     assert predicted[0]["annotation"]["human_annotated"] is False
-    # the export's prediction results carry no image size: kept, with a warning
-    assert "IMAGE_SIZE_UNKNOWN" in {i["code"] for i in predicted[0]["issues"]}
+    # the export's prediction results carry no image size: the task's annotation gives it
+    assert "IMAGE_SIZE_UNKNOWN" not in {i["code"] for i in predicted[0]["issues"]}
+    assert (predicted[0]["image"]["width"], predicted[0]["image"]["height"]) == (768, 576)
+    assert predicted[0]["objects"][0]["area"] == pytest.approx(92.51 * 7.68 * 71.76 * 5.76)
     # a box that leaves the image by 1.57 points is flagged, and tolerated under a wider tolerance
     task2 = _real("predictions.json")[1]
     codes = {i["code"] for r in FMT.parse(task2, _ctx()).rows for i in r["issues"]}

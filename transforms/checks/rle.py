@@ -144,3 +144,17 @@ def mask_stats(
         float((cols[-1] + 1) / width),
         float((rows[-1] + 1) / height),
     )
+
+
+def mask_area(rle: Sequence[int] | bytes, alpha_threshold: int) -> int:
+    """Pixels with alpha >= alpha_threshold, without the image size: the RLE holds
+    width x height x 4 RGBA values, so the alpha of pixel i is value 4 i + 3."""
+    data = rle_bytes(rle)
+    if len(data) * 8 < _HEADER_BITS:
+        raise ValueError(f"RLE of {len(data)} bytes is shorter than its header")
+    num = int.from_bytes(data[:7], "big") >> (56 - _HEADER_BITS) >> 21
+    if num % 4:
+        raise ValueError(f"RLE holds {num} values, not 4 per pixel")
+    if num > MAX_PIXELS * 4:
+        raise ValueError(f"RLE holds {num // 4} pixels, more than {MAX_PIXELS}: not decoded")
+    return int(np.count_nonzero(decode_values(data, expected=num)[3::4] >= alpha_threshold))

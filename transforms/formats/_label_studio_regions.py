@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from transforms import errors
-from transforms.checks.rle import mask_stats, rle_bytes
+from transforms.checks.rle import mask_area, mask_stats, rle_bytes
 from transforms.errors import (
     REGION_OUT_OF_RANGE,
     RLE_INVALID,
@@ -40,10 +40,27 @@ REGION_KINDS = {kind: kind for kind in (RECTANGLE, POLYGON, ELLIPSE, KEYPOINT, B
 REGION_KINDS.update(
     {f"{kind}labels": kind for kind in (RECTANGLE, POLYGON, ELLIPSE, KEYPOINT, BRUSH)}
 )
+# Region tools that draw an RLE mask with a paired `labels` result (same id), read as brushes.
+REGION_KINDS["magicwand"] = BRUSH
 # Non-region result types this format knows; any other type is kept raw with a warning.
 PLAIN_TYPES = frozenset(
     {"choices", "labels", "textarea", "relation", "number", "rating", "taxonomy", "datetime"}
 )
+
+
+def region_kind(result: dict) -> str | None:
+    """The region kind of a result, else None: the known region types, and any other type
+    whose value is an RLE mask (`format: rle` or an `rle` list), as Label Studio's brush and
+    magic wand write, read as a brush."""
+    kind = result_type(result)
+    if kind in REGION_KINDS:
+        return REGION_KINDS[kind]
+    if kind in PLAIN_TYPES:
+        return None
+    value = result.get("value")
+    if isinstance(value, dict) and (value.get("format") == "rle" or isinstance(value.get("rle"), list)):
+        return BRUSH
+    return None
 
 
 
@@ -71,7 +88,7 @@ def region_object(
     region: dict, members: list[dict], relations: list[dict], ctx: RegionContext
 ) -> tuple[dict, str]:
     """One region result (+ results sharing its id) -> (canonical object, region kind)."""
-    kind = REGION_KINDS[result_type(region)]
+    kind = region_kind(region)
     value = region.get("value")
     if not isinstance(value, dict):
         raise RecordError(
@@ -101,7 +118,7 @@ def region_object(
         brush, raw_region = _brush(region, value, ctx)
         obj.update(brush)
     _check_range(obj, region.get("id"), ctx)
-    attributes: dict[str, Any] = {"ls": [raw_region, *members]}
+    attributes: dict[str, Any] = {"ls": [_without_size(r, ctx) for r in (raw_region, *members)]}
     if region.get("parentID") is not None:
         attributes["parent_id"] = region["parentID"]
     texts = [t for m in members if result_type(m) == "textarea" for t in _list(m, "text")]
@@ -111,6 +128,15 @@ def region_object(
         attributes["relations"] = relations
     obj["attributes"] = orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS).decode()
     return obj, kind
+
+
+def _without_size(result: dict, ctx: RegionContext) -> dict:
+    """A raw result without original_width / _height when they are the row's image size (the
+    writer puts the row's size on every region result: a prediction sized by its task's
+    annotation then reads back the same)."""
+    if ctx.sized and result.get("original_width") == ctx.width and result.get("original_height") == ctx.height:
+        return {k: v for k, v in result.items() if k not in ("original_width", "original_height")}
+    return result
 
 
 def _list(result: dict, key: str) -> list:
@@ -234,6 +260,12 @@ def _brush(region: dict, value: dict, ctx: RegionContext) -> tuple[dict, dict]:
     if "rle" in value:  # an older top-level `rle` stays raw where it was
         raw["value"] = {k: v for k, v in value.items() if k != "rle"}
     out: dict[str, Any] = {"mask_rle": data}
+    if not ctx.sized:  # the area needs no size (the RLE holds 4 values a pixel); the box does
+        try:
+            out["area"] = float(mask_area(data, ctx.alpha_threshold))
+        except ValueError as exc:
+            ctx.issues.append(issue(RLE_INVALID, f"{where}: {exc}"))
+        return out, raw
     if ctx.sized:
         try:
             area, box = mask_stats(data, ctx.width, ctx.height, ctx.alpha_threshold)
@@ -282,7 +314,7 @@ def raw_results(obj: dict) -> list[dict] | None:
     if not isinstance(raw, list) or not raw:
         return None
     region = dict(raw[0])
-    if obj.get("mask_rle") is not None and REGION_KINDS.get(result_type(region)) == BRUSH:
+    if obj.get("mask_rle") is not None and region_kind(region) == BRUSH:
         value = region.get("value")
         if isinstance(value, dict) and "rle" not in value and "rle" not in region:
             region["value"] = {**value, "rle": list(obj["mask_rle"])}

@@ -110,7 +110,7 @@ class LabelStudioFormat(ManifestFormat):
                 skipped[NOT_GROUND_TRUTH] = len(kept) - len(truth)
             kept = truth
         task_fields = {k: v for k, v in obj.items() if k not in _TASK_KEYS}
-        build = _RowBuilder(task_fields, data, tolerance, alpha)
+        build = _RowBuilder(task_fields, data, tolerance, alpha, _task_image_size([*annotations, *predictions]))
         rows = [build.row(a, "ground_truth") for a in kept]
         rows += [build.row(p, "prediction", index=i) for i, p in enumerate(predictions)]
         if not rows:
@@ -139,7 +139,7 @@ class LabelStudioFormat(ManifestFormat):
             1
             for unit in [*(element.get("annotations") or []), *(element.get("predictions") or [])]
             for result in unit.get("result") or []
-            if isinstance(result, dict) and regions.result_type(result) in regions.REGION_KINDS
+            if isinstance(result, dict) and regions.region_kind(result) is not None
         )
 
     def side_files(self, summaries: list[dict], classes: list[str] | None) -> dict[str, bytes]:
@@ -176,7 +176,8 @@ def _recency(annotation: dict) -> dt.datetime:
 class _RowBuilder:
     """Canonical rows of one task: one per annotation / prediction."""
 
-    def __init__(self, task_fields: dict, data: dict, tolerance: float, alpha: int):
+    def __init__(self, task_fields: dict, data: dict, tolerance: float, alpha: int, size: tuple[int | None, int | None] = (None, None)):
+        self.size = size  # the image size any result of the task gives
         self.task_fields = task_fields
         self.data = data
         self.tolerance = tolerance
@@ -193,7 +194,10 @@ class _RowBuilder:
             raise RecordError(
                 errors.INVALID_FIELD_TYPE, f"data[{key!r}] must be an image URL or path"
             )
+        # a prediction often lacks original_width / _height: the task's annotations give them
         width, height = _image_size(results)
+        if not width and results:
+            width, height = self.size
         rctx = regions.RegionContext(width, height, self.tolerance, self.alpha)
         objects, kinds, labels, loose = _read_results(results, rctx)
         if kinds and not rctx.sized:
@@ -299,6 +303,18 @@ def _image_size(results: list[dict]) -> tuple[int | None, int | None]:
     return None, None
 
 
+def _task_image_size(units: list[dict]) -> tuple[int | None, int | None]:
+    """The first image size a result of any annotation or prediction of the task gives (one
+    task is one image; results on several images are flagged MULTIPLE_IMAGES)."""
+    for unit in units:
+        results = unit.get("result")
+        if isinstance(results, list):
+            size = _image_size([r for r in results if isinstance(r, dict)])
+            if size[0]:
+                return size
+    return None, None
+
+
 def _pixels(value: Any) -> int | None:
     """A positive whole number of pixels (640 or 640.0), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -320,7 +336,7 @@ def _read_results(results: list[dict], rctx: regions.RegionContext):
             loose_first.append(result)
         elif isinstance(rid, (str, int)):
             groups.setdefault(rid, []).append(result)
-            if kind in regions.REGION_KINDS:
+            if regions.region_kind(result) is not None:
                 region_ids.add(rid)
         else:
             raise RecordError(errors.INVALID_FIELD_TYPE, f"result id must be a string, got {rid!r}")
@@ -354,7 +370,7 @@ def _read_results(results: list[dict], rctx: regions.RegionContext):
 
 
 def _is_region(result: dict) -> bool:
-    return regions.result_type(result) in regions.REGION_KINDS
+    return regions.region_kind(result) is not None
 
 
 def _choices(result: dict) -> list:
@@ -369,7 +385,7 @@ def _choices(result: dict) -> list:
 
 def _warn_unknown(result: dict, rctx: regions.RegionContext) -> None:
     kind = regions.result_type(result)
-    if kind not in regions.PLAIN_TYPES and kind not in regions.REGION_KINDS:
+    if kind not in regions.PLAIN_TYPES and regions.region_kind(result) is None:
         rctx.issues.append(
             issue(
                 errors.UNKNOWN_RESULT_TYPE,
@@ -407,7 +423,7 @@ def _task_of_row(row: dict, ctx: WriteContext) -> dict | None:
         if written is None:  # refused alone: the task is written with the other results
             ctx.reject_object(row, index, errors.OBJECT_UNREPRESENTABLE, "an object without a box, polygon, mask or keypoints has no Label Studio result")
             continue
-        results.extend(written)
+        results.extend(_sized(written, image))
     if "results" in ls:
         results.extend(ls["results"])
     elif row.get("labels"):
@@ -425,6 +441,19 @@ def _task_of_row(row: dict, ctx: WriteContext) -> dict | None:
     unit["result"] = results
     task["predictions" if origin == "prediction" else "annotations"] = [unit]
     return task
+
+
+def _sized(results: list[dict], image: dict) -> list[dict]:
+    """Region results with the image size where the source gave none (a prediction sized by
+    its task's annotations, or an image probed): Label Studio reads percent with it."""
+    width, height = image.get("width"), image.get("height")
+    if not width or not height:
+        return results
+    return [
+        {**r, "original_width": int(width), "original_height": int(height)}
+        if r.get("original_width") is None and r.get("id") is not None and regions.result_type(r) != "relation" else r
+        for r in results
+    ]
 
 
 def _choices_result(labels: list[dict], with_score: bool) -> dict:
@@ -483,7 +512,7 @@ _CONTROL_TAGS = {
     "polygonlabels": "PolygonLabels", "polygon": "Polygon",
     "ellipselabels": "EllipseLabels", "ellipse": "Ellipse",
     "keypointlabels": "KeyPointLabels", "keypoint": "KeyPoint",
-    "brushlabels": "BrushLabels", "brush": "Brush",
+    "brushlabels": "BrushLabels", "brush": "Brush", "magicwand": "MagicWand",
     "choices": "Choices", "labels": "Labels", "textarea": "TextArea", "number": "Number",
     "rating": "Rating", "taxonomy": "Taxonomy", "datetime": "DateTime",
 }  # fmt: skip
