@@ -7,7 +7,7 @@
       storage:  {s3: {endpoint_url: ...}}  # fsspec options, flat or keyed by protocol
       validate: {profile, masks, probe_images, mask: {...}, io_concurrency}
       split:    {ratios, salt, by, group, keep_input}
-      write:    {formats: [sagemaker, ...], partition_by, manifest_partition_by}
+      write:    {formats: [sagemaker, ...], partition_by, manifest_partition_by, label_attribute}
       formats:  {sagemaker: {...}, azure_automl: {...}, label_studio: {...}}   # each format's own
 
 Every field is declared once with `transforms.settings.setting`: its type, default, bounds, help
@@ -90,6 +90,7 @@ class SplitConfig:
 class WriteConfig:
     formats: list[str] = setting([], help="write manifests in these formats", flag="output_format", choices=format_names)
     partition_by: list[str] | None = setting(None, help="partition folders of records/ and manifests/, in order, from split, task, origin, source_format, label_job, or 'none' ([] in YAML) for no folders (default: records split,task; manifests split, and task for azure_automl)", flag="partition_by", parse=partitions.parse_partition_by, choices=tuple(partitions.KEYS))
+    label_attribute: list[str] = setting([], help="Ground Truth label attributes (jobs) written to manifests, comma-separated; in each kind of attribute a line holds none of, the default: the last object-detection attribute (the end of a chained / adjustment job), every classification attribute no later one adjusts (docs/formats.md, Chained jobs)", flag="label_attribute", parse=_url_list)
     manifest_partition_by: list[str] | None = setting(None, help="partition folders of manifests/ when they differ from partition_by; a format whose files cannot mix a column adds it (azure_automl: task, coco: origin)", flag="manifest_partition_by", parse=partitions.parse_partition_by, choices=tuple(partitions.KEYS))
 
     def records_partitions(self) -> tuple[str, ...]:

@@ -142,7 +142,8 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
     for name in job.write.formats:
         source, names = (reread["records"], reread[CLASSES]) if name in numbered else (records, None)
         manifests = source | f"WriteManifests[{name}]" >> WriteManifests(
-            storage.join(out, "manifests", name), name, options[name], store, job.write.manifest_partitions(), class_names=names
+            storage.join(out, "manifests", name), name, options[name], store, job.write.manifest_partitions(), class_names=names,
+            label_attributes=tuple(job.write.label_attribute),
         )
         ledgers += manifests[LEDGER]
         refused = tuple(manifests[errors.DEAD_LETTERS]) | f"WriteRefused[{name}]" >> WriteDeadLetters(

@@ -140,6 +140,7 @@ def output_entries(counters: dict, outputs: list[str], totals: dict, staging: st
                 "given": int(c.get("objects", 0)),
                 "refused": int(c.get("refused_objects", 0)),
                 "written": int(c.get("objects_written", 0)),
+                "other_jobs": int(c.get("objects_other_jobs", 0)),
             }
             if "objects_landed" in c:
                 entry["objects"]["landed"] = int(c["objects_landed"])

@@ -152,7 +152,7 @@ class SageMakerColumns:
                 multilabel = True
                 entry = {"name": attribute, "kind": kind, "value": value}
             elif kind == gt.DETECTION:
-                found = self._detection(value, metadata, objects)
+                found = self._detection(attribute, value, metadata, objects)
                 if found is None:
                     return None
                 size = found
@@ -212,7 +212,7 @@ class SageMakerColumns:
         return True
 
     @staticmethod
-    def _detection(value, metadata, objects):
+    def _detection(attribute, value, metadata, objects):
         if type(value) is not dict:
             return None
         sizes = value.get("image_size")
@@ -253,7 +253,7 @@ class SageMakerColumns:
                     score,
                     (left / width, top / height, (left + box_w) / width, (top + box_h) / height),
                     box_w * box_h,
-                    orjson.dumps({"class_id": class_id}).decode(),
+                    orjson.dumps({"class_id": class_id, "label_attribute": attribute}).decode(),
                 )
             )
         return size

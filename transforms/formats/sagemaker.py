@@ -251,7 +251,8 @@ class _LineParser:
                         "y_max": (top + box_h) / height,
                     },
                     "area": box_w * box_h,
-                    "attributes": orjson.dumps({"class_id": class_id}).decode(),
+                    # the attribute (label job) the box came from: chained jobs (transforms/label_jobs.py)
+                    "attributes": orjson.dumps({"class_id": class_id, "label_attribute": attribute}).decode(),
                 }
             )
         entry["value"] = {k: v for k, v in value.items() if k != "annotations"}

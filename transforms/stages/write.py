@@ -42,6 +42,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from transforms import errors, schema, storage
 from transforms.formats.base import WriteContext, get_format
+from transforms.label_jobs import select_label_jobs
 from transforms.partitions import RECORDS_DEFAULT, partition_batch, partition_values, stored_in_folders
 from transforms.schema import SCHEMA, file_schema
 from transforms.stages.accounting import LEDGER, Ledger
@@ -160,8 +161,10 @@ class _UnionFn(beam.CombineFn):
 class _ManifestFile:
     """Record batches -> one manifest file of a format; rows it cannot represent -> dead letters."""
 
-    def __init__(self, handle, format_name: str, options: Any, classes: list[str] | None = None):
+    def __init__(self, handle, format_name: str, options: Any, classes: list[str] | None = None, label_attributes: tuple[str, ...] = ()):
         self.handle = handle
+        self.label_attributes = tuple(label_attributes)  # --label_attribute (transforms/label_jobs.py)
+        self.objects_other_jobs = 0  # objects of label jobs a writer does not take
         self.format = get_format(format_name)
         self.extension = self.format.extension
         self.options = options
@@ -179,7 +182,8 @@ class _ManifestFile:
             self.document = self.format.open_document(handle, options, classes)
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
-        rows = schema.batch_rows(batch)
+        self._pending: dict[int, tuple[dict, list[int]]] = {}
+        rows = self._one_job_each(schema.batch_rows(batch))
         self.objects_given += sum(len(row.get("objects") or ()) for row in rows)
         ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary)
         if self.document is not None:
@@ -201,6 +205,18 @@ class _ManifestFile:
         self.objects_written += ctx.objects_written
         return self._letters(ctx)
 
+    def _one_job_each(self, rows: list[dict]) -> list[dict]:
+        """Each row with the label jobs the writer takes (label_jobs.select_label_jobs); the
+        rows it changed are remembered, so a refused object is named in its record as read."""
+        chosen = []
+        for row in rows:
+            selected, kept = select_label_jobs(row, self.label_attributes)
+            if selected is not row:
+                self.objects_other_jobs += len(row.get("objects") or ()) - len(kept)
+                self._pending[id(selected)] = (row, kept)
+            chosen.append(selected)
+        return chosen
+
     def _letters(self, ctx: WriteContext) -> list[dict]:
         """The rows and the objects this file refused, as refusals of its output (refused/<format>/)."""
         output = manifests_output(self.format.name)
@@ -209,10 +225,11 @@ class _ManifestFile:
             for row, code, message in ctx.rejected
         ]
         self.objects_refused += len(ctx.rejected_objects)
-        letters += [
-            errors.object_dead_letter(row, index, WRITE_STAGE, code, f"{self.format.name}: object {index}: {message}", output=output)
-            for row, index, code, message in ctx.rejected_objects
-        ]
+        for row, index, code, message in ctx.rejected_objects:
+            source, kept = self._pending.get(id(row), (row, None))
+            index = kept[index] if kept is not None else index  # its index in the record
+            letters.append(errors.object_dead_letter(source, index, WRITE_STAGE, code, f"{self.format.name}: object {index}: {message}", output=output))
+        self._pending = {}
         return letters
 
     def _write_element(self, element: bytes) -> None:
@@ -335,7 +352,7 @@ class _WriteBundleFilesFn(beam.DoFn):
             handle.close()
             self._ledger.output(self._output, {"written": writer.count})
             if getattr(writer, "objects_given", None) is not None:
-                self._ledger.output(self._output, {"objects": writer.objects_given, "objects_written": writer.objects_written})
+                self._ledger.output(self._output, {"objects": writer.objects_given, "objects_written": writer.objects_written, "objects_other_jobs": writer.objects_other_jobs})
             summary = getattr(writer, "summary", None) or {}
             yield beam.pvalue.TaggedOutput(WRITTEN, GlobalWindows.windowed_value((partition, temp, writer.extension, writer.count, summary)))
         self._open = {}
@@ -571,9 +588,11 @@ class WriteManifests(beam.PTransform):
         store: storage.Storage | None = None,
         partition_by: tuple[str, ...] | None = None,
         class_names=None,
+        label_attributes: tuple[str, ...] = (),
     ):
         super().__init__()
         fmt = get_format(format_name)
+        self._label_attributes = tuple(label_attributes)
         self._class_names = class_names  # RereadRecords' classes, else collected from the input
         self._root = root
         self._format_name = format_name
@@ -588,7 +607,7 @@ class WriteManifests(beam.PTransform):
         return batches | _WriteFiles(
             manifests_output(self._format_name),
             self._root,
-            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options),
+            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options, label_attributes=self._label_attributes),
             functools.partial(partition_batch, columns=self._columns),
             self._storage,
             self._layout,
