@@ -207,3 +207,81 @@ def test_rotated_rectangle_stays_rotated_in_label_studio_and_is_a_polygon_in_coc
     coco, _ = coco_of(rows)
     (ann,) = coco["annotations"]
     assert len(ann["segmentation"][0]) == 8  # the four corners
+
+
+# ---- real files, through the whole job, against label-studio-sdk's own COCO exporter ---------
+
+
+def _sdk_config(tasks: list[dict]) -> str:
+    """A labeling config declaring the controls and labels the tasks use (keypoint labels with
+    the model_index the SDK's keypoint exporter needs), written here from the tasks alone."""
+    controls: dict[tuple, list] = {}
+    tags = {"rectanglelabels": "RectangleLabels", "polygonlabels": "PolygonLabels", "keypointlabels": "KeyPointLabels"}
+    for task in tasks:
+        for unit in task.get("annotations", []):
+            for r in unit["result"]:
+                if r.get("type") in tags:
+                    names = controls.setdefault((r["from_name"], r["type"], r["to_name"]), [])
+                    names += [n for n in r["value"][r["type"]] if n not in names]
+    lines = ["<View>", '  <Image name="image" value="$image"/>']
+    for (from_name, kind, to_name), names in sorted(controls.items()):
+        lines.append(f'  <{tags[kind]} name="{from_name}" toName="{to_name}">')
+        lines += [f'    <Label value="{n}" model_index="{i}"/>' for i, n in enumerate(sorted(names))]
+        lines.append(f"  </{tags[kind]}>")
+    return "\n".join([*lines, "</View>"])
+
+
+def _sdk_coco(path: Path, out: Path) -> dict:
+    converter = pytest.importorskip("label_studio_sdk.converter")
+    tasks = json.loads(path.read_text())
+    result = out / path.stem
+    converter.Converter(config=_sdk_config(tasks), project_dir=str(out), download_resources=False).convert_to_coco(
+        str(path), str(result), is_dir=False
+    )
+    return json.loads((result / "result.json").read_text())
+
+
+def _our_coco(out: Path) -> list[dict]:
+    """Every ground-truth COCO document under manifests/coco/, whatever the layout."""
+    documents = []
+    for path in sorted((out / "manifests" / "coco").rglob("*.json")):
+        if "prediction" in str(path.relative_to(out)):
+            continue  # predictions: the SDK's exporter converts annotations only
+        document = json.loads(path.read_text())
+        if isinstance(document, dict) and "annotations" in document:
+            documents.append(document)
+    return documents
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", ["rectangles", "polygons", "keypoints", "predictions", "rect_polygon_points"])
+def test_label_studio_files_to_coco_match_the_sdk_exporter(name, tmp_path):
+    from pipelines.normalize_manifests import run
+
+    if name == "rect_polygon_points":
+        path = tmp_path / "rect_polygon_points.json"
+        path.write_text(json.dumps([task_rect_polygon_two_points()]))
+    else:
+        if not LS_REAL.exists():
+            pytest.skip("shared realdata is not beside the repository")
+        path = LS_REAL / f"{name}.json"
+    out = tmp_path / "out"
+    assert run(["--input", str(path), "--output", str(out), "--runner=FnApiRunner", "--output_format=coco",
+                "--output_format=sagemaker", "--output_format=azure_automl", "--output_format=label_studio"]) == 0
+    # no record refused whole because one of its objects has no form in an output
+    for output in ("coco", "sagemaker", "azure_automl", "label_studio"):
+        letters = [json.loads(line) for p in (out / "refused" / output).rglob("*.jsonl") for line in p.read_text().splitlines()]
+        assert all(d["object_index"] is not None or d["code"] == "IMAGE_SIZE_REQUIRED" for d in letters), (output, letters)
+    ours = _our_coco(out)
+    sdk = _sdk_coco(path, tmp_path / "sdk")
+    our_annotations = [a for d in ours for a in d["annotations"]]
+    sdk_regions = [a for a in sdk["annotations"] if "keypoints" not in a]
+    sdk_points = sum(a.get("num_keypoints", 0) for a in sdk["annotations"])
+    our_points = sum(a.get("num_keypoints", 0) for a in our_annotations)
+    assert our_points == sdk_points  # every keypoint, in COCO's [x, y, v] form
+    if name == "keypoints":  # the SDK adds one annotation for the points; ours are in their box's
+        assert len(our_annotations) == len(sdk_regions) == 1 and our_annotations[0]["num_keypoints"] == 3
+    else:
+        assert len(our_annotations) == len(sdk["annotations"])
+    if name == "rect_polygon_points":
+        assert len(our_annotations) == 3 and our_points == 2
