@@ -67,7 +67,7 @@ def _lines(path: Path) -> list[bytes]:
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: str(p.relative_to(ROOT / "samples")))
 def test_samples_as_their_format_and_as_sagemaker(path):
-    own = {"sagemaker": "sagemaker", "azure_automl": "azure_automl", "label_studio": "label_studio"}[path.parent.name]
+    own = {"sagemaker": "sagemaker", "azure_automl": "azure_automl", "label_studio": "label_studio"}[path.relative_to(ROOT / "samples").parts[0]]
     lines = _lines(path)
     assert_same(_batches(str(path), own, lines))
     assert_same(_batches(str(path), "sagemaker", lines))  # foreign lines: fallback everywhere

@@ -248,12 +248,14 @@ def test_batch_rows_equal_arrow_to_pylist():
 
 
 def test_batch_rows_equal_arrow_to_pylist_on_every_sample():
-    from tests.test_fast_normalize import SAMPLES, _batches, _lines
+    from tests.test_fast_normalize import ROOT, SAMPLES, _batches, _lines
+
+    SAMPLES_ROOT = ROOT / "samples"
     from transforms.schema import batch_rows
 
     normalizer = RecordNormalizer()
     for path in SAMPLES:
-        fmt = {"sagemaker": "sagemaker", "azure_automl": "azure_automl", "label_studio": "label_studio"}[path.parent.name]
+        fmt = {"sagemaker": "sagemaker", "azure_automl": "azure_automl", "label_studio": "label_studio"}[path.relative_to(SAMPLES_ROOT).parts[0]]
         for batch in _batches(str(path), fmt, _lines(path)):
             built, _, _ = normalizer.normalize(batch)
             assert batch_rows(built) == built.to_pylist()
