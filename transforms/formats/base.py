@@ -95,6 +95,9 @@ class ManifestFormat(abc.ABC):
     #: True when the writer numbers classes: the write stage then gives it every class name of
     #: the output (WriteContext.classes), so ids are the same in every file and line
     uses_class_names: bool = False
+    #: False for a format that writes records as they are (jsonl): every Ground Truth label job
+    #: of a line, not one (transforms/label_jobs.py)
+    one_label_job: bool = True
 
     #: the format's options: a dataclass of transforms.settings fields (job.formats.<name>)
     Options: type = NoOptions

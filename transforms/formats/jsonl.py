@@ -21,6 +21,7 @@ from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteC
 @register
 class CanonicalJsonLines(ManifestFormat):
     name = "jsonl"
+    one_label_job = False  # the records as they are: every label job, each object saying its own
     extension = ".jsonl"
     file_layout = "jsonl"
     readable = False

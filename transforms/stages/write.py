@@ -208,6 +208,8 @@ class _ManifestFile:
     def _one_job_each(self, rows: list[dict]) -> list[dict]:
         """Each row with the label jobs the writer takes (label_jobs.select_label_jobs); the
         rows it changed are remembered, so a refused object is named in its record as read."""
+        if not self.format.one_label_job:
+            return rows
         chosen = []
         for row in rows:
             selected, kept = select_label_jobs(row, self.label_attributes)
