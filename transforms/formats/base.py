@@ -57,6 +57,9 @@ class WriteContext:
     #: what the format notes about a whole file as it writes it (e.g. the label_studio controls
     #: used), shared by every batch of one file; picklable values only (see side_files)
     summary: dict = dataclasses.field(default_factory=dict)
+    #: opens a record's mask PNG for writers that write its pixels (transforms/formats/_mask_pixels.py):
+    #: the job's storage and the file checks' mask policy; None uses the defaults (unit tests)
+    masks: Any = None
 
     def reject(self, row: dict, code: str, message: str) -> None:
         """A row this format cannot represent: it becomes a dead letter of stage write."""
