@@ -129,6 +129,11 @@ class ManifestFormat(abc.ABC):
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         """Canonical rows (as from RecordBatch.to_pylist()) -> encoded output elements."""
 
+    def output_view(self, batch: Any, options: Any) -> Any:
+        """The record batch as this format writes it, before its manifests are partitioned
+        (e.g. a task the format writes in another form): the batch itself by default."""
+        return batch
+
     def manifest_partitions(self, partition_by: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
         """The folders of this format's manifests: its own default when `partition_by` is None,
         else those columns and the ones its files cannot mix (an AutoML file holds one task)."""

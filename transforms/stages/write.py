@@ -562,13 +562,18 @@ class WriteManifests(beam.PTransform):
             manifests_output(self._format_name),
             self._root,
             functools.partial(_ManifestFile, format_name=self._format_name, options=self._options, masks=self._masks),
-            functools.partial(partition_batch, columns=self._columns),
+            functools.partial(_partition_as_written, columns=self._columns, format_name=self._format_name, options=self._options),
             self._storage,
             self._layout,
             classes=self._classes,
             side_files=fmt.side_files,
             class_names=self._class_names,
         )
+
+
+def _partition_as_written(batch: pa.RecordBatch, columns, format_name: str, options: Any):
+    """The format's view of a batch (ManifestFormat.output_view), split into its partitions."""
+    return partition_batch(get_format(format_name).output_view(batch, options), columns)
 
 
 def _dead_letters_in_one_partition(letter):
