@@ -308,3 +308,26 @@ def test_sagemaker_keeps_the_mask_reference_and_color_map(generated):
         assert ref, line
         (meta,) = [v for k, v in line.items() if k.endswith("-metadata") and "internal-color-map" in v]
         assert sorted(c["class-name"] for c in meta["internal-color-map"].values()) == sorted(c["class_name"] for c in row["mask"]["color_map"])
+
+
+def test_sagemaker_keeps_lookout_ids_when_mask_classes_join_the_class_list():
+    from transforms import schema
+
+    fmt = get_format("sagemaker")
+    rows = schema.rows_to_batch([{"image": {"uri": "s3://b/a.jpg"}, "task": "classification", "labels": [{"name": name}]}
+                                 for name in ("anomaly", "normal")]).to_pylist()  # fmt: skip
+    lines = [orjson.loads(e) for e in fmt.write(rows, WriteContext(classes=["anomaly", "cracked", "normal"]))]
+    assert [line["label"] for line in lines] == [1, 0]
+
+
+def test_azure_traces_label_studio_brushes_into_polygons():
+    fmt = get_format("azure_automl")
+    foreground = np.zeros((40, 60), bool)
+    foreground[5:25, 10:50] = True
+    row = {name: None for name in SCHEMA.names}
+    row.update(record_id="ab", image={"uri": "a.jpg", "width": 60, "height": 40, "format": None}, task="instance_segmentation",
+               origin="ground_truth", labels=[], objects=[{"label": "dent", "mask_rle": rle.encode_mask(foreground), "area": 800.0,
+               "bbox": {"x_min": 10 / 60, "y_min": 5 / 40, "x_max": 50 / 60, "y_max": 25 / 40}}])  # fmt: skip
+    (line,) = [orjson.loads(e) for e in fmt.write([row], WriteContext(options=fmt.options(None)))]
+    (obj,) = line["label"]
+    assert obj["label"] == "dent" and polygon_pixels(obj["polygon"], 60, 40) == 800

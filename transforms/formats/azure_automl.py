@@ -39,6 +39,7 @@ from transforms.errors import (
 )
 from transforms.checks import contours
 from transforms.checks.masks import MaskRejected
+from transforms.checks.rle import decode_rle
 from transforms.formats._mask_pixels import has_mask, reader_of, refuse_mask
 from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
 from transforms.formats.values import number
@@ -127,6 +128,7 @@ class AzureAutoMLFormat(ManifestFormat):
 
 
 SEMANTIC = "semantic_segmentation"
+BRUSH_ALPHA_THRESHOLD = 128  # brush pixels at this alpha or more are the mask (as in the file checks)
 
 
 def _mask_task_of(row: dict, mode: str) -> str:
@@ -636,12 +638,27 @@ class _LineWriter:
 
     def _training_polygon(self, obj: dict, index: int) -> dict:
         polygon = obj.get("polygon")
+        if polygon is None and obj.get("mask_rle") is not None:
+            polygon = self._traced_brush(obj)
         if polygon is None:
             polygon = _rectangle(self._bbox_of(obj, index))
         entry = {"label": obj.get("label"), "polygon": polygon}
         if obj.get("bbox") is not None and not _same_box(obj["bbox"], polygon_envelope(polygon)):
             entry.update(_box(obj["bbox"]))  # a box of its own, not the polygon's envelope
         return self._finish(entry, obj)
+
+    def _traced_brush(self, obj: dict) -> list[list[float]] | None:
+        """A brush mask (Label Studio's RLE) -> polygons traced from its pixels at alpha >= 128
+        (the file checks' default); None when it cannot be decoded against the image size."""
+        image = self.row.get("image") or {}
+        width, height = image.get("width"), image.get("height")
+        if not (width and height):
+            return None
+        try:
+            foreground = decode_rle(obj["mask_rle"], width, height)[:, :, 3] >= BRUSH_ALPHA_THRESHOLD
+        except ValueError:
+            return None
+        return contours.trace(foreground, self.polygon_tolerance) if foreground.any() else None
 
     def _prediction_box(self, obj: dict, index: int, segmented: bool) -> dict:
         bbox = self._bbox_of(obj, index)
