@@ -22,6 +22,9 @@ setuptools.setup(
         "numpy>=1.24",
         "pyyaml>=6",
         "ijson>=3.2",
+        # masks: COCO RLE as pycocotools encodes it; contours traced for Azure polygons
+        "pycocotools>=2.0.7",
+        "opencv-python-headless>=4.8",
     ],
     extras_require={
         # build: Beam stages --setup_file as an sdist built with `python -m build`.
@@ -35,7 +38,6 @@ setuptools.setup(
             "moto[server]>=5",
             "jsonschema>=4",
             "label-studio-sdk>=1.0",
-            "pycocotools>=2.0.7",
             "duckdb>=1.1",
             "playwright>=1.40,<2",
             "psutil>=5.9",  # the benchmark tests sample process memory

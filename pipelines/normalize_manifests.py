@@ -38,6 +38,7 @@ from pipelines import incremental, progress, publish, report, runners
 from pipelines.config import JobConfig
 from pipelines.options import ConfigError, parse_launch
 from transforms import errors, storage
+from transforms.checks.masks import MaskPolicy
 from transforms.formats.base import get_format
 from transforms.stages.accounting import COUNTERS_FILE, LEDGER, WriteCounters
 from transforms.stages.check_files import CheckFiles, FileCheckConfig
@@ -87,6 +88,12 @@ def file_check_config(job: JobConfig) -> FileCheckConfig:
         decode_budget_pixels=v.mask.decode_budget_pixels,
         allowed_roots=allowed_roots(job),
     )
+
+
+def mask_policy(job: JobConfig) -> MaskPolicy:
+    """The file checks' mask rules, for writers that write a mask's pixels (same counts)."""
+    v = job.validate.mask
+    return MaskPolicy(alpha_threshold=v.alpha_threshold, color_tolerance=v.color_tolerance, max_pixels=v.max_pixels)
 
 
 def allowed_roots(job: JobConfig) -> tuple[str, ...]:
@@ -144,6 +151,7 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
         manifests = source | f"WriteManifests[{name}]" >> WriteManifests(
             storage.join(out, "manifests", name), name, options[name], store, job.write.manifest_partitions(), class_names=names,
             label_attributes=tuple(job.write.label_attribute),
+            mask_policy=mask_policy(job),
         )
         ledgers += manifests[LEDGER]
         refused = tuple(manifests[errors.DEAD_LETTERS]) | f"WriteRefused[{name}]" >> WriteDeadLetters(

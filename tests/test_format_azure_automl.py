@@ -390,7 +390,6 @@ def test_predictions_from_other_formats_write_the_endpoint_form():
 
 
 @pytest.mark.parametrize("row, why", [
-    (other_row("semantic_segmentation"), "semantic_segmentation"),
     (other_row("unlabeled"), "unlabeled"),
     (other_row("classification", labels=[{"name": "a"}, {"name": "b"}]), "one label"),
     (other_row("classification", labels=[{"name": "a"}], origin="prediction"), "score"),

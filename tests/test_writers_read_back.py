@@ -118,20 +118,33 @@ def letters_in(folder: Path) -> list[dict]:
     return [json.loads(line) for p in folder.rglob("*.jsonl") for line in p.read_text().splitlines()]
 
 
-def test_masks_are_refused_with_a_code_not_dropped(converted_to_label_studio):
+def test_masks_are_written_as_brush_labels_with_the_records_pixels(converted_to_label_studio):
+    brush = pytest.importorskip("label_studio_sdk.converter.brush")
+    import numpy as np
+
     out = converted_to_label_studio
-    letters = letters_in(out / "refused" / "label_studio")
-    masked = [r for r in records(out) if (r["mask"] or {}).get("uri")]
-    assert masked  # Lookout for Vision's anomaly masks
-    refused = [d for d in letters if d["code"] == "MASK_NOT_WRITTEN"]
-    assert len(refused) == len(masked)
-    assert {d["output"] for d in letters} == {"manifests/label_studio"} and {d["stage"] for d in letters} == {"write"}
-    assert not [d for d in letters_in(out / "errors") if d["stage"] == "write"]  # errors/ holds true dead letters only
+    masked = {r["record_id"]: r for r in records(out) if (r["mask"] or {}).get("uri")}
+    assert masked  # Lookout for Vision's and Ground Truth's semantic masks
     written = [t for p in (out / "manifests" / "label_studio").glob("split=*/*.json") for t in json.loads(p.read_text())]
-    uris = {t["data"]["image"] for t in written}
-    assert not {r["image"]["uri"] for r in masked if r["task"] == "semantic_segmentation"} & uris - {
-        r["image"]["uri"] for r in records(out) if not (r["mask"] or {}).get("uri")
-    }
+    by_image = {t["data"]["image"]: t for t in written}
+    measured = 0
+    for row in masked.values():
+        task = by_image[row["image"]["uri"]]  # every masked image is written
+        brushes = [r for u in task["annotations"] for r in u["result"] if r["type"] == "brushlabels"]
+        expected = {c["class_name"]: c["pixels"] for c in row["mask"]["class_pixels"] or [] if c["pixels"]}
+        found = {}
+        for result in brushes:  # Label Studio's own decoder reads the RLE back to the same pixels
+            rgba = np.asarray(brush.decode_rle(result["value"]["rle"])).reshape(result["original_height"], result["original_width"], 4)
+            found[result["value"]["brushlabels"][0]] = int((rgba[:, :, 3] >= 128).sum())
+        assert found == expected, row["mask"]["uri"]
+        measured += bool(found)
+    assert measured >= 4
+    letters = letters_in(out / "refused" / "label_studio")
+    unvalidated = [r for r in masked.values() if not r["mask"]["validated"]]
+    refused = [d for d in letters if d["code"] == "MASK_NOT_WRITTEN"]
+    assert len(refused) == len(unvalidated)  # a mask not opened by the file checks: refused alone, with its index
+    assert all(d["object_index"] == len(masked[d["record_id"]]["objects"] or []) for d in refused)
+    assert not [d for d in letters_in(out / "errors") if d["stage"] == "write"]  # errors/ holds true dead letters only
 
 
 def test_no_output_has_an_empty_part_file(demo):
@@ -143,13 +156,13 @@ def test_no_output_has_an_empty_part_file(demo):
 
 
 def refused_ids(out: Path, output: str) -> dict[str, str]:
-    """record_id -> code of the rows a writer refused (from refused/<format>/)."""
+    """record_id -> code of the rows a writer refused whole (from refused/<format>/; objects
+    refused from rows written without them are left out)."""
     found = {}
     for letter in letters_in(out / "refused" / output):
         assert letter["output"] == f"manifests/{output}" and letter["stage"] == "write"
-        if letter.get("object_index") is not None:
-            continue  # one object of a written row (refused_objects)
-        found[re.search(r'"record_id":"([0-9a-f]+)"', letter["raw"]).group(1)] = letter["code"]
+        if letter.get("object_index") is None:
+            found[re.search(r'"record_id":"([0-9a-f]+)"', letter["raw"]).group(1)] = letter["code"]
     return found
 
 
@@ -170,20 +183,20 @@ def test_refused_rows_have_their_own_folder_per_output_counted_from_the_files(de
         manifests, refused = summary["outputs"][f"manifests/{name}"], summary["outputs"][f"refused/{name}"]
         in_files = letters_in(demo / "refused" / name)
         rows_refused = [d for d in in_files if d.get("object_index") is None]
-        assert refused["landed"] == len(in_files) == refused["given"], name
-        assert manifests["refused"] == len(rows_refused), name
-        assert manifests.get("refused_objects", 0) == len(in_files) - len(rows_refused), name
-        assert manifests["landed"] + len(rows_refused) == manifests["given"] == summary["totals"]["records_kept"], name
+        objects = [d for d in in_files if d.get("object_index") is not None]  # refused from rows written without them
+        assert refused["landed"] == len(in_files) == manifests["refused"] + manifests["refused_objects"] == refused["given"], name
+        assert len(objects) == manifests["refused_objects"] and manifests["refused"] == len(rows_refused), name
+        assert manifests["landed"] + manifests["refused"] == manifests["given"] == summary["totals"]["records_kept"], name
         if name != "jsonl":  # objects counted back from the files equal those the writer wrote
-            objects = manifests["objects"]
-            assert objects["landed"] == objects["written"] and objects["refused"] == len(in_files) - len(rows_refused), name
+            counted = manifests["objects"]
+            assert counted["landed"] == counted["written"] and counted["refused"] == len(objects), name
         assert {d["output"] for d in in_files} <= {f"manifests/{name}"}
     assert sum(summary["outputs"][f"refused/{name}"]["landed"] for name in OUTPUTS) > 0
 
 
 def test_coco_output_loads_in_pycocotools_with_the_records_counts_and_values(demo):
     refused = check_coco(demo)
-    assert {"IMAGE_SIZE_REQUIRED", "NOTHING_TO_WRITE", "MASK_NOT_WRITTEN"} <= set(refused.values())
+    assert "IMAGE_SIZE_REQUIRED" in set(refused.values())
 
 
 def test_real_files_as_coco_and_label_studio(tmp_path):
@@ -197,8 +210,7 @@ def test_real_files_as_coco_and_label_studio(tmp_path):
     assert run(argv) == 0
     refused = check_coco(out)
     lookout = [r for r in records(out) if r["source"]["format"] == "sagemaker"]
-    assert lookout  # classification (+ mask) lines: nothing a COCO instances file holds
-    assert all(refused.get(r["record_id"]) in ("NOTHING_TO_WRITE", "MASK_NOT_WRITTEN", "IMAGE_SIZE_REQUIRED") for r in lookout)
+    assert len(lookout) == 63 and not [r for r in lookout if r["record_id"] in refused]  # every image written
     assert landed(out, "manifests/coco") > 0
 
 
@@ -208,7 +220,7 @@ def check_coco(out: Path) -> dict[str, str]:
     coco_module = pytest.importorskip("pycocotools.coco")
     demo = out
     refused = refused_ids(demo, "coco")
-    assert set(refused.values()) <= {"IMAGE_SIZE_REQUIRED", "NOTHING_TO_WRITE", "MASK_NOT_WRITTEN", "OUTPUT_UNREPRESENTABLE"}
+    assert set(refused.values()) <= {"IMAGE_SIZE_REQUIRED", "OUTPUT_UNREPRESENTABLE"}
     objects_refused = refused_objects(demo, "coco")
     rows = records(demo)
     kept = [r for r in rows if r["record_id"] not in refused]
@@ -219,17 +231,19 @@ def check_coco(out: Path) -> dict[str, str]:
     for path in files:
         split = path.parent.parent.name.removeprefix("split=")
         origin = path.parent.name.removeprefix("origin=")
+        origin = None if origin == "__HIVE_DEFAULT_PARTITION__" else origin  # unlabeled images
         coco = coco_module.COCO(str(path))
         part = [r for r in kept if r["split"] == split and r["origin"] == origin]
         seen_records += coco.dataset["info"]["labelbeam"]["records"]
         assert coco.dataset["info"]["labelbeam"]["records"] == len(part)
-        sized = lambda r: (r["image"]["uri"], r["image"]["width"], r["image"]["height"])  # noqa: E731
+        sized = lambda r: (r["image"]["uri"], *image_size(r))  # noqa: E731
         assert len(coco.getImgIds()) == len({sized(r) for r in part})
-        # every object not refused is in one annotation (a region's keypoints in the region's)
-        # (of the label jobs the writer takes: transforms/label_jobs.py)
+        # every object not refused is in one annotation (a region's keypoints in the region's),
+        # of the label jobs the writer takes (transforms/label_jobs.py); a mask: one per class
         held = sum(1 for r in part for i in select_label_jobs(r)[1] if (r["record_id"], i) not in objects_refused)
         assert coco.dataset["info"]["labelbeam"]["objects"] == held
-        assert len(coco.getAnnIds()) == coco.dataset["info"]["labelbeam"]["annotations"] <= held
+        masks = sum(len(mask_classes(r)) for r in part)
+        assert len(coco.getAnnIds()) == coco.dataset["info"]["labelbeam"]["annotations"] <= held + masks
         # the same class has the same id in every split: sorted names, from 1
         # (keypoint names are per file unless formats.coco.keypoints pins them)
         plain = [{k: v for k, v in c.items() if k not in ("keypoints", "skeleton")} for c in coco.dataset["categories"]]
@@ -241,9 +255,14 @@ def check_coco(out: Path) -> dict[str, str]:
         by_uri = {(img["file_name"], img["width"], img["height"]): img for img in coco.loadImgs(coco.getImgIds())}
         for row in part:
             image = by_uri[sized(row)]
-            w, h = row["image"]["width"], row["image"]["height"]
+            w, h = image_size(row)
             assert (image["width"], image["height"]) == (w, h)
             anns = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]]))
+            if row["labels"]:  # image-level labels on the image entry, which pycocotools ignores
+                assert [label["name"] for label in image["image_labels"]] == [label["name"] for label in row["labels"]]
+            for name, pixels in mask_classes(row).items():  # a semantic mask: one RLE annotation per class
+                (ann,) = [a for a in anns if coco.cats[a["category_id"]]["name"] == name and isinstance(a["segmentation"], dict)]
+                assert coco.annToMask(ann).sum() == ann["area"] == pixels
             for index, obj in enumerate(row["objects"] or []):
                 if (row["record_id"], index) in objects_refused or index not in select_label_jobs(row)[1]:
                     continue
@@ -267,6 +286,24 @@ def check_coco(out: Path) -> dict[str, str]:
                     assert coco.annToMask(match[0]).sum() == match[0]["area"] > 0
     assert seen_records == landed(demo, "manifests/coco") == len(kept)
     return refused
+
+
+def image_size(row: dict) -> tuple:
+    """The size a COCO image entry has: the image's, else its validated mask's, else unknown."""
+    image, mask = row["image"], row["mask"] or {}
+    if image["width"] and image["height"]:
+        return image["width"], image["height"]
+    if mask.get("validated"):
+        return mask["width"], mask["height"]
+    return None, None
+
+
+def mask_classes(row: dict) -> dict[str, int]:
+    """Class -> pixels of a record's validated semantic mask (what COCO writes)."""
+    mask = row["mask"] or {}
+    if not mask.get("validated"):
+        return {}
+    return {c["class_name"]: c["pixels"] for c in mask["class_pixels"] or [] if c["pixels"]}
 
 
 def test_jsonl_output_reads_in_duckdb_equal_to_the_parquet_records(demo):
@@ -310,12 +347,16 @@ def test_coco_rle_equals_pycocotools_encoding():
     mask_api = pytest.importorskip("pycocotools.mask")
     import numpy as np
 
-    from transforms.formats.coco import coco_rle
+    from transforms.formats.coco import coco_rle, rle_box
 
     rng = np.random.default_rng(7)
     for shape in ((5, 7), (1, 1), (31, 17)):
         for density in (0.0, 0.3, 1.0):
             mask = rng.random(shape) < density
-            ours = mask_api.frPyObjects(coco_rle(mask), *shape)
-            assert (mask_api.decode(ours) == mask).all()
-            assert ours["counts"] == mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"]
+            ours = coco_rle(mask)
+            compressed = {"size": ours["size"], "counts": ours["counts"].encode()}
+            assert (mask_api.decode(compressed) == mask).all() and mask_api.area(compressed) == mask.sum()
+            assert compressed["counts"] == mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"]
+            if mask.any():
+                ys, xs = np.nonzero(mask)
+                assert rle_box(ours) == [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]

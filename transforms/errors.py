@@ -143,9 +143,8 @@ DUPLICATES_MERGED = _define("DUPLICATES_MERGED", DEDUPE, WARNING, "duplicates", 
 # -- outputs --------------------------------------------------------------------------------
 OUTPUT_UNREPRESENTABLE = _define("OUTPUT_UNREPRESENTABLE", WRITE, ERROR, "output", "an --output_format cannot represent this record (each format says when, docs/formats.md); the record is still in records/")
 OBJECT_UNREPRESENTABLE = _define("OBJECT_UNREPRESENTABLE", WRITE, ERROR, "output", "one object of a record has no form in an --output_format (a keypoint in Ground Truth or Azure AutoML, a region without geometry, a class outside a pinned class list): the record is written with its other objects and this object alone lands in refused/<format>/ with record_id and object_index")
-MASK_NOT_WRITTEN = _define("MASK_NOT_WRITTEN", WRITE, ERROR, "output", "a mask image (mask.uri, e.g. Lookout for Vision's PNG) has no brush RLE in the record: the label_studio and coco writers refuse the record rather than write it without its mask; the record is still in records/")
-IMAGE_SIZE_REQUIRED = _define("IMAGE_SIZE_REQUIRED", WRITE, ERROR, "output", "coco: boxes, polygons and images are in pixels and the record has no image size (--probe_images fills it); the record is still in records/")
-NOTHING_TO_WRITE = _define("NOTHING_TO_WRITE", WRITE, ERROR, "output", "coco: a record with image-level labels only (classification): a COCO instances file holds objects; the record is still in records/")
+MASK_NOT_WRITTEN = _define("MASK_NOT_WRITTEN", WRITE, ERROR, "output", "a semantic mask PNG (mask.uri) a writer that writes its pixels (coco, label_studio, azure_automl) could not write: not opened by the file checks (missing, unreadable, outside the allowed roots, validation off), unreadable at write time, or changed since it was checked; the image is written with its other labels and the mask alone is refused (object_index = the record's object count)")
+IMAGE_SIZE_REQUIRED = _define("IMAGE_SIZE_REQUIRED", WRITE, ERROR, "output", "coco: boxes and polygons are in pixels and the record has neither an image size nor a validated mask giving it (--probe_images fills it); the record is still in records/")
 
 # -- anything unexpected --------------------------------------------------------------------
 INTERNAL_ERROR = _define("INTERNAL_ERROR", ANY_STAGE, ERROR, "internal", "a plugin, check or writer raised an unexpected exception on this record; the job goes on, the message keeps the exception (a bug to report)")
@@ -231,7 +230,9 @@ def object_dead_letter(row: dict, index: int, stage: str, code: str, message: st
     object, `record_id` and `object_index` say where it belongs."""
     source = row.get("source") or {}
     where = Provenance(source.get("uri") or "", source.get("line") or 0, source.get("offset") or 0, source.get("format"))
-    obj = (row.get("objects") or [None] * (index + 1))[index]
+    objects = row.get("objects") or []
+    # index len(objects): the record's semantic mask, refused like one more object (its PNG reference)
+    obj = objects[index] if index < len(objects) else {"mask": row.get("mask")}
     return dead_letter(where, stage, code, message, row_json(obj), output=output, record_id=row.get("record_id"), object_index=index)
 
 

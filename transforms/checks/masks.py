@@ -411,3 +411,45 @@ def check_mask(
             Finding(MASK_LABEL_MISMATCH, f"image labelled normal, mask has {foreground} anomaly pixels")
         )
     return MaskReport(width, height, class_pixels, foreground, bbox, findings)
+
+
+@dataclasses.dataclass
+class ClassMasks:
+    """A decoded semantic mask split by class: one boolean (height, width) array per declared
+    class that has pixels, under the same rules as check_mask (so each array's count equals
+    that class's `class_pixels` in the record)."""
+
+    width: int
+    height: int
+    masks: dict[str, np.ndarray]
+
+
+def class_masks(data: bytes, color_map: list[dict] | None, policy: MaskPolicy) -> ClassMasks:
+    """PNG bytes -> ClassMasks, with check_mask's bounds, decoder, alpha rule and colour match.
+    Raises MaskRejected when it cannot be decoded. Entries of one class name are merged."""
+    width, height = png_size(data)
+    check_size_bound(width, height, policy.max_pixels)
+    check_chunk_crcs(data)
+    classes, background = declared_classes(color_map)
+    with decode(data) as image:
+        width, height = image.size
+        if image.mode == "P":
+            table = palette_rgba(image)
+            entry_class = _match_colours(_pack(table[:, :3]), classes, background, policy.color_tolerance)
+            entry_class[table[:, 3] < policy.alpha_threshold] = _BACKGROUND_CLASS
+            pixel_class = entry_class.astype(np.int16)[np.asarray(image)]
+        else:
+            rgba = to_rgba(image).reshape(-1, 4)
+            labelled = np.flatnonzero(rgba[:, 3] >= policy.alpha_threshold)
+            colours, inverse = np.unique(_pack(rgba[labelled, :3]), return_inverse=True)
+            colour_class = _match_colours(colours, classes, background, policy.color_tolerance)
+            pixel_class = np.full(width * height, _BACKGROUND_CLASS, np.int16)
+            pixel_class[labelled] = colour_class[inverse.ravel()]
+            pixel_class = pixel_class.reshape(height, width)
+    out: dict[str, np.ndarray] = {}
+    for index, colour_class in enumerate(classes):
+        selected = pixel_class == index
+        if selected.any():
+            name = colour_class.class_name
+            out[name] = out[name] | selected if name in out else selected
+    return ClassMasks(width, height, out)

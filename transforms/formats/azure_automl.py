@@ -22,6 +22,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms import errors
 from transforms.errors import (
@@ -35,6 +37,10 @@ from transforms.errors import (
     POLYGON_INVALID,
     RecordError,
 )
+from transforms.checks import contours
+from transforms.checks.masks import MaskRejected
+from transforms.checks.rle import decode_rle
+from transforms.formats._mask_pixels import has_mask, reader_of, refuse_mask
 from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
 from transforms.formats.values import number
 from transforms.schema import dumps_extra, issue, loads_extra
@@ -74,6 +80,8 @@ class AzureAutoMLOptions:
     bbox_tolerance: float = setting(DEFAULT_BBOX_TOLERANCE, help="how far outside [0, 1] a box or polygon coordinate may lie without BBOX_OUT_OF_RANGE / POLYGON_INVALID", minimum=0)
     prediction_task: str | None = setting(None, help="task of inference lines with probs/labels (guessed from the scores when absent)", choices=("classification", "multilabel_classification"))
     datastore_map: dict[str, str] = setting({}, help="FROM=TO image URL prefix rewrites in written lines (longest FROM wins, whole path segments)", parse=_datastore_pairs)
+    mask_task: str = setting("auto", help="how a record with a semantic mask (Lookout for Vision, Ground Truth) is written: classification (its image-level label; the mask refused), instance_segmentation (polygons traced from each class of the mask), auto (classification when it has an image-level label, else instance_segmentation)", choices=("auto", "classification", "instance_segmentation"))
+    polygon_tolerance: float = setting(contours.DEFAULT_TOLERANCE, help="pixels a polygon traced from a mask may simplify away (Douglas-Peucker epsilon; 0 keeps every border pixel)", minimum=0)
 
 
 @register
@@ -106,12 +114,54 @@ class AzureAutoMLFormat(ManifestFormat):
         entries = element.get("boxes") if "boxes" in element else element.get("label")
         return sum(1 for e in entries if isinstance(e, dict)) if isinstance(entries, list) else 0
 
+    def output_view(self, batch: pa.RecordBatch, options: Any) -> pa.RecordBatch:
+        """Records with a semantic mask (task semantic_segmentation, which AutoML has no form
+        for) take the task `mask_task` chooses, before the manifests are partitioned by task:
+        a Lookout for Vision dataset's anomaly lines land in one classification file with its
+        normal lines."""
+        return with_mask_task(batch, self.options(options).mask_task)
+
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
-        datastores = DatastoreMap(self.options_of(ctx).datastore_map)
+        options = self.options_of(ctx)
+        datastores = DatastoreMap(options.datastore_map)
         for row in rows:
-            line = _LineWriter(row, ctx, datastores).line()
+            if row.get("task") == SEMANTIC:  # a writer called without output_view (a library caller)
+                row = {**row, "task": _mask_task_of(row, options.mask_task)}
+            line = _LineWriter(row, ctx, datastores, options.polygon_tolerance).line()
             if line is not None:
                 yield orjson.dumps(line)
+
+
+SEMANTIC = "semantic_segmentation"
+BRUSH_ALPHA_THRESHOLD = 128  # brush pixels at this alpha or more are the mask (as in the file checks)
+
+
+def _mask_task_of(row: dict, mode: str) -> str:
+    labels = row.get("labels") or []
+    if mode == "instance_segmentation" or (mode == "auto" and not labels):
+        return "instance_segmentation"
+    return "multilabel_classification" if len(labels) > 1 else "classification"
+
+
+def with_mask_task(batch: pa.RecordBatch, mode: str) -> pa.RecordBatch:
+    """The batch with task semantic_segmentation replaced as `mode` says (see _mask_task_of)."""
+    index = batch.schema.get_field_index("task")
+    task = batch.column(index)
+    plain = task.cast(pa.string()) if pa.types.is_dictionary(task.type) else task
+    semantic = pc.fill_null(pc.equal(plain, SEMANTIC), False)
+    if not pc.any(semantic).as_py():
+        return batch
+    count = pc.fill_null(pc.list_value_length(batch.column("labels")), 0)
+    classes = pc.if_else(pc.greater(count, 1), "multilabel_classification", "classification")
+    if mode == "instance_segmentation":
+        chosen = pc.if_else(semantic, "instance_segmentation", plain)
+    elif mode == "classification":
+        chosen = pc.if_else(semantic, classes, plain)
+    else:
+        chosen = pc.if_else(semantic, pc.if_else(pc.greater(count, 0), classes, "instance_segmentation"), plain)
+    if pa.types.is_dictionary(task.type):
+        chosen = chosen.dictionary_encode().cast(task.type)
+    return batch.set_column(index, batch.schema.field(index), chosen)
 
 
 def _is_training(obj: Any) -> bool:
@@ -493,10 +543,11 @@ class _Unrepresentable(Exception):
 class _LineWriter:
     """One canonical row -> one Azure line: training form for ground truth, else endpoint form."""
 
-    def __init__(self, row: dict, ctx: WriteContext, datastores: DatastoreMap):
+    def __init__(self, row: dict, ctx: WriteContext, datastores: DatastoreMap, polygon_tolerance: float = contours.DEFAULT_TOLERANCE):
         self.row = row
         self.ctx = ctx
         self.datastores = datastores
+        self.polygon_tolerance = polygon_tolerance
 
     def line(self) -> dict | None:
         objects_before, written_before = len(self.ctx.rejected_objects), self.ctx.objects_written
@@ -519,6 +570,8 @@ class _LineWriter:
         if details:
             line["image_details"] = details
         line.update(self._prediction() if prediction else self._training())
+        if has_mask(row):
+            self._write_mask(line)
         kept = dict(loads_extra(row.get("extra")).get(NAME) or {})
         # values the reader could not read (FIELD_UNREADABLE: "width": "wide", an image_details
         # that is not an object) stay in records/ but are not written: AutoML would fail on them
@@ -543,6 +596,24 @@ class _LineWriter:
         if task in ("instance_segmentation", "keypoints"):
             return {"label": self._each_object(self._training_polygon)}
         raise _Unrepresentable(f"Azure AutoML has no training form for task {task!r}")
+
+    def _write_mask(self, line: dict) -> None:
+        """The semantic mask as one polygon object per class (instance segmentation lines);
+        on classification lines it has no form and is refused, the line written."""
+        row, task = self.row, self.row.get("task")
+        if task != "instance_segmentation" or row.get("origin") == "prediction":
+            refuse_mask(self.ctx, row, f"Azure AutoML {task} lines have no form for a mask (formats.azure_automl.mask_task=instance_segmentation writes its polygons)")
+            return
+        try:
+            decoded = reader_of(self.ctx).read(row)
+        except MaskRejected as exc:
+            refuse_mask(self.ctx, row, exc.finding.message)
+            return
+        for name, foreground in sorted(decoded.masks.items()):
+            line["label"].append({"label": name, "polygon": contours.trace(foreground, self.polygon_tolerance)})
+            self.ctx.objects_written += 1
+        if "image_details" not in line:
+            line["image_details"] = {"width": decoded.width, "height": decoded.height}
 
     def _prediction(self) -> dict:
         task = self.row.get("task")
@@ -592,12 +663,27 @@ class _LineWriter:
 
     def _training_polygon(self, obj: dict, index: int) -> dict:
         polygon = obj.get("polygon")
+        if polygon is None and obj.get("mask_rle") is not None:
+            polygon = self._traced_brush(obj)
         if polygon is None:
             polygon = _rectangle(self._bbox_of(obj, index))
         entry = {"label": obj.get("label"), "polygon": polygon}
         if obj.get("bbox") is not None and not _same_box(obj["bbox"], polygon_envelope(polygon)):
             entry.update(_box(obj["bbox"]))  # a box of its own, not the polygon's envelope
         return self._finish(entry, obj)
+
+    def _traced_brush(self, obj: dict) -> list[list[float]] | None:
+        """A brush mask (Label Studio's RLE) -> polygons traced from its pixels at alpha >= 128
+        (the file checks' default); None when it cannot be decoded against the image size."""
+        image = self.row.get("image") or {}
+        width, height = image.get("width"), image.get("height")
+        if not (width and height):
+            return None
+        try:
+            foreground = decode_rle(obj["mask_rle"], width, height)[:, :, 3] >= BRUSH_ALPHA_THRESHOLD
+        except ValueError:
+            return None
+        return contours.trace(foreground, self.polygon_tolerance) if foreground.any() else None
 
     def _prediction_box(self, obj: dict, index: int, segmented: bool) -> dict:
         bbox = self._bbox_of(obj, index)

@@ -61,6 +61,9 @@ class WriteContext:
     #: Ground Truth boxes, AutoML boxes / polygons, Label Studio region results): run.json
     #: checks them against the units counted back from the files (ManifestFormat.objects_in)
     objects_written: int = 0
+    #: opens a record's mask PNG for writers that write its pixels (transforms/formats/_mask_pixels.py):
+    #: the job's storage and the file checks' mask policy; None uses the defaults (unit tests)
+    masks: Any = None
 
     def reject(self, row: dict, code: str, message: str) -> None:
         """A row this format cannot represent: it becomes a dead letter of stage write."""
@@ -132,6 +135,11 @@ class ManifestFormat(abc.ABC):
     @abc.abstractmethod
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         """Canonical rows (as from RecordBatch.to_pylist()) -> encoded output elements."""
+
+    def output_view(self, batch: Any, options: Any) -> Any:
+        """The record batch as this format writes it, before its manifests are partitioned
+        (e.g. a task the format writes in another form): the batch itself by default."""
+        return batch
 
     def manifest_partitions(self, partition_by: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
         """The folders of this format's manifests: its own default when `partition_by` is None,

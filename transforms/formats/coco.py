@@ -24,8 +24,10 @@ from typing import Any, Iterator
 
 import numpy as np
 import orjson
+from pycocotools import mask as mask_utils
 
 from transforms import errors
+from transforms.checks.masks import ClassMasks, MaskRejected
 from transforms.checks.rle import decode_rle
 from transforms.errors import RecordError
 from transforms.formats._coco_keypoints import (
@@ -35,6 +37,7 @@ from transforms.formats._coco_keypoints import (
     keypoint_triples,
     named_points,
 )
+from transforms.formats._mask_pixels import has_mask, reader_of, refuse_mask
 from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
 from transforms.settings import setting
 
@@ -65,16 +68,16 @@ def stable_id(text: str) -> int:
 
 
 def coco_rle(foreground: np.ndarray) -> dict:
-    """A boolean (height, width) mask -> COCO's uncompressed RLE: run lengths in column-major
-    order, starting with a run of zeros (pycocotools reads it with frPyObjects)."""
-    height, width = foreground.shape
-    flat = foreground.flatten(order="F").astype(np.int8)
-    changes = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], changes, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0] == 1:
-        counts = [0, *counts]
-    return {"counts": counts, "size": [int(height), int(width)]}
+    """A boolean (height, width) mask -> COCO's compressed RLE, encoded by pycocotools itself
+    (`counts` as its ASCII string): what `COCO.annToMask` decodes back to the same pixels."""
+    encoded = mask_utils.encode(np.asfortranarray(np.asarray(foreground, np.uint8)))
+    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+
+
+def rle_box(rle: dict) -> list[float]:
+    """[x, y, width, height] in pixels of a COCO RLE (pycocotools' toBbox)."""
+    encoded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+    return [float(v) for v in mask_utils.toBbox(encoded)]
 
 
 class _Refused(Exception):
@@ -112,7 +115,7 @@ class CocoDocument:
         for row in rows:
             refused: list[tuple[int, str, str]] = []
             try:
-                image, annotations = self._encode(row, refused)
+                image, annotations, mask_refusal = self._encode(row, ctx, refused)
             except _Refused as why:
                 ctx.reject(row, why.code, str(why))
                 continue
@@ -121,6 +124,8 @@ class CocoDocument:
                 continue
             for index, code, message in refused:
                 ctx.reject_object(row, index, code, message)
+            if mask_refusal:
+                refuse_mask(ctx, row, *mask_refusal)
             for annotation, objects in annotations:
                 if "_points" in annotation:
                     self.with_keypoints.write(orjson.dumps(annotation) + b"\n")
@@ -160,26 +165,37 @@ class CocoDocument:
         }
         self.handle.write(b"\n],\n\"info\":" + orjson.dumps(info) + b"}\n")
 
-    def _encode(self, row: dict, refused: list) -> tuple[dict, list[tuple[dict, int]]]:
-        """The image entry and [(annotation, objects it holds)]; objects COCO cannot hold go to
-        `refused` as (index, code, message); an image left without any is written without
-        annotations (COCO's negative example)."""
+    def _encode(self, row: dict, ctx: WriteContext, refused: list) -> tuple[dict, list[tuple[dict, int]], tuple | None]:
+        """The image entry, [(annotation, record objects it holds)] and why its mask is refused
+        (or None); objects COCO cannot hold go to `refused` as (index, code, message); an image
+        left without any is written without annotations (COCO's negative example)."""
         image = row.get("image") or {}
         uri = image.get("uri")
         if not uri:
             raise _Refused(errors.OUTPUT_UNREPRESENTABLE, "the record has no image uri")
-        if (row.get("mask") or {}).get("uri"):
-            raise _Refused(errors.MASK_NOT_WRITTEN, f"mask {row['mask']['uri']} is an image, not a brush RLE")
         objects = row.get("objects") or []
-        if not objects and row.get("labels"):
-            raise _Refused(errors.NOTHING_TO_WRITE, "image-level labels only: COCO instances hold objects")
         width, height = image.get("width"), image.get("height")
-        if not width or not height:
+        decoded, refusal = None, None
+        if has_mask(row):
+            try:
+                decoded = reader_of(ctx).read(row)
+            except MaskRejected as exc:
+                refusal = (exc.finding.message,)
+        if decoded is not None:
+            if not (width and height):  # a semantic mask covers its image: its size is the image's
+                width, height = decoded.width, decoded.height
+            elif (int(width), int(height)) != (decoded.width, decoded.height):
+                decoded, refusal = None, (f"mask is {decoded.width}x{decoded.height}, image is {width}x{height}: a COCO mask is in image pixels",)
+        if not (width and height) and objects:
             raise _Refused(errors.IMAGE_SIZE_REQUIRED, "COCO is in pixels and the image size is unknown (try --probe_images)")
         # from the URI, and the size: sources that disagree on an image's size give two images,
-        # each with the annotations in its own pixels
-        image_id = stable_id(f"{uri}\x00{int(width)}x{int(height)}")
-        entry = {"id": image_id, "file_name": uri, "width": int(width), "height": int(height)}
+        # each with the annotations in its own pixels. An image with nothing in pixels and no
+        # known size is still written (width and height null): see docs/formats.md.
+        size = (int(width), int(height)) if width and height else (None, None)
+        image_id = stable_id(f"{uri}\x00{size[0]}x{size[1]}")
+        entry = {"id": image_id, "file_name": uri, "width": size[0], "height": size[1]}
+        if row.get("labels"):
+            entry[IMAGE_LABELS_KEY] = [_image_label(label) for label in row["labels"]]
         attached, free = group_keypoints(objects) if any(o.get("keypoints") for o in objects) else ({}, [])
         if self.options.keypoints:  # a point named outside the pinned list has no place
             for index in [i for i in free] + [i for indexes in attached.values() for i in indexes]:
@@ -215,7 +231,32 @@ class CocoDocument:
                 )
             else:
                 annotations.append((annotation, len(free)))
-        return entry, annotations
+        if decoded is not None:
+            written, refusal = self._mask_annotations(row, decoded, image_id)
+            annotations += [(annotation, 0) for annotation in written]  # a mask is no record object
+        return entry, annotations, refusal
+
+    def _mask_annotations(self, row: dict, decoded: ClassMasks, image_id: int) -> tuple[list[dict], tuple | None]:
+        """One annotation per class of a semantic mask: its COCO RLE, box and pixel count."""
+        annotations, unknown = [], []
+        for name, foreground in sorted(decoded.masks.items()):
+            category = self.category_ids.get(name)
+            if category is None:
+                unknown.append(name)
+                continue
+            rle = coco_rle(foreground)
+            annotations.append({
+                "id": stable_id(f"{row.get('record_id')}\x00mask\x00{name}"),
+                "image_id": image_id,
+                "category_id": category,
+                "bbox": rle_box(rle),
+                "area": float(np.count_nonzero(foreground)),
+                "iscrowd": 0,
+                "segmentation": rle,
+            })  # fmt: skip
+        if unknown:
+            return annotations, (f"mask classes {unknown} are not in formats.coco.categories", errors.OUTPUT_UNREPRESENTABLE)
+        return annotations, None
 
     def _add_points(self, annotation: dict, points: dict[str, list[float]]) -> None:
         if points:
@@ -264,6 +305,9 @@ class CocoDocument:
                 raise _Refused(errors.OBJECT_UNREPRESENTABLE, f"object {index}: the brush RLE does not decode: {exc}") from None
             segmentation = coco_rle(foreground)
             area = float(foreground.sum())
+            if box is None and area:  # a brush read without the image size has no box yet
+                x, y, w, h = rle_box(segmentation)
+                box = {"x_min": x / width, "y_min": y / height, "x_max": (x + w) / width, "y_max": (y + h) / height}
         if box is None and segmentation and isinstance(segmentation, list):
             xs = [v for ring in obj["polygon"] for v in ring[0::2]]
             ys = [v for ring in obj["polygon"] for v in ring[1::2]]
@@ -288,6 +332,17 @@ class CocoDocument:
         if obj.get("score") is not None:
             annotation["score"] = float(f"{obj['score']:.7g}")
         return annotation
+
+
+IMAGE_LABELS_KEY = "image_labels"
+
+
+def _image_label(label: dict) -> dict:
+    """An image-level label on the image entry: {"name"} and "score" when it has one."""
+    out = {"name": label.get("name")}
+    if label.get("score") is not None:
+        out["score"] = float(f"{label['score']:.7g}")
+    return out
 
 
 def records_in(tail: bytes, key: str = RECORDS_KEY) -> int:

@@ -25,7 +25,10 @@ import orjson
 from transforms import errors
 from transforms.dates import format_timestamp, parse_timestamp
 from transforms.errors import RecordError
+from transforms.checks.masks import ClassMasks, MaskRejected
+from transforms.checks.rle import encode_mask
 from transforms.formats import _label_studio_regions as regions
+from transforms.formats._mask_pixels import has_mask, reader_of, refuse_mask
 from transforms.formats.base import (
     ManifestFormat,
     ParseContext,
@@ -415,7 +418,6 @@ def _task_of_row(row: dict, ctx: WriteContext) -> dict | None:
     ls = loads_extra(row.get("extra")).get(NAMESPACE) or {}
     origin = row.get("origin")
     results = []
-    objects_before = len(ctx.rejected_objects)
     for index, obj in enumerate(row.get("objects") or []):
         written = regions.raw_results(obj) or regions.results_from_columns(
             obj, index, image, origin == "prediction"
@@ -428,10 +430,11 @@ def _task_of_row(row: dict, ctx: WriteContext) -> dict | None:
         results.extend(ls["results"])
     elif row.get("labels"):
         results.append(_choices_result(row["labels"], origin == "prediction"))
-    if (row.get("mask") or {}).get("uri"):  # refused whole: not also object by object
-        del ctx.rejected_objects[objects_before:]
-        ctx.reject(row, errors.MASK_NOT_WRITTEN, f"mask {row['mask']['uri']} is an image, not a brush RLE")
-        return None
+    if has_mask(row):
+        try:
+            results.extend(_brush_results(reader_of(ctx).read(row), image, origin))
+        except MaskRejected as exc:  # the task is written with its other labels; the mask alone is refused
+            refuse_mask(ctx, row, exc.finding.message)
     task = dict(ls.get("task") or {})
     task.setdefault("id", _task_id(row))
     task["data"] = {**(ls.get("data") or {}), ls.get("data_key") or "image": image["uri"]}
@@ -454,6 +457,25 @@ def _sized(results: list[dict], image: dict) -> list[dict]:
         if r.get("original_width") is None and r.get("id") is not None and regions.result_type(r) != "relation" else r
         for r in results
     ]
+
+
+def _brush_results(decoded: ClassMasks, image: dict, origin: str | None) -> list[dict]:
+    """A semantic mask -> one `brushlabels` result per class, its pixels in Label Studio's RLE
+    (every channel 255 on the class, as Label Studio's own mask2rle writes it). The RLE is the
+    mask's size, which is the image's."""
+    results = []
+    for index, (name, foreground) in enumerate(sorted(decoded.masks.items())):
+        results.append({
+            "id": f"lb_mask{index}",
+            "type": "brushlabels",
+            "from_name": regions.FROM_NAMES["brushlabels"],
+            "to_name": "image",
+            "original_width": decoded.width,
+            "original_height": decoded.height,
+            "image_rotation": 0,
+            "value": {"format": "rle", "rle": list(encode_mask(foreground)), "brushlabels": [name]},
+        })  # fmt: skip
+    return results
 
 
 def _choices_result(labels: list[dict], with_score: bool) -> dict:

@@ -498,16 +498,24 @@ CLASSES_OPTION = "formats.sagemaker.classes"
 
 class _OutputClassIds:
     """Ids of the output's class names (the write stage's first pass), worked out once per
-    batch instead of once per box: Lookout for Vision's 0 / 1 when the names are only `normal`
-    / `anomaly`, else positions in the sorted names."""
+    batch instead of once per box: when the names include `normal` / `anomaly` (any case),
+    Lookout for Vision's 0 / 1 for them and the next ids for the others in sorted order (a
+    Lookout dataset's mask classes are among the names, and must not move anomaly off 1); else
+    positions in the sorted names."""
 
     def __init__(self, names: list[str] | None):
         self.ids: dict[str, int] | None = None
         if names is not None:
-            lookout = {n.lower() for n in names} <= set(LOOKOUT_CLASSES)
+            lookout = any(n.lower() in LOOKOUT_CLASSES for n in names)
             self.ids = {}
-            for position, name in enumerate(names):
-                self.ids.setdefault(name, LOOKOUT_CLASSES[name.lower()] if lookout else position)
+            others = (n for n in names if not (lookout and n.lower() in LOOKOUT_CLASSES))
+            if lookout:
+                for name in names:
+                    if name.lower() in LOOKOUT_CLASSES:
+                        self.ids.setdefault(name, LOOKOUT_CLASSES[name.lower()])
+            first = len(LOOKOUT_CLASSES) if lookout else 0
+            for position, name in enumerate(others, start=first):
+                self.ids.setdefault(name, position)
 
     def of(self, name: str) -> int | None:
         return None if self.ids is None else self.ids.get(name)

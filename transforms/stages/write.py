@@ -41,6 +41,8 @@ import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms import errors, schema, storage
+from transforms.checks.masks import BACKGROUND, MaskPolicy
+from transforms.formats._mask_pixels import MaskReader
 from transforms.formats.base import WriteContext, get_format
 from transforms.label_jobs import select_label_jobs
 from transforms.partitions import RECORDS_DEFAULT, partition_batch, partition_values, stored_in_folders
@@ -130,11 +132,15 @@ def _compact(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def class_names(batch: pa.RecordBatch) -> set[str]:
-    """The class names a batch uses: image labels and object labels."""
+    """The class names a batch uses: image labels, object labels and mask classes."""
     names: set[str] = set()
     for column, field in (("labels", "name"), ("objects", "label")):
         values = pc.struct_field(pc.list_flatten(batch.column(column)), field)
         names.update(name for name in pc.unique(values).to_pylist() if name is not None)
+    # the classes of semantic masks (written as COCO categories, brush labels, polygons)
+    colours = pc.list_flatten(pc.struct_field(batch.column("mask"), "color_map"))
+    mask_names = pc.unique(pc.struct_field(colours, "class_name")).to_pylist()
+    names.update(n for n in mask_names if n is not None and n.strip().casefold() != BACKGROUND)
     return names
 
 
@@ -161,8 +167,9 @@ class _UnionFn(beam.CombineFn):
 class _ManifestFile:
     """Record batches -> one manifest file of a format; rows it cannot represent -> dead letters."""
 
-    def __init__(self, handle, format_name: str, options: Any, classes: list[str] | None = None, label_attributes: tuple[str, ...] = ()):
+    def __init__(self, handle, format_name: str, options: Any, classes: list[str] | None = None, masks: Any = None, label_attributes: tuple[str, ...] = ()):
         self.handle = handle
+        self.masks = masks
         self.label_attributes = tuple(label_attributes)  # --label_attribute (transforms/label_jobs.py)
         self.objects_other_jobs = 0  # objects of label jobs a writer does not take
         self.format = get_format(format_name)
@@ -185,7 +192,7 @@ class _ManifestFile:
         self._pending: dict[int, tuple[dict, list[int]]] = {}
         rows = self._one_job_each(schema.batch_rows(batch))
         self.objects_given += sum(len(row.get("objects") or ()) for row in rows)
-        ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary)
+        ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=self.masks)
         if self.document is not None:
             self.document.write(rows, ctx)  # refuses what it cannot write, row by row
             self.count = self.document.count
@@ -194,7 +201,7 @@ class _ManifestFile:
         try:
             elements = list(self.format.write(rows, ctx))  # one call per batch
         except Exception:  # noqa: BLE001 - find the row that broke the writer: it alone is refused
-            ctx, elements = WriteContext(options=self.options, classes=self.classes, summary=self.summary), []
+            ctx, elements = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=self.masks), []
             for row in rows:
                 try:
                     elements.extend(self.format.write([row], ctx))
@@ -229,7 +236,8 @@ class _ManifestFile:
         self.objects_refused += len(ctx.rejected_objects)
         for row, index, code, message in ctx.rejected_objects:
             source, kept = self._pending.get(id(row), (row, None))
-            index = kept[index] if kept is not None else index  # its index in the record
+            if kept is not None:  # its index in the record (past the objects: a mask, say)
+                index = kept[index] if index < len(kept) else index - len(kept) + len(source.get("objects") or ())
             letters.append(errors.object_dead_letter(source, index, WRITE_STAGE, code, f"{self.format.name}: object {index}: {message}", output=output))
         self._pending = {}
         return letters
@@ -590,6 +598,7 @@ class WriteManifests(beam.PTransform):
         store: storage.Storage | None = None,
         partition_by: tuple[str, ...] | None = None,
         class_names=None,
+        mask_policy: Any = None,
         label_attributes: tuple[str, ...] = (),
     ):
         super().__init__()
@@ -603,14 +612,16 @@ class WriteManifests(beam.PTransform):
         self._columns = fmt.manifest_partitions(partition_by)
         self._layout = fmt.file_layout
         self._classes = fmt.needs_class_names(self._options)
+        # writers that write a mask's pixels open it with the job's storage and mask policy
+        self._masks = MaskReader(mask_policy or MaskPolicy(), self._storage)
 
     def expand(self, batches):
         fmt = get_format(self._format_name)
         return batches | _WriteFiles(
             manifests_output(self._format_name),
             self._root,
-            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options, label_attributes=self._label_attributes),
-            functools.partial(partition_batch, columns=self._columns),
+            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options, masks=self._masks, label_attributes=self._label_attributes),
+            functools.partial(_partition_as_written, columns=self._columns, format_name=self._format_name, options=self._options),
             self._storage,
             self._layout,
             classes=self._classes,
@@ -618,6 +629,11 @@ class WriteManifests(beam.PTransform):
             class_names=self._class_names,
             format_name=self._format_name,
         )
+
+
+def _partition_as_written(batch: pa.RecordBatch, columns, format_name: str, options: Any):
+    """The format's view of a batch (ManifestFormat.output_view), split into its partitions."""
+    return partition_batch(get_format(format_name).output_view(batch, options), columns)
 
 
 def _dead_letters_in_one_partition(letter):
