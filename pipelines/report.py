@@ -268,6 +268,11 @@ def describe(summary: dict, where: str) -> str:
             if entry["refused"]:
                 folder = storage.join(where, refused_output(name.split("/", 1)[1]))
                 refused = f"; {entry['refused']} refused: the format cannot hold them (still in records/) -> {folder}"
+            objects = entry.get("objects") or {}
+            if objects.get("refused") or objects.get("other_jobs"):  # objects left out of written records
+                parts = [f"{objects['refused']} refused alone"] if objects.get("refused") else []
+                parts += [f"{objects['other_jobs']} of other label jobs (--label_attribute)"] if objects.get("other_jobs") else []
+                refused += f"; objects: {', '.join(parts)}"
             lines.append(f"  {name}: {entry['landed']} written in {entry['files']} file(s){refused}")
     if totals["dead_letters_by_code"]:
         codes = ", ".join(f"{code} {n}" for code, n in totals["dead_letters_by_code"].items())
