@@ -181,7 +181,11 @@ class FileChecker:
         mask["validated"] = False
         uri = mask["uri"]
         try:
+            if task is not None:
+                task.stage = MASK_FETCH
             data = self._fetch_mask(uri)
+            if task is not None:
+                task.stage = MASK_DECODE
             with self.budget.hold(_declared_pixels(data)):
                 if task is not None:
                     task.started = time.monotonic()  # waiting for the budget is not the file's time
@@ -273,12 +277,25 @@ def _files_are_local(row: dict, config: FileCheckConfig) -> bool:
     return all(storage.protocol_of(uri) == "file" for uri in uris if uri)
 
 
+# Stages of a file check: waiting on storage, then decoding what came back.
+MASK_FETCH, MASK_DECODE = "mask_fetch", "mask"
+
+
 def timeout_outcome(task: Task, limit: float) -> tuple[dict, list[tuple[str, str]], bool]:
-    code = {"image": errors.IMAGE_CORRUPT, "rle": errors.RLE_INVALID}.get(task.stage, errors.MASK_CORRUPT)
+    """A check past the time limit: waiting on remote storage is FILE_UNREADABLE (unreachable);
+    a decoder that never finishes, or a local file that never opens (a FIFO), is the file's
+    fault (MASK_CORRUPT, IMAGE_CORRUPT, RLE_INVALID)."""
     row = dict(task.payload)
-    if task.stage == "mask" and row.get("mask"):
+    stage = task.stage or MASK_FETCH
+    if stage in (MASK_FETCH, MASK_DECODE) and row.get("mask"):
         row["mask"] = dict(row["mask"], validated=False)
-    return row, [(code, f"no result within {limit:g} s ({task.stage or 'fetch'} stage)")], False
+    waited = f"no result within {limit:g} s ({stage} stage)"
+    fetched = (row.get("mask") if stage == MASK_FETCH else row.get("image") if stage == "image" else None) or {}
+    uri = fetched.get("uri") or ""
+    if uri and storage.protocol_of(uri) != "file":  # waiting on an endpoint, not on a decoder
+        return row, [(errors.FILE_UNREADABLE, storage.redact_url(f"{uri}: {storage.UNREACHABLE}: {waited}"))], False
+    code = {"image": errors.IMAGE_CORRUPT, "rle": errors.RLE_INVALID}.get(stage, errors.MASK_CORRUPT)
+    return row, [(code, waited)], False
 
 
 class _CheckFilesFn(beam.DoFn):
