@@ -230,7 +230,7 @@ class SageMakerColumns:
             return None
         scores = metadata.get("objects") or []
         boxes = value.get("annotations", [])
-        if type(boxes) is not list:
+        if type(boxes) is not list or type(scores) is not list:
             return None
         for index, box in enumerate(boxes):
             if type(box) is not dict:
