@@ -368,13 +368,37 @@ def _resolved_folder(folder: str) -> str:
     return os.path.realpath(folder)
 
 
-def default_root(manifest_url: str) -> str:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def reference_problem(url: str) -> str | None:
+    """Why a referenced URL cannot be opened as written (None when it may be tried): a control
+    character, credentials in an object-store URL, an object-store URL without a bucket."""
+    if _CONTROL.search(url):
+        return "holds a control character"
+    scheme, rest = split_url(url)
+    if _ALIASES.get(scheme.lower(), scheme.lower()) in _OBJECT_STORES:
+        bucket = rest.split("/", 1)[0]
+        if "@" in bucket:
+            return "has credentials (user:pw@) in an object-store URL: they are never read from it; use the environment or --storage_options"
+        if not bucket:
+            return "names no bucket"
+    return None
+
+
+def default_root(manifest_url: str) -> str | None:
     """The root a manifest's references may use by default: its bucket on object storage,
-    its own folder elsewhere (local disk, http, memory)."""
+    its own folder elsewhere (local disk, http, memory). None when that folder is the root of
+    everything (a manifest stored at `/`): `/` is a root only when --allowed_roots names it."""
     scheme, rest = split_url(strip_userinfo(manifest_url))
     if _ALIASES.get(scheme, scheme) in _OBJECT_STORES:
-        return f"{scheme}://{rest.split('/', 1)[0]}"
-    return parent(manifest_url) or "."
+        bucket = rest.split("/", 1)[0]
+        return f"{scheme}://{bucket}" if bucket else None
+    root = parent(strip_userinfo(manifest_url)) or "."
+    normal = _normal(root)
+    if normal is None or not normal[1].strip("/"):
+        return None
+    return root
 
 
 def within_roots(url: str, roots) -> bool:

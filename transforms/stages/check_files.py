@@ -119,7 +119,7 @@ class FileChecker:
             return self._check(task)
         except Exception as exc:  # noqa: BLE001 - one record's surprise never stops the batch
             self.failures.failed(f"file checks failed for {(task.payload.get('source') or {}).get('uri')}", exc)
-            return task.payload, [(errors.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")], False
+            return task.payload, [(errors.INTERNAL_ERROR, storage.redact_url(f"{type(exc).__name__}: {exc}")[:500])], False
 
     def _check(self, task: Task):
         row = dict(task.payload)
@@ -143,11 +143,17 @@ class FileChecker:
 
     def _allowed(self, row: dict, uri: str, findings: list) -> bool:
         """Whether `uri` may be opened; a finding (and no I/O at all) when not."""
+        problem = storage.reference_problem(uri)
+        if problem is not None:
+            shown = storage.redact_url(uri).encode("unicode_escape").decode("ascii")[:300]
+            findings.append((errors.REFERENCE_INVALID, f"{shown}: {problem}; not opened"))
+            return False
         roots = self.config.allowed_roots
         if roots is None:
             return True
         manifest = (row.get("source") or {}).get("uri") or ""
-        if storage.within_roots(uri, (*roots, storage.default_root(manifest))):
+        own = storage.default_root(manifest)
+        if storage.within_roots(uri, (*roots, own) if own else roots):
             return True
         findings.append((errors.REFERENCE_OUTSIDE_ROOTS, f"{storage.redact_url(uri)}: outside the allowed roots, not opened (widen with validate.allowed_roots / --allowed_roots)"))
         return False
