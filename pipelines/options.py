@@ -185,6 +185,9 @@ def _check_inputs(job: JobConfig) -> None:
     match"; a FIFO, device or socket (or a symlink to one) is refused, glob or not."""
     for pattern in job.input:
         shown = storage.redact_url(pattern)
+        problem = storage.reference_problem(pattern)
+        if problem is not None:
+            raise ConfigError(f"--input {shown} {problem}")
         try:
             matched = storage.within_deadline(lambda: storage.expand(pattern, job.storage, job.storage_timeout), job.storage_timeout, f"listing {shown}")
         except storage.NotRegularFile as exc:
@@ -198,6 +201,9 @@ def _check_inputs(job: JobConfig) -> None:
 def _check_output(job: JobConfig) -> None:
     """An output on object storage goes into a bucket / container that exists: the job never
     creates one as a side effect (s3fs makedirs would)."""
+    problem = storage.reference_problem(job.output)
+    if problem is not None:
+        raise ConfigError(f"--output {storage.redact_url(job.output)} {problem}")
     scheme, rest = storage.split_url(storage.strip_userinfo(job.output))
     if storage.protocol_kind(scheme) != "object_store":
         return

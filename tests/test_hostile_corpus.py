@@ -228,3 +228,5 @@ def test_fuzzed_lookout_batches_stay_equal_on_the_arrow_path(seed):
     lines += [json.dumps(_retyped(rng.choice(base), rng)).encode() for _ in range(30)]
     totals = _account(_batches("s3://bucket/data/train.manifest", "sagemaker", lines, batch_lines=128))
     assert totals["ok"] + totals["dead"] == len(lines)
+    totals = _account(_batches("https://user:pw-9x@host/data/train.manifest", "sagemaker", lines, batch_lines=128))  # userinfo: redacted alike
+    assert totals["ok"] + totals["dead"] == len(lines)

@@ -204,7 +204,7 @@ def dead_letter(
         raw = raw[:RAW_TEXT_LIMIT]
     from transforms.storage import redact_url  # here: storage imports fsspec, the catalogue need not
 
-    return {
+    return {  # URL userinfo redacted everywhere, the raw line and third-party messages included
         "source_uri": redact_url(where.uri),
         "line": where.line,
         "offset": where.offset,
@@ -212,8 +212,8 @@ def dead_letter(
         "stage": stage,
         "code": code,
         "severity": severity,
-        "message": message,
-        "raw": raw,
+        "message": redact_url(message) if message else message,
+        "raw": redact_url(raw) if raw else raw,
         "output": output,
         "record_id": record_id,
         "object_index": object_index,

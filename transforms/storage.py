@@ -30,7 +30,12 @@ _ALIASES = {"gcs": "gs", "s3a": "s3", "abfs": "az", "abfss": "az"}
 # Option names whose values never reach logs, outputs or run.json.
 SECRET_HINTS = ("key", "secret", "token", "password", "credential", "sas", "connection_string", "signature")
 REDACTED = "***"
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+# URL userinfo: `scheme://user:pw@host`, also with JSON's escaped slashes (`s3:\/\/u:pw@b`, as a
+# raw manifest line may hold it) and a password holding `@` (up to the last `@` before the host).
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*:(?:\\?/){2})(?P<userinfo>[^/\s\"'<>\\]+)@")
+# `user:pw@host` without a scheme: how clients quote a URL they failed on (botocore's
+# `Invalid bucket name "u:pw@bucket"`).
+_BARE_USERINFO = re.compile(r"(?<![\w.+%~-])[\w.+%~-]+:[^\s/\"'<>\\@]+@(?=[\w\[])")
 
 
 def protocol_of(url: str) -> str:
@@ -305,8 +310,14 @@ def _secret_key(key: Any) -> bool:
 
 
 def redact_url(text: str) -> str:
-    """'s3://user:pw@host/x' -> 's3://***@host/x': userinfo never leaves the process."""
-    return _USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text) if "@" in text else text
+    """'s3://user:pw@host/x' -> 's3://***@host/x': userinfo never leaves the process.
+
+    The one redaction of text: every message, dead letter (raw line included), record URI,
+    report and log line labelbeam writes passes through it, third-party messages too."""
+    if "@" not in text:
+        return text
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
+    return _BARE_USERINFO.sub(f"{REDACTED}@", text)
 
 
 def redact(options: Any) -> Any:
@@ -442,6 +453,9 @@ _REASON_BY_NAME = {
     "IncompleteRead": IO_ERROR,
     "IncompleteReadError": IO_ERROR,
     "ResponseStreamingError": IO_ERROR,
+    # botocore's base of client-side HTTP failures (its subclasses above are matched first):
+    # e.g. aiohttp refusing an endpoint URL that carries credentials
+    "HTTPClientError": IO_ERROR,
 }
 
 

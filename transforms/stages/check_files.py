@@ -323,6 +323,10 @@ class _CheckFilesFn(beam.DoFn):
         self._checker.failures.flush()
 
     def process(self, batch: pa.RecordBatch):
+        for piece in self._checked(batch):
+            yield piece if isinstance(piece, beam.pvalue.TaggedOutput) else redact_uris(piece)
+
+    def _checked(self, batch: pa.RecordBatch):
         work = rows_with_files(batch, self._config)
         busy = pc.indices_nonzero(work)
         if len(busy) == 0:
@@ -357,6 +361,22 @@ class _CheckFilesFn(beam.DoFn):
         if counter is None:
             counter = self._counters[code] = Metrics.counter("check_files", code)
         counter.inc()
+
+
+def redact_uris(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` with URL userinfo redacted from image.uri and mask.uri. The checks above opened
+    the files with it; nothing after them (splits, writers, statistics) sees it. Costs one
+    substring test per column when no URI has an `@`."""
+    for name in ("image", "mask"):
+        column = batch.column(name)
+        uris = pc.struct_field(column, "uri")
+        if not pc.any(pc.match_substring(uris, "@")).as_py():
+            continue
+        redacted = pa.array([storage.redact_url(u) if u else u for u in uris.to_pylist()], pa.string())
+        children = [redacted if field.name == "uri" else column.field(i) for i, field in enumerate(column.type)]
+        rebuilt = pa.StructArray.from_arrays(children, fields=list(column.type), mask=column.is_null())
+        batch = batch.set_column(batch.schema.get_field_index(name), batch.schema.field(name), rebuilt)
+    return batch
 
 
 # The columns the checks read, and the ones they fill in: only these become Python values.
