@@ -175,13 +175,12 @@ def test_a_hung_output_endpoint_is_refused_within_the_storage_timeout(hung_endpo
 
 def test_client_timeouts_fit_in_the_storage_timeout_and_user_values_win():
     options = storage.client_timeouts("s3://b/k", 120)["config_kwargs"]
-    attempts = options["retries"]["max_attempts"] * 2  # botocore's attempts x s3fs's retries
-    assert attempts * options["read_timeout"] <= 120 and options["connect_timeout"] <= options["read_timeout"]
+    assert 8 * options["read_timeout"] <= 120  # 8 requests at most for one stalled read (measured below) and options["connect_timeout"] <= options["read_timeout"]
     merged = storage._with_timeouts("s3://b/k", {"config_kwargs": {"read_timeout": 7}}, 120)
     assert merged["config_kwargs"]["read_timeout"] == 7 and merged["config_kwargs"]["connect_timeout"] == options["connect_timeout"]
     assert storage.client_timeouts("/local/path", 120) == {} and storage.client_timeouts("s3://b/k", None) == {}
     fs, _ = storage.filesystem("s3://b/k", {"s3": {"endpoint_url": "http://127.0.0.1:9", "skip_instance_cache": True}}, 8)
-    assert fs.retries == 2 and fs.config_kwargs["read_timeout"] == 2.0
+    assert fs.retries == 2 and fs.config_kwargs["read_timeout"] == 1.0 and fs.config_kwargs["retries"]["max_attempts"] == 1
 
 
 def test_the_storage_timeout_is_a_documented_setting():
@@ -221,3 +220,52 @@ def test_masks_behind_a_hung_endpoint_are_file_unreadable_unreachable(hung_endpo
         assert row["issues"][0]["message"].split(": ")[1] == "unreachable"
     summary = json.loads((out / "run.json").read_text())
     assert summary["totals"]["warnings_by_reason"] == {"FILE_UNREADABLE": [{"reason": "unreachable", "count": 3}]}
+
+
+@pytest.mark.e2e
+def test_an_endpoint_hanging_mid_run_gives_exit_4_within_the_storage_timeout(s3_endpoint, credentials, tmp_path):
+    from tests.faults import FaultProxy
+    from tests.test_storage_faults import _upload_big_manifest
+
+    lines = _upload_big_manifest(s3_endpoint, "hangs")
+
+    def hang(method, path, headers):  # planning reads from byte 0; every later range hangs
+        rng = headers.get("Range") or headers.get("range") or ""
+        return method == "GET" and path.startswith("/hangs/in/big.manifest") and rng.startswith("bytes=") and not rng.startswith("bytes=0-")
+
+    out = tmp_path / "out"
+    with FaultProxy(s3_endpoint, hang=hang) as proxy:
+        started = time.monotonic()
+        code = run(["--input", "s3://hangs/in/big.manifest", "--output", str(out), RUNNER, _s3_options(proxy.url), "--validate_masks=false", "--shard_size=8KB", "--storage_timeout=4"])
+        took = time.monotonic() - started
+    assert code == 4 and took < 60, took  # measured: 22 s with 2 shards behind the hung endpoint
+    [report] = list((out / ".labelbeam" / "failed").glob("*/run.json"))
+    summary = json.loads(report.read_text())
+    assert summary["totals"]["complete"] is False and summary["totals"]["lines"] < lines
+    assert summary["totals"]["dead_letters_by_code"].get("READ_FAILED", 0) >= 1
+
+
+def test_one_stalled_read_gives_up_after_about_the_storage_timeout(s3_endpoint, credentials):
+    import s3fs
+
+    from tests.faults import FaultProxy
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
+    if not fs.exists("stalls"):
+        fs.mkdir("stalls")
+    fs.pipe("stalls/big", b"x\n" * 100_000)
+
+    def hang(method, path, headers):
+        return method == "GET" and (headers.get("Range") or headers.get("range") or "").startswith("bytes=")
+
+    with FaultProxy(s3_endpoint, hang=hang) as proxy:
+        store = storage.Storage({"s3": {"endpoint_url": proxy.url, "skip_instance_cache": True}}, 4)
+        started = time.monotonic()
+        with pytest.raises(Exception) as caught:  # noqa: PT011 - botocore's ReadTimeoutError
+            with store.open("s3://stalls/big", "rb") as handle:
+                handle.seek(50_000)
+                handle.read(100)
+        took = time.monotonic() - started
+        gets = sum(1 for method, _, _ in proxy.requests if method == "GET")
+    assert storage.failure_reason(caught.value) == storage.UNREACHABLE
+    assert 3 < took < 10 and gets <= 8, (took, gets)

@@ -66,8 +66,11 @@ def options_for(url: str, storage_options: dict | None) -> dict[str, Any]:
 # made at launch run under a deadline of labelbeam's own (clients that ignore their timeouts
 # included).
 DEFAULT_STORAGE_TIMEOUT = 120.0
-# Requests one stalled operation may make: botocore's attempts x s3fs's own retries.
-_S3_ATTEMPTS, _S3FS_RETRIES = 2, 2
+# Requests one stalled ranged read may make, measured against a loopback endpoint that never
+# answers: s3fs nests its retries twice (_fetch_range retries a call that _call_s3 retries),
+# and botocore with max_attempts 1 still sends 2 requests on a read timeout: 2 x 2 x 2 = 8.
+_S3_ATTEMPTS, _S3FS_RETRIES = 1, 2
+_S3_REQUESTS = 8
 
 
 def client_timeouts(url: str, timeout: float | None) -> dict[str, Any]:
@@ -76,7 +79,7 @@ def client_timeouts(url: str, timeout: float | None) -> dict[str, Any]:
     if not timeout:
         return {}
     protocol = _ALIASES.get(protocol_of(url), protocol_of(url))
-    per_request = max(float(timeout) / (_S3_ATTEMPTS * _S3FS_RETRIES), 0.1)
+    per_request = max(float(timeout) / _S3_REQUESTS, 0.1)
     connect = min(per_request, 10.0)
     if protocol == "s3":
         return {"config_kwargs": {"connect_timeout": connect, "read_timeout": per_request, "retries": {"max_attempts": _S3_ATTEMPTS, "mode": "standard"}}}
