@@ -73,6 +73,14 @@ _S3_ATTEMPTS, _S3FS_RETRIES = 1, 2
 _S3_REQUESTS = 8
 
 
+# gcsfs retries a failed request 6 times (a class setting, with backoff of its own).
+_GCS_REQUESTS = 6
+
+
+def per_request_gcs(timeout: float) -> float:
+    return max(float(timeout) / _GCS_REQUESTS, 0.1)
+
+
 def client_timeouts(url: str, timeout: float | None) -> dict[str, Any]:
     """fsspec options that bound one operation on `url`'s protocol to about `timeout` seconds:
     every attempt's connect + read timeouts, times the attempts, fit in it."""
@@ -86,7 +94,7 @@ def client_timeouts(url: str, timeout: float | None) -> dict[str, Any]:
     if protocol == "az":
         return {"connection_timeout": max(1, int(connect)), "read_timeout": max(1, int(per_request))}
     if protocol == "gs":
-        return {"timeout": float(timeout)}
+        return {"requests_timeout": per_request_gcs(timeout)}
     if protocol in ("http", "https"):
         import aiohttp
 
@@ -101,9 +109,15 @@ def _with_timeouts(url: str, options: dict[str, Any], timeout: float | None) -> 
     if not defaults:
         return options
     try:
-        accepted = inspect.signature(fsspec.get_filesystem_class(protocol_of(url)).__init__).parameters
-    except (ImportError, ValueError, TypeError):  # the client is not installed: fsspec says so later
+        cls = fsspec.get_filesystem_class(protocol_of(url))
+    except (ImportError, ValueError):  # the client is not installed: fsspec says so later
         return options
+    accepted: set[str] = set()
+    for base in cls.__mro__:  # a subclass may pass its keywords on (gcsfs's ExtendedGcsFileSystem)
+        try:
+            accepted |= set(inspect.signature(base.__init__).parameters)
+        except (TypeError, ValueError):
+            continue
     merged = dict(options)
     for key, value in defaults.items():
         if key not in accepted:
