@@ -269,3 +269,40 @@ def test_one_stalled_read_gives_up_after_about_the_storage_timeout(s3_endpoint, 
         gets = sum(1 for method, _, _ in proxy.requests if method == "GET")
     assert storage.failure_reason(caught.value) == storage.UNREACHABLE
     assert 3 < took < 10 and gets <= 8, (took, gets)
+
+
+@pytest.fixture
+def denying_endpoint():
+    """A loopback S3 endpoint that answers every request 403 AccessDenied, as S3 does."""
+    import http.server
+
+    body = b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'
+
+    class Deny(http.server.BaseHTTPRequestHandler):
+        def _deny(self):
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_PUT = do_POST = _deny
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Deny)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_access_denied_at_launch_is_named(denying_endpoint, credentials, tmp_path):
+    for pattern in ("s3://denied/in/*.manifest", "s3://denied/in/a.manifest"):
+        message = _refusal(["--input", pattern, "--output", str(tmp_path / "out"), _s3_options(denying_endpoint), "--storage_timeout=10"])
+        assert "(access_denied)" in message and "no input file matches" not in message
+    (tmp_path / "a.manifest").write_text(LINE + "\n")
+    message = _refusal(["--input", str(tmp_path / "a.manifest"), "--output", "s3://denied/out", _s3_options(denying_endpoint), "--storage_timeout=10"])
+    assert "(access_denied)" in message
