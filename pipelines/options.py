@@ -204,10 +204,10 @@ def _check_output(job: JobConfig) -> None:
     problem = storage.reference_problem(job.output)
     if problem is not None:
         raise ConfigError(f"--output {storage.redact_url(job.output)} {problem}")
-    scheme, rest = storage.split_url(storage.strip_userinfo(job.output))
+    scheme, rest = storage.split_url(job.output)
     if storage.protocol_kind(scheme) != "object_store":
         return
-    bucket = rest.split("/", 1)[0]
+    bucket = rest.split("/", 1)[0].split("@", 1)[0]  # az: container@account.dfs.core.windows.net
     shown = f"{scheme}://{bucket}"
 
     def look():

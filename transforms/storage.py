@@ -405,9 +405,11 @@ def reference_problem(url: str) -> str | None:
     if _CONTROL.search(url):
         return "holds a control character"
     scheme, rest = split_url(url)
-    if _ALIASES.get(scheme.lower(), scheme.lower()) in _OBJECT_STORES:
+    protocol = _ALIASES.get(scheme.lower(), scheme.lower())
+    if protocol in _OBJECT_STORES:
         bucket = rest.split("/", 1)[0]
-        if "@" in bucket:
+        # Azure's `container@account.dfs.core.windows.net` is an address, not credentials
+        if "@" in bucket and (protocol != "az" or ":" in bucket.split("@", 1)[0]):
             return "has credentials (user:pw@) in an object-store URL: they are never read from it; use the environment or --storage_options"
         if not bucket:
             return "names no bucket"
