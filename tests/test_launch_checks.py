@@ -268,7 +268,7 @@ def test_one_stalled_read_gives_up_after_about_the_storage_timeout(s3_endpoint, 
         took = time.monotonic() - started
         gets = sum(1 for method, _, _ in proxy.requests if method == "GET")
     assert storage.failure_reason(caught.value) == storage.UNREACHABLE
-    assert 3 < took < 10 and gets <= 8, (took, gets)
+    assert 3 < took < 25 and gets <= 8, (took, gets)  # 7 s measured alone; without the limit a read waits minutes
 
 
 @pytest.fixture
