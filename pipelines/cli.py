@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from transforms.logs import CollapseRepeatedTracebacks
+from transforms.logs import CollapseRepeatedTracebacks, RedactingFormatter
 
 
 class _DropOptionalGcpNotice(logging.Filter):
@@ -23,6 +23,15 @@ class _DropHarmlessWorkerNotices(logging.Filter):
         return "No semi_persistent_directory found" not in record.getMessage()
 
 
+def _redacted_excepthook(kind, value, tb) -> None:
+    """An uncaught exception's traceback, with URL userinfo redacted like every other output."""
+    import traceback
+
+    from transforms.storage import redact_url
+
+    sys.stderr.write(redact_url("".join(traceback.format_exception(kind, value, tb))))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     collapse = CollapseRepeatedTracebacks()
@@ -30,6 +39,8 @@ def main() -> None:
         handler.addFilter(_DropOptionalGcpNotice())
         handler.addFilter(_DropHarmlessWorkerNotices())
         handler.addFilter(collapse)
+        handler.setFormatter(RedactingFormatter(handler.formatter))
+    sys.excepthook = _redacted_excepthook
     args = sys.argv[1:]
     if "-h" in args or "--help" in args:
         from pipelines.options import help_text

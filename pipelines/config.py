@@ -33,6 +33,7 @@ from transforms.split_rules import DEFAULT_RATIOS, SPLIT_BY, parse_group, parse_
 MIN_SHARD_SIZE = 1024
 DEFAULT_SHARD_SIZE = 64 << 20
 DEFAULT_MAX_LINE_BYTES = 32 << 20
+DEFAULT_STORAGE_TIMEOUT = storage.DEFAULT_STORAGE_TIMEOUT
 DEFAULT_BATCH_SIZE = 4096  # Arrow-side work per batch is amortized well from a few thousand lines
 
 
@@ -116,6 +117,7 @@ class JobConfig:
     quiet: bool = setting(False, help="print no progress while the job runs (local runners print a line every few seconds)", flag="quiet")
     read: ReadConfig = setting(ReadConfig, help="how manifests are read")
     storage: dict = setting({}, help="fsspec storage options, flat or keyed by protocol", flag="storage_options", parse=settings.parse_json_object)
+    storage_timeout: float = setting(DEFAULT_STORAGE_TIMEOUT, help="seconds the job waits for a storage endpoint that is dead or hung, at launch and per operation mid-run (client connect / read timeouts and retries are fitted in it; --storage_options can still set them)", flag="storage_timeout", minimum=0.1)
     validate: ValidateConfig = setting(ValidateConfig, help="record and file checks")
     split: SplitConfig = setting(SplitConfig, help="how records are assigned to splits")
     write: WriteConfig = setting(WriteConfig, help="what is written besides records/")
@@ -132,7 +134,7 @@ class JobConfig:
         return {name: get_format(name).options(self.formats.get(name)) for name in format_names()}
 
     def storage_config(self) -> storage.Storage:
-        return storage.Storage(self.storage)
+        return storage.Storage(self.storage, self.storage_timeout)
 
     def redacted(self) -> dict[str, Any]:
         return storage.redact(settings.as_dict(self))

@@ -168,17 +168,58 @@ def parse_launch(argv: list[str]) -> Launch:
     except SettingError as exc:
         raise ConfigError(str(exc)) from None
     _check_inputs(job)
+    _check_output(job)
     return Launch(options, job)
 
 
+def _storage_refused(what: str, exc: BaseException) -> ConfigError:
+    """One line naming why storage refused: no_credentials, access_denied, unreachable,
+    bad_option, ... (the client's own message, redacted, after it)."""
+    reason = storage.launch_failure_reason(exc)
+    detail = storage.redact_url(f"{type(exc).__name__}: {exc}").splitlines()[0][:300] if str(exc) else type(exc).__name__
+    return ConfigError(f"storage refused {what} ({reason}): {detail}")
+
+
 def _check_inputs(job: JobConfig) -> None:
+    """Every pattern matches regular files: a storage failure is named, never taken for "no
+    match"; a FIFO, device or socket (or a symlink to one) is refused, glob or not."""
     for pattern in job.input:
+        shown = storage.redact_url(pattern)
+        problem = storage.reference_problem(pattern)
+        if problem is not None:
+            raise ConfigError(f"--input {shown} {problem}")
         try:
-            matched = storage.expand(pattern, job.storage)
-        except Exception as exc:  # a storage error at launch is one line too
-            raise ConfigError(f"cannot list {storage.redact_url(pattern)}: {storage.redact_url(str(exc))}") from None
+            matched = storage.within_deadline(lambda: storage.expand(pattern, job.storage, job.storage_timeout), job.storage_timeout, f"listing {shown}")
+        except storage.NotRegularFile as exc:
+            raise ConfigError(f"input {exc}; give files or glob patterns of files") from None
+        except Exception as exc:  # noqa: BLE001 - a storage error at launch is one line too
+            raise _storage_refused(f"listing {shown}", exc) from None
         if not matched:
-            raise ConfigError(f"no input file matches {storage.redact_url(pattern)}")
+            raise ConfigError(f"no input file matches {shown}")
+
+
+def _check_output(job: JobConfig) -> None:
+    """An output on object storage goes into a bucket / container that exists: the job never
+    creates one as a side effect (s3fs makedirs would)."""
+    problem = storage.reference_problem(job.output)
+    if problem is not None:
+        raise ConfigError(f"--output {storage.redact_url(job.output)} {problem}")
+    scheme, rest = storage.split_url(job.output)
+    if storage.protocol_kind(scheme) != "object_store":
+        return
+    bucket = rest.split("/", 1)[0].split("@", 1)[0]  # az: container@account.dfs.core.windows.net
+    shown = f"{scheme}://{bucket}"
+
+    def look():
+        fs, _ = storage.filesystem(job.output, job.storage, job.storage_timeout)
+        return fs.info(bucket)
+
+    try:
+        storage.within_deadline(look, job.storage_timeout, f"looking up {shown}")
+    except FileNotFoundError:
+        raise ConfigError(f"--output bucket {shown} does not exist; create it first (labelbeam never creates buckets)") from None
+    except Exception as exc:  # noqa: BLE001 - one line naming the reason
+        raise _storage_refused(f"--output {shown}", exc) from None
 
 
 def help_text() -> str:

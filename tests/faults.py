@@ -4,7 +4,8 @@ Every request is forwarded to the upstream server unless `fail(method, path, hea
 otherwise; a failed request gets its connection closed without a response (what a dying
 endpoint or a reset looks like to a client). A request `cut(method, path, headers)` selects is
 answered with the object's full length announced and half its body sent (a connection that
-breaks mid-transfer).
+breaks mid-transfer). A request `hang(method, path, headers)` selects is never answered: the
+connection stays open and silent until the proxy stops (a hung endpoint).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from typing import Callable
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, fail: Callable[[str, str, dict], bool] | None = None, cut: Callable[[str, str, dict], bool] | None = None):
+    def __init__(self, upstream: str, fail: Callable[[str, str, dict], bool] | None = None, cut: Callable[[str, str, dict], bool] | None = None,
+                 hang: Callable[[str, str, dict], bool] | None = None):
         host, port = upstream.split("://", 1)[1].rsplit(":", 1)
         self.upstream = (host, int(port))
         self.fail = fail or (lambda method, path, headers: False)
         self.cut = cut or (lambda method, path, headers: False)
+        self.hang = hang or (lambda method, path, headers: False)
+        self._stopped = threading.Event()
         self.requests: list[tuple[str, str, bool]] = []
         proxy = self
 
@@ -34,6 +38,10 @@ class FaultProxy:
                 headers = {k: v for k, v in self.headers.items()}
                 failed = proxy.fail(self.command, self.path, headers)
                 proxy.requests.append((self.command, self.path, failed))
+                if proxy.hang(self.command, self.path, headers):
+                    proxy._stopped.wait()
+                    self.close_connection = True
+                    return
                 if failed:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -77,6 +85,7 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc):
+        self._stopped.set()
         self._server.shutdown()
         self._server.server_close()
 

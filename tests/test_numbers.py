@@ -109,3 +109,35 @@ def test_cr_only_files_big_integers_and_duplicate_keys(tmp_path):
 )
 def test_the_batch_test_of_long_digit_runs_agrees_with_the_line_test(raws):
     assert numbers.any_might_be_inexact(raws) == any(numbers.might_be_inexact(raw) for raw in raws)
+
+
+@pytest.mark.parametrize(
+    ("value", "inexact"),
+    [
+        (-(2**63), False),
+        (-(2**63) - 1, True),  # 19 digits: a 20-digit test misses it
+        (-(10**19) + 1, True),
+        (-(10**18), False),
+        (2**64 - 1, False),
+        (2**64, True),
+        (-(2**64), True),
+    ],
+)
+def test_the_integer_bound_is_exact_on_both_sides(value, inexact):
+    raw = _classification("images/x.jpg", f'"ticket": {value}, ').encode()
+    assert numbers.has_inexact_integer(raw) is inexact
+    assert numbers.might_be_inexact(raw) or not inexact
+    assert numbers.any_might_be_inexact([b'{"a": 1}', raw]) or not inexact
+
+
+def test_an_integer_just_below_the_64_bit_range_warns_on_the_fast_path_and_the_plugin():
+    from tests.test_fast_normalize import _batches, assert_same
+    from transforms.stages.normalize import RecordNormalizer
+
+    raws = [_classification(f"images/{i}.jpg").encode() for i in range(20)]
+    raws[7] = _classification("images/low.jpg", '"ticket": -9223372036854775809, ').encode()
+    batches = _batches("/data/m.manifest", "sagemaker", raws)
+    assert_same(batches)
+    rows = RecordNormalizer().normalize(batches[0])[0].to_pylist()
+    flagged = [r["image"]["uri"].rsplit("/", 1)[-1] for r in rows if r["issues"]]
+    assert flagged == ["low.jpg"] and rows[7]["issues"][0]["code"] == "INTEGER_TOO_LARGE"

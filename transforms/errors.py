@@ -118,12 +118,13 @@ IMAGE_UNSUPPORTED_FORMAT = _define("IMAGE_UNSUPPORTED_FORMAT", VALIDATE, WARNING
 # -- masks (CheckFiles) ---------------------------------------------------------------------
 MASK_NOT_FOUND = _define("MASK_NOT_FOUND", CHECK_FILES, WARNING, "mask", "mask.uri does not exist")
 MASK_NOT_PNG = _define("MASK_NOT_PNG", CHECK_FILES, WARNING, "mask", "the file does not start with the PNG signature (a JPEG, a text file named .png, an empty file); the message never quotes its bytes")
-MASK_CORRUPT = _define("MASK_CORRUPT", CHECK_FILES, WARNING, "mask", "truncated (inside the signature, the header or later), a bad CRC in any chunk (IDAT included), undecodable; or no result within the per-file time limit")
+MASK_CORRUPT = _define("MASK_CORRUPT", CHECK_FILES, WARNING, "mask", "truncated (inside the signature, the header or later), a bad CRC in any chunk (IDAT included), undecodable; or a decoder with no result within the per-file time limit (a remote fetch past it is FILE_UNREADABLE unreachable)")
 MASK_TOO_LARGE = _define("MASK_TOO_LARGE", CHECK_FILES, WARNING, "mask", "the PNG header declares more than validate.mask.max_pixels pixels (refused before decoding), or the file is longer than 5 bytes per declared pixel")
 MASK_SIZE_MISMATCH = _define("MASK_SIZE_MISMATCH", CHECK_FILES, WARNING, "mask", "mask width x height differs from the image's (from the manifest or the probe)")
 MASK_UNDECLARED_COLOR = _define("MASK_UNDECLARED_COLOR", CHECK_FILES, WARNING, "mask", "labelled pixels (alpha >= threshold) of a colour the color map does not declare, background excluded")
 MASK_BACKGROUND_INVALID = _define("MASK_BACKGROUND_INVALID", CHECK_FILES, WARNING, "mask", "color map entry 0 is not BACKGROUND #ffffff (checked by lookout_for_vision only)")
 MASK_LABEL_MISMATCH = _define("MASK_LABEL_MISMATCH", CHECK_FILES, WARNING, "mask", "an anomaly record whose mask has no foreground pixel, or a normal record whose mask has some")
+MASK_ANIMATED = _define("MASK_ANIMATED", CHECK_FILES, WARNING, "mask", "an animated PNG (APNG, an acTL chunk) of more than one frame: the first frame is checked and counted, which is what most readers of masks see; the other frames are not")
 RLE_EMPTY = _define("RLE_EMPTY", CHECK_FILES, WARNING, "mask", "a brush RLE with no pixel at alpha >= the threshold")
 
 # -- images (CheckFiles) --------------------------------------------------------------------
@@ -133,7 +134,8 @@ IMAGE_FILE_TOO_LARGE = _define("IMAGE_FILE_TOO_LARGE", CHECK_FILES, WARNING, "im
 
 # -- referenced files (CheckFiles) ------------------------------------------------------------
 REFERENCE_OUTSIDE_ROOTS = _define("REFERENCE_OUTSIDE_ROOTS", CHECK_FILES, WARNING, "storage", "a mask or image reference outside the allowed roots (the manifest's folder, its bucket on object storage, read.relative_to, validate.allowed_roots): an absolute path elsewhere, a `..` escape, a symlink leaving the root, file:// or http(s):// elsewhere; never opened")
-FILE_UNREADABLE = _define("FILE_UNREADABLE", CHECK_FILES, WARNING, "storage", "a referenced mask or image could not be read for a storage reason, named first in the message: no_credentials, access_denied, unreachable (after the client's retries), io_error")
+FILE_UNREADABLE = _define("FILE_UNREADABLE", CHECK_FILES, WARNING, "storage", "a referenced mask or image could not be read for a storage reason, named first in the message: no_credentials, access_denied, unreachable (after the client's retries, or no answer within --storage_timeout / the per-file time limit), io_error")
+REFERENCE_INVALID = _define("REFERENCE_INVALID", CHECK_FILES, WARNING, "storage", "a mask or image reference no store can open as written: a control character (NUL, CR, ...) in it, credentials (user:pw@) in an s3:// / gs:// / az:// URL (object stores take them from the environment or --storage_options), no bucket; never opened, the message redacted")
 
 # -- several records of one image (ResolveDuplicates, only with --on_duplicate) ---------------
 CONFLICTING_LABELS = _define("CONFLICTING_LABELS", DEDUPE, WARNING, "duplicates", "ground-truth records of one image (by normalized URI) carry different image-level label sets; a warning on every record kept for that image, and under --on_duplicate error every record of the image is a dead letter with this code instead")
@@ -202,7 +204,7 @@ def dead_letter(
         raw = raw[:RAW_TEXT_LIMIT]
     from transforms.storage import redact_url  # here: storage imports fsspec, the catalogue need not
 
-    return {
+    return {  # URL userinfo redacted everywhere, the raw line and third-party messages included
         "source_uri": redact_url(where.uri),
         "line": where.line,
         "offset": where.offset,
@@ -210,8 +212,8 @@ def dead_letter(
         "stage": stage,
         "code": code,
         "severity": severity,
-        "message": message,
-        "raw": raw,
+        "message": redact_url(message) if message else message,
+        "raw": redact_url(raw) if raw else raw,
         "output": output,
         "record_id": record_id,
         "object_index": object_index,

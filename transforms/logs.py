@@ -20,6 +20,8 @@ import logging
 import re
 import threading
 
+from transforms.storage import redact_url
+
 _DIGITS = re.compile(r"\d+")
 _LIMIT = 240
 TRACEBACK_HEADER = "Traceback (most recent call last)"
@@ -53,8 +55,8 @@ class CauseLog:
             self._seen.add(cause)
             if not first:
                 self._repeats[cause] = self._repeats.get(cause, 0) + 1
-        if first:
-            self._logger.error("%s (%s; repeats of this cause are counted, not logged)", message, cause, exc_info=exc)
+        if first:  # the handler's RedactingFormatter redacts the traceback too
+            self._logger.error("%s (%s; repeats of this cause are counted, not logged)", redact_url(message), redact_url(cause), exc_info=exc)
 
     def flush(self) -> None:
         """Logs one line per cause that repeated since the last flush, with its count."""
@@ -62,6 +64,18 @@ class CauseLog:
             repeats, self._repeats = self._repeats, {}
         for cause, n in sorted(repeats.items()):
             self._logger.error("%d more failure(s) of the same cause: %s", n, cause)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Wraps a handler's formatter: URL userinfo is redacted from the whole formatted record,
+    its traceback and the messages of third-party exceptions in it included."""
+
+    def __init__(self, inner: logging.Formatter | None = None):
+        super().__init__()
+        self._inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_url(self._inner.format(record))
 
 
 class CollapseRepeatedTracebacks(logging.Filter):

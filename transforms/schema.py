@@ -210,7 +210,12 @@ def dumps_extra(extra: dict | None) -> str | None:
     """The `extra` column: source fields without a column, as deterministic JSON."""
     if not extra:
         return None
-    return orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode()
+    try:
+        return orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError as exc:  # nested deeper than JSON encoders go (254 levels)
+        from transforms.errors import INVALID_FIELD_TYPE, RecordError
+
+        raise RecordError(INVALID_FIELD_TYPE, f"a field the schema keeps in extra cannot be stored: {exc}") from None
 
 
 def loads_extra(text: str | None) -> dict:

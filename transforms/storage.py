@@ -13,9 +13,13 @@ filesystems are never pickled).
 from __future__ import annotations
 
 import functools
+import inspect
+import os
 import posixpath
 import re
-from typing import Any
+import stat
+import threading
+from typing import Any, Callable
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -26,7 +30,12 @@ _ALIASES = {"gcs": "gs", "s3a": "s3", "abfs": "az", "abfss": "az"}
 # Option names whose values never reach logs, outputs or run.json.
 SECRET_HINTS = ("key", "secret", "token", "password", "credential", "sas", "connection_string", "signature")
 REDACTED = "***"
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+# URL userinfo: `scheme://user:pw@host`, also with JSON's escaped slashes (`s3:\/\/u:pw@b`, as a
+# raw manifest line may hold it) and a password holding `@` (up to the last `@` before the host).
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*:(?:\\?/){2})(?P<userinfo>[^/\s\"'<>\\]+)@")
+# `user:pw@host` without a scheme: how clients quote a URL they failed on (botocore's
+# `Invalid bucket name "u:pw@bucket"`).
+_BARE_USERINFO = re.compile(r"(?<![\w.+%~-])[\w.+%~-]+:[^\s/\"'<>\\@]+@(?=[\w\[])")
 
 
 def protocol_of(url: str) -> str:
@@ -51,26 +60,127 @@ def options_for(url: str, storage_options: dict | None) -> dict[str, Any]:
     return {} if protocol_of(url) in ("file", "memory") else dict(storage_options)
 
 
-def filesystem(url: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    return fsspec.core.url_to_fs(url, **options_for(url, storage_options))
+# -- how long storage may keep the job waiting ---------------------------------------------
+# --storage_timeout bounds every wait on an endpoint: each client gets connect / read timeouts
+# and a retry count that fit in it (what the user set in --storage_options wins), and the calls
+# made at launch run under a deadline of labelbeam's own (clients that ignore their timeouts
+# included).
+DEFAULT_STORAGE_TIMEOUT = 120.0
+# Requests one stalled ranged read may make, measured against a loopback endpoint that never
+# answers: s3fs nests its retries twice (_fetch_range retries a call that _call_s3 retries),
+# and botocore with max_attempts 1 still sends 2 requests on a read timeout: 2 x 2 x 2 = 8.
+_S3_ATTEMPTS, _S3FS_RETRIES = 1, 2
+_S3_REQUESTS = 8
+
+
+# gcsfs retries a failed request 6 times (a class setting, with backoff of its own).
+_GCS_REQUESTS = 6
+
+
+def per_request_gcs(timeout: float) -> float:
+    return max(float(timeout) / _GCS_REQUESTS, 0.1)
+
+
+def client_timeouts(url: str, timeout: float | None) -> dict[str, Any]:
+    """fsspec options that bound one operation on `url`'s protocol to about `timeout` seconds:
+    every attempt's connect + read timeouts, times the attempts, fit in it."""
+    if not timeout:
+        return {}
+    protocol = _ALIASES.get(protocol_of(url), protocol_of(url))
+    per_request = max(float(timeout) / _S3_REQUESTS, 0.1)
+    connect = min(per_request, 10.0)
+    if protocol == "s3":
+        return {"config_kwargs": {"connect_timeout": connect, "read_timeout": per_request, "retries": {"max_attempts": _S3_ATTEMPTS, "mode": "standard"}}}
+    if protocol == "az":
+        return {"connection_timeout": max(1, int(connect)), "read_timeout": max(1, int(per_request))}
+    if protocol == "gs":
+        return {"requests_timeout": per_request_gcs(timeout)}
+    if protocol in ("http", "https"):
+        import aiohttp
+
+        return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=per_request)}}
+    return {}
+
+
+def _with_timeouts(url: str, options: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    """`options` with the client timeouts added beneath them (a key the user set wins, nested
+    one level: config_kwargs / client_kwargs), only those the filesystem class accepts."""
+    defaults = client_timeouts(url, timeout)
+    if not defaults:
+        return options
+    try:
+        cls = fsspec.get_filesystem_class(protocol_of(url))
+    except (ImportError, ValueError):  # the client is not installed: fsspec says so later
+        return options
+    accepted: set[str] = set()
+    for base in cls.__mro__:  # a subclass may pass its keywords on (gcsfs's ExtendedGcsFileSystem)
+        try:
+            accepted |= set(inspect.signature(base.__init__).parameters)
+        except (TypeError, ValueError):
+            continue
+    merged = dict(options)
+    for key, value in defaults.items():
+        if key not in accepted:
+            continue
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**value, **merged[key]}
+        else:
+            merged.setdefault(key, value)
+    return merged
+
+
+def filesystem(url: str, storage_options: dict | None = None, timeout: float | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(url, **_with_timeouts(url, options_for(url, storage_options), timeout))
+    if timeout and hasattr(fs, "retries") and type(fs).__name__ == "S3FileSystem":
+        fs.retries = min(fs.retries, _S3FS_RETRIES)  # s3fs's own retries around botocore's
+    return fs, path
+
+
+class StorageTimeout(TimeoutError):
+    """An endpoint gave no answer within --storage_timeout (reason: unreachable)."""
+
+
+def within_deadline(call: Callable[[], Any], timeout: float | None, what: str) -> Any:
+    """call() under a deadline of labelbeam's own: a StorageTimeout when it has not returned
+    within `timeout` seconds. The call runs on a daemon thread, left behind when it hangs."""
+    if not timeout:
+        return call()
+    outcome: dict[str, Any] = {}
+
+    def target():
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="storage-deadline", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise StorageTimeout(f"no answer from storage within {timeout:g} s ({what}); --storage_timeout sets the limit")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 class Storage:
     """The storage options of a job, as one picklable value with a per-process filesystem cache."""
 
-    def __init__(self, options: dict | None = None):
+    def __init__(self, options: dict | None = None, timeout: float | None = None):
         self.options: dict = dict(options or {})
+        self.timeout = timeout
         self._filesystems: dict[str, fsspec.AbstractFileSystem] = {}
 
     def __getstate__(self):
-        return {"options": self.options}
+        return {"options": self.options, "timeout": self.timeout}
 
     def __setstate__(self, state):
         self.options = state["options"]
+        self.timeout = state.get("timeout")
         self._filesystems = {}
 
     def __eq__(self, other):
-        return isinstance(other, Storage) and other.options == self.options
+        return isinstance(other, Storage) and other.options == self.options and other.timeout == self.timeout
 
     def __repr__(self):
         return f"Storage({redact(self.options)!r})"
@@ -80,7 +190,7 @@ class Storage:
         protocol = _ALIASES.get(protocol_of(url), protocol_of(url))
         cached = self._filesystems.get(protocol)
         if cached is None:
-            cached, path = filesystem(url, self.options)
+            cached, path = filesystem(url, self.options, self.timeout)
             self._filesystems[protocol] = cached
             return cached, path
         return cached, cached._strip_protocol(url)
@@ -94,7 +204,7 @@ class Storage:
         return fs.exists(path)
 
     def expand(self, pattern: str) -> list[tuple[str, int]]:
-        return expand(pattern, self.options)
+        return expand(pattern, self.options, self.timeout)
 
     def write_atomically(self, url: str, data: bytes) -> None:
         write_atomically(url, data, self.options)
@@ -111,17 +221,55 @@ def to_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return fs.unstrip_protocol(path)
 
 
-def expand(pattern: str, storage_options: dict | None = None) -> list[tuple[str, int]]:
-    """Files matching a glob pattern (or one path), as (url, size), sorted; folders excluded."""
-    fs, path = filesystem(pattern, storage_options)
-    if fs.isfile(path):
-        return [(to_url(fs, path), fs.size(path))]
-    found = fs.glob(path, detail=True) if fsspec.core.has_magic(path) else {}
-    return sorted(
-        (to_url(fs, name), info.get("size") or 0)
-        for name, info in found.items()
-        if info.get("type") != "directory"
-    )
+class NotRegularFile(ValueError):
+    """An input that is neither a file nor a folder (a FIFO, a device, a socket, a symlink to
+    one): reading it would block or never end, so the job refuses it at launch."""
+
+
+def _kind(fs: fsspec.AbstractFileSystem, path: str, info: dict) -> str:
+    """'file', 'directory' or what else it is. Local paths are judged by os.stat (symlinks
+    followed): fsspec calls a symlink to a regular file 'other' too."""
+    if not isinstance(fs, LocalFileSystem):
+        return info.get("type") or "file"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "broken symlink"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def expand(pattern: str, storage_options: dict | None = None, timeout: float | None = None) -> list[tuple[str, int]]:
+    """Files matching a glob pattern (or one path), as (url, size), sorted; folders excluded.
+
+    Raises NotRegularFile for a match that is neither a file nor a folder, and lets every
+    storage failure through (no credentials, access denied, unreachable, a bad option): only a
+    path that does not exist is "no match"."""
+    fs, path = filesystem(pattern, storage_options, timeout)
+    found: dict[str, dict] = {}
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        info = None
+    if info is not None and _kind(fs, path, info) != "directory":
+        found = {path: info}
+    elif fsspec.core.has_magic(path):
+        found = fs.glob(path, detail=True)
+    files = []
+    for name, entry in found.items():
+        kind = _kind(fs, name, entry)
+        if kind == "directory":
+            continue
+        if kind != "file":
+            raise NotRegularFile(f"{redact_url(to_url(fs, name))} is a {kind}, not a regular file")
+        files.append((to_url(fs, name), entry.get("size") or 0))
+    return sorted(files)
 
 
 def open_file(url: str, mode: str = "rb", storage_options: dict | None = None, **kwargs):
@@ -179,8 +327,14 @@ def _secret_key(key: Any) -> bool:
 
 
 def redact_url(text: str) -> str:
-    """'s3://user:pw@host/x' -> 's3://***@host/x': userinfo never leaves the process."""
-    return _USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text) if "@" in text else text
+    """'s3://user:pw@host/x' -> 's3://***@host/x': userinfo never leaves the process.
+
+    The one redaction of text: every message, dead letter (raw line included), record URI,
+    report and log line labelbeam writes passes through it, third-party messages too."""
+    if "@" not in text:
+        return text
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
+    return _BARE_USERINFO.sub(f"{REDACTED}@", text)
 
 
 def redact(options: Any) -> Any:
@@ -200,6 +354,11 @@ def redact(options: Any) -> Any:
 # -- what a job may open -------------------------------------------------------------------
 # A manifest is untrusted input: the files it references are opened only inside allowed roots.
 _OBJECT_STORES = {"s3", "gs", "az", "adl"}
+
+
+def protocol_kind(scheme: str) -> str:
+    """'object_store' for s3 / gs / az (and their aliases), else 'other'."""
+    return "object_store" if _ALIASES.get(scheme.lower(), scheme.lower()) in _OBJECT_STORES else "other"
 
 
 def strip_userinfo(url: str) -> str:
@@ -237,13 +396,39 @@ def _resolved_folder(folder: str) -> str:
     return os.path.realpath(folder)
 
 
-def default_root(manifest_url: str) -> str:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def reference_problem(url: str) -> str | None:
+    """Why a referenced URL cannot be opened as written (None when it may be tried): a control
+    character, credentials in an object-store URL, an object-store URL without a bucket."""
+    if _CONTROL.search(url):
+        return "holds a control character"
+    scheme, rest = split_url(url)
+    protocol = _ALIASES.get(scheme.lower(), scheme.lower())
+    if protocol in _OBJECT_STORES:
+        bucket = rest.split("/", 1)[0]
+        # Azure's `container@account.dfs.core.windows.net` is an address, not credentials
+        if "@" in bucket and (protocol != "az" or ":" in bucket.split("@", 1)[0]):
+            return "has credentials (user:pw@) in an object-store URL: they are never read from it; use the environment or --storage_options"
+        if not bucket:
+            return "names no bucket"
+    return None
+
+
+def default_root(manifest_url: str) -> str | None:
     """The root a manifest's references may use by default: its bucket on object storage,
-    its own folder elsewhere (local disk, http, memory)."""
+    its own folder elsewhere (local disk, http, memory). None when that folder is the root of
+    everything (a manifest stored at `/`): `/` is a root only when --allowed_roots names it."""
     scheme, rest = split_url(strip_userinfo(manifest_url))
     if _ALIASES.get(scheme, scheme) in _OBJECT_STORES:
-        return f"{scheme}://{rest.split('/', 1)[0]}"
-    return parent(manifest_url) or "."
+        bucket = rest.split("/", 1)[0]
+        return f"{scheme}://{bucket}" if bucket else None
+    root = parent(strip_userinfo(manifest_url)) or "."
+    normal = _normal(root)
+    if normal is None or not normal[1].strip("/"):
+        return None
+    return root
 
 
 def within_roots(url: str, roots) -> bool:
@@ -287,7 +472,19 @@ _REASON_BY_NAME = {
     "IncompleteRead": IO_ERROR,
     "IncompleteReadError": IO_ERROR,
     "ResponseStreamingError": IO_ERROR,
+    # botocore's base of client-side HTTP failures (its subclasses above are matched first):
+    # e.g. aiohttp refusing an endpoint URL that carries credentials
+    "HTTPClientError": IO_ERROR,
 }
+
+
+BAD_OPTION = "bad_option"
+
+
+def launch_failure_reason(exc: BaseException) -> str:
+    """Why storage refused the job at launch: a failure_reason, else bad_option (the client
+    rejected an option or the URL: a TypeError / ValueError from its constructor or call)."""
+    return failure_reason(exc) or BAD_OPTION
 
 
 def failure_reason(exc: BaseException) -> str | None:

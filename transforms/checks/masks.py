@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from transforms.errors import (
+    MASK_ANIMATED,
     MASK_BACKGROUND_INVALID,
     MASK_CORRUPT,
     MASK_LABEL_MISMATCH,
@@ -383,9 +384,12 @@ def check_mask(
     check_chunk_crcs(data)
     with decode(data) as image:
         width, height = image.size
+        frames = getattr(image, "n_frames", 1)
         class_pixels, foreground, bbox, undeclared = classify_image(image, color_map, policy)
 
     findings: list[Finding] = []
+    if frames > 1:
+        findings.append(Finding(MASK_ANIMATED, f"an animated PNG of {frames} frames: only the first is checked"))
     if image_size and all(image_size) and tuple(image_size) != (width, height):
         findings.append(
             Finding(

@@ -18,7 +18,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import schema
+from transforms import schema, storage
 from transforms.dates import parse_timestamp
 from transforms.formats import sagemaker as gt
 from transforms.formats.base import ParseContext
@@ -230,7 +230,7 @@ class SageMakerColumns:
             return None
         scores = metadata.get("objects") or []
         boxes = value.get("annotations", [])
-        if type(boxes) is not list:
+        if type(boxes) is not list or type(scores) is not list:
             return None
         for index, box in enumerate(boxes):
             if type(box) is not dict:
@@ -316,7 +316,7 @@ class SageMakerColumns:
          ann_valid, ann_job, ann_human, ann_created, ann_conf) = zip(*self.rows)
         offset = [offsets[i] for i in self.index]
         source = pa.StructArray.from_arrays(
-            [pa.array([uri] * n, pa.string()), pa.array([lines[i] for i in self.index], pa.int64()),
+            [pa.array([storage.redact_url(uri)] * n, pa.string()), pa.array([lines[i] for i in self.index], pa.int64()),
              pa.array(offset, pa.int64()), pa.array([format_name] * n, pa.string()), pa.array(attribute, pa.string())],
             fields=list(s.SOURCE),
         )

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from transforms import schema
+from transforms import schema, storage
 from transforms.checks import numbers
 from transforms.dates import parse_timestamp
 from transforms.formats import sagemaker as gt
@@ -305,7 +305,7 @@ class _Rows:
         for attribute in self.masks:
             has_mask |= attribute.present
         source = pa.StructArray.from_arrays(
-            [pa.array([batch.uri] * n, pa.string()), pa.array(lines, pa.int64()), pa.array(offsets, pa.int64()),
+            [pa.array([storage.redact_url(batch.uri)] * n, pa.string()), pa.array(lines, pa.int64()), pa.array(offsets, pa.int64()),
              pa.array([batch.format] * n, pa.string()), self._attribute_names()],
             fields=list(s.SOURCE),
         )

@@ -57,6 +57,8 @@ LOOKOUT_CLASSES = {"normal": 0, "anomaly": 1}
 
 
 def _kind_of(attribute: str, value: Any, metadata: dict) -> str:
+    if metadata.get("type") is not None:
+        _string(metadata["type"], f"{attribute}-metadata.type")
     kind = _TYPE_TO_KIND.get(metadata.get("type"))
     if kind:
         return kind
@@ -224,6 +226,8 @@ class _LineParser:
         self.image_size = (int(width), int(height))
         class_map = _dict(metadata.get("class-map", {}), f"{attribute}-metadata.class-map")
         scores = metadata.get("objects") or []
+        if not isinstance(scores, list):
+            raise RecordError(errors.INVALID_FIELD_TYPE, f"{attribute}-metadata.objects must be a list, got {type(scores).__name__}")
         boxes = value.get("annotations", [])
         if not isinstance(boxes, list):
             raise RecordError(errors.INVALID_FIELD_TYPE, f"{attribute}.annotations must be a list")

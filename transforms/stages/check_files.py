@@ -119,7 +119,7 @@ class FileChecker:
             return self._check(task)
         except Exception as exc:  # noqa: BLE001 - one record's surprise never stops the batch
             self.failures.failed(f"file checks failed for {(task.payload.get('source') or {}).get('uri')}", exc)
-            return task.payload, [(errors.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")], False
+            return task.payload, [(errors.INTERNAL_ERROR, storage.redact_url(f"{type(exc).__name__}: {exc}")[:500])], False
 
     def _check(self, task: Task):
         row = dict(task.payload)
@@ -143,11 +143,17 @@ class FileChecker:
 
     def _allowed(self, row: dict, uri: str, findings: list) -> bool:
         """Whether `uri` may be opened; a finding (and no I/O at all) when not."""
+        problem = storage.reference_problem(uri)
+        if problem is not None:
+            shown = storage.redact_url(uri).encode("unicode_escape").decode("ascii")[:300]
+            findings.append((errors.REFERENCE_INVALID, f"{shown}: {problem}; not opened"))
+            return False
         roots = self.config.allowed_roots
         if roots is None:
             return True
         manifest = (row.get("source") or {}).get("uri") or ""
-        if storage.within_roots(uri, (*roots, storage.default_root(manifest))):
+        own = storage.default_root(manifest)
+        if storage.within_roots(uri, (*roots, own) if own else roots):
             return True
         findings.append((errors.REFERENCE_OUTSIDE_ROOTS, f"{storage.redact_url(uri)}: outside the allowed roots, not opened (widen with validate.allowed_roots / --allowed_roots)"))
         return False
@@ -181,7 +187,11 @@ class FileChecker:
         mask["validated"] = False
         uri = mask["uri"]
         try:
+            if task is not None:
+                task.stage = MASK_FETCH
             data = self._fetch_mask(uri)
+            if task is not None:
+                task.stage = MASK_DECODE
             with self.budget.hold(_declared_pixels(data)):
                 if task is not None:
                     task.started = time.monotonic()  # waiting for the budget is not the file's time
@@ -273,12 +283,25 @@ def _files_are_local(row: dict, config: FileCheckConfig) -> bool:
     return all(storage.protocol_of(uri) == "file" for uri in uris if uri)
 
 
+# Stages of a file check: waiting on storage, then decoding what came back.
+MASK_FETCH, MASK_DECODE = "mask_fetch", "mask"
+
+
 def timeout_outcome(task: Task, limit: float) -> tuple[dict, list[tuple[str, str]], bool]:
-    code = {"image": errors.IMAGE_CORRUPT, "rle": errors.RLE_INVALID}.get(task.stage, errors.MASK_CORRUPT)
+    """A check past the time limit: waiting on remote storage is FILE_UNREADABLE (unreachable);
+    a decoder that never finishes, or a local file that never opens (a FIFO), is the file's
+    fault (MASK_CORRUPT, IMAGE_CORRUPT, RLE_INVALID)."""
     row = dict(task.payload)
-    if task.stage == "mask" and row.get("mask"):
+    stage = task.stage or MASK_FETCH
+    if stage in (MASK_FETCH, MASK_DECODE) and row.get("mask"):
         row["mask"] = dict(row["mask"], validated=False)
-    return row, [(code, f"no result within {limit:g} s ({task.stage or 'fetch'} stage)")], False
+    waited = f"no result within {limit:g} s ({stage} stage)"
+    fetched = (row.get("mask") if stage == MASK_FETCH else row.get("image") if stage == "image" else None) or {}
+    uri = fetched.get("uri") or ""
+    if uri and storage.protocol_of(uri) != "file":  # waiting on an endpoint, not on a decoder
+        return row, [(errors.FILE_UNREADABLE, storage.redact_url(f"{uri}: {storage.UNREACHABLE}: {waited}"))], False
+    code = {"image": errors.IMAGE_CORRUPT, "rle": errors.RLE_INVALID}.get(stage, errors.MASK_CORRUPT)
+    return row, [(code, waited)], False
 
 
 class _CheckFilesFn(beam.DoFn):
@@ -300,6 +323,10 @@ class _CheckFilesFn(beam.DoFn):
         self._checker.failures.flush()
 
     def process(self, batch: pa.RecordBatch):
+        for piece in self._checked(batch):
+            yield piece if isinstance(piece, beam.pvalue.TaggedOutput) else redact_uris(piece)
+
+    def _checked(self, batch: pa.RecordBatch):
         work = rows_with_files(batch, self._config)
         busy = pc.indices_nonzero(work)
         if len(busy) == 0:
@@ -334,6 +361,22 @@ class _CheckFilesFn(beam.DoFn):
         if counter is None:
             counter = self._counters[code] = Metrics.counter("check_files", code)
         counter.inc()
+
+
+def redact_uris(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` with URL userinfo redacted from image.uri and mask.uri. The checks above opened
+    the files with it; nothing after them (splits, writers, statistics) sees it. Costs one
+    substring test per column when no URI has an `@`."""
+    for name in ("image", "mask"):
+        column = batch.column(name)
+        uris = pc.struct_field(column, "uri")
+        if not pc.any(pc.match_substring(uris, "@")).as_py():
+            continue
+        redacted = pa.array([storage.redact_url(u) if u else u for u in uris.to_pylist()], pa.string())
+        children = [redacted if field.name == "uri" else column.field(i) for i, field in enumerate(column.type)]
+        rebuilt = pa.StructArray.from_arrays(children, fields=list(column.type), mask=column.is_null())
+        batch = batch.set_column(batch.schema.get_field_index(name), batch.schema.field(name), rebuilt)
+    return batch
 
 
 # The columns the checks read, and the ones they fill in: only these become Python values.

@@ -20,6 +20,7 @@ import dataclasses
 import gzip
 import io
 import itertools
+import re
 import zlib
 from typing import Iterator
 
@@ -61,13 +62,22 @@ _SPLIT_SHARDS = "split_shards"
 JSONL, JSON_ARRAY, JSON_OBJECT = "jsonl", "json_array", "json_object"
 # A part of a large JSON array, cut at element boundaries when the file was planned.
 JSON_ARRAY_PART = "json_array_part"
-# JSON lines ended by a lone CR (classic Mac OS line endings): read whole, split at CR.
+# JSON lines ended by a lone CR (classic Mac OS line endings): read whole, split at CR, and at
+# LF or CRLF too (a file that goes on with other line endings later).
 JSONL_CR = "jsonl_cr"
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+_CR_BEFORE_RECORD = re.compile(rb"\r(?!\n)[ \t]*\{")
 
 
 def cr_only(head: bytes) -> bool:
-    """Lines ended by CR alone: CRs in the head and not one LF."""
-    return b"\r" in head and b"\n" not in head
+    """Lines ended by CR alone, at least in part: CRs in the head and not one LF, or a lone CR
+    (not the first half of a CRLF) right before a record. Such a file is read with CR, LF and
+    CRLF all ending lines (a raw CR is never inside a JSON string)."""
+    if b"\r" not in head:
+        return False
+    return b"\n" not in head or _CR_BEFORE_RECORD.search(head) is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,6 +377,8 @@ class _ReadShardFn(beam.DoFn):
                         yield from reader.read_array_part(handle)
                     elif shard.layout == JSON_OBJECT:
                         yield from reader.read_object(handle)
+                    elif shard.layout == JSONL_CR:
+                        yield from reader.read_mixed_lines(handle)
                     else:
                         yield from reader.read_lines(handle)
             except Exception as exc:  # noqa: BLE001 (whatever storage raises, the job goes on)
@@ -480,6 +492,45 @@ class _ShardReader:
                 yield from self._too_long(position, pending)
                 skipping = True
             if skipping:
+                position += len(pending)
+                pending = b""
+
+    def read_mixed_lines(self, handle) -> Iterator[RawBatch]:
+        """A whole file whose lines end in CR, LF or CRLF, mixed (one that starts with classic
+        Mac line endings and goes on with LF): each of the three ends one line. A CR at the end
+        of a chunk waits for the next one, in case it is the first half of a CRLF."""
+        position = 0  # file offset of pending[0]
+        pending = b""
+        skipping = False  # inside a line longer than max_line_bytes
+        while True:
+            chunk = handle.read(_CHUNK)
+            at_eof = not chunk
+            buffer = pending + chunk
+            start = 0
+            for match in _LINE_END.finditer(buffer):
+                if not at_eof and match.group() == b"\r" and match.end() == len(buffer):
+                    break  # maybe the CR of a CRLF cut by the chunk
+                raw = buffer[start : match.start()]
+                if skipping:
+                    skipping = False
+                elif len(raw) > self.max_line_bytes:
+                    yield from self._too_long(position + start, raw)
+                elif self._add(position + start, raw):
+                    yield from self.flush()
+                start = match.end()
+            pending = buffer[start:]
+            position += start
+            if at_eof:
+                if pending and not skipping:  # the last line has no line end
+                    if len(pending) > self.max_line_bytes:
+                        yield from self._too_long(position, pending)
+                    elif self._add(position, pending):
+                        yield from self.flush()
+                return
+            if len(pending) > self.max_line_bytes:
+                if not skipping:
+                    yield from self._too_long(position, pending)
+                    skipping = True
                 position += len(pending)
                 pending = b""
 
