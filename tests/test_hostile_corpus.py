@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from benchmarks.synthetic import lookout_line
-from tests.test_fast_normalize import SAMPLES, _batches, _lines, _mutations, _same_types_mutation, assert_same
+from tests.test_fast_normalize import ROOT, SAMPLES, _batches, _lines, _mutations, _same_types_mutation, assert_same
 from transforms import errors, storage
 from transforms.schema import RawBatch
 from transforms.stages.accounting import LEDGER
@@ -205,6 +205,11 @@ def _objects_of(path: Path) -> list[dict]:
 FUZZ_SOURCES = [p for p in SAMPLES if _objects_of(p)]
 
 
+def _format_of(path) -> str:
+    """A sample's format: the top folder under samples/ (samples/sagemaker/chained/... is sagemaker)."""
+    return path.relative_to(ROOT / "samples").parts[0]
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 @pytest.mark.parametrize("path", FUZZ_SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_fuzzed_lines_are_coded_and_the_fast_path_equals_the_plugin(path, seed):
@@ -214,7 +219,7 @@ def test_fuzzed_lines_are_coded_and_the_fast_path_equals_the_plugin(path, seed):
     lines += [json.dumps(_mutations(rng.choice(objs), rng)).encode() for _ in range(50)]
     lines += [b"", b"  "]
     rng.shuffle(lines)
-    for fmt in (path.parent.name, None):
+    for fmt in (_format_of(path), None):
         batches = _batches(str(path), fmt, lines, batch_lines=41)
         totals = _account(batches)
         assert totals["ok"] + totals["dead"] + totals["blank"] == len(lines)
