@@ -44,8 +44,8 @@ import pyarrow.parquet as pq
 from benchmarks.synthetic import write_manifest
 from pipelines.normalize_manifests import run
 from transforms import schema
-from transforms.fast import normalize as fast_normalize
-from transforms.formats.base import ParseContext, get_format
+from transforms.formats.base import ManifestFormat, ParseContext, get_format
+from transforms.formats.sagemaker import SageMakerFormat
 from transforms.partitions import partition_batch
 from transforms.stages.split import DEFAULT_RATIOS, SplitAssigner
 from transforms.stages.write import _ParquetFile
@@ -145,16 +145,18 @@ def _write(rows, splitter, writers, out) -> int:
     return batch.num_rows
 
 
+_FAST_PATHS = SageMakerFormat.fast_paths
+
+
 def _pipeline(manifest: str, out: str, runner: str, extra: list[str], fast: bool = True) -> int:
-    """The real CLI; fast=False takes the columnar fast path out (in process only: a worker
+    """The real CLI; fast=False takes the format's fast paths out (in process only: a worker
     process imports its own copy of the module)."""
-    saved = dict(fast_normalize.FAST_PATHS)
     if not fast:
-        fast_normalize.FAST_PATHS.clear()
+        SageMakerFormat.fast_paths = ManifestFormat.fast_paths  # the reference path alone
     try:
         code = run(["--input", manifest, "--output", out, "--overwrite", f"--runner={runner}", "--validate_masks=false", *extra])
     finally:
-        fast_normalize.FAST_PATHS.update(saved)
+        SageMakerFormat.fast_paths = _FAST_PATHS
     assert code == 0
     return ds.dataset(os.path.join(out, "records"), partitioning="hive").count_rows()
 

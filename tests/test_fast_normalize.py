@@ -1,31 +1,41 @@
-"""The columnar fast path changes nothing: same RecordBatches, dead letters and counters.
+"""Fast paths change nothing: same RecordBatches, record ids, dead letters and counters.
 
-Every sample, every real third-party file and a generated, randomly mutated corpus go through
-RecordNormalizer with and without the fast path; the results must be equal exactly (Arrow
-equality of the batches, dictionaries included).
+Every format that declares fast paths (ManifestFormat.fast_paths) is run here: each of its fast
+paths alone, and all together, against the reference path (the format's parse), on generated
+lines of every shape the path claims (`FastPath.shapes`), clean and with type-preserving
+mutations (escapes, nulls, absent keys, reordered and repeated keys, numbers as ints or floats,
+unicode), and on the samples, the real third-party files and a randomly retyped corpus. The
+results must be equal exactly (Arrow equality of the batches, dictionaries included).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import random
 import re
+import zlib
 from pathlib import Path
 
 import orjson
 import pyarrow as pa
 import pytest
 
-from benchmarks.synthetic import lookout_line
+from benchmarks.synthetic import GROUND_TRUTH_SHAPES, lookout_line
 from transforms.errors import LINE_TOO_LONG
-from transforms.formats.base import format_names
-from transforms.schema import RawBatch
-from transforms.stages.normalize import RecordNormalizer
+from transforms.formats.base import ParseContext, format_names, get_format
+from transforms.normalizer import RecordNormalizer
+from transforms.schema import SCHEMA, RawBatch
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("LABELBEAM_REALDATA") or Path(__file__).resolve().parents[2] / "shared" / "realdata")
 SAMPLES = sorted(p for p in (ROOT / "samples").rglob("*") if p.suffix in {".manifest", ".jsonl", ".json"})
+
+#: line generators of every format that declares fast paths: shape name -> (i, rng) -> object
+GENERATORS = {"sagemaker": GROUND_TRUTH_SHAPES}
+WITH_FAST_PATHS = [name for name in format_names() if get_format(name).fast_paths()]
+CASES = [(name, path.name, shape) for name in WITH_FAST_PATHS for path in get_format(name).fast_paths() for shape in path.shapes]
 
 
 def _batches(uri: str, fmt: str | None, lines: list[bytes], batch_lines: int = 64) -> list[RawBatch]:
@@ -47,18 +57,20 @@ def _batches(uri: str, fmt: str | None, lines: list[bytes], batch_lines: int = 6
     return batches
 
 
-def assert_same(batches: list[RawBatch], relative_to: str | None = None) -> int:
-    """Both paths over `batches`; returns how many rows the fast path itself built."""
-    fast, slow = RecordNormalizer(relative_to=relative_to), RecordNormalizer(relative_to=relative_to, fast=False)
+def assert_same(batches: list[RawBatch], relative_to: str | None = None, fast=True) -> dict[str, int]:
+    """The fast paths (`fast`) and the reference path over `batches`; returns the lines each
+    fast path built rows for."""
+    fast, slow = RecordNormalizer(relative_to=relative_to, fast=fast), RecordNormalizer(relative_to=relative_to, fast=False)
     for batch in batches:
         got, got_dead, got_counts = fast.normalize(batch)
         want, want_dead, want_counts = slow.normalize(batch)
         assert got.schema == want.schema
+        assert got.column("record_id").to_pylist() == want.column("record_id").to_pylist()
         assert got.to_pylist() == want.to_pylist()
         assert got.equals(want)
         assert got_dead == want_dead
         assert got_counts == want_counts
-    return fast._fast.fast_lines
+    return fast.fast_lines
 
 
 def _lines(path: Path) -> list[bytes]:
@@ -76,7 +88,7 @@ def test_samples_as_their_format_and_as_sagemaker(path):
 
 def test_lookout_sample_goes_through_the_fast_path():
     path = ROOT / "samples" / "sagemaker" / "lookout-for-vision.manifest"
-    assert assert_same(_batches(str(path), "sagemaker", _lines(path))) > 0
+    assert sum(assert_same(_batches(str(path), "sagemaker", _lines(path))).values()) > 0
 
 
 @pytest.mark.skipif(not REALDATA.is_dir(), reason="third-party real files absent")
@@ -121,8 +133,8 @@ def _mutations(obj, rng: random.Random):
 
 
 def _corpus(rng: random.Random) -> list[dict]:
-    """Lookout lines, every sample line that is an object, and Ground Truth shapes with masks."""
-    objs = [lookout_line(i, rng) for i in range(1, 400)]
+    """Lines of every generated shape, and every sample line that is an object."""
+    objs = [GROUND_TRUTH_SHAPES[shape](i, rng) for i in range(1, 120) for shape in sorted(GROUND_TRUTH_SHAPES)]
     for path in SAMPLES:
         if path.parent.name == "sagemaker":
             for raw in _lines(path):
@@ -144,7 +156,7 @@ def test_generated_and_mutated_corpus():
     lines += [b"", b"   ", b"\xef\xbb\xbf" + lines[0], b"[1]", b'{"source-ref": "a.jpg"', b"\xff\xfe", b"null"]
     rng.shuffle(lines)
     for uri in ("s3://bucket/data/train.manifest", "/data/train.manifest"):
-        assert assert_same(_batches(uri, "sagemaker", lines, batch_lines=97)) > 1000
+        assert sum(assert_same(_batches(uri, "sagemaker", lines, batch_lines=97)).values()) > 1000
 
 
 def test_reader_failures_and_a_batch_arrow_refuses():
@@ -168,7 +180,7 @@ def test_empty_and_all_fast_batches_keep_the_schema():
     assert isinstance(got, pa.RecordBatch) and got.num_rows == 49
 
 
-# -- the whole-batch Arrow reader (transforms/fast/sagemaker_arrow.py) -----------------------
+# -- the whole-batch Arrow reader (transforms/formats/sagemaker/fast_arrow.py) -----------------------
 
 def _same_types_mutation(obj: dict, rng: random.Random) -> bytes:
     """A Lookout line changed in a way that keeps Arrow's column types, so the batch stays on
@@ -254,8 +266,8 @@ def test_arrow_batches_with_a_few_changed_lines_equal_the_plugin(seed):
     fast = RecordNormalizer()
     for batch in batches:
         fast.normalize(batch)
-    assert fast._fast.block_lines > 8 * 55  # most batches stay on the Arrow path
-    assert assert_same(batches) > 0
+    assert fast.fast_lines.get("arrow", 0) > 8 * 55  # most batches stay on the Arrow path
+    assert sum(assert_same(batches).values()) > 0
 
 
 def test_arrow_path_reads_real_lookout_lines():
@@ -267,7 +279,7 @@ def test_arrow_path_reads_real_lookout_lines():
         batches = _batches(str(path), "sagemaker", lines, batch_lines=len(lines))
         fast = RecordNormalizer(relative_to=relative_to)
         fast.normalize(batches[0])
-        assert fast._fast.block_lines == len(lines)
+        assert fast.fast_lines.get("arrow", 0) == len(lines)
         assert_same(batches, relative_to=relative_to)
 
 
@@ -276,3 +288,146 @@ def test_a_batch_with_an_integer_beyond_64_bits_keeps_its_warning():
     lines = [orjson.dumps(lookout_line(i, rng)) for i in range(40)]
     lines[5] = re.sub(rb'"confidence":[0-9.]+', b'"confidence":123456789012345678901234567', lines[5], count=1)
     assert_same(_batches("/x.manifest", "sagemaker", lines, batch_lines=100))
+
+
+# -- every fast path, every shape it claims ----------------------------------------------------
+
+_ESCAPED = ['quote " inside', "back\\slash", "new\nline", "tab\there", "\u0000", "a\u001fb", "\u2028", "slash/ed"]
+_ODD = ["YES", "Yes", "no", "", " ", "not a date", "2024-13-01T00:00:00", "Mon Aug 22 2022 13:52:52 GMT-0700 (PDT)", "0", "1"]
+_UNICODE = ["caf\u00e9", "\u732b", "\U0001f600 emoji", "\u00c5ngstr\u00f6m"]
+
+
+def _leaves(node, found: list, top: bool = True) -> list:
+    """(container, key) of every scalar under `node` (top-level keys left out: they decide the layout)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        if isinstance(value, (dict, list)):
+            _leaves(value, found, False)
+        elif not top:
+            found.append((node, key))
+    return found
+
+
+def _shuffled(node, rng: random.Random):
+    if isinstance(node, dict):
+        items = list(node.items())
+        rng.shuffle(items)
+        return {k: _shuffled(v, rng) for k, v in items}
+    if isinstance(node, list):
+        return [_shuffled(v, rng) for v in node]
+    return node
+
+
+def type_preserving_mutation(obj: dict, rng: random.Random) -> bytes:
+    """`obj` changed without changing any value's JSON type (null aside): a fast path must
+    take the line or decline it, never read it differently from the reference."""
+    obj = copy.deepcopy(obj)
+    leaves = _leaves(obj, [])
+    strings = [(node, key) for node, key in leaves if isinstance(node[key], str)]
+    numbers = [(node, key) for node, key in leaves if type(node[key]) in (int, float)]
+    choice = rng.randrange(11)
+    if choice == 0 and strings:  # escapes in a string value
+        node, key = rng.choice(strings)
+        node[key] = rng.choice(_ESCAPED + _ODD)
+    elif choice == 1 and strings:  # unicode, written as is or as \u escapes
+        node, key = rng.choice(strings)
+        node[key] = rng.choice(_UNICODE)
+        if rng.random() < 0.5:
+            return json.dumps(obj).encode()
+    elif choice == 2 and leaves:  # a null
+        node, key = rng.choice(leaves)
+        node[key] = None
+    elif choice == 3 and leaves:  # an absent key
+        node, key = rng.choice(leaves)
+        if isinstance(node, dict):
+            del node[key]
+    elif choice == 4:  # the line's keys in another order
+        items = list(obj.items())
+        rng.shuffle(items)
+        obj = dict(items)
+    elif choice == 5:  # every object's keys in another order
+        obj = _shuffled(obj, rng)
+    elif choice == 6:  # a key written twice: the last value counts, the first position stays
+        key = rng.choice(list(obj))
+        return b'{"' + key.encode() + b'":' + rng.choice([b"null", b"0", b'"x"', orjson.dumps(obj[key])]) + b"," + orjson.dumps(obj)[1:]
+    elif choice == 7 and numbers:  # numbers as integers or floats
+        for node, key in rng.sample(numbers, max(1, len(numbers) // 2)):
+            value = node[key]
+            node[key] = float(value) if type(value) is int else int(value) if value == int(value) else value
+    elif choice == 8:  # Python's spelling: spaces after ':' and ','
+        return json.dumps(obj, ensure_ascii=False).encode()
+    elif choice == 9 and strings:  # a string in a nested key's name
+        node, key = rng.choice(strings)
+        if isinstance(node, dict):
+            node[rng.choice(["source-ref", "x\"y", "caf\u00e9"])] = node.pop(key)
+    else:  # whitespace around the line
+        return b"  " + orjson.dumps(obj) + b"\t"
+    return orjson.dumps(obj)
+
+
+def _shape_lines(fmt: str, shape: str, rng: random.Random) -> tuple[list[bytes], int]:
+    """Clean lines of one shape, batches with a few type-preserving mutations and a few retyped
+    lines; returns the lines and how many are clean."""
+    make = GENERATORS[fmt][shape]
+    lines, clean = [], 0
+    for b in range(6):
+        batch = [orjson.dumps(make(b * 1000 + i, rng)) for i in range(56)]
+        clean += len(batch)
+        if b % 3:  # two batches in three carry mutations; the others stay clean
+            for _ in range(rng.randrange(8, 20)):
+                batch.insert(rng.randrange(len(batch)), type_preserving_mutation(make(rng.randrange(10**6), rng), rng))
+        if b % 3 == 2:
+            batch.insert(rng.randrange(len(batch)), orjson.dumps(_mutations(make(rng.randrange(10**6), rng), rng)))
+        lines += batch
+    return lines, clean
+
+
+def test_every_fast_path_claims_shapes_the_test_generates():
+    assert WITH_FAST_PATHS, "no format declares a fast path"
+    for name in WITH_FAST_PATHS:
+        paths = get_format(name).fast_paths()
+        assert len({p.name for p in paths}) == len(paths)
+        for path in paths:
+            assert path.name and path.shapes
+            assert set(path.shapes) <= set(GENERATORS[name]), f"{name}/{path.name}: no generator for a claimed shape"
+
+
+@pytest.mark.parametrize("fmt,path,shape", CASES, ids=["/".join(case) for case in CASES])
+def test_each_fast_path_equals_the_reference_on_each_shape_it_claims(fmt, path, shape):
+    rng = random.Random(zlib.crc32(f"{fmt}/{path}/{shape}".encode()))
+    lines, clean = _shape_lines(fmt, shape, rng)
+    for uri, relative_to in (("s3://bucket/data/train.manifest", None), ("/data/x.manifest", "s3://other/root")):
+        batches = _batches(uri, fmt, lines, batch_lines=len(lines) // 6 + 1)
+        taken = assert_same(batches, relative_to=relative_to, fast=[path])
+        assert taken.get(path, 0) >= clean * 0.5, f"{path} took {taken} of {clean} clean {shape} lines"
+        assert_same(batches, relative_to=relative_to)  # every path of the format, in its order
+
+
+def test_all_shapes_mixed_in_one_batch():
+    rng = random.Random(24)
+    lines = []
+    for i in range(600):
+        obj = GROUND_TRUTH_SHAPES[rng.choice(sorted(GROUND_TRUTH_SHAPES))](i, rng)
+        lines.append(type_preserving_mutation(obj, rng) if rng.random() < 0.2 else orjson.dumps(obj))
+    taken = assert_same(_batches("s3://bucket/m.manifest", "sagemaker", lines, batch_lines=100))
+    assert taken.get("lines", 0) > 300
+
+
+@pytest.mark.parametrize("fmt", WITH_FAST_PATHS)
+def test_fast_paths_keep_their_contract_on_hostile_lines(fmt):
+    """Every line taken or declined once, rows of SCHEMA in input order, never an exception."""
+    rng = random.Random(7)
+    shapes = GENERATORS[fmt]
+    objs = [shapes[s](i, rng) for i in range(40) for s in sorted(shapes)]
+    lines = [orjson.dumps(_mutations(rng.choice(objs), rng)) if rng.random() < 0.5 else type_preserving_mutation(rng.choice(objs), rng)
+             for _ in range(800)]
+    lines += [b"[1]", b"null", b"\xff\xfe", b'{"source-ref": "a.jpg"', b"\xef\xbb\xbf" + lines[0]]
+    for path in get_format(fmt).fast_paths():
+        for batch in _batches("/x.manifest", fmt, lines, batch_lines=80):
+            part = path.read(batch, ParseContext(batch.uri, "/"))
+            if part is None:
+                continue
+            assert sorted(part.taken + part.declined) == list(range(len(batch.raws)))
+            assert part.taken == sorted(part.taken) and part.batch.num_rows == len(part.taken)
+            assert part.batch.schema == SCHEMA
+            assert part.batch.column("source").field("offset").to_pylist() == [batch.offsets[i] for i in part.taken]

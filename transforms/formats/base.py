@@ -3,7 +3,8 @@
 A format turns one decoded source object (a JSON object of a manifest line, or one element of a
 JSON array) into canonical rows (dicts of transforms.schema.SCHEMA), and canonical rows back
 into encoded output elements. Plugins are pure Python: no Beam imports, so they can be tested
-and reused alone.
+and reused alone. A format may also declare fast paths (`ManifestFormat.fast_paths`): columnar
+shortcuts of its own parse that the normalizer tries before it, for the lines they take.
 """
 
 from __future__ import annotations
@@ -76,6 +77,34 @@ class WriteContext:
         self.rejected_objects.append((row, index, code, message))
 
 
+@dataclasses.dataclass
+class FastPart:
+    """What a fast path made of a RawBatch: rows for the lines it took, the rest declined."""
+
+    batch: Any  # a pyarrow RecordBatch of transforms.schema.SCHEMA: one row per taken line, in input order
+    taken: list[int]  # positions in the RawBatch of the lines the rows are of
+    declined: list[int]  # positions of the other lines: the next path (and at last parse) takes them
+
+
+class FastPath(abc.ABC):
+    """A columnar shortcut of a format's parse, declared by the format (`fast_paths`).
+
+    The contract: every row it gives is exactly the row the reference path (decode, `parse`,
+    record id and source) makes of that line, dictionaries aside; a line the reference would
+    turn into a dead letter, an issue, a skip or several rows is declined, never guessed. Bad
+    input never raises: the line or the whole batch (None) is declined. `shapes` names the line
+    shapes it claims: tests/test_fast_normalize.py generates every one of them and compares.
+    An instance holds per-worker caches; the normalizer keeps one per format.
+    """
+
+    name: str = ""
+    shapes: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def read(self, batch: Any, ctx: ParseContext) -> FastPart | None:
+        """The lines of `batch` (a transforms.schema.RawBatch) this path takes, as rows."""
+
+
 class ManifestFormat(abc.ABC):
     """One format family: detect, parse, write."""
 
@@ -135,6 +164,11 @@ class ManifestFormat(abc.ABC):
     @abc.abstractmethod
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         """Canonical rows (as from RecordBatch.to_pylist()) -> encoded output elements."""
+
+    def fast_paths(self) -> list[FastPath]:
+        """New instances of the format's fast paths, cheapest first (none by default): each takes
+        the lines the one before declined; `parse` decides the rest."""
+        return []
 
     def output_view(self, batch: Any, options: Any) -> Any:
         """The record batch as this format writes it, before its manifests are partitioned

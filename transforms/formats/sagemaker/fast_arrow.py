@@ -8,8 +8,8 @@ object per line except the record id, and a Python call per distinct date and im
 Arrow cannot see everything a line says: whether a key was absent or null, whether a key was
 written twice in the line, in which order the keys came, or how a string was escaped. Those are
 checked on the raw bytes (counts and positions of each `"key":`), and a line where any of them
-could matter is declined: it goes through the per-line path (transforms/fast/sagemaker.py, then
-the plugin), so every row is exactly what transforms/formats/sagemaker.py makes of the line.
+could matter is declined: it goes through the per-line path (fast_lines.py, then the plugin),
+so every row is exactly what parse.py makes of the line.
 None (the whole batch to the per-line path) when the batch holds anything else: another label
 type, a plain field, a value type whose JSON spelling Arrow does not keep.
 """
@@ -28,8 +28,8 @@ import pyarrow.json as pj
 from transforms import schema, storage
 from transforms.checks import numbers
 from transforms.dates import parse_timestamp
-from transforms.formats import sagemaker as gt
-from transforms.formats.base import ParseContext
+from transforms.formats.base import FastPart, FastPath, ParseContext
+from transforms.formats.sagemaker import parse as gt
 
 MIN_LINES = 16  # below this the per-line path is as fast
 _TYPES = {"groundtruth/image-classification": gt.CLASSIFICATION, "groundtruth/semantic-segmentation": gt.MASK}
@@ -45,14 +45,20 @@ class _Refused(Exception):
     """The batch holds something this path does not read: the per-line path takes it all."""
 
 
-@dataclasses.dataclass
-class ArrowPart:
-    batch: pa.RecordBatch  # canonical rows of the lines taken, in input order
-    taken: list[int]  # their positions in the RawBatch
-    declined: list[int]  # positions of the lines left to the per-line path
+class ArrowBlockPath(FastPath):
+    """The format's first fast path: a whole batch through Arrow's JSON reader."""
+
+    name = "arrow"
+    shapes = ("classification", "lookout", "lookout_masks", "segmentation")
+
+    def __init__(self):
+        self._dates: dict = {}  # creation-date text -> datetime, across batches
+
+    def read(self, batch, ctx: ParseContext) -> FastPart | None:
+        return normalize_block(batch, ctx, self._dates)
 
 
-def normalize_block(batch, ctx: ParseContext, dates: dict) -> ArrowPart | None:
+def normalize_block(batch, ctx: ParseContext, dates: dict) -> FastPart | None:
     """The lines of `batch` this path reads exactly, as canonical rows; None for the whole batch."""
     raws = batch.raws
     if len(raws) < MIN_LINES or batch.failures:
@@ -229,7 +235,7 @@ class _Block:
 
     # -- build ------------------------------------------------------------------------------
 
-    def build(self) -> ArrowPart | None:
+    def build(self) -> FastPart | None:
         attributes = self._attributes()
         for attribute in attributes:
             self._check_attribute(attribute)
@@ -252,7 +258,7 @@ class _Block:
                 attribute.metadata = attribute.metadata.take(keep)
             created = created.take(keep)
         rows = _Rows(self.batch, self.ctx, table, attributes, created, taken)
-        return ArrowPart(rows.record_batch(), taken.tolist(), declined)
+        return FastPart(rows.record_batch(), taken.tolist(), declined)
 
     def _created_at(self, attributes: list[_Attribute]) -> pa.Array:
         """creation-date of each line's first attribute, parsed once per distinct text."""
@@ -451,7 +457,7 @@ def _in_order(raw: bytes, first: bytes, second: bytes) -> bool:
 
 def _rest_names(attribute: _Attribute) -> list[str]:
     """Metadata fields without a column (kept in extra), sorted as dumps_extra sorts them."""
-    kept = gt._COLUMN_METADATA[attribute.kind]
+    kept = gt.COLUMN_METADATA[attribute.kind]
     return sorted(name for name in _field_names(attribute.metadata) if name not in kept)
 
 

@@ -1,15 +1,16 @@
-"""Columnar normalize of the common Ground Truth / Lookout for Vision lines.
+"""Ground Truth lines per line to columns: the format's second fast path (LineColumnsPath).
 
 Classification, multi-label, object-detection and semantic-segmentation attributes, in any
 number and order, become column lists and then Arrow arrays once per batch: no canonical row
 dict and no `from_pylist`. The key layout of a line (which keys are label attributes, which are
 plain fields) is decided once per distinct key tuple, not per line. A line this module does not
 fully understand (any error, any issue, an unknown label type, a second mask) returns None and
-goes through the plugin, so results stay exactly those of transforms/formats/sagemaker.py.
+goes through the plugin, so results stay exactly those of parse.py.
 """
 
 from __future__ import annotations
 
+import gc
 from itertools import chain
 from typing import Any
 
@@ -19,13 +20,69 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import schema, storage
+from transforms.checks import numbers
 from transforms.dates import parse_timestamp
-from transforms.formats import sagemaker as gt
-from transforms.formats.base import ParseContext
+from transforms.formats.base import FastPart, FastPath, ParseContext
+from transforms.formats.sagemaker import parse as gt
 from transforms.schema import dumps_extra
 
 _INT32 = 2**31
 _DATE_CACHE_SIZE = 1 << 16
+_BOM = b"\xef\xbb\xbf"
+_BUILD_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
+
+
+class LineColumnsPath(FastPath):
+    """orjson per line, the common shapes gathered into column lists, Arrow arrays per batch.
+
+    Declines a line with a reader failure, a byte order mark, a 20-digit run (maybe
+    INTEGER_TOO_LARGE), JSON orjson refuses, or anything SageMakerColumns does not take."""
+
+    name = "lines"
+    shapes = ("classification", "lookout", "lookout_masks", "multilabel", "detection", "segmentation", "chained")
+
+    def __init__(self):
+        self._layouts: dict = {}  # key tuple -> layout, across batches
+        self._dates: dict = {}  # creation-date text -> datetime, across batches
+
+    def read(self, batch, ctx: ParseContext) -> FastPart | None:
+        columns = SageMakerColumns(ctx, self._layouts, self._dates)
+        collecting = gc.isenabled()
+        gc.disable()  # the batch's many small tuples would trigger full collections for nothing
+        try:
+            declined = self._gather(batch, columns)
+        finally:
+            if collecting:
+                gc.enable()
+        if not len(columns):
+            return None
+        try:
+            built = columns.build(batch.uri, batch.format, batch.lines, batch.offsets)
+        except _BUILD_ERRORS:
+            return None  # a value Arrow refuses: the plugin says which line
+        return FastPart(built, columns.index, declined)
+
+    @staticmethod
+    def _gather(batch, columns: "SageMakerColumns") -> list[int]:
+        """Feeds the decodable object lines to `columns`; returns the positions it declined."""
+        failed = {index for index, _, _ in batch.failures}
+        declined: list[int] = []
+        loads = orjson.loads
+        # a 20-digit run (maybe an integer beyond 64 bits) is rare: one search over the batch,
+        # and a search per line only when the batch has one
+        suspect = numbers.any_might_be_inexact(batch.raws)
+        for index, raw in enumerate(batch.raws):
+            if index in failed or raw.startswith(_BOM) or (suspect and numbers.might_be_inexact(raw)):
+                declined.append(index)
+                continue
+            try:
+                obj = loads(raw)
+            except orjson.JSONDecodeError:
+                declined.append(index)
+                continue
+            if type(obj) is not dict or not columns.add(index, obj):
+                declined.append(index)
+        return declined
 
 
 def _num(value: Any) -> Any:
@@ -123,8 +180,8 @@ class SageMakerColumns:
             type_ = metadata.get("type")
             kind = kinds.get((attribute, type_)) if type(type_) is str else None
             if kind is None:
-                kind = gt._kind_of(attribute, value, metadata)
-                if type_ in gt._TYPE_TO_KIND and len(kinds) < 1024:
+                kind = gt.kind_of(attribute, value, metadata)
+                if type_ in gt.TYPE_TO_KIND and len(kinds) < 1024:
                     kinds[(attribute, type_)] = kind  # the type alone decides
             first_label, first_object = len(labels), len(objects)
             if kind == gt.CLASSIFICATION:
@@ -162,7 +219,7 @@ class SageMakerColumns:
                 return None  # UNKNOWN_LABEL_TYPE: an issue
             entry["labels"] = list(range(first_label, len(labels)))
             entry["objects"] = list(range(first_object, len(objects)))
-            kept = gt._COLUMN_METADATA[kind]
+            kept = gt.COLUMN_METADATA[kind]
             entry["metadata"] = {k: v for k, v in metadata.items() if k not in kept}
             entries.append(entry)
         if attributes:

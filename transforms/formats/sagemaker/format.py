@@ -1,0 +1,70 @@
+"""The SageMakerFormat plugin: detection, its options, and the paths a line may take."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+from transforms import errors
+from transforms.errors import RecordError
+from transforms.formats.base import FastPath, ManifestFormat, ParseContext, Parsed, WriteContext, register
+from transforms.formats.sagemaker.fast_arrow import ArrowBlockPath
+from transforms.formats.sagemaker.fast_lines import LineColumnsPath
+from transforms.formats.sagemaker.parse import DETECTION, METADATA_SUFFIX, SOURCE_REF, kind_of, parse_line
+from transforms.formats.sagemaker.write import write_lines
+from transforms.settings import setting
+
+
+def _class_list(value) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class SageMakerOptions:
+    classes: list[str] = setting([], help="class names in id order, for records whose classes carry no Ground Truth id", flag=None, parse=_class_list)
+
+
+@register
+class SageMakerFormat(ManifestFormat):
+    """Ground Truth / Lookout for Vision / Rekognition Custom Labels manifests (JSON lines)."""
+
+    name = "sagemaker"
+    extension = ".manifest"
+    file_layout = "jsonl"
+    uses_class_names = True
+    Options = SageMakerOptions
+
+    def detect(self, sample: list[Any]) -> float:
+        if not sample:
+            return 0.0
+        hits = sum(1 for obj in sample if isinstance(obj, dict) and SOURCE_REF in obj)
+        return hits / len(sample)
+
+    def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
+        if not isinstance(obj, dict):
+            raise RecordError(errors.NOT_AN_OBJECT, "a Ground Truth line must be a JSON object")
+        return Parsed(rows=[parse_line(obj, ctx)])
+
+    def needs_class_names(self, options: Any) -> bool:
+        return not self.options(options).classes  # a pinned list needs no first pass
+
+    def source_fields(self, extra: dict) -> dict[str, Any]:
+        """The line's keys that are neither source-ref nor a label attribute."""
+        return (extra.get("sagemaker") or {}).get("fields") or {}
+
+    def objects_in(self, element: Any) -> int:
+        """Boxes of the line's object-detection attributes."""
+        return sum(
+            len(value.get("annotations") or [])
+            for key, value in element.items()
+            if isinstance(value, dict) and isinstance(element.get(key + METADATA_SUFFIX), dict)
+            and kind_of(key, value, element[key + METADATA_SUFFIX]) == DETECTION
+        )
+
+    def fast_paths(self) -> list[FastPath]:
+        """Whole batches in Arrow first (classification, Lookout for Vision), then per line."""
+        return [ArrowBlockPath(), LineColumnsPath()]
+
+    def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
+        return write_lines(rows, ctx, self.options_of(ctx).classes)

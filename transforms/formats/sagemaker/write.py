@@ -1,0 +1,271 @@
+"""Canonical rows back to Ground Truth lines: the attribute layout a line was read with, or a
+default one for records from other formats; class ids the same on every line of an output."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import orjson
+
+from transforms import errors
+from transforms.dates import format_timestamp
+from transforms.formats.base import WriteContext
+from transforms.formats.sagemaker.parse import (
+    CLASSIFICATION, DETECTION, KIND_TO_TYPE, LOOKOUT_CLASSES, MASK, METADATA_SUFFIX, MULTILABEL, SOURCE_REF,
+)
+from transforms.schema import loads_extra
+
+def _pixels(value: float) -> float | int:
+    """Pixel coordinates as Ground Truth writes them: integers when they are integers."""
+    rounded = round(value)  # an int
+    return rounded if abs(value - rounded) < 1e-6 else round(value, 6)
+
+
+def _json_float(value: float | None) -> float | None:
+    """float32 columns written back with the digits they were read with."""
+    return None if value is None else float(f"{value:.7g}")
+
+
+class LineWriter:
+    """Builds one Ground Truth line from one canonical row."""
+
+    def __init__(self, row: dict, ctx: WriteContext, classes: list[str], ids: "OutputClassIds"):
+        self.row = row
+        self.ctx = ctx
+        self.classes = classes
+        self.ids = ids
+
+    def line(self) -> dict | None:
+        row = self.row
+        image = row.get("image") or {}
+        if not image.get("uri"):
+            self.ctx.reject(row, errors.OUTPUT_UNREPRESENTABLE, "the record has no image uri")
+            return None
+        out: dict[str, Any] = {SOURCE_REF: image["uri"]}
+        extra = loads_extra(row.get("extra")).get("sagemaker", {})
+        layout = extra.get("attributes") or self._default_layout()
+        if layout is None:
+            return None
+        objects_before, written_before = len(self.ctx.rejected_objects), self.ctx.objects_written
+        for entry in layout:
+            value, metadata = self._attribute(entry)
+            if value is _REJECTED:  # the row is refused whole: not also object by object
+                del self.ctx.rejected_objects[objects_before:]
+                self.ctx.objects_written = written_before
+                return None
+            out[entry["name"]] = value
+            out[entry["name"] + METADATA_SUFFIX] = metadata
+        out.update(extra.get("fields", {}))
+        return out
+
+    def _default_layout(self) -> list[dict] | None:
+        """Attributes for a record that did not come from Ground Truth."""
+        row, layout = self.row, []
+        labels, objects = row.get("labels") or [], row.get("objects") or []
+        if labels:
+            if row.get("task") == "multilabel_classification" or len(labels) > 1:
+                layout.append({"name": "labels", "kind": MULTILABEL, "labels": list(range(len(labels)))})
+            else:
+                layout.append({"name": "label", "kind": CLASSIFICATION, "labels": [0]})
+        if objects:
+            layout.append({"name": "bounding-box", "kind": DETECTION, "objects": list(range(len(objects)))})
+        if (row.get("mask") or {}).get("uri"):
+            layout.append({"name": "label-ref", "kind": MASK})
+        annotation = row.get("annotation") or {}
+        for entry in layout:
+            entry["metadata"] = _default_metadata(entry["kind"], annotation)
+        return layout
+
+    def _attribute(self, entry: dict) -> tuple[Any, dict]:
+        row, kind = self.row, entry["kind"]
+        metadata = dict(entry.get("metadata") or {})
+        labels = [row["labels"][i] for i in entry.get("labels", []) if i < len(row.get("labels") or [])]
+        if kind == CLASSIFICATION:
+            label = labels[0]
+            metadata["class-name"] = label["name"]
+            if label.get("score") is not None:
+                metadata["confidence"] = _json_float(label["score"])
+            if "value" in entry:
+                return entry["value"], metadata
+            value = self._class_id(label["name"], {})
+            if value is None:
+                return _REJECTED, {}
+            return value, metadata
+        if kind == MULTILABEL:
+            ids = entry.get("value")
+            class_map = dict(metadata.get("class-map") or {})
+            if not isinstance(ids, list) or len(ids) != len(labels):
+                ids = []
+                for label in labels:  # each id is taken with the previous labels in the map
+                    class_id = self._class_id(label["name"], class_map)
+                    if class_id is None:
+                        return _REJECTED, {}
+                    class_map[str(class_id)] = label["name"]
+                    ids.append(class_id)
+            for class_id, label in zip(ids, labels):
+                class_map[str(class_id)] = label["name"]
+            metadata["class-map"] = class_map
+            scores = {str(i): _json_float(label["score"]) for i, label in zip(ids, labels) if label.get("score") is not None}
+            if scores:
+                metadata["confidence-map"] = scores
+            return ids, metadata
+        if kind == DETECTION:
+            return self._detection(entry, metadata)
+        if kind == MASK:
+            mask = row.get("mask") or {}
+            colors = mask.get("color_map") or []
+            metadata["internal-color-map"] = {
+                str(c["index"]): _without_none(
+                    {"class-name": c["class_name"], "hex-color": c["hex_color"], "confidence": _json_float(c.get("confidence"))}
+                )
+                for c in colors
+            }
+            return mask.get("uri"), metadata
+        return entry.get("value"), metadata
+
+    def _detection(self, entry: dict, metadata: dict):
+        row = self.row
+        value = dict(entry.get("value") or {})
+        image = row.get("image") or {}
+        sizes = value.get("image_size")
+        if sizes:
+            width, height = sizes[0]["width"], sizes[0]["height"]
+        else:
+            width, height = image.get("width"), image.get("height")
+            if not width or not height:
+                self.ctx.reject(
+                    row, errors.OUTPUT_UNREPRESENTABLE,
+                    "Ground Truth boxes are in pixels and the image size is unknown (try --probe_images)",
+                )
+                return _REJECTED, {}
+            value["image_size"] = [{"width": width, "height": height, "depth": 3}]
+        class_map = dict(metadata.get("class-map") or {})
+        annotations, confidences = [], []
+        for index in entry.get("objects", []):
+            obj = row["objects"][index]
+            if obj.get("bbox") is None:  # written without it: a detection may hold no box
+                self.ctx.reject_object(row, index, errors.OBJECT_UNREPRESENTABLE, "a region without a box (e.g. a keypoint) has no Ground Truth form")
+                continue
+            if obj.get("label") is None:
+                self.ctx.reject_object(row, index, errors.OBJECT_UNREPRESENTABLE, "a box without a class has no Ground Truth form")
+                continue
+            class_id = _source_class_id(obj.get("attributes"))
+            if class_id is None:
+                class_id = self._class_id(obj["label"], class_map, index)
+                if class_id is None:
+                    continue
+            class_map[str(class_id)] = obj["label"]
+            box = obj["bbox"]
+            annotations.append(
+                {
+                    "class_id": class_id,
+                    "left": _pixels(box["x_min"] * width),
+                    "top": _pixels(box["y_min"] * height),
+                    "width": _pixels((box["x_max"] - box["x_min"]) * width),
+                    "height": _pixels((box["y_max"] - box["y_min"]) * height),
+                }
+            )
+            confidences.append({"confidence": _json_float(obj["score"])} if obj.get("score") is not None else {})
+        value["annotations"] = annotations
+        self.ctx.objects_written += len(annotations)
+        metadata["class-map"] = class_map
+        if any(confidences):
+            metadata["objects"] = confidences
+        return value, metadata
+
+
+    def _class_id(self, name: str, class_map: dict[str, str], object_index: int | None = None) -> int | None:
+        """The id of a class the source gave no id for, the same on every line of the output.
+
+        With the format option `sagemaker_classes` (a comma-separated list) ids are positions in
+        that list. Else, with the output's class names (the write stage's first pass): Lookout
+        for Vision's 0 / 1 when they are only `normal` / `anomaly`, else positions in the sorted
+        names. Without either (a writer called alone): the line's class-map, else the next free id.
+        """
+        classes = self.classes
+        if classes:
+            if name not in classes:
+                if object_index is None:
+                    self.ctx.reject(self.row, errors.OUTPUT_UNREPRESENTABLE, f"class {name!r} is not in {CLASSES_OPTION}")
+                else:  # one box of the line: the others are written
+                    self.ctx.reject_object(self.row, object_index, errors.OBJECT_UNREPRESENTABLE, f"class {name!r} is not in {CLASSES_OPTION}")
+                return None
+            return classes.index(name)
+        known = self.ids.of(name)
+        if known is not None:
+            return known
+        if name.lower() in LOOKOUT_CLASSES and not class_map:
+            return LOOKOUT_CLASSES[name.lower()]
+        for key, known in class_map.items():
+            if known == name and key.isdecimal() and key.isascii():
+                return int(key)
+        return max((int(key) for key in class_map if key.isdecimal() and key.isascii()), default=-1) + 1
+
+
+CLASSES_OPTION = "formats.sagemaker.classes"
+
+
+class OutputClassIds:
+    """Ids of the output's class names (the write stage's first pass), worked out once per
+    batch instead of once per box: when the names include `normal` / `anomaly` (any case),
+    Lookout for Vision's 0 / 1 for them and the next ids for the others in sorted order (a
+    Lookout dataset's mask classes are among the names, and must not move anomaly off 1); else
+    positions in the sorted names."""
+
+    def __init__(self, names: list[str] | None):
+        self.ids: dict[str, int] | None = None
+        if names is not None:
+            lookout = any(n.lower() in LOOKOUT_CLASSES for n in names)
+            self.ids = {}
+            others = (n for n in names if not (lookout and n.lower() in LOOKOUT_CLASSES))
+            if lookout:
+                for name in names:
+                    if name.lower() in LOOKOUT_CLASSES:
+                        self.ids.setdefault(name, LOOKOUT_CLASSES[name.lower()])
+            first = len(LOOKOUT_CLASSES) if lookout else 0
+            for position, name in enumerate(others, start=first):
+                self.ids.setdefault(name, position)
+
+    def of(self, name: str) -> int | None:
+        return None if self.ids is None else self.ids.get(name)
+
+
+def _source_class_id(attributes: str | None):
+    """The `class_id` an object's attributes carry from a Ground Truth source, else None.
+
+    Attributes are written by orjson, which spells every key plainly: without the text
+    `"class_id"` there is nothing to parse (other sources keep whole raw results there, and
+    parsing them for each box cost a third of writing a manifest)."""
+    if not attributes or '"class_id"' not in attributes:
+        return None
+    parsed = orjson.loads(attributes)
+    return parsed.get("class_id") if isinstance(parsed, dict) else None
+
+
+_REJECTED = object()
+
+
+def _without_none(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _default_metadata(kind: str, annotation: dict) -> dict:
+    metadata: dict[str, Any] = {}
+    if annotation.get("job_name"):
+        metadata["job-name"] = annotation["job_name"]
+    if annotation.get("human_annotated") is not None:
+        metadata["human-annotated"] = "yes" if annotation["human_annotated"] else "no"
+    if annotation.get("created_at") is not None:
+        metadata["creation-date"] = format_timestamp(annotation["created_at"])
+    metadata["type"] = KIND_TO_TYPE[kind]
+    return metadata
+
+
+
+def write_lines(rows: list[dict], ctx: WriteContext, classes: list[str]) -> Iterator[bytes]:
+    """Rows -> encoded Ground Truth lines; `classes` pins class ids (the format option)."""
+    ids = OutputClassIds(ctx.classes)
+    for row in rows:
+        line = LineWriter(row, ctx, classes, ids).line()
+        if line is not None:
+            yield orjson.dumps(line)
