@@ -33,6 +33,7 @@ from transforms.formats.sagemaker import parse as gt
 
 MIN_LINES = 16  # below this the per-line path is as fast
 _TYPES = {"groundtruth/image-classification": gt.CLASSIFICATION, "groundtruth/semantic-segmentation": gt.MASK}
+_READ_TYPES = [orjson.dumps(t) for t in _TYPES]  # the types above as a line spells them plainly
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'  # what orjson escapes in a string; anything else it writes as is
 _PLAIN_KEY = set(map(chr, range(0x20, 0x7F))) - {'"', "\\"}
 _INT32 = 2**31
@@ -64,6 +65,8 @@ def normalize_block(batch, ctx: ParseContext, dates: dict) -> FastPart | None:
     if len(raws) < MIN_LINES or batch.failures:
         return None
     block = b"\n".join(raws)
+    if block.count(b'"groundtruth/') > sum(block.count(t) for t in _READ_TYPES):
+        return None  # another label type (detection, multi-label) is named: parsing would be wasted
     if _BOM in block or b"NaN" in block or b"Infinity" in block:  # orjson refuses the last two, Arrow does not
         return None
     if numbers.block_might_be_inexact(block):  # maybe INTEGER_TOO_LARGE: a warning the plugin writes
@@ -108,6 +111,7 @@ class _Block:
         self.plain = b"\\" not in block
         # JSON spells null only as `null`: without it, a null in Arrow is a key the line lacks
         self.no_nulls = b"null" not in block
+        self._null_lines: np.ndarray | None = None  # per line: its bytes spell `null` (see _valid_or_absent)
         self.ok = np.ones(self.n, bool)
 
     # -- checks ---------------------------------------------------------------------------
@@ -126,6 +130,13 @@ class _Block:
         if any(quoted + space in self.block for space in (b" ", b"\t", b"\r")):
             return False
         return self.block.count(quoted + b":") == int(valid.sum())
+
+    def _valid_or_absent(self, valid, present: np.ndarray) -> np.ndarray:
+        """Lines where a value has no null to hide: it is valid, or the line never spells
+        `null` (so Arrow's null is a key the line lacks, which the plugin reads the same way)."""
+        if self._null_lines is None:
+            self._null_lines = _numpy(pc.match_substring(self.lines, "null"))
+        return ~present | _numpy(valid) | ~self._null_lines
 
     def _require(self, condition) -> None:
         """Lines where `condition` is false are declined."""
@@ -195,7 +206,7 @@ class _Block:
         if not any(is_type(values.type) for is_type in _JSON_SCALARS):
             raise _Refused
         if not self.no_nulls:  # null or absent: the line decides, and the bytes would have to tell
-            self._require(~present | _numpy(values.is_valid()))
+            self._require(self._valid_or_absent(values.is_valid(), present))
         if values.type == pa.string() and not self.plain:
             self._require(~present | ~_numpy(pc.fill_null(pc.match_substring_regex(values, _NEEDS_ESCAPE), False)))
 
@@ -203,14 +214,14 @@ class _Block:
         if not pa.types.is_struct(colors.type):
             raise _Refused
         if not self.no_nulls:
-            self._require(~present | _numpy(colors.is_valid()))
+            self._require(self._valid_or_absent(colors.is_valid(), present))
         indices = set()
         for entry in colors.type:
             if not entry.name.isdigit() or not pa.types.is_struct(entry.type) or int(entry.name) >= _INT32:
                 raise _Refused
             indices.add(int(entry.name))
             if not self.no_nulls:
-                self._require(~present | _numpy(colors.field(entry.name).is_valid()))
+                self._require(self._valid_or_absent(colors.field(entry.name).is_valid(), present))
             for field, accepts in (("class-name", _is_string_or_null), ("hex-color", _is_string_or_null),
                                    ("confidence", _is_number_or_null)):
                 if entry.type.get_field_index(field) >= 0 and not accepts(entry.type.field(field).type):
