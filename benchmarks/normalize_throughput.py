@@ -12,7 +12,7 @@ Cases (all on the same generated Lookout for Vision manifest, medians over repea
 - plugin_loop: the same format plugin as the job, in one process, no Beam (orjson + plugin +
   from_pylist + split + hive Parquet): what the job's per-record Python costs without Beam.
 - inproc_plugin: the real CLI in process with the columnar fast path taken out: the job as it
-  was before transforms/fast/.
+  was before its fast paths.
 - inproc / mp2 / prism: the real CLI on the FnApiRunner in process, on the FnApiRunner with two
   worker processes, and on the PrismRunner.
 - inproc_fixed / mp2_fixed: the same job on the first 1,000 lines: what a run costs whatever its
