@@ -53,6 +53,10 @@ def lookout_line(i: int, rng: random.Random, mask_prefix: str = MASK_PREFIX) -> 
 _CLASSES = ["cat", "dog", "car", "person", "bicycle", "traffic light", "caf\u00e9", "\u732b"]
 
 
+def _class(c: int) -> str:
+    return _CLASSES[c] if c < len(_CLASSES) else f"class {c}"
+
+
 def _metadata(i: int, rng: random.Random, type_: str, job: str) -> dict:
     """The metadata fields every Ground Truth job writes."""
     return {
@@ -80,14 +84,17 @@ def _multilabel(i: int, rng: random.Random, attribute: str = "labels") -> dict:
 
 def _detection(i: int, rng: random.Random, attribute: str = "bounding-box", boxes: int | None = None) -> dict:
     width, height = rng.choice([(640, 480), (1920, 1080), (333, 517)])
+    classes = 4 if boxes is not None else 12  # past 10, the ids' text order ("10" < "2") differs from their number order
     annotations, objects = [], []
     for _ in range(rng.randrange(0, 7) if boxes is None else boxes):
         left, top = rng.randrange(width - 20), rng.randrange(height - 20)
-        annotations.append({"class_id": rng.randrange(4), "left": left, "top": top,
+        annotations.append({"class_id": rng.randrange(classes), "left": left, "top": top,
                             "width": rng.randrange(1, width - left), "height": rng.randrange(1, height - top)})
         objects.append({"confidence": round(rng.random(), 2)})
+    if objects and boxes is None and rng.random() < 0.1:
+        objects.pop()  # edited by hand: a box without its confidence
     meta = _metadata(i, rng, "groundtruth/object-detection", f"{attribute}-job")
-    meta.update({"class-map": {str(c): _CLASSES[c] for c in range(4)}, "objects": objects})
+    meta.update({"class-map": {str(c): _class(c) for c in range(classes)}, "objects": objects})
     value = {"image_size": [{"width": width, "height": height, "depth": 3}], "annotations": annotations}
     return {attribute: value, f"{attribute}-metadata": meta}
 

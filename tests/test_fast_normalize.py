@@ -308,6 +308,16 @@ def _leaves(node, found: list, top: bool = True) -> list:
     return found
 
 
+def _containers(node) -> list:
+    """Every dict and list under `node`."""
+    found = []
+    if isinstance(node, (dict, list)):
+        found.append(node)
+        for value in node.values() if isinstance(node, dict) else node:
+            found += _containers(value)
+    return found
+
+
 def _shuffled(node, rng: random.Random):
     if isinstance(node, dict):
         items = list(node.items())
@@ -318,24 +328,25 @@ def _shuffled(node, rng: random.Random):
     return node
 
 
-def type_preserving_mutation(obj: dict, rng: random.Random, new_keys: bool = True) -> bytes:
+def type_preserving_mutation(obj: dict, rng: random.Random, new_keys: bool = True, plain: bool = False) -> bytes:
     """`obj` changed without changing any value's JSON type (null aside): a fast path must
     take the line or decline it, never read it differently from the reference. A key written
-    twice or a new key name (`new_keys`) makes a columnar reader refuse the whole batch."""
+    twice or a new key name (`new_keys`) makes a columnar reader refuse the whole batch; so may
+    a null or an escape (not with `plain`)."""
     obj = copy.deepcopy(obj)
     leaves = _leaves(obj, [])
     strings = [(node, key) for node, key in leaves if isinstance(node[key], str)]
     numbers = [(node, key) for node, key in leaves if type(node[key]) in (int, float)]
-    choice = rng.randrange(11)
-    if choice in (6, 9) and not new_keys:
+    choice = rng.randrange(12)
+    if choice in (6, 9) and not new_keys or choice == 2 and plain:
         choice = 0
     if choice == 0 and strings:  # escapes, another case, odd spellings in a string value
         node, key = rng.choice(strings)
-        node[key] = rng.choice(_ESCAPED + _ODD + [node[key].upper(), node[key].title()])
+        node[key] = rng.choice(([] if plain else _ESCAPED) + _ODD + [node[key].upper(), node[key].title()])
     elif choice == 1 and strings:  # unicode, written as is or as \u escapes
         node, key = rng.choice(strings)
         node[key] = rng.choice(_UNICODE)
-        if rng.random() < 0.5:
+        if rng.random() < 0.5 and not plain:
             return json.dumps(obj).encode()
     elif choice == 2 and leaves:  # a null
         node, key = rng.choice(leaves)
@@ -363,24 +374,29 @@ def type_preserving_mutation(obj: dict, rng: random.Random, new_keys: bool = Tru
         node, key = rng.choice(strings)
         if isinstance(node, dict):
             node[rng.choice(["source-ref", "x\"y", "caf\u00e9"])] = node.pop(key)
+    elif choice == 11:  # a list one item shorter (boxes and their confidences no longer pair up)
+        lists = [node for node in _containers(obj) if isinstance(node, list) and node]
+        if lists:
+            rng.choice(lists).pop()
     else:  # whitespace around the line
         return b"  " + orjson.dumps(obj) + b"\t"
     return orjson.dumps(obj)
 
 
 def _shape_groups(fmt: str, shape: str, rng: random.Random) -> list[list[bytes]]:
-    """Six batches of one shape: clean (the first and fourth), with many type-preserving
-    mutations and no new key (a batch a columnar reader still takes), and with many and
-    a retyped line."""
+    """Eight batches of one shape, in four kinds twice: clean; with a few type-preserving
+    mutations without a null or an escape; with many, nulls and escapes too (no new key: a
+    columnar reader still takes these); with many, new keys and a retyped line."""
     make = GENERATORS[fmt][shape]
     groups = []
-    for b in range(6):
+    for b in range(8):
+        kind = b % 4
         lines = [orjson.dumps(make(b * 1000 + i, rng)) for i in range(56)]
-        if b % 3:
-            for _ in range(rng.randrange(8, 20)):
-                mutated = type_preserving_mutation(make(rng.randrange(10**6), rng), rng, new_keys=b % 3 == 2)
+        if kind:
+            for _ in range(rng.randrange(1, 4) if kind == 1 else rng.randrange(8, 20)):
+                mutated = type_preserving_mutation(make(rng.randrange(10**6), rng), rng, new_keys=kind == 3, plain=kind == 1)
                 lines.insert(rng.randrange(len(lines)), mutated)
-        if b % 3 == 2:
+        if kind == 3:
             lines.insert(rng.randrange(len(lines)), orjson.dumps(_mutations(make(rng.randrange(10**6), rng), rng)))
         groups.append(lines)
     return groups
@@ -413,11 +429,11 @@ def test_each_fast_path_equals_the_reference_on_each_shape_it_claims(fmt, path, 
     groups = _shape_groups(fmt, shape, rng)
     for uri, relative_to in (("s3://bucket/data/train.manifest", None), ("/data/x.manifest", "s3://other/root")):
         batches = _group_batches(uri, fmt, groups)
-        clean = [batches[0], batches[3]]
+        clean = [batches[0], batches[4]]
         taken = assert_same(clean, relative_to=relative_to, fast=[path])
         assert taken == {path: 112}, f"{path} should take every clean {shape} line"
         taken = assert_same(batches, relative_to=relative_to, fast=[path])
-        assert taken[path] > 112
+        assert taken[path] > 112 + 50, "a path should also take a batch with a few plain mutations"
         assert_same(batches, relative_to=relative_to)  # every path of the format, in its order
 
 

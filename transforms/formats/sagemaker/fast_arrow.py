@@ -327,7 +327,7 @@ class _Rows:
             fields=list(s.SOURCE),
         )
         image = pa.StructArray.from_arrays(
-            [self._resolved(self.table.column(gt.SOURCE_REF)), pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()),
+            [resolved(self.ctx, self.table.column(gt.SOURCE_REF)), pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()),
              pa.nulls(n, pa.string())],
             fields=list(s.IMAGE),
         )
@@ -351,15 +351,6 @@ class _Rows:
             self._extra(),
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=s.SCHEMA)
-
-    def _resolved(self, refs: pa.Array) -> pa.Array:
-        """ctx.resolve of each reference; URLs and absolute paths (most) stay as written."""
-        as_written = pc.or_(pc.or_(pc.match_substring(refs, "://"), pc.starts_with(refs, "/")), pc.equal(refs, ""))
-        if not self.ctx.base_uri or pc.all(pc.fill_null(as_written, True)).as_py():
-            return refs
-        resolve, flags = self.ctx.resolve, _numpy(pc.fill_null(as_written, True))
-        values = refs.to_pylist()
-        return pa.array([r if flag else resolve(r) for r, flag in zip(values, flags)], pa.string())
 
     def _attribute_names(self) -> pa.Array:
         """source.attribute: the line's attributes joined by ',' (null when it has none)."""
@@ -416,7 +407,7 @@ class _Rows:
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
         color_map = pa.StructArray.from_arrays(color_columns, fields=list(s.COLOR))
         return pa.StructArray.from_arrays(
-            [self._resolved(uri), pa.ListArray.from_arrays(pa.array(offsets), color_map, type=pa.list_(s.COLOR)),
+            [resolved(self.ctx, uri), pa.ListArray.from_arrays(pa.array(offsets), color_map, type=pa.list_(s.COLOR)),
              pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()), pa.nulls(n, pa.list_(s.CLASS_PIXELS)),
              pa.nulls(n, s.BBOX), pa.nulls(n, pa.bool_())],
             fields=list(s.MASK), mask=pa.array(~has_mask),
@@ -457,6 +448,16 @@ class _Rows:
         joined = _join_skipping_nulls(entries, ",")
         extra = _concat(['{"sagemaker":{"attributes":[', joined, "]}}"])
         return pc.if_else(pa.array(self.any_present), extra, pa.scalar(None, pa.string()))
+
+
+def resolved(ctx: ParseContext, refs: pa.Array) -> pa.Array:
+    """ctx.resolve of each reference; URLs and absolute paths (most) stay as written."""
+    as_written = pc.or_(pc.or_(pc.match_substring(refs, "://"), pc.starts_with(refs, "/")), pc.equal(refs, ""))
+    if not ctx.base_uri or pc.all(pc.fill_null(as_written, True)).as_py():
+        return refs
+    resolve, flags = ctx.resolve, _numpy(pc.fill_null(as_written, True))
+    values = refs.to_pylist()
+    return pa.array([r if flag else resolve(r) for r, flag in zip(values, flags)], pa.string())
 
 
 def _in_order(raw: bytes, first: bytes, second: bytes) -> bool:

@@ -9,6 +9,7 @@ from transforms import errors
 from transforms.errors import RecordError
 from transforms.formats.base import FastPath, ManifestFormat, ParseContext, Parsed, WriteContext, register
 from transforms.formats.sagemaker.fast_arrow import ArrowBlockPath
+from transforms.formats.sagemaker.fast_detection import DetectionArrowPath
 from transforms.formats.sagemaker.fast_lines import LineColumnsPath
 from transforms.formats.sagemaker.parse import DETECTION, METADATA_SUFFIX, SOURCE_REF, kind_of, parse_line
 from transforms.formats.sagemaker.write import write_lines
@@ -63,8 +64,9 @@ class SageMakerFormat(ManifestFormat):
         )
 
     def fast_paths(self) -> list[FastPath]:
-        """Whole batches in Arrow first (classification, Lookout for Vision), then per line."""
-        return [ArrowBlockPath(), LineColumnsPath()]
+        """Whole batches in Arrow first (classification, Lookout for Vision, segmentation; then
+        object detection), then per line."""
+        return [ArrowBlockPath(), DetectionArrowPath(), LineColumnsPath()]
 
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         return write_lines(rows, ctx, self.options_of(ctx).classes)
