@@ -465,3 +465,22 @@ def test_fast_paths_keep_their_contract_on_hostile_lines(fmt):
             assert part.taken == sorted(part.taken) and part.batch.num_rows == len(part.taken)
             assert part.batch.schema == SCHEMA
             assert part.batch.column("source").field("offset").to_pylist() == [batch.offsets[i] for i in part.taken]
+
+
+def test_detection_lines_the_reference_refuses_are_declined_in_a_batch_of_good_ones():
+    """A box whose class the class-map lacks, a line without a class-map, one without its
+    image size, one whose box has no width: dead letters, however good the rest of the batch."""
+    from benchmarks.synthetic import detection_line
+
+    rng = random.Random(3)
+    objs = [detection_line(i, rng) for i in range(40)]
+    del objs[5]["bounding-box-metadata"]["class-map"][str(objs[5]["bounding-box"]["annotations"][0]["class_id"])]
+    del objs[7]["bounding-box-metadata"]["class-map"]
+    del objs[9]["bounding-box"]["image_size"]
+    del objs[11]["bounding-box"]["annotations"][1]["width"]
+    objs[13]["bounding-box"]["image_size"][0]["width"] = 0
+    batches = _batches("/x.manifest", "sagemaker", [orjson.dumps(o) for o in objs], batch_lines=100)
+    taken = assert_same(batches, fast=["arrow_detection"])
+    assert taken == {"arrow_detection": 35}
+    _, dead, _ = RecordNormalizer().normalize(batches[0])
+    assert len(dead) == 5

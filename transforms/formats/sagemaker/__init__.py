@@ -2,9 +2,10 @@
 
 Everything the format is lives here: the reference parse (parse.py), which decides every error
 code and warning; the writer (write.py); the plugin with its detection and options (format.py);
-and the two fast paths the plugin declares (`SageMakerFormat.fast_paths`): whole batches
-through Arrow's JSON reader (fast_arrow.py) and per line into columns (fast_lines.py), each
-proven equal to parse.py on every shape it claims (tests/test_fast_normalize.py).
+and the three fast paths the plugin declares (`SageMakerFormat.fast_paths`): whole batches
+through Arrow's JSON reader (fast_arrow.py: classification, Lookout, segmentation;
+fast_detection.py: object detection) and per line into columns (fast_lines.py), each proven
+equal to parse.py on every shape it claims (tests/test_fast_normalize.py).
 """
 
 from transforms.formats.sagemaker.format import SageMakerFormat, SageMakerOptions

@@ -25,10 +25,10 @@ from transforms import schema, storage
 from transforms.checks import numbers
 from transforms.formats.base import FastPart, FastPath, ParseContext
 from transforms.formats.sagemaker import parse as gt
+from transforms.dates import parse_timestamp
 from transforms.formats.sagemaker.fast_arrow import (
     _JSON_SCALARS, _PLAIN_KEY, MIN_LINES, _concat, _float32, _human, _join_skipping_nulls, _json_scalar, _numpy, resolved,
 )
-from transforms.dates import parse_timestamp
 
 _TYPE = "groundtruth/object-detection"
 _INT32 = 2**31
@@ -88,6 +88,21 @@ def _list_of_structs(array: pa.Array | None) -> bool:
     return array is not None and pa.types.is_list(array.type) and pa.types.is_struct(array.type.value_type)
 
 
+def box_labels(meta: pa.Array, class_id: pa.Array, parents: pa.Array) -> pa.Array:
+    """class-map[str(class_id)] of each box (null where the line's class-map lacks it)."""
+    labels = pa.nulls(len(class_id), pa.string())
+    class_map = _child(meta, "class-map")
+    if class_map is None:
+        return labels
+    for field in class_map.type:
+        key = field.name
+        if not key.isdigit() or str(int(key)) != key:
+            continue  # "01": never the text of an integer id
+        names = pc.take(pc.struct_field(class_map, key), parents)
+        labels = pc.if_else(pc.and_kleene(pc.equal(class_id, int(key)), names.is_valid()), names, labels)
+    return labels
+
+
 class _Detections:
     def __init__(self, batch, ctx: ParseContext, dates: dict, table: pa.RecordBatch):
         self.batch, self.ctx, self.dates = batch, ctx, dates
@@ -134,7 +149,6 @@ class _Detections:
         size_count = _numpy(pc.fill_null(pc.list_value_length(sizes), 0))
         self._require(size_count == 1)  # one image size (the reference reads the first; extra keeps them all)
         first = sizes.flatten()
-        whole = np.flatnonzero(size_count == 1)
         rows_of_first = np.repeat(np.arange(self.n), size_count)
         for name in ("width", "height"):
             if first.type.get_field_index(name) < 0:
@@ -144,7 +158,6 @@ class _Detections:
             values[rows_of_first] = _numpy(column)  # -1 where absent
             self._require(values > 0)
             self._require(values < _INT32)
-        del whole
         if pa.types.is_list(boxes.type) and pa.types.is_null(boxes.type.value_type):
             pass  # every line has an empty list
         elif not _list_of_structs(boxes):
@@ -155,7 +168,11 @@ class _Detections:
                 raise _Refused
             flat = boxes.flatten()
             parents = np.repeat(np.arange(self.n), _numpy(pc.fill_null(pc.list_value_length(boxes), 0)))
-            bad = ~_numpy(pc.struct_field(flat, "class_id").is_valid())
+            class_id = pc.struct_field(flat, "class_id")
+            bad = ~_numpy(class_id.is_valid())
+            if _struct_type(meta).get_field_index("class-map") >= 0 and not pa.types.is_struct(_struct_type(meta).field("class-map").type):
+                raise _Refused
+            bad |= ~_numpy(box_labels(meta, class_id, pa.array(parents)).is_valid())  # MISSING_CLASS_NAME
             for name in ("left", "top", "width", "height"):
                 if box_type.get_field_index(name) < 0 or not any(is_type(box_type.field(name).type) for is_type in _NUMBER):
                     raise _Refused
@@ -175,10 +192,8 @@ class _Detections:
                     confidence = kind.value_type.field("confidence").type
                     if not any(is_type(confidence) for is_type in _NUMBER):
                         raise _Refused
-            elif name == "confidence":
-                if not any(is_type(kind) for is_type in _NUMBER):
-                    raise _Refused
-                self._require(pc.fill_null(pc.is_finite(pc.struct_field(meta, name).cast(pa.float64())), True))
+            elif name == "confidence" and not pa.types.is_int64(kind):
+                raise _Refused  # also written back into extra: a double's spelling is orjson's, not Arrow's
             elif not any(is_type(kind) for is_type in _JSON_SCALARS):
                 raise _Refused  # written back into extra: a type whose JSON spelling Arrow keeps
         if meta_type.get_field_index("type") < 0 or meta_type.field("type").type != pa.string():
@@ -274,26 +289,12 @@ class _Rows:
         attributes = _concat(['{"class_id":', class_id.cast(pa.string()), ',"label_attribute":',
                               orjson.dumps(self.lines.attribute).decode(), "}"])
         objects = pa.StructArray.from_arrays(
-            [self._box_labels(class_id, parents), self._box_scores(), pa.nulls(m, pa.bool_()), bbox, pa.nulls(m, pa.float32()),
+            [box_labels(self.meta, class_id, parents), self._box_scores(), pa.nulls(m, pa.bool_()), bbox, pa.nulls(m, pa.float32()),
              pa.nulls(m, pa.list_(pa.list_(pa.float64()))), pa.nulls(m, pa.list_(s.KEYPOINT)), pa.nulls(m, pa.binary()),
              pc.multiply(box_w, box_h), attributes],
             fields=list(s.OBJECT),
         )
         return pa.ListArray.from_arrays(offsets, objects, type=s.SCHEMA.field("objects").type)
-
-    def _box_labels(self, class_id: pa.Array, parents: pa.Array) -> pa.Array:
-        """class-map[str(class_id)] of each box (checked: every box of a taken line has one)."""
-        labels = pa.nulls(len(class_id), pa.string())
-        class_map = _child(self.meta, "class-map")
-        if class_map is None:
-            return labels
-        for field in class_map.type:
-            key = field.name
-            if not key.isdigit() or str(int(key)) != key:
-                continue  # "01": never the text of an integer id
-            names = pc.take(pc.struct_field(class_map, key), parents)
-            labels = pc.if_else(pc.and_kleene(pc.equal(class_id, int(key)), names.is_valid()), names, labels)
-        return labels
 
     def _box_scores(self) -> pa.Array:
         """objects[i].confidence of box i of each line, where the line lists that many."""
