@@ -325,7 +325,8 @@ def _entries(entries: list[tuple[str, str]], width: int) -> list[str]:
     lines = []
     for option, text in entries:
         head = f"  {option}"
-        body = textwrap.wrap(text, max(20, width - column), break_on_hyphens=False) or [""]
+        kept = text.replace("default ", "default\u00a0")  # a default stays beside its value
+        body = [line.replace("\u00a0", " ") for line in textwrap.wrap(kept, max(20, width - column), break_on_hyphens=False)] or [""]
         if len(head) + 2 <= column:
             lines.append(f"{head:<{column}}{body[0]}")
             body = body[1:]
