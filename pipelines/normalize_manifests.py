@@ -231,7 +231,7 @@ def run(argv: list[str] | None = None) -> int:
         root.clean_abandoned()
         staging = root.staging(run_id)
         started = time.time()
-        shown = progress.Progress(enabled=not job.quiet and progress.is_local(launch.pipeline_options))
+        shown = progress.Progress(enabled=not job.quiet and progress.is_local(launch.pipeline_options), inputs=job.input, store=job.storage_config())
         graph = build(pipeline, job, staging, shown.folder)
         with shown:
             state = runners.run_to_completion(pipeline)
