@@ -209,9 +209,10 @@ def remote_runner(options: PipelineOptions) -> str | None:
 
 def _check_output_reachable(options: PipelineOptions, job: JobConfig) -> None:
     """A remote runner's workers write the outputs: a folder on this machine's disk is not theirs."""
+    import fsspec
+
     remote = remote_runner(options)
-    fs, _ = storage.filesystem(job.output, job.storage)
-    if remote and "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol):
+    if remote and fsspec.core.split_protocol(job.output)[0] in (None, "file", "local"):
         raise ConfigError(
             f"--output {storage.redact_url(job.output)} is on this machine's disk, which the workers of {remote} cannot write; "
             "give an object-store URL (s3://, gs://, az://)"
