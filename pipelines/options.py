@@ -389,6 +389,10 @@ def beam_help_text(width: int | None = None) -> str:
         group = parser.add_argument_group(cls.__name__, " ".join(doc.split()) or None)
         group.add_argument_group = lambda *a, _group=group, **k: _group  # a few classes nest groups
         cls._add_argparse_args(group)  # noqa: SLF001 (Beam's own way to list its options)
+    for action in parser._actions:  # noqa: SLF001 - Beam's text names Beam's default, not this job's
+        if "--runner" in action.option_strings and action.help:
+            action.help = action.help.replace("If unspecified, defaults to DirectRunner.",
+                                              "If unspecified, labelbeam uses the FnApiRunner with one worker process per core.")
     return parser.format_help()
 
 
