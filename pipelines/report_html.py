@@ -212,17 +212,17 @@ def _ticks(measure: str, slots: list[int], counts: dict[int, int], left: float, 
         return [(left + (i + 0.5) * slot_w, str(b), "bin-label", b) for i, b in enumerate(slots) if i % step == 0]
     occupied = [(i, b) for i, b in enumerate(slots) if b in counts]
     decades = [(i, b) for i, b in enumerate(slots) if b % BINS_PER_DECADE == 0 and 0 < i]
-    if len(occupied) <= 6 or len(decades) < 2:
-        chosen, ticks = occupied if len(occupied) <= 6 else [occupied[0], occupied[-1]], []
-        end = -math.inf
-        for i, b in chosen:
-            text = _range_label(measure, b, known)
-            x = left + (i + 0.5) * slot_w
-            if not ticks or x - _text_width(text) / 2 > end + 4:  # a label that would overlap the last is left out
-                ticks.append((x, text, "bin-label", b))
-                end = x + _text_width(text) / 2
-        return ticks
-    return [(left + i * slot_w, f"{bin_edges(measure, b)[0]:.3g}", "edge", None) for i, b in decades]
+    edges = [(left + i * slot_w, f"{bin_edges(measure, b)[0]:.3g}", "edge", None) for i, b in decades]
+    if len(occupied) > 6 and len(decades) >= 2:
+        return edges
+    chosen = occupied if len(occupied) <= 6 else [occupied[0], occupied[-1]]
+    candidates = [(left + (i + 0.5) * slot_w, _range_label(measure, b, known), "bin-label", b) for i, b in chosen]
+    placed: list[tuple[float, str, str, int | None]] = []
+    for tick in candidates + (edges if len(occupied) > 6 else []):  # a label that would overlap one placed is left out
+        x, text = tick[0], tick[1]
+        if all(abs(x - other[0]) > (_text_width(text) + _text_width(other[1])) / 2 + 4 for other in placed):
+            placed.append(tick)
+    return sorted(placed)
 
 
 def _known_range(quantiles: list[dict], measure: str) -> tuple[float, float] | None:
