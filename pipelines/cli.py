@@ -15,6 +15,15 @@ class _DropOptionalGcpNotice(logging.Filter):
         return "apitools not found" not in record.getMessage()
 
 
+class _DropRunnerServiceNotices(logging.Filter):
+    """Beam warns each time it starts or stops a runner's service process (Prism's
+    "Really starting service at localhost:..."): the normal course of a run, not a problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not message.startswith(("Really starting service", "Really destroying service"))
+
+
 class _DropHarmlessWorkerNotices(logging.Filter):
     """SDK workers of the local runners warn that they have no semi-persistent directory (a
     Dataflow notion); relayed by the local job service on every start, it says nothing here."""
@@ -36,7 +45,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     collapse = CollapseRepeatedTracebacks()
     for handler in logging.getLogger().handlers:  # filters on handlers see records of every logger
+        handler.setLevel(logging.WARNING)  # loggers Beam sets to INFO (Prism's) reach the handler too
         handler.addFilter(_DropOptionalGcpNotice())
+        handler.addFilter(_DropRunnerServiceNotices())
         handler.addFilter(_DropHarmlessWorkerNotices())
         handler.addFilter(collapse)
         handler.setFormatter(RedactingFormatter(handler.formatter))
@@ -48,9 +59,14 @@ def main() -> None:
         print(help_text())
         sys.exit(0)
     if "--help-beam" in args:
-        from apache_beam.options.pipeline_options import PipelineOptions
+        from pipelines.options import beam_help_text
 
-        PipelineOptions(["--help"]).get_all_options()
+        print(beam_help_text())
+        sys.exit(0)
+    if "--version" in args:
+        from pipelines.options import version_text
+
+        print(version_text())
         sys.exit(0)
     from pipelines.normalize_manifests import run
 

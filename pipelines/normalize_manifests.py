@@ -198,9 +198,16 @@ def run(argv: list[str] | None = None) -> int:
     planned = None
     try:
         launch = parse_launch(argv)
+        chosen = runners.choose_default(launch.pipeline_options)
+        if chosen and not launch.job.quiet:
+            print(chosen, file=sys.stderr)
         runners.prepare(launch.pipeline_options)
         pipeline = runners.new_pipeline(launch.pipeline_options)
         job = launch.job
+        if runners.is_dry_run(launch.pipeline_options):  # nothing is read, locked, run or published
+            build(pipeline, job, storage.join(job.output, ".labelbeam", "staging", "dry-run"))
+            print(runners.dry_run(pipeline, launch.pipeline_options))
+            return report.EXIT_OK
         run_id = publish.new_run_id()
         if job.incremental:
             planned = incremental.plan(job)
@@ -233,7 +240,7 @@ def run(argv: list[str] | None = None) -> int:
         root.clean_abandoned()
         staging = root.staging(run_id)
         started = time.time()
-        shown = progress.Progress(enabled=not job.quiet and progress.is_local(launch.pipeline_options))
+        shown = progress.Progress(enabled=not job.quiet and progress.is_local(launch.pipeline_options), inputs=job.input, store=job.storage_config())
         graph = build(pipeline, job, staging, shown.folder)
         with shown:
             state = runners.run_to_completion(pipeline)

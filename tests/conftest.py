@@ -1,4 +1,10 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules, and where the third-party test data is.
+
+Some tests read real files of other projects (public datasets, converter test files, format
+reference pages) that are kept beside the repository, never in it: by default in `../shared`
+relative to the repository root, else wherever LABELBEAM_TEST_DATA points (a relative path is
+taken from the repository root). Without them those tests skip, saying which data they need.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA_VARIABLE = "LABELBEAM_TEST_DATA"
+
+
+def shared_data(*parts: str) -> Path:
+    """A path in the third-party test data (see the module docstring); it may not exist."""
+    root = (REPO / os.environ.get(SHARED_DATA_VARIABLE, str(Path("..") / "shared"))).resolve()
+    return root.joinpath(*parts)
+
+
+def need_shared_data(*parts: str) -> Path:
+    """shared_data(*parts), or a skip that names the data (relative to its root) and the variable."""
+    path = shared_data(*parts)
+    if not path.exists():
+        pytest.skip(f"needs the third-party test data {'/'.join(parts)}: set {SHARED_DATA_VARIABLE} (README, Tests)")
+    return path
 
 
 def _free_port() -> int:

@@ -8,7 +8,6 @@ equality of the batches, dictionaries included).
 from __future__ import annotations
 
 import copy
-import os
 import random
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pytest
+from tests.conftest import need_shared_data, shared_data
 
 from benchmarks.synthetic import lookout_line
 from transforms.errors import LINE_TOO_LONG
@@ -24,7 +24,7 @@ from transforms.schema import RawBatch
 from transforms.stages.normalize import RecordNormalizer
 
 ROOT = Path(__file__).resolve().parents[1]
-REALDATA = Path(os.environ.get("LABELBEAM_REALDATA") or Path(__file__).resolve().parents[2] / "shared" / "realdata")
+REALDATA = shared_data("realdata")
 SAMPLES = sorted(p for p in (ROOT / "samples").rglob("*") if p.suffix in {".manifest", ".jsonl", ".json"})
 
 
@@ -79,8 +79,8 @@ def test_lookout_sample_goes_through_the_fast_path():
     assert assert_same(_batches(str(path), "sagemaker", _lines(path))) > 0
 
 
-@pytest.mark.skipif(not REALDATA.is_dir(), reason="third-party real files absent")
 def test_real_files():
+    need_shared_data("realdata")
     files = [p for p in REALDATA.rglob("*") if p.suffix in {".manifest", ".json", ".jsonl"}]
     assert files
     for path in files:
@@ -259,9 +259,7 @@ def test_arrow_batches_with_a_few_changed_lines_equal_the_plugin(seed):
 
 
 def test_arrow_path_reads_real_lookout_lines():
-    path = REALDATA / "lookout-for-vision-getting-started" / "manifests" / "template.manifest"
-    if not path.exists():
-        pytest.skip("third-party real files absent")
+    path = need_shared_data("realdata", "lookout-for-vision-getting-started", "manifests", "template.manifest")
     lines = [line for line in _lines(path) if line.strip()] * 3
     for relative_to in (None, "s3://bucket/project"):
         batches = _batches(str(path), "sagemaker", lines, batch_lines=len(lines))

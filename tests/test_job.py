@@ -11,6 +11,7 @@ import orjson
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
+from tests.conftest import need_shared_data
 
 from benchmarks.synthetic import write_manifest
 from transforms import errors
@@ -23,7 +24,6 @@ pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" f
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "sagemaker"
-REALDATA = REPO.parent / "shared" / "realdata" / "lookout-for-vision-getting-started"
 RUNNER = "--runner=FnApiRunner"
 
 
@@ -81,9 +81,7 @@ def test_samples_end_to_end(tmp_path):
 
 
 def test_realdata_lookout_template(tmp_path):
-    manifest = REALDATA / "manifests" / "template.manifest"
-    if not manifest.exists():
-        pytest.skip("shared realdata is not beside the repository")
+    manifest = need_shared_data("realdata", "lookout-for-vision-getting-started", "manifests", "template.manifest")
     out = tmp_path / "out"
     assert run(["--input", str(manifest), "--output", str(out), RUNNER, "--validate_masks=false"]) == 0
     table = read_records(out)

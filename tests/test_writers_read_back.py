@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pyarrow.dataset as ds
 import pytest
+from tests.conftest import need_shared_data
 
 from pipelines.normalize_manifests import run
 from transforms.formats.base import ParseContext, get_format
@@ -19,7 +20,6 @@ pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" f
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
-REALDATA = REPO.parent / "shared" / "realdata"
 OUTPUTS = ("sagemaker", "azure_automl", "label_studio", "coco", "jsonl")
 
 
@@ -200,10 +200,8 @@ def test_coco_output_loads_in_pycocotools_with_the_records_counts_and_values(dem
 
 
 def test_real_files_as_coco_and_label_studio(tmp_path):
-    ls_folder = REALDATA / "label-studio-sdk-converter-tests"
-    lfv = REALDATA / "lookout-for-vision-getting-started"
-    if not ls_folder.exists() or not lfv.exists():
-        pytest.skip("shared realdata is not beside the repository")
+    ls_folder = need_shared_data("realdata", "label-studio-sdk-converter-tests")
+    lfv = need_shared_data("realdata", "lookout-for-vision-getting-started")
     out = tmp_path / "out"
     argv = ["--input", str(ls_folder / "*.json"), str(lfv / "manifests" / "template.manifest"), "--relative_to", str(lfv),
             "--output", str(out), "--runner=FnApiRunner", "--output_format=coco", "--output_format=label_studio"]
