@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 import yaml
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions, _BeamArgumentParser
 
 from pipelines import config
 from pipelines.config import FORMAT_FLAGS, JobConfig
@@ -172,7 +172,8 @@ def parse_launch(argv: list[str]) -> Launch:
     job = _expand_folders(job)
     _check_inputs(job)
     _check_output_reachable(options, job)
-    _check_output(job)
+    if not options.view_as(TestOptions).dry_run:  # a dry run builds the graph offline and writes nothing
+        _check_output(job)
     return Launch(options, job)
 
 
@@ -251,10 +252,11 @@ def _expand_folders(job: JobConfig) -> JobConfig:
     skipped. Listed here, once, so every later step sees plain files."""
     expanded: list[str] = []
     for pattern in job.input:
+        shown = storage.redact_url(pattern)
         try:
-            files = _folder_files(pattern, job.storage)
-        except Exception as exc:  # a storage error at launch is one line too
-            raise ConfigError(f"cannot list {storage.redact_url(pattern)}: {storage.redact_url(str(exc))}") from None
+            files = storage.within_deadline(lambda: _folder_files(pattern, job.storage), job.storage_timeout, f"listing {shown}")
+        except Exception as exc:  # noqa: BLE001 - a storage error at launch is one line, with its reason
+            raise _storage_refused(f"listing {shown}", exc) from None
         if files is None:
             expanded.append(pattern)
         elif not files:
