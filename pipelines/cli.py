@@ -48,7 +48,29 @@ def main() -> None:
     finally:
         for line in collapse.summary():
             print(line, file=sys.stderr)
-    sys.exit(code)
+    exit_now(code)
+
+
+def exit_now(code: int) -> None:
+    """Ends the process with `code` once its output is flushed and its exit handlers have run,
+    without the interpreter's teardown. Beam's in-process runners leave native threads behind
+    (gRPC's completion-queue and executor threads, Arrow's pools); when the interpreter tears
+    down while one of them is still joinable, C++ aborts ("terminate called without an active
+    exception", SIGABRT) after labelbeam printed its exit code, and the process's status no
+    longer equals run.json's. `os._exit` skips that teardown."""
+    import atexit
+    import os
+
+    try:
+        atexit._run_exitfuncs()  # Beam's job servers and worker pools stop here, as at a normal exit
+    finally:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
 
 
 if __name__ == "__main__":

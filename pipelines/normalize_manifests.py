@@ -34,7 +34,7 @@ import time
 
 import apache_beam as beam
 
-from pipelines import incremental, progress, publish, report, runners
+from pipelines import incremental, interrupts, progress, publish, report, runners
 from pipelines.config import JobConfig
 from pipelines.options import ConfigError, parse_launch
 from transforms import errors, storage
@@ -178,6 +178,13 @@ def _check_output(job: JobConfig, root: publish.OutputRoot) -> None:
                 raise ConfigError(f"input {storage.redact_url(url)} is inside --output {storage.redact_url(job.output)}; write somewhere else")
     if root.fs.exists(root.path) and not root.fs.isdir(root.path):
         raise ConfigError(f"--output {storage.redact_url(job.output)} is a file, not a folder")
+    foreign = root.foreign_files()
+    if foreign:  # never replaced, never mixed into a published dataset: the user moves them
+        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(
+            f"--output {storage.redact_url(job.output)} holds files no labelbeam run wrote, inside the folders a run "
+            f"publishes: {listed}; move them elsewhere or choose another --output"
+        )
     if root.has_outputs() and not job.overwrite:
         raise ConfigError(f"--output {storage.redact_url(job.output)} holds the outputs of an earlier run; pass --overwrite to replace them")
 
@@ -204,52 +211,111 @@ def run(argv: list[str] | None = None) -> int:
         root = publish.OutputRoot(job.output, job.storage_config())
         _check_output(job, root)
         locks.enter_context(root.acquire(run_id))
-        lock = locks
     except (ConfigError, publish.LockHeld, runners.RunnerRefused) as exc:
         locks.close()
         print(f"labelbeam: error: {exc}", file=sys.stderr)
-        return 2
+        return report.EXIT_CONFIG
     except Exception as exc:  # noqa: BLE001 - storage failing at launch is one line, not a traceback
         locks.close()
         reason = storage.failure_reason(exc)
         if reason is None:
             raise
-        detail = storage.redact_url(f"{type(exc).__name__}: {exc}")[:300]
-        print(f"labelbeam: error: storage failed at launch ({reason}): {detail}; check the endpoint, credentials and --storage_options", file=sys.stderr)
-        return 2
-    with lock:
-        recovered = root.recover()
-        if recovered:
-            print(f"labelbeam: completed the interrupted publish of run {recovered}", file=sys.stderr)
-        root.clean_abandoned()
-        staging = root.staging(run_id)
-        started = time.time()
-        shown = progress.Progress(enabled=not job.quiet and progress.is_local(launch.pipeline_options))
-        graph = build(pipeline, job, staging, shown.folder)
-        with shown:
-            state = runners.run_to_completion(pipeline)
-        finished = time.time()
-        summary = report.write_run_report(
-            job, launch.beam_options(), staging, run_id, graph["record_stages"], graph["outputs"], started, finished, state
-        )
-        code = summary["exit_code"]
-        try:
-            if code in (report.EXIT_OK, report.EXIT_ERROR_RATE) or (code == report.EXIT_INCOMPLETE and job.allow_incomplete):
+        print(f"labelbeam: error: storage failed at launch ({reason}): {_detail(exc)}; check the endpoint, credentials and --storage_options", file=sys.stderr)
+        return report.EXIT_CONFIG
+    signals = interrupts.Interrupts()
+    step = ["starting"]  # what the run was doing, for a failure's one line
+    try:
+        with signals:
+            code = _run_locked(job, launch, pipeline, root, run_id, planned, signals, step)
+    except KeyboardInterrupt as exc:  # SIGINT (Python's own handler while the job runs) or SIGTERM
+        code = _interrupted(interrupts.as_interrupted(exc), root, run_id)
+    except Exception as exc:  # noqa: BLE001 - after launch every failure is exit 5 in one line
+        code = _failed(exc, step[0], root)
+    finally:
+        locks.close()  # releasing never raises: a lock left behind is taken over once stale
+    return code
+
+
+def _run_locked(job, launch, pipeline, root: publish.OutputRoot, run_id: str, planned, signals, step: list[str]) -> int:
+    """The run, once the output's lock is held: job, report, publish."""
+    step[0] = "completing an interrupted publish"
+    recovered = root.recover()
+    if recovered:
+        print(f"labelbeam: completed the interrupted publish of run {recovered}", file=sys.stderr)
+    step[0] = "clearing abandoned staging folders"
+    root.clean_abandoned()
+    staging = root.staging(run_id)
+    started = time.time()
+    shown = progress.Progress(enabled=not job.quiet and progress.is_local(launch.pipeline_options))
+    step[0] = "building the job"
+    graph = build(pipeline, job, staging, shown.folder)
+    step[0] = "running the job"
+    with shown:
+        state = runners.run_to_completion(pipeline)
+    finished = time.time()
+    step[0] = "writing the run report"
+    summary = report.write_run_report(
+        job, launch.beam_options(), staging, run_id, graph["record_stages"], graph["outputs"], started, finished, state
+    )
+    code = summary["exit_code"]
+    with signals.deferred():  # a publish, once begun, is completed before a signal is acted on
+        if code in (report.EXIT_OK, report.EXIT_ERROR_RATE) or (code == report.EXIT_INCOMPLETE and job.allow_incomplete):
+            step[0] = "publishing"
+            try:
                 root.publish(run_id, success=code == report.EXIT_OK)
-                where = job.output
-            else:
-                where = root.keep_failed(run_id)
-        except Exception as exc:  # noqa: BLE001 - a storage fault mid-publish: the journal lets the next run finish it
-            if storage.failure_reason(exc) is None:
-                raise
-            print(report.describe(summary, root.staging(run_id)))
-            print(f"labelbeam: error: publishing failed ({storage.redact_url(f'{type(exc).__name__}: {exc}')[:300]}); "
-                  "no _SUCCESS was written; the next run on this output first completes an interrupted publish or clears this staging", file=sys.stderr)
-            return report.EXIT_FAILED
+            except Exception as exc:  # noqa: BLE001 - a storage fault mid-publish: the journal lets the next run finish it
+                if not getattr(root, "published", False):
+                    print(report.describe(summary, staging))
+                    raise
+                print(f"labelbeam: warning: published, but clearing the previous output failed ({_detail(exc)}); "
+                      "the next run on this output clears it", file=sys.stderr)
+            where = job.output
+        else:
+            step[0] = "keeping the staged outputs of a failed run"
+            where = root.keep_failed(run_id)
         print(report.describe(summary, where))
-        if planned is not None and code == report.EXIT_OK:
-            incremental.commit(planned)
-        return code
+    if signals.received:
+        print(f"labelbeam: {signals.received} arrived while publishing; the publish was completed first", file=sys.stderr)
+    if planned is not None and code == report.EXIT_OK:
+        incremental.commit(planned)
+    return code
+
+
+def _detail(exc: BaseException) -> str:
+    return storage.redact_url(f"{type(exc).__name__}: {exc}".splitlines()[0])[:300]
+
+
+def _interrupted(exc: "interrupts.Interrupted", root: publish.OutputRoot, run_id: str) -> int:
+    """SIGINT / SIGTERM before publishing: the run stops, nothing is published, the previous
+    output stays as it was; the lock is released by the caller."""
+    runners._end_worker_processes()  # the local multi-process runner's workers, if any
+    try:
+        root.discard(run_id)
+    except Exception:  # noqa: BLE001 - the next run clears an abandoned staging folder
+        pass
+    print(f"labelbeam: interrupted by {exc.name}: nothing published, the previous output is as it was; exit {exc.code}", file=sys.stderr)
+    return exc.code
+
+
+def _failed(exc: BaseException, step: str, root: publish.OutputRoot) -> int:
+    """A failure after launch (storage, disk full, a bug): exit 5 and one line that says what
+    was published. A storage failure prints no traceback; anything else is a bug and keeps it."""
+    reason = storage.failure_reason(exc)
+    if reason is None:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    try:
+        success = root.fs.exists(root._p(storage.join(root.url, publish.SUCCESS)))
+        state = "_SUCCESS is there" if success else "no _SUCCESS"
+    except Exception:  # noqa: BLE001 - storage may be failing still
+        state = "whether _SUCCESS is there could not be checked"
+    if step == "publishing":
+        after = f"publishing did not complete ({state}); the next run on this output completes it first"
+    else:
+        after = f"nothing new was published ({state}, as before this run); the next run clears its staging folder"
+    print(f"labelbeam: error: {step} failed ({reason or 'bug'}): {_detail(exc)}; {after}; exit {report.EXIT_FAILED}", file=sys.stderr)
+    return report.EXIT_FAILED
 
 
 if __name__ == "__main__":
