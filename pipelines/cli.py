@@ -44,7 +44,7 @@ def main() -> None:
     from pipelines.normalize_manifests import run
 
     try:
-        code = run(args)
+        code = run(args, exit_on_signal=exit_now)
     finally:
         for line in collapse.summary():
             print(line, file=sys.stderr)

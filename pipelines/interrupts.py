@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from typing import Callable
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
@@ -30,16 +31,26 @@ class Interrupts:
     """Installs the handlers (main thread only) for the `with` block; `deferred()` holds signals
     back, recording the first in `received`."""
 
-    def __init__(self):
+    def __init__(self, on_signal: Callable[[Interrupted], None] | None = None):
         self.received: str | None = None
+        self.signum: int | None = None
+        self.on_signal = on_signal  # acts at once (the CLI: release, say it, exit); else raise
         self._deferring = False
         self._previous: dict = {}
 
     def _handle(self, signum, frame):
+        if self.received is None:
+            self.received, self.signum = signal.Signals(signum).name, signum
         if self._deferring:
-            self.received = self.received or signal.Signals(signum).name
             return
-        raise Interrupted(signum)
+        if self.on_signal is not None:
+            self.on_signal(Interrupted(signum))
+        raise Interrupted(signum)  # a runner that catches it fails the run: check_received() tells why
+
+    def check_received(self) -> None:
+        """Raises Interrupted when a signal arrived (its exception may have been swallowed)."""
+        if self.signum is not None:
+            raise Interrupted(self.signum)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from typing import Callable
 
 import apache_beam as beam
 
@@ -189,8 +190,12 @@ def _check_output(job: JobConfig, root: publish.OutputRoot) -> None:
         raise ConfigError(f"--output {storage.redact_url(job.output)} holds the outputs of an earlier run; pass --overwrite to replace them")
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Launch the job; returns the process exit code (see the module docstring)."""
+def run(argv: list[str] | None = None, exit_on_signal: Callable[[int], None] | None = None) -> int:
+    """Launch the job; returns the process exit code (see the module docstring).
+
+    `exit_on_signal(code)` (the CLI's): SIGINT / SIGTERM end the process from the signal
+    handler once the lock is released, whatever the runner is doing; without it the run
+    raises and returns the code when the runner gives control back."""
     argv = list(sys.argv[1:] if argv is None else argv)
     locks = contextlib.ExitStack()  # the output's lock (and, incremental, the root's)
     planned = None
@@ -222,13 +227,18 @@ def run(argv: list[str] | None = None) -> int:
             raise
         print(f"labelbeam: error: storage failed at launch ({reason}): {_detail(exc)}; check the endpoint, credentials and --storage_options", file=sys.stderr)
         return report.EXIT_CONFIG
-    signals = interrupts.Interrupts()
     step = ["starting"]  # what the run was doing, for a failure's one line
+
+    def stop_now(exc: interrupts.Interrupted) -> None:
+        code = _interrupted(exc, root, run_id, locks)
+        exit_on_signal(code)
+
+    signals = interrupts.Interrupts(stop_now if exit_on_signal else None)
     try:
         with signals:
             code = _run_locked(job, launch, pipeline, root, run_id, planned, signals, step)
     except KeyboardInterrupt as exc:  # SIGINT (Python's own handler while the job runs) or SIGTERM
-        code = _interrupted(interrupts.as_interrupted(exc), root, run_id)
+        code = _interrupted(interrupts.as_interrupted(exc), root, run_id, locks)
     except Exception as exc:  # noqa: BLE001 - after launch every failure is exit 5 in one line
         code = _failed(exc, step[0], root)
     finally:
@@ -252,6 +262,7 @@ def _run_locked(job, launch, pipeline, root: publish.OutputRoot, run_id: str, pl
     step[0] = "running the job"
     with shown:
         state = runners.run_to_completion(pipeline)
+    signals.check_received()  # a runner may have turned the interrupt into a failed bundle
     finished = time.time()
     step[0] = "writing the run report"
     summary = report.write_run_report(
@@ -285,14 +296,15 @@ def _detail(exc: BaseException) -> str:
     return storage.redact_url(f"{type(exc).__name__}: {exc}".splitlines()[0])[:300]
 
 
-def _interrupted(exc: "interrupts.Interrupted", root: publish.OutputRoot, run_id: str) -> int:
+def _interrupted(exc: "interrupts.Interrupted", root: publish.OutputRoot, run_id: str, locks: contextlib.ExitStack) -> int:
     """SIGINT / SIGTERM before publishing: the run stops, nothing is published, the previous
-    output stays as it was; the lock is released by the caller."""
+    output stays as it was, the lock is released."""
     runners._end_worker_processes()  # the local multi-process runner's workers, if any
     try:
         root.discard(run_id)
     except Exception:  # noqa: BLE001 - the next run clears an abandoned staging folder
         pass
+    locks.close()
     print(f"labelbeam: interrupted by {exc.name}: nothing published, the previous output is as it was; exit {exc.code}", file=sys.stderr)
     return exc.code
 
