@@ -17,13 +17,17 @@ transforms/stages/write.py), so they hold nothing back either.
 
 Exit codes (a scheduler acts on them; docs/scheduling.md):
   0  done, every input line accounted for, outputs published with _SUCCESS
-  1  done and published, but dead letters / input lines passed --max_error_rate (no _SUCCESS)
-  2  refused at launch: a bad option or input, storage unreachable or refusing access, or another
-     run holds the output
-  3  data loss: an output holds fewer rows than were given to it; nothing published
+  1  done and published, but dead letters / input lines passed --max_error_rate, or input that
+     was not blank kept no record at all (no _SUCCESS)
+  2  refused at launch: a bad option or input, storage unreachable or refusing access, another
+     run holds the output, or the output holds files no labelbeam run wrote
+  3  data loss: an output holds fewer rows than were given to it, or a staged file differs from
+     what its writer counted; nothing published
   4  incomplete input: a file could not be read to its end; nothing published (--allow_incomplete
      publishes anyway, without _SUCCESS)
-  5  the job itself failed (runner error, counters missing); nothing published
+  5  the job itself failed (runner error, counters missing, storage or disk failing after
+     launch); nothing published (a publish cut short is completed by the next run)
+  130 / 143  stopped by SIGINT / SIGTERM before publishing; the lock released, nothing published
 """
 
 from __future__ import annotations
