@@ -10,8 +10,9 @@ are published, so a retry never duplicates rows.
 
 What landed is counted from the files themselves: the finalize step reads each published file's
 Parquet footer (records/) or counts its elements (manifests/, errors/, refused/), and reports the counts to
-the ledger next to what the writers were given and refused (transforms/stages/accounting.py).
-Partitions with nothing in them get no file.
+the ledger next to what the writers were given and refused (transforms/stages/accounting.py),
+with each file's size and sha256 (`file_record`), which the driver checks again before it
+publishes (pipelines/report.py `check_files`). Partitions with nothing in them get no file.
 
 Writers that number classes (sagemaker, coco) without a class list in their options need every
 class name of the output before their first line, so ids are equal in every file. In the job
