@@ -23,12 +23,27 @@ class _DropHarmlessWorkerNotices(logging.Filter):
         return "No semi_persistent_directory found" not in record.getMessage()
 
 
+class _StorageFailuresInOneLine(logging.Filter):
+    """A bundle failing because storage failed (a full disk, an endpoint gone) is logged by the
+    runner with its traceback; the cause is in the message, and the job ends with one line and
+    exit 5, so the traceback goes. Any other exception keeps it (a bug to report)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            from transforms.storage import failure_reason
+
+            if failure_reason(record.exc_info[1]) is not None:
+                record.exc_info, record.exc_text = None, None
+        return True
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     collapse = CollapseRepeatedTracebacks()
     for handler in logging.getLogger().handlers:  # filters on handlers see records of every logger
         handler.addFilter(_DropOptionalGcpNotice())
         handler.addFilter(_DropHarmlessWorkerNotices())
+        handler.addFilter(_StorageFailuresInOneLine())
         handler.addFilter(collapse)
     args = sys.argv[1:]
     if "-h" in args or "--help" in args:

@@ -329,7 +329,7 @@ def _failed(exc: BaseException, step: str, root: publish.OutputRoot) -> int:
     if step == "publishing":
         after = f"publishing did not complete ({state}); the next run on this output completes it first"
     else:
-        after = f"nothing new was published ({state}, as before this run); the next run clears its staging folder"
+        after = f"nothing was published: the previous output, if any, is as it was ({state}); the next run clears this run's staging folder"
     print(f"labelbeam: error: {step} failed ({reason or 'bug'}): {_detail(exc)}; {after}; exit {report.EXIT_FAILED}", file=sys.stderr)
     return report.EXIT_FAILED
 

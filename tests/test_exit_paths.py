@@ -109,8 +109,9 @@ def test_a_full_disk_is_exit_5_and_publishes_nothing(small_tmpfs, tmp_path):
     done = _cli(["--input", str(manifest), "--output", str(out), RUNNER, "--validate_masks=false",
                  "--output_format", "sagemaker", "--output_format", "label_studio"])
     assert done.returncode == 5, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
     [line] = _errors(done.stderr)
-    assert "exit 5" in line, line
+    assert "No space left on device" in line and "nothing was published" in line and line.endswith("exit 5"), line
     assert not (out / "_SUCCESS").exists() and not (out / "records").exists() and not (out / "run.json").exists()
     assert not (out / ".labelbeam" / "lock.json").exists()  # released
 
