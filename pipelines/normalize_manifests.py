@@ -292,6 +292,7 @@ def _run_locked(job, launch, pipeline, root: publish.OutputRoot, run_id: str, pl
     if signals.received:
         print(f"labelbeam: {signals.received} arrived while publishing; the publish was completed first", file=sys.stderr)
     if planned is not None and code == report.EXIT_OK:
+        step[0] = "recording which input files this run read (published with _SUCCESS; the next run reads them again)"
         incremental.commit(planned)
     return code
 
@@ -326,7 +327,9 @@ def _failed(exc: BaseException, step: str, root: publish.OutputRoot) -> int:
         state = "_SUCCESS is there" if success else "no _SUCCESS"
     except Exception:  # noqa: BLE001 - storage may be failing still
         state = "whether _SUCCESS is there could not be checked"
-    if step == "publishing":
+    if getattr(root, "published", False):
+        after = f"the output itself was published ({state})"
+    elif step == "publishing":
         after = f"publishing did not complete ({state}); the next run on this output completes it first"
     else:
         after = f"nothing was published: the previous output, if any, is as it was ({state}); the next run clears this run's staging folder"

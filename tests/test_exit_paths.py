@@ -160,3 +160,18 @@ def test_a_signal_stops_the_run_with_its_documented_code_after_releasing_the_loc
     assert signal.Signals(signum).name in line and f"exit {code}" in line
     assert (out / "run.json").read_bytes() == before and (out / "_SUCCESS").exists()  # the previous output intact
     assert not (out / ".labelbeam" / "lock.json").exists()  # released
+
+
+# -- the process's code is run.json's -----------------------------------------------------------
+
+def test_the_process_exit_code_is_the_published_run_json_code(tmp_path):
+    """Through the CLI, which ends the process with os._exit after flushing (no interpreter
+    teardown to abort in): a run that kept no record exits 1, as its run.json says."""
+    csv = tmp_path / "table.csv"
+    csv.write_text("image,label\na.jpg,cat\n")
+    out = tmp_path / "out"
+    done = _cli(["--input", str(csv), "--output", str(out), RUNNER])
+    summary = json.loads((out / "run.json").read_text())
+    assert done.returncode == summary["exit_code"] == 1, done.stderr
+    assert "NO RECORDS" in done.stdout and done.stdout.rstrip().endswith(summary["exit_meaning"])
+    assert not (out / "_SUCCESS").exists()
