@@ -37,9 +37,26 @@ class _StorageFailuresInOneLine(logging.Filter):
         return True
 
 
+def _storage_failures_unraisable_in_silence() -> None:
+    """A file writer left open by a failed bundle is closed by the garbage collector; on a full
+    disk its close fails again and Python prints "Exception ignored" with a traceback. The job's
+    own line already says the storage failed: those are dropped, any other is printed."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        from transforms.storage import failure_reason
+
+        if unraisable.exc_value is not None and failure_reason(unraisable.exc_value) is not None:
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     collapse = CollapseRepeatedTracebacks()
+    _storage_failures_unraisable_in_silence()
     for handler in logging.getLogger().handlers:  # filters on handlers see records of every logger
         handler.addFilter(_DropOptionalGcpNotice())
         handler.addFilter(_DropHarmlessWorkerNotices())
