@@ -140,10 +140,15 @@ def run_to_completion(pipeline: beam.Pipeline) -> str:
             return
         previous(args)
 
+    def on_sigint(signum, frame):  # the wake-up above, or Ctrl-C for the handler installed before (pipelines/interrupts.py)
+        if died or not callable(interrupt) or interrupt is signal.default_int_handler:
+            raise KeyboardInterrupt
+        interrupt(signum, frame)
+
     threading.excepthook = on_thread_error
     interrupt = None
     if threading.current_thread() is threading.main_thread():  # SIGINT may be ignored (a background job)
-        interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupt = signal.signal(signal.SIGINT, on_sigint)
     try:
         result = pipeline.run()
         return str(result.wait_until_finish())

@@ -10,8 +10,9 @@ are published, so a retry never duplicates rows.
 
 What landed is counted from the files themselves: the finalize step reads each published file's
 Parquet footer (records/) or counts its elements (manifests/, errors/, refused/), and reports the counts to
-the ledger next to what the writers were given and refused (transforms/stages/accounting.py).
-Partitions with nothing in them get no file.
+the ledger next to what the writers were given and refused (transforms/stages/accounting.py),
+with each file's size and sha256 (`file_record`), which the driver checks again before it
+publishes (pipelines/report.py `check_files`). Partitions with nothing in them get no file.
 
 Writers that number classes (sagemaker, coco) without a class list in their options need every
 class name of the output before their first line, so ids are equal in every file. In the job
@@ -29,6 +30,7 @@ that waits for every record).
 from __future__ import annotations
 
 import functools
+import hashlib
 import uuid
 from typing import Any, Callable
 
@@ -320,6 +322,26 @@ def count_elements(fs, path: str, extension: str, layout: str) -> int:
     return newlines
 
 
+def file_record(fs, path: str, extension: str, layout: str) -> dict:
+    """What a published file holds, read from it: its rows (count_elements), size and sha256.
+    run.json keeps these per file; the driver reads every file again before publishing and
+    compares (pipelines/report.py), so a file damaged after it was counted is never published."""
+    digest, size, newlines = hashlib.sha256(), 0, 0
+    with fs.open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(8 << 20)
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+            newlines += chunk.count(b"\n")
+    if extension == ".parquet" or layout == "document":
+        rows = count_elements(fs, path, extension, layout)
+    else:
+        rows = max(newlines - 2, 0) if layout == "json_array" else newlines
+    return {"rows": rows, "bytes": size, "sha256": digest.hexdigest()}
+
+
 class _WriteBundleFilesFn(beam.DoFn):
     """Streams each bundle's elements into one temporary file per partition, and counts them."""
 
@@ -393,7 +415,7 @@ class _FinalizeFilesFn(beam.DoFn):
             by_partition.setdefault(partition, []).append((temp, extension))
         landed = files = size = 0
         objects_landed: int | None = None
-        published: dict[str, int] = {}
+        published: dict[str, dict] = {}
         for partition, temps in sorted(by_partition.items()):
             temps.sort()
             folder = storage.join(self._root, partition) if partition else self._root
@@ -405,15 +427,15 @@ class _FinalizeFilesFn(beam.DoFn):
                     fs.mv(temp_path, final_path)
                 elif not fs.exists(final_path):  # a retried finalize finds its renames done
                     raise FileNotFoundError(f"temporary file {temp} is gone and {final} was never written")
-                rows = count_elements(fs, final_path, extension, self._layout)
-                published[storage.relative_to(final, self._root)] = rows
-                landed += rows
+                record = file_record(fs, final_path, extension, self._layout)  # rows, bytes, sha256
+                published[storage.relative_to(final, self._root)] = record
+                landed += record["rows"]
                 if self._format_name is not None:
                     objects = count_objects(fs, final_path, self._layout, self._format_name)
                     if objects is not None:
                         objects_landed = (objects_landed or 0) + objects
                 files += 1
-                size += fs.size(final_path)
+                size += record["bytes"]
         tmp = self._storage.fs(storage.join(self._root, TMP_DIR))[1]
         if fs.exists(tmp):
             fs.rm(tmp, recursive=True)
