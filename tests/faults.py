@@ -4,7 +4,8 @@ Every request is forwarded to the upstream server unless `fail(method, path, hea
 otherwise; a failed request gets its connection closed without a response (what a dying
 endpoint or a reset looks like to a client). A request `cut(method, path, headers)` selects is
 answered with the object's full length announced and half its body sent (a connection that
-breaks mid-transfer).
+breaks mid-transfer). A request `answer(method, path, headers)` returns `(status, body)` for
+is answered that way by the proxy itself (a store refusing it).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from typing import Callable
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, fail: Callable[[str, str, dict], bool] | None = None, cut: Callable[[str, str, dict], bool] | None = None):
+    def __init__(self, upstream: str, fail: Callable[[str, str, dict], bool] | None = None, cut: Callable[[str, str, dict], bool] | None = None,
+                 answer: Callable[[str, str, dict], tuple[int, bytes] | None] | None = None):
         host, port = upstream.split("://", 1)[1].rsplit(":", 1)
         self.upstream = (host, int(port))
         self.fail = fail or (lambda method, path, headers: False)
         self.cut = cut or (lambda method, path, headers: False)
+        self.answer = answer or (lambda method, path, headers: None)
         self.requests: list[tuple[str, str, bool]] = []
         proxy = self
 
@@ -37,6 +40,15 @@ class FaultProxy:
                 if failed:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                answered = proxy.answer(self.command, self.path, headers)
+                if answered is not None:
+                    status, content = answered
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(content)))
+                    self.end_headers()
+                    self.wfile.write(content)
                     return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
                 conn.request(self.command, self.path, body=body, headers=headers)

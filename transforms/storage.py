@@ -52,7 +52,40 @@ def options_for(url: str, storage_options: dict | None) -> dict[str, Any]:
 
 
 def filesystem(url: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    return fsspec.core.url_to_fs(url, **options_for(url, storage_options))
+    options = options_for(url, storage_options)
+    if _ALIASES.get(protocol_of(url), protocol_of(url)) == "gs" and _gcs_emulated(options):
+        return _plain_gcs(url, options)
+    return fsspec.core.url_to_fs(url, **options)
+
+
+def _gcs_emulated(options: dict) -> bool:
+    import os
+
+    return bool(options.get("endpoint_url")) or os.environ.get("STORAGE_EMULATOR_HOST", "") not in ("", "default")
+
+
+def _plain_gcs(url: str, options: dict) -> tuple[fsspec.AbstractFileSystem, str]:
+    """gcsfs's JSON-API filesystem, for a GCS endpoint of one's own (an emulator).
+
+    gcsfs's default class first asks the Storage Control gRPC API what kind each bucket is, over
+    TLS at the same host: an emulator serving plain HTTP never answers, and every bucket costs
+    a 60 s timeout. The JSON API alone is what emulators serve."""
+    fs = _json_api_gcs()(**options)
+    return fs, fs._strip_protocol(url)
+
+
+@functools.lru_cache(maxsize=1)
+def _json_api_gcs():
+    from gcsfs.core import GCSFileSystem
+
+    class JsonApiGCSFileSystem(GCSFileSystem):
+        async def _mv_file(self, path1, path2, **kwargs):
+            # Emulators serve no objects.moveTo: gcsfs would try it, log the failure with a
+            # traceback and copy; this copies and deletes straight away.
+            await self._cp_file(path1, path2)
+            await self._rm_file(path1)
+
+    return JsonApiGCSFileSystem
 
 
 class Storage:
@@ -115,13 +148,21 @@ def expand(pattern: str, storage_options: dict | None = None) -> list[tuple[str,
     """Files matching a glob pattern (or one path), as (url, size), sorted; folders excluded."""
     fs, path = filesystem(pattern, storage_options)
     if fs.isfile(path):
-        return [(to_url(fs, path), fs.size(path))]
+        return [(_as_given(pattern, to_url(fs, path)), fs.size(path))]
     found = fs.glob(path, detail=True) if fsspec.core.has_magic(path) else {}
     return sorted(
-        (to_url(fs, name), info.get("size") or 0)
+        (_as_given(pattern, to_url(fs, name)), info.get("size") or 0)
         for name, info in found.items()
         if info.get("type") != "directory"
     )
+
+
+def _as_given(pattern: str, url: str) -> str:
+    """A found URL in the scheme the user wrote: adlfs names every match `abfs://`, also for
+    an `az://` pattern, and the records, run.json and resolved references keep the user's."""
+    if "://" in pattern and "://" in url and protocol_of(url) != protocol_of(pattern):
+        return f"{protocol_of(pattern)}://{url.split('://', 1)[1]}"
+    return url
 
 
 def open_file(url: str, mode: str = "rb", storage_options: dict | None = None, **kwargs):
@@ -290,6 +331,11 @@ _REASON_BY_NAME = {
 }
 
 
+# HTTP errors of gcsfs (HttpError.code) and the Azure SDK (HttpResponseError.status_code).
+_HTTP_ERRORS = {"HttpError", "HttpResponseError"}
+_REASON_BY_STATUS = {401: ACCESS_DENIED, 403: ACCESS_DENIED, 404: NOT_FOUND}
+
+
 def failure_reason(exc: BaseException) -> str | None:
     """The class of a storage failure: not_found, no_credentials, access_denied, unreachable,
     io_error; None when the exception is not a storage failure (a bug to report)."""
@@ -299,6 +345,12 @@ def failure_reason(exc: BaseException) -> str | None:
         for cls in type(cause).__mro__:
             if cls.__name__ in _REASON_BY_NAME:
                 return _REASON_BY_NAME[cls.__name__]
+            if cls.__name__ in _HTTP_ERRORS:
+                status = getattr(cause, "status_code", None) or getattr(cause, "code", None)
+                return _REASON_BY_STATUS.get(status, IO_ERROR)
+    # adlfs, given neither a connection string nor an account with credentials
+    if isinstance(exc, ValueError) and "connection_string or account_name" in str(exc):
+        return NO_CREDENTIALS
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
         return NOT_FOUND
     if isinstance(exc, PermissionError):
