@@ -214,7 +214,8 @@ def run(argv: list[str] | None = None) -> int:
         reason = storage.failure_reason(exc)
         if reason is None:
             raise
-        detail = storage.redact_url(f"{type(exc).__name__}: {exc}")[:300]
+        first_line = (str(exc).strip().splitlines() or [""])[0]  # the Azure SDK's messages run over several lines
+        detail = storage.redact_url(f"{type(exc).__name__}: {first_line}")[:300]
         print(f"labelbeam: error: storage failed at launch ({reason}): {detail}; check the endpoint, credentials and --storage_options", file=sys.stderr)
         return 2
     with lock:

@@ -122,13 +122,12 @@ def _serve(argv: list[str], probe: str, name: str, value: str):
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """moto's S3 server on loopback, one per test process (the object-store matrix's S3)."""
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    """moto's S3 server on loopback, in a process of its own (the job under test does not share
+    its interpreter with the server): the object-store matrix's S3."""
+    pytest.importorskip("moto.server")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    yield from _serve([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], f"{url}/", "moto's server", url)
 
 
 @pytest.fixture(scope="session")
