@@ -96,10 +96,19 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _die_with_parent():
+    """In the child: the kernel kills it when the test process dies, even by SIGKILL (Linux),
+    so a killed test run leaves no emulator behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _serve(argv: list[str], probe: str, name: str, value: str):
     """Starts an emulator in its own process group, waits until `probe` answers, yields `value`, stops it."""
     log = tempfile.TemporaryFile()  # a file, not a pipe: a chatty emulator never blocks on it
-    process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+    process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent)
     deadline = time.time() + 60
     while not _answers(probe):
         if process.poll() is not None or time.time() > deadline:

@@ -38,16 +38,17 @@ class Store:
         return f"{self.scheme}://{path}"
 
     def options(self, endpoint: str | None = None, fast_fail: bool = False) -> dict:
-        """Endpoint and credentials as the job's `--storage_options` value. `fast_fail`: one try,
+        """Endpoint and credentials as the job's `--storage_options` value (fsspec's instance
+        cache left on, as users run it: each test clears it first). `fast_fail`: one try,
         short timeouts, where the client takes them as options (botocore); gcsfs and the Azure
         SDK take no such option (the fault tests patch their retries instead)."""
         endpoint = endpoint or self.endpoint
         if self.protocol == "s3":
-            config = {"endpoint_url": endpoint, "key": "testing", "secret": "testing", "skip_instance_cache": True}
+            config = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
             return {"s3": {**config, "config_kwargs": S3_FAST_FAIL} if fast_fail else config}
         if self.protocol == "gs":
-            return {"gs": {"endpoint_url": endpoint, "token": "anon", "skip_instance_cache": True}}
-        return {"az": {"connection_string": azurite_connection_string(endpoint), "skip_instance_cache": True}}
+            return {"gs": {"endpoint_url": endpoint, "token": "anon"}}
+        return {"az": {"connection_string": azurite_connection_string(endpoint)}}
 
     def flag(self, endpoint: str | None = None, fast_fail: bool = False) -> str:
         return "--storage_options=" + json.dumps(self.options(endpoint, fast_fail))
