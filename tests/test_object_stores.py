@@ -171,7 +171,7 @@ def test_masks_are_checked_from_the_store(store, request, tmp_path):
 # credentials: a proxy in front answers 401 as GCS does, to requests without a token).
 NO_CREDENTIALS = {
     "s3": ("no_credentials", lambda s, proxy: {"s3": {"endpoint_url": s.endpoint}}),
-    "gs": ("access_denied", lambda s, proxy: {"gs": {"endpoint_url": proxy, "token": "anon"}}),
+    "gs": ("access_denied", lambda s, proxy: {"gs": {"endpoint_url": proxy}}),
     "az": ("no_credentials", lambda s, proxy: {}),
 }
 
@@ -186,6 +186,7 @@ def test_masks_without_credentials_are_file_unreadable(store, request, tmp_path,
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))  # no application default credentials
     reason, options = NO_CREDENTIALS[store.protocol]
 
     def anonymous(method, path, headers):
