@@ -82,8 +82,9 @@ def _check_published(store: Store, fs, bucket: str, scheme: str | None = None) -
     manifests = fs.glob(f"{bucket}/out/manifests/sagemaker/split=*/part-*-of-*.manifest")
     errors = fs.glob(f"{bucket}/out/errors/part-*.jsonl")
     assert parquet and manifests and errors
-    # published: nothing left staged, no journal, the marker written
-    assert not fs.glob(f"{bucket}/out/.labelbeam-tmp/**") and not fs.glob(f"{bucket}/out/.labelbeam/**")
+    # published: nothing left staged, no journal (only the list of what was published), the marker written
+    assert not fs.glob(f"{bucket}/out/.labelbeam-tmp/**")
+    assert [p.rsplit("/", 1)[-1] for p in fs.find(f"{bucket}/out/.labelbeam")] == ["published.json"]
     assert fs.exists(f"{bucket}/out/_SUCCESS")
     letters = [json.loads(line) for path in errors for line in fs.cat_file(path).splitlines()]
     assert len(letters) == summary["totals"]["dead_letters"] == 8
@@ -286,9 +287,9 @@ def test_an_endpoint_dying_mid_run_is_an_incomplete_run_never_exit_0(store, requ
 
 
 # -- nothing creates a bucket ---------------------------------------------------------------
-# S3 is left out here: s3fs's makedirs creates a missing bucket, and the launch checks refuse an
-# output whose bucket does not exist (their own test). gcsfs and adlfs write without creating.
-@pytest.fixture(params=["gs", "az"])
+# The launch looks the output's bucket up before any work: refused in one line, never created
+# (s3fs's makedirs would create it; gcsfs and adlfs would fail at the first write).
+@pytest.fixture(params=["s3", "gs", "az"])
 def store_for_missing_bucket(request, monkeypatch) -> Store:
     pytest.importorskip(CLIENTS[request.param])
     endpoint = request.getfixturevalue({"s3": "s3_server", "gs": "gcs_server", "az": "azurite_server"}[request.param])
@@ -302,5 +303,5 @@ def test_a_missing_output_bucket_is_refused_at_launch_and_never_created(store_fo
     code = run(["--input", str(manifest), "--output", store.url("no-such-bucket/out"), RUNNER, "--validate_masks=false", store.flag()])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("labelbeam: error: storage failed at launch (not_found): ") and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("labelbeam: error: --output bucket ") and "does not exist" in err and len(err.strip().splitlines()) == 1, err
     assert not store.client().exists("no-such-bucket")
