@@ -1,23 +1,37 @@
-"""COCO instances files (write only): what pycocotools, torchvision, Detectron2, MMDetection and
-FiftyOne load.
+"""COCO instances files (write only): what pycocotools, torchvision, Detectron2, MMDetection,
+datumaro (`coco_instances`) and FiftyOne load.
 
-One JSON document per partition file, written streaming: `categories` first (from every class
-name of the output, which the write stage knows before the first line, so ids are equal in
-every split: transforms/stages/write.py), then `annotations` as
-rows arrive, then `images` (spooled to a temporary file as they arrive: one entry per image even
-when several records share it), then `info`, which says how many records the file holds.
+One document per split and origin, in COCO's own layout:
+`annotations/instances_<split>.json` for ground truth and `annotations/results_<split>.json` for
+predictions (a COCO results file: the JSON array of annotations that pycocotools'
+`COCO.loadRes` reads beside the instances file of the same split). Columns other than split
+and origin that the manifests are partitioned by stay folders above `annotations/`.
+
+Written in two steps, so memory stays flat at any size:
+
+1. each bundle streams its rows into one *part* per partition (`CocoDocument`): one line per
+   record holding its annotations, then one line per image. A part numbers its categories in
+   the order it meets them (each annotation line starts with `{"category_id":N,` so the number
+   can be replaced without parsing the rest) and lists their names in its summary;
+2. the finalize step (`assemble`) streams the parts of each partition into the one document:
+   `categories` from the names every part carries (sorted, so ids are equal in every split and
+   origin; a pinned `coco.categories` list wins), the annotations with the part's ids replaced
+   by the output's, the images once each (an image whose records landed in several parts is
+   written once: the ids seen so far are a sorted numpy array, 8 bytes an image), then `info`,
+   which says how many records the file holds (a results file holds one line per record).
 
 Ids are stable across runs: a category's id is its position + 1 in the sorted class names (or in
-`coco_categories`), an image's id comes from its URI, an annotation's from its record and index,
-all below 2**53 so JSON readers in any language keep them exact.
+`coco.categories`), an image's id comes from its URI and size, an annotation's from its record
+and index, all below 2**53 so JSON readers in any language keep them exact.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import orjson
@@ -26,10 +40,12 @@ from transforms import errors
 from transforms.checks.rle import decode_rle
 from transforms.errors import RecordError
 from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
+from transforms.partitions import folder_path, folder_value, partition_values
 from transforms.settings import setting
 
 # info.labelbeam.records: the records a file holds (write.count_elements reads it back)
 RECORDS_KEY = "records"
+PREDICTION = "prediction"  # the origin whose documents are COCO results files
 TAIL_BYTES = 4096
 
 
@@ -72,23 +88,51 @@ def _pixels(value: float) -> float:
     return round(float(value), 3)
 
 
-class CocoDocument:
-    """One COCO file being written. Memory: the set of image ids seen in this file."""
+class _PartCategories:
+    """The category ids of one part: its own numbering (1, 2, ... in the order names are met),
+    replaced by the output's at assembly. With a pinned list, a name outside it has no id."""
 
-    def __init__(self, handle, options: CocoOptions, classes: list[str] | None):
+    def __init__(self, pinned: list[str]):
+        self.pinned = set(pinned) if pinned else None
+        self.ids: dict[str, int] = {}
+
+    def get(self, name: str, default: int | None = None) -> int | None:
+        found = self.ids.get(name)
+        if found is None:
+            if self.pinned is not None and name not in self.pinned:
+                return default
+            found = self.ids[name] = len(self.ids) + 1
+        return found
+
+    def names(self) -> list[str]:
+        """Names in the order of their part ids (id = position + 1)."""
+        return list(self.ids)
+
+
+# A part's summary (published with its temporary file to the finalize step)
+PART_CLASSES = "classes"  # the part's category names, in its id order
+PART_IMAGES_AT = "images_at"  # the byte offset where its image lines start
+PART_CATEGORY_FIELDS = "category_fields"  # extra fields of a category (e.g. keypoints), by name
+
+
+class CocoDocument:
+    """One part of a COCO document, written by one bundle: one line per record (its
+    annotations, comma-separated), then one line per image. Memory: nothing per row; images
+    are spooled to a temporary file until the part closes. `assemble` joins the parts."""
+
+    def __init__(self, handle, options: CocoOptions, classes: list[str] | None = None, summary: dict | None = None):
         self.handle = handle
         self.options = options
-        names = options.categories or classes or []
-        self.category_ids = {name: i + 1 for i, name in enumerate(names)}
-        self.fixed = bool(options.categories)
+        self.category_ids = _PartCategories(options.categories)
+        self.category_fields: dict[str, dict] = {}
+        self.summary = summary if summary is not None else {}
         self.images = tempfile.SpooledTemporaryFile(max_size=16 << 20)
-        self.image_ids: set[int] = set()
         self.count = 0
         self.annotations = 0
-        categories = [{"id": i, "name": name, "supercategory": ""} for name, i in self.category_ids.items()]
-        handle.write(b'{"categories":' + orjson.dumps(categories) + b',\n"annotations":[')
+        self.size = 0  # bytes written to handle
 
     def write(self, rows: list[dict], ctx: WriteContext) -> None:
+        lines, images = [], []
         for row in rows:
             try:
                 image, annotations = self._encode(row)
@@ -98,22 +142,26 @@ class CocoDocument:
             except Exception as exc:  # noqa: BLE001 - a writer bug refuses the row, not the file
                 ctx.reject(row, errors.INTERNAL_ERROR, f"the writer failed: {exc!r}")
                 continue
-            for annotation in annotations:
-                self.handle.write((b",\n" if self.annotations else b"\n") + orjson.dumps(annotation))
-                self.annotations += 1
-            if image["id"] not in self.image_ids:
-                self.images.write((b",\n" if self.image_ids else b"\n") + orjson.dumps(image))
-                self.image_ids.add(image["id"])
+            lines.append(b",".join(_annotation_bytes(annotation) for annotation in annotations) + b"\n")
+            self.annotations += len(annotations)
+            images.append(_image_bytes(image))
             self.count += 1
+        text = b"".join(lines)
+        self.handle.write(text)
+        self.size += len(text)
+        self.images.write(b"".join(images))
 
-    def close(self) -> None:
-        self.handle.write(b"\n],\n\"images\":[")
+    def close(self) -> dict:
+        """Appends the image lines; -> the part's summary (what `assemble` needs of it)."""
+        self.summary[PART_IMAGES_AT] = self.size
         self.images.seek(0)
         while chunk := self.images.read(8 << 20):
             self.handle.write(chunk)
         self.images.close()
-        info = {"description": "written by labelbeam", "labelbeam": {RECORDS_KEY: self.count}}
-        self.handle.write(b"\n],\n\"info\":" + orjson.dumps(info) + b"}\n")
+        self.summary[PART_CLASSES] = self.category_ids.names()
+        if self.category_fields:
+            self.summary[PART_CATEGORY_FIELDS] = self.category_fields
+        return self.summary
 
     def _encode(self, row: dict) -> tuple[dict, list[dict]]:
         image = row.get("image") or {}
@@ -181,13 +229,166 @@ class CocoDocument:
         return annotation
 
 
+def _with_first(key: bytes, value: int, rest: dict) -> bytes:
+    """A JSON object whose first member is `key`: `value`, so assembly finds it by position."""
+    body = orjson.dumps(rest)
+    return b'{"%s":%d%s' % (key, value, b"," + body[1:] if len(body) > 2 else b"}")
+
+
+def _annotation_bytes(annotation: dict) -> bytes:
+    rest = dict(annotation)
+    return _with_first(b"category_id", rest.pop("category_id"), rest)
+
+
+def _image_bytes(image: dict) -> bytes:
+    rest = dict(image)
+    return _with_first(b"id", rest.pop("id"), rest) + b"\n"
+
+
+# an annotation's part category id: at the start of a record's line or after the `,` that
+# follows the previous annotation of the line (a quote inside a JSON string is escaped, so the
+# text cannot occur inside one)
+_PART_CATEGORY = re.compile(rb'(^|\},)\{"category_id":(\d+),', re.MULTILINE)
+_IMAGE_ID = re.compile(rb'^\{"id":(\d+)[,}]', re.MULTILINE)
+CHUNK_BYTES = 8 << 20
+RESULTS = "results"
+INSTANCES = "instances"
+ANNOTATIONS_FOLDER = "annotations"
+
+
+def document_name(partition: str) -> str:
+    """A partition's folders -> the document's path: 'split=train/origin=ground_truth' ->
+    'annotations/instances_train.json', predictions -> 'annotations/results_train.json';
+    other partition columns stay folders above `annotations/`."""
+    values = partition_values(partition)
+    split = values.pop("split", None) if "split" in values else None
+    origin = values.pop("origin", None)
+    stem = RESULTS if origin == PREDICTION else INSTANCES
+    name = f"{stem}_{folder_value(split)}.json" if split is not None else f"{stem}.json"
+    folders = folder_path(tuple(values), tuple(values.values()))
+    return "/".join(filter(None, (folders, ANNOTATIONS_FOLDER, name)))
+
+
+def output_categories(summaries: list[dict], options: CocoOptions) -> list[dict]:
+    """The categories of every document of the output: the pinned list, else the sorted names
+    every part used; with the extra fields a part noted for a name (the first wins)."""
+    names = list(options.categories) or sorted({name for s in summaries for name in s.get(PART_CLASSES, ())})
+    fields: dict[str, dict] = {}
+    for summary in summaries:
+        for name, extra in (summary.get(PART_CATEGORY_FIELDS) or {}).items():
+            fields.setdefault(name, extra)
+    return [{"id": i + 1, "name": name, "supercategory": "", **fields.get(name, {})} for i, name in enumerate(names)]
+
+
+def _line_chunks(handle, end: int) -> Iterator[bytes]:
+    """Whole lines of handle's bytes up to `end`, a few MB at a time."""
+    left, carry = end, b""
+    while left > 0:
+        chunk = handle.read(min(CHUNK_BYTES, left))
+        if not chunk:
+            break
+        left -= len(chunk)
+        chunk = carry + chunk
+        cut = chunk.rfind(b"\n") + 1
+        carry = chunk[cut:]
+        if cut:
+            yield chunk[:cut]
+    if carry:
+        yield carry + b"\n"
+
+
+class _UniqueImages:
+    """Image lines -> the ones whose id was not written yet. Memory: 8 bytes an image."""
+
+    def __init__(self):
+        self.seen = np.empty(0, np.uint64)
+
+    def new_lines(self, chunk: bytes) -> list[bytes]:
+        lines = chunk.splitlines(keepends=True)
+        ids = np.array([int(m) for m in _IMAGE_ID.findall(chunk)], np.uint64)
+        if len(ids) != len(lines):
+            raise ValueError("a COCO part's image line does not start with its id")
+        unique, first = np.unique(ids, return_index=True)
+        fresh = ~np.isin(unique, self.seen, assume_unique=True)
+        if not fresh.any():
+            return []
+        self.seen = np.union1d(self.seen, unique[fresh])
+        return [lines[i] for i in np.sort(first[fresh])]
+
+
+def assemble(out, parts: list[tuple[Callable[[], Any], dict]], categories: list[dict], results: bool) -> None:
+    """Streams parts (an opener of each part's file, its summary) into one COCO document on
+    `out`: an instances file, or a results file (`results`). Reads each part twice (its
+    annotations, then its images); holds one chunk and the image ids."""
+    ids = {category["name"]: category["id"] for category in categories}
+    records = 0
+    if results:
+        out.write(b"[\n")
+    else:
+        out.write(b'{"categories":' + orjson.dumps(categories) + b',\n"annotations":[\n')
+    written = False
+    for opener, summary in parts:
+        part_ids = [ids.get(name) for name in summary.get(PART_CLASSES, [])]
+
+        def replace(match, part_ids=part_ids):
+            return b'%s{"category_id":%d,' % (match.group(1), part_ids[int(match.group(2)) - 1])
+
+        with opener() as handle:
+            for chunk in _line_chunks(handle, summary[PART_IMAGES_AT]):
+                chunk = _PART_CATEGORY.sub(replace, chunk)
+                lines = chunk.split(b"\n")[:-1]
+                records += len(lines)
+                if results:  # one line per record, blank when it found nothing
+                    pieces = []
+                    for line in lines:
+                        pieces.append((b"," if written and line else b"") + line + b"\n")
+                        written = written or bool(line)
+                    text = b"".join(pieces)
+                else:
+                    filled = [line for line in lines if line]
+                    if not filled:
+                        continue
+                    text = (b",\n" if written else b"") + b",\n".join(filled)
+                    written = True
+                out.write(text)
+    if results:
+        out.write(b"]\n")
+        return
+    out.write(b'\n],\n"images":[\n')
+    unique, written = _UniqueImages(), False
+    for opener, summary in parts:
+        with opener() as handle:
+            handle.seek(summary[PART_IMAGES_AT])
+            for chunk in _line_chunks(handle, 1 << 62):
+                lines = unique.new_lines(chunk)
+                if lines:
+                    out.write((b",\n" if written else b"") + b",\n".join(line.rstrip(b"\n") for line in lines))
+                    written = True
+    info = {"description": "written by labelbeam", "labelbeam": {RECORDS_KEY: records}}
+    out.write(b"\n],\n\"info\":" + orjson.dumps(info) + b"}\n")
+
+
 def records_in(tail: bytes) -> int:
-    """The record count of a COCO file from its last bytes (the `info` object)."""
+    """The record count of a COCO instances file from its last bytes (the `info` object)."""
     start = tail.rfind(b'"info":')
     if start < 0:
         raise ValueError("not a labelbeam COCO file: no info at its end")
     info = orjson.loads(tail[start + len(b'"info":') :].rstrip()[:-1])
     return int(info["labelbeam"][RECORDS_KEY])
+
+
+def records_in_file(handle, size: int) -> int:
+    """The records a written COCO document holds, read from it: an instances file says so in
+    its `info`; a results file holds one line per record between `[` and `]`."""
+    handle.seek(max(size - TAIL_BYTES, 0))
+    tail = handle.read()
+    if b'"info":' in tail:
+        return records_in(tail)
+    handle.seek(0)
+    newlines = 0
+    while chunk := handle.read(CHUNK_BYTES):
+        newlines += chunk.count(b"\n")
+    return max(newlines - 2, 0)
 
 
 @register
@@ -210,10 +411,24 @@ class CocoFormat(ManifestFormat):
         raise RecordError(errors.UNKNOWN_FORMAT, "coco is written, not read")
 
     def needs_class_names(self, options: Any) -> bool:
-        return not self.options(options).categories  # a pinned list needs no first pass
+        return False  # category ids are given at assembly, from the names the parts carry
 
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         raise NotImplementedError("coco writes whole documents: see open_document")
 
-    def open_document(self, handle, options: CocoOptions, classes: list[str] | None) -> CocoDocument:
-        return CocoDocument(handle, options, classes)
+    def open_document(self, handle, options: CocoOptions, classes: list[str] | None = None, summary: dict | None = None) -> CocoDocument:
+        return CocoDocument(handle, options, classes, summary)
+
+    def document_name(self, partition: str) -> str:
+        return document_name(partition)
+
+    def assemble_documents(self, documents: list[tuple[str, list[tuple[Callable[[], Any], dict]]]], options: CocoOptions, open_output: Callable[[str], Any]) -> None:
+        """Every partition's parts -> its one document (the write stage's finalize step)."""
+        options = self.options(options)
+        categories = output_categories([summary for _, parts in documents for _, summary in parts], options)
+        for partition, parts in documents:
+            with open_output(partition) as out:
+                assemble(out, parts, categories, results=partition_values(partition).get("origin") == PREDICTION)
+
+    def records_in_file(self, handle, size: int) -> int:
+        return records_in_file(handle, size)

@@ -28,6 +28,7 @@ that waits for every record).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import uuid
 from typing import Any, Callable
@@ -173,8 +174,8 @@ class _ManifestFile:
         self.objects_refused = 0  # objects refused from rows written without them
         if self.array:
             handle.write(b"[")
-        if self.format.file_layout == "document":  # the format streams the whole file itself
-            self.document = self.format.open_document(handle, options, classes)
+        if self.format.file_layout == "document":  # the format streams its parts of a document itself
+            self.document = self.format.open_document(handle, options, classes, self.summary)
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
         rows = schema.batch_rows(batch)
@@ -220,7 +221,7 @@ class _ManifestFile:
 
     def close(self) -> None:
         if self.document is not None:
-            self.document.close()
+            self.document.close()  # notes in the summary what the finalize step's assembly needs
         if self.array:
             self.handle.write(b"\n]\n" if self.count else b"]\n")
 
@@ -249,12 +250,10 @@ def count_elements(fs, path: str, extension: str, layout: str) -> int:
         with fs.open(path, "rb") as handle:
             return pq.ParquetFile(handle).metadata.num_rows
     if layout == "document":  # the format's document says how many records it holds
-        from transforms.formats.coco import TAIL_BYTES, records_in
+        from transforms.formats.coco import records_in_file
 
         with fs.open(path, "rb") as handle:
-            size = fs.size(path)
-            handle.seek(max(size - TAIL_BYTES, 0))
-            return records_in(handle.read())
+            return records_in_file(handle, fs.size(path))
     newlines = 0
     with fs.open(path, "rb") as handle:
         while True:
@@ -317,12 +316,13 @@ class _WriteBundleFilesFn(beam.DoFn):
 class _FinalizeFilesFn(beam.DoFn):
     """All temporary files -> part-NNNNN-of-MMMMM per partition, counted from the files."""
 
-    def __init__(self, output: str, root: str, store: storage.Storage, layout: str, side_files: Callable | None = None):
+    def __init__(self, output: str, root: str, store: storage.Storage, layout: str, side_files: Callable | None = None, document: tuple[str, Any] | None = None):
         self._output = output
         self._root = root
         self._storage = store
         self._layout = layout
         self._side_files = side_files
+        self._document = document  # (format name, options): its parts are assembled into one document per partition
 
     def process(self, written: list[tuple[str, str, str, int, dict]], classes=None):
         by_partition: dict[str, list[tuple[str, str]]] = {}
@@ -337,6 +337,9 @@ class _FinalizeFilesFn(beam.DoFn):
             by_partition.setdefault(partition, []).append((temp, extension))
         landed = files = size = 0
         published: dict[str, int] = {}
+        if self._document is not None:  # one document per partition, streamed from its parts
+            landed, files, size = self._assemble_documents(fs, written, published)
+            by_partition = {}
         for partition, temps in sorted(by_partition.items()):
             temps.sort()
             folder = storage.join(self._root, partition) if partition else self._root
@@ -364,12 +367,53 @@ class _FinalizeFilesFn(beam.DoFn):
         files_by_partition = [(storage.parent(name), storage.join(self._root, name)) for name in sorted(published)]
         yield beam.pvalue.TaggedOutput(PUBLISHED, {"root": self._root, "files": files_by_partition, CLASSES: classes})
 
+    def _assemble_documents(self, fs, written: list, published: dict[str, int]) -> tuple[int, int, int]:
+        """The parts of each partition -> its one document (the format names and writes it),
+        counted from the document. A retried finalize that finds the parts gone and the
+        documents in place counts them again."""
+        fmt = get_format(self._document[0])
+        parts: dict[str, list[tuple[str, dict]]] = {}
+        for partition, temp, _, count, summary in written:
+            if count:
+                parts.setdefault(partition, []).append((temp, summary))
+        documents, finals = [], {}
+        for partition, items in sorted(parts.items()):
+            items.sort(key=lambda item: item[0])
+            finals[partition] = storage.join(self._root, fmt.document_name(partition))
+            openers = [(functools.partial(fs.open, self._storage.fs(temp)[1], "rb"), summary) for temp, summary in items]
+            documents.append((partition, openers))
+        if any(not fs.exists(self._storage.fs(temp)[1]) for items in parts.values() for temp, _ in items):
+            missing = [final for final in finals.values() if not fs.exists(self._storage.fs(final)[1])]
+            if missing:
+                raise FileNotFoundError(f"the parts of {missing[0]} are gone and it was never written")
+        else:
+
+            @contextlib.contextmanager
+            def open_output(partition: str):
+                temp = self._storage.fs(storage.join(self._root, TMP_DIR, f"document-{uuid.uuid4().hex}"))[1]
+                with fs.open(temp, "wb") as handle:
+                    yield handle
+                final = self._storage.fs(finals[partition])[1]
+                fs.makedirs(storage.parent(final), exist_ok=True)
+                fs.mv(temp, final)
+
+            fmt.assemble_documents(documents, self._document[1], open_output)
+        landed = size = 0
+        for partition, final in finals.items():
+            path = self._storage.fs(final)[1]
+            rows = count_elements(fs, path, fmt.extension, self._layout)
+            published[storage.relative_to(final, self._root)] = rows
+            landed += rows
+            size += fs.size(path)
+        return landed, len(finals), size
+
 
 class _WriteFiles(beam.PTransform):
     """Shared mechanics: bundle files, then one finalize. -> {dead_letters, ledger}."""
 
-    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl", classes: bool = False, side_files: Callable | None = None, class_names=None):
+    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl", classes: bool = False, side_files: Callable | None = None, class_names=None, document: tuple[str, Any] | None = None):
         super().__init__()
+        self._document = document
         self._classes = classes
         self._class_names = class_names  # a PCollection of one sorted list, when already known
         self._side_files = side_files
@@ -405,7 +449,7 @@ class _WriteFiles(beam.PTransform):
             tuple(written)
             | "AllTempFiles" >> beam.Flatten()
             | "CollectTempFiles" >> beam.combiners.ToList()
-            | "Finalize" >> beam.ParDo(_FinalizeFilesFn(self._output, self._root, self._storage, self._layout, self._side_files), **side).with_outputs(LEDGER, PUBLISHED, main="unused")
+            | "Finalize" >> beam.ParDo(_FinalizeFilesFn(self._output, self._root, self._storage, self._layout, self._side_files, self._document), **side).with_outputs(LEDGER, PUBLISHED, main="unused")
         )
         ledgers.append(finalized[LEDGER])
         return {errors.DEAD_LETTERS: letters, LEDGER: ledgers, PUBLISHED: finalized[PUBLISHED]}
@@ -558,6 +602,7 @@ class WriteManifests(beam.PTransform):
             classes=self._classes,
             side_files=fmt.side_files,
             class_names=self._class_names,
+            document=(self._format_name, self._options) if self._layout == "document" else None,
         )
 
 
