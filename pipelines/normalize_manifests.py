@@ -61,6 +61,7 @@ from transforms.stages.write import (
     manifests_output,
     refused_output,
 )
+from transforms.uri_map import References
 
 # The record stages, in graph order: each reports rows in / out / refused to the ledger.
 RECORD_STAGES = (errors.VALIDATE, errors.CHECK_FILES, "split")
@@ -139,10 +140,12 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
         # the records as the sources hold them, before a duplicate policy folds any
         checked["main"] | "FindDuplicates" >> FindDuplicates(storage.join(out, "stats", "duplicates.parquet"), store)
     refusals = []
+    references = References(job.write.uri_map, job.write.relative_output)
     for name in job.write.formats:
         source, names = (reread["records"], reread[CLASSES]) if name in numbered else (records, None)
         manifests = source | f"WriteManifests[{name}]" >> WriteManifests(
-            storage.join(out, "manifests", name), name, options[name], store, job.write.manifest_partitions(), class_names=names
+            storage.join(out, "manifests", name), name, options[name], store, job.write.manifest_partitions(), class_names=names,
+            references=references,
         )
         ledgers += manifests[LEDGER]
         refused = tuple(manifests[errors.DEAD_LETTERS]) | f"WriteRefused[{name}]" >> WriteDeadLetters(

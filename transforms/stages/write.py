@@ -46,6 +46,7 @@ from transforms.formats.base import WriteContext, get_format
 from transforms.partitions import RECORDS_DEFAULT, partition_batch, partition_values, stored_in_folders
 from transforms.schema import SCHEMA, file_schema
 from transforms.stages.accounting import LEDGER, Ledger
+from transforms.uri_map import References
 
 TMP_DIR = ".labelbeam-tmp"
 WRITTEN = "written"
@@ -161,8 +162,9 @@ class _UnionFn(beam.CombineFn):
 class _ManifestFile:
     """Record batches -> one manifest file of a format; rows it cannot represent -> dead letters."""
 
-    def __init__(self, handle, format_name: str, options: Any, classes: list[str] | None = None):
+    def __init__(self, handle, format_name: str, options: Any, classes: list[str] | None = None, references: References | None = None):
         self.handle = handle
+        self.references = references if references else None  # --uri_map / --relative_output
         self.format = get_format(format_name)
         self.extension = self.format.extension
         self.options = options
@@ -179,6 +181,8 @@ class _ManifestFile:
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
         rows = schema.batch_rows(batch)
+        if self.references is not None:
+            self.references.apply(rows)
         ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary)
         if self.document is not None:
             self.document.write(rows, ctx)  # refuses what it cannot write, row by row
@@ -578,9 +582,11 @@ class WriteManifests(beam.PTransform):
         store: storage.Storage | None = None,
         partition_by: tuple[str, ...] | None = None,
         class_names=None,
+        references: References | None = None,
     ):
         super().__init__()
         fmt = get_format(format_name)
+        self._references = references  # how image and mask references are written
         self._class_names = class_names  # RereadRecords' classes, else collected from the input
         self._root = root
         self._format_name = format_name
@@ -595,7 +601,7 @@ class WriteManifests(beam.PTransform):
         return batches | _WriteFiles(
             manifests_output(self._format_name),
             self._root,
-            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options),
+            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options, references=self._references),
             functools.partial(partition_batch, columns=self._columns),
             self._storage,
             self._layout,
