@@ -11,8 +11,8 @@ Written in two steps, so memory stays flat at any size:
 
 1. each bundle streams its rows into one *part* per partition (`CocoDocument`): one line per
    record holding its annotations, then one line per image. A part numbers its categories in
-   the order it meets them (each annotation line starts with `{"category_id":N,` so the number
-   can be replaced without parsing the rest) and lists their names in its summary;
+   the order it meets them, negative (`"category_id":-N`, a text no output id has, so it can be
+   replaced without parsing the rest) and lists their names in its summary;
 2. the finalize step (`assemble`) streams the parts of each partition into the one document:
    `categories` from the names every part carries (sorted, so ids are equal in every split and
    origin; a pinned `coco.categories` list wins), the annotations with the part's ids replaced
@@ -89,8 +89,9 @@ def _pixels(value: float) -> float:
 
 
 class _PartCategories:
-    """The category ids of one part: its own numbering (1, 2, ... in the order names are met),
-    replaced by the output's at assembly. With a pinned list, a name outside it has no id."""
+    """The category ids of one part: its own numbering, negative (-1, -2, ... in the order names
+    are met) so that no written id can be taken for another, replaced by the output's at
+    assembly. With a pinned list, a name outside it has no id."""
 
     def __init__(self, pinned: list[str]):
         self.pinned = set(pinned) if pinned else None
@@ -101,11 +102,11 @@ class _PartCategories:
         if found is None:
             if self.pinned is not None and name not in self.pinned:
                 return default
-            found = self.ids[name] = len(self.ids) + 1
+            found = self.ids[name] = -(len(self.ids) + 1)
         return found
 
     def names(self) -> list[str]:
-        """Names in the order of their part ids (id = position + 1)."""
+        """Names in the order of their part ids (id = -(position + 1))."""
         return list(self.ids)
 
 
@@ -142,9 +143,9 @@ class CocoDocument:
             except Exception as exc:  # noqa: BLE001 - a writer bug refuses the row, not the file
                 ctx.reject(row, errors.INTERNAL_ERROR, f"the writer failed: {exc!r}")
                 continue
-            lines.append(b",".join(_annotation_bytes(annotation) for annotation in annotations) + b"\n")
+            lines.append(b",".join([orjson.dumps(annotation) for annotation in annotations]) + b"\n")
             self.annotations += len(annotations)
-            images.append(_image_bytes(image))
+            images.append(orjson.dumps(image) + b"\n")
             self.count += 1
         text = b"".join(lines)
         self.handle.write(text)
@@ -229,28 +230,17 @@ class CocoDocument:
         return annotation
 
 
-def _with_first(key: bytes, value: int, rest: dict) -> bytes:
-    """A JSON object whose first member is `key`: `value`, so assembly finds it by position."""
-    body = orjson.dumps(rest)
-    return b'{"%s":%d%s' % (key, value, b"," + body[1:] if len(body) > 2 else b"}")
-
-
-def _annotation_bytes(annotation: dict) -> bytes:
-    rest = dict(annotation)
-    return _with_first(b"category_id", rest.pop("category_id"), rest)
-
-
-def _image_bytes(image: dict) -> bytes:
-    rest = dict(image)
-    return _with_first(b"id", rest.pop("id"), rest) + b"\n"
-
-
-# an annotation's part category id: at the start of a record's line or after the `,` that
-# follows the previous annotation of the line (a quote inside a JSON string is escaped, so the
-# text cannot occur inside one)
-_PART_CATEGORY = re.compile(rb'(^|\},)\{"category_id":(\d+),', re.MULTILINE)
+# an annotation's part category id (negative: no output id is; a quote inside a JSON string is
+# escaped, so the text cannot occur inside one)
+_PART_CATEGORY = re.compile(rb'"category_id":-(\d+)([,}])')
+_PART_CATEGORY_TEXT = b'"category_id":-%d%s'
+_OUTPUT_CATEGORY_TEXT = b'"category_id":%d%s'
+# bytes.replace per category (a fast scan each) up to this many categories in a part, else one
+# regex pass with a callback per annotation
+_REPLACE_UP_TO = 32
+# an image line's id, its first member as the part writer writes it
 _IMAGE_ID = re.compile(rb'^\{"id":(\d+)[,}]', re.MULTILINE)
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 2 << 20
 RESULTS = "results"
 INSTANCES = "instances"
 ANNOTATIONS_FOLDER = "annotations"
@@ -305,15 +295,35 @@ class _UniqueImages:
 
     def new_lines(self, chunk: bytes) -> list[bytes]:
         lines = chunk.splitlines(keepends=True)
-        ids = np.array([int(m) for m in _IMAGE_ID.findall(chunk)], np.uint64)
-        if len(ids) != len(lines):
-            raise ValueError("a COCO part's image line does not start with its id")
+        found = _IMAGE_ID.findall(chunk)
+        if len(found) != len(lines):  # an image whose id is not its first member: parse them
+            found = [orjson.loads(line)["id"] for line in lines]
+        ids = np.array([int(m) for m in found], np.uint64)
         unique, first = np.unique(ids, return_index=True)
         fresh = ~np.isin(unique, self.seen, assume_unique=True)
         if not fresh.any():
             return []
         self.seen = np.union1d(self.seen, unique[fresh])
         return [lines[i] for i in np.sort(first[fresh])]
+
+
+def _renumbering(output_ids: list[int]) -> Callable[[bytes], bytes]:
+    """Text with a part's category ids (-1, -2, ...) -> with the output's (`output_ids` in the
+    part's order)."""
+    if len(output_ids) <= _REPLACE_UP_TO:
+
+        def replace_each(chunk: bytes) -> bytes:
+            for position, output_id in enumerate(output_ids):
+                for end in (b",", b"}"):
+                    chunk = chunk.replace(_PART_CATEGORY_TEXT % (position + 1, end), _OUTPUT_CATEGORY_TEXT % (output_id, end))
+            return chunk
+
+        return replace_each
+
+    def replace(match):
+        return _OUTPUT_CATEGORY_TEXT % (output_ids[int(match.group(1)) - 1], match.group(2))
+
+    return lambda chunk: _PART_CATEGORY.sub(replace, chunk)
 
 
 def assemble(out, parts: list[tuple[Callable[[], Any], dict]], categories: list[dict], results: bool) -> None:
@@ -328,14 +338,10 @@ def assemble(out, parts: list[tuple[Callable[[], Any], dict]], categories: list[
         out.write(b'{"categories":' + orjson.dumps(categories) + b',\n"annotations":[\n')
     written = False
     for opener, summary in parts:
-        part_ids = [ids.get(name) for name in summary.get(PART_CLASSES, [])]
-
-        def replace(match, part_ids=part_ids):
-            return b'%s{"category_id":%d,' % (match.group(1), part_ids[int(match.group(2)) - 1])
-
+        renumber = _renumbering([ids[name] for name in summary.get(PART_CLASSES, [])])
         with opener() as handle:
             for chunk in _line_chunks(handle, summary[PART_IMAGES_AT]):
-                chunk = _PART_CATEGORY.sub(replace, chunk)
+                chunk = renumber(chunk)
                 lines = chunk.split(b"\n")[:-1]
                 records += len(lines)
                 if results:  # one line per record, blank when it found nothing
