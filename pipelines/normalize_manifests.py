@@ -11,9 +11,10 @@ runner fuses it into one stage and no stage ever holds the dataset: memory stays
 grow. Dead letters are written where they are produced, by the stage that refused them (errors/;
 a writer's refusals of records it cannot represent, apart, in refused/<format>/).
 One exception, on request only: a duplicate policy (--on_duplicate) groups the records by image
-before the split. Writers that number classes without a pinned class list (sagemaker, coco)
-write from records/ once it has landed, with every class name known (RereadRecords in
-transforms/stages/write.py), so they hold nothing back either.
+before the split. COCO numbers its categories when its finalize step assembles one document
+per split; the sagemaker writer without a pinned class list writes from records/ once they
+have landed, with every class name known (RereadRecords in transforms/stages/write.py), so
+neither holds anything back.
 
 Exit codes (a scheduler acts on them; docs/scheduling.md):
   0  done, every input line accounted for, outputs published with _SUCCESS

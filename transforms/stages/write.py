@@ -13,17 +13,26 @@ Parquet footer (records/) or counts its elements (manifests/, errors/, refused/)
 the ledger next to what the writers were given and refused (transforms/stages/accounting.py).
 Partitions with nothing in them get no file.
 
-Writers that number classes (sagemaker, coco) without a class list in their options need every
-class name of the output before their first line, so ids are equal in every file. In the job
-they write from records/ once it has landed (`RereadRecords`): the records writer collects the
-class names of each bundle it writes, its finalize step publishes their sorted union with the
-list of files, and those files are read back, spread over the workers, into the class-numbering
-writers (the columns kept in partition folders decoded from the folder names,
-transforms/partitions.partition_values). Nothing on the record path waits for the class names, so no runner holds the records
-for them (tests/test_graph.py); the cost is one more read of records/. Pinning the list
-(`--sagemaker_classes`, `coco.categories`) makes them write from the record path directly.
-WriteManifests used alone, without the names, collects them from its input first (a side input
-that waits for every record).
+A "document" format (COCO) publishes one file per partition instead of one per bundle: its
+bundles write parts, and the finalize step streams the parts of each partition into the one
+document the format names (`assemble_documents`), counting the records from the document.
+COCO numbers its categories there, from the class names its parts carry, so it writes from the
+record path like every other format.
+
+The sagemaker writer, which puts class ids into every line, needs every class name of the output
+before its first line when no class list is given, so ids are equal in every file. In the job
+it writes from records/ once they have landed (`RereadRecords`): the records writer collects
+the class names of each bundle it writes, its finalize step publishes their sorted union with
+the list of files, and those files are read back, spread over the workers, into the sagemaker
+writer (the columns kept in partition folders decoded from the folder names,
+transforms/partitions.partition_values). Nothing on the record path waits for the class names,
+so no runner holds the records for them (tests/test_graph.py); the cost is one more read of
+records/. Pinning the list (`--sagemaker_classes`) makes it write from the record path
+directly. WriteManifests used alone, without the names, collects them from its input first (a
+side input that waits for every record).
+
+Image and mask references are rewritten on the way into every manifest (`--uri_map`,
+`--relative_output`: transforms/uri_map.References); records/ keep them as read.
 """
 
 from __future__ import annotations
