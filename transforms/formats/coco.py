@@ -46,6 +46,7 @@ from transforms.settings import setting
 # info.labelbeam.records: the records a file holds (write.count_elements reads it back)
 RECORDS_KEY = "records"
 PREDICTION = "prediction"  # the origin whose documents are COCO results files
+GROUND_TRUTH = "ground_truth"
 TAIL_BYTES = 4096
 
 
@@ -254,6 +255,8 @@ def document_name(partition: str) -> str:
     split = values.pop("split", None) if "split" in values else None
     origin = values.pop("origin", None)
     stem = RESULTS if origin == PREDICTION else INSTANCES
+    if origin not in (None, PREDICTION, GROUND_TRUTH):  # an origin of its own: a document of its own
+        stem = f"{stem}-{folder_value(origin)}"
     name = f"{stem}_{folder_value(split)}.json" if split is not None else f"{stem}.json"
     folders = folder_path(tuple(values), tuple(values.values()))
     return "/".join(filter(None, (folders, ANNOTATIONS_FOLDER, name)))
