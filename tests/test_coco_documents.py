@@ -175,7 +175,7 @@ def _datumaro_python() -> str | None:
 
         return sys.executable
     except ImportError:
-        found = os.environ.get("DATUMARO_PYTHON") or os.path.expanduser("~/.cache/labelbeam/datumaro-venv/bin/python")
+        found = os.environ.get("DATUMARO_PYTHON") or os.path.expanduser("~/.cache/labelbeam/datumaro-venv/bin/python")  # scripts/install_datumaro.sh
         return found if os.path.exists(found) else None
 
 
@@ -183,7 +183,7 @@ def _datumaro_python() -> str | None:
 def test_datumaro_imports_the_folder_as_coco_instances(in_process, tmp_path):
     python = _datumaro_python()
     if python is None:
-        pytest.skip("datumaro is not installed (pip install datumaro, or set DATUMARO_PYTHON)")
+        pytest.skip("datumaro is not installed (scripts/install_datumaro.sh, or DATUMARO_PYTHON)")
     folder = tmp_path / "coco"  # a copy, with the `images/` folder datumaro wants beside `annotations/`
     shutil.copytree(in_process / "manifests" / "coco", folder)
     (folder / "images").mkdir()  # (the images' own folder, linked there, where file_name is relative: docs/formats.md)
