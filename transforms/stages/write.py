@@ -327,7 +327,8 @@ class _WriteBundleFilesFn(beam.DoFn):
 
 
 class _FinalizeFilesFn(beam.DoFn):
-    """All temporary files -> part-NNNNN-of-MMMMM per partition, counted from the files."""
+    """All temporary files -> part-NNNNN-of-MMMMM per partition (a document format: one document
+    per partition, assembled from its parts), counted from the files."""
 
     def __init__(self, output: str, root: str, store: storage.Storage, layout: str, side_files: Callable | None = None, document: tuple[str, Any] | None = None):
         self._output = output
