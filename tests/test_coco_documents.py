@@ -236,3 +236,37 @@ def test_ground_truth_and_predictions_self_evaluate_to_ap_one(tmp_path):
     evaluation.accumulate()
     evaluation.summarize()
     assert evaluation.stats[0] == pytest.approx(1.0)
+
+
+def test_the_finalize_step_assembles_once_and_a_retry_counts_the_documents(tmp_path):
+    """The write stage's finalize step, run alone on two bundles' parts: one document per split;
+    run again (a retried finalize) after the parts are gone, it finds the documents and counts
+    them again instead of failing or writing them twice."""
+    import pyarrow as pa
+
+    from transforms import storage
+    from transforms.schema import SCHEMA
+    from transforms.stages import write as write_stage
+
+    root = str(tmp_path / "coco")
+    written = []
+    for bundle, rows in enumerate(([_row(1, ["b"]), _row(2, ["a"])], [_row(3, ["a", "c"])])):
+        temp = tmp_path / "coco" / write_stage.TMP_DIR / f"part-{bundle}"
+        temp.parent.mkdir(parents=True, exist_ok=True)
+        with open(temp, "wb") as handle:
+            part = write_stage._ManifestFile(handle, "coco", CocoOptions())
+            full = [{name: row.get(name) for name in SCHEMA.names} | {"split": "train"} for row in rows]
+            for row in full:
+                row["objects"] = [{**obj, "is_crowd": False} for obj in row["objects"]]
+            part.write(pa.RecordBatch.from_pylist(full, schema=SCHEMA))
+            part.close()
+        written.append(("split=train/origin=ground_truth", str(temp), ".json", part.count, part.summary))
+    finalize = write_stage._FinalizeFilesFn("manifests/coco", root, storage.Storage(), "document", document=("coco", CocoOptions()))
+    ledgers = [list(finalize.process(written)) for _ in range(2)]
+    for outputs in ledgers:  # the first run and the retry count the same document
+        ledger = dict(o.value for o in outputs if o.tag == write_stage.LEDGER)["__outputs__"]["manifests/coco"]
+        assert (ledger["landed"], ledger["files"], ledger["published"]) == (3, 1, {"annotations/instances_train.json": 3})
+    document = coco_api.COCO(str(tmp_path / "coco" / "annotations" / "instances_train.json"))
+    assert [c["name"] for c in document.dataset["categories"]] == ["a", "b", "c"]
+    assert document.dataset["info"]["labelbeam"]["records"] == 3 and len(document.getAnnIds()) == 4
+    assert sorted(p.relative_to(tmp_path / "coco").as_posix() for p in (tmp_path / "coco").rglob("*") if p.is_file()) == ["annotations/instances_train.json"]
