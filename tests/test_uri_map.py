@@ -101,3 +101,25 @@ def test_keep_input_split_keeps_the_split_azure_file_names_give(tmp_path):
     for row in table:
         expected = "validation" if row["source"]["uri"].endswith("validation_annotations.jsonl") else "train"
         assert row["split"] == expected, row["image"]["uri"]
+
+
+@pytest.mark.e2e
+def test_lookout_for_vision_references_come_back_as_the_manifest_wrote_them(tmp_path):
+    """The Lookout for Vision getting-started manifest (references relative to its dataset
+    folder) through the job and back to Ground Truth: with --relative_output the folder, every
+    image and mask reference is written as the manifest wrote it, not as a path of this machine."""
+    lfv = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "lookout-for-vision-getting-started"
+    manifest = lfv / "manifests" / "template.manifest"
+    if not manifest.exists():
+        pytest.skip("shared realdata is not beside the repository")
+    out = tmp_path / "out"
+    argv = ["--input", str(manifest), "--relative_to", str(lfv), "--relative_output", str(lfv), "--output", str(out),
+            "--runner=FnApiRunner", "--quiet", "--output_format=sagemaker"]  # fmt: skip
+    assert run(argv) == 0
+
+    def references(lines) -> set[tuple]:
+        return {(line["source-ref"], line.get("anomaly-mask-ref")) for line in lines}
+
+    given = [orjson.loads(line) for line in manifest.read_bytes().splitlines() if line.strip()]
+    written = [orjson.loads(line) for path in (out / "manifests" / "sagemaker").rglob("*.manifest") for line in path.read_bytes().splitlines()]
+    assert len(written) == len(given) and references(written) == references(given)
