@@ -126,6 +126,8 @@ class CocoDocument:
         self.handle = handle
         self.options = options
         self.category_ids = _PartCategories(options.categories)
+        # fields a category needs besides id and name (e.g. COCO keypoint names and skeleton),
+        # by class name: carried in the summary to the categories written at assembly
         self.category_fields: dict[str, dict] = {}
         self.summary = summary if summary is not None else {}
         self.images = tempfile.SpooledTemporaryFile(max_size=16 << 20)
