@@ -11,9 +11,10 @@ runner fuses it into one stage and no stage ever holds the dataset: memory stays
 grow. Dead letters are written where they are produced, by the stage that refused them (errors/;
 a writer's refusals of records it cannot represent, apart, in refused/<format>/).
 One exception, on request only: a duplicate policy (--on_duplicate) groups the records by image
-before the split. Writers that number classes without a pinned class list (sagemaker, coco)
-write from records/ once it has landed, with every class name known (RereadRecords in
-transforms/stages/write.py), so they hold nothing back either.
+before the split. COCO numbers its categories when its finalize step assembles one document
+per split; the sagemaker writer without a pinned class list writes from records/ once they
+have landed, with every class name known (RereadRecords in transforms/stages/write.py), so
+neither holds anything back.
 
 Exit codes (a scheduler acts on them; docs/scheduling.md):
   0  done, every input line accounted for, outputs published with _SUCCESS
@@ -67,6 +68,7 @@ from transforms.stages.write import (
     manifests_output,
     refused_output,
 )
+from transforms.uri_map import References
 
 # The record stages, in graph order: each reports rows in / out / refused to the ledger.
 RECORD_STAGES = (errors.VALIDATE, errors.CHECK_FILES, "split")
@@ -151,12 +153,14 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
         # the records as the sources hold them, before a duplicate policy folds any
         checked["main"] | "FindDuplicates" >> FindDuplicates(storage.join(out, "stats", "duplicates.parquet"), store)
     refusals = []
+    references = References(job.write.uri_map, job.write.relative_output)
     for name in job.write.formats:
         source, names = (reread["records"], reread[CLASSES]) if name in numbered else (records, None)
         manifests = source | f"WriteManifests[{name}]" >> WriteManifests(
             storage.join(out, "manifests", name), name, options[name], store, job.write.manifest_partitions(), class_names=names,
             label_attributes=tuple(job.write.label_attribute),
             mask_policy=mask_policy(job),
+            references=references,
         )
         ledgers += manifests[LEDGER]
         refused = tuple(manifests[errors.DEAD_LETTERS]) | f"WriteRefused[{name}]" >> WriteDeadLetters(

@@ -222,16 +222,18 @@ def check_coco(out: Path) -> dict[str, str]:
     objects_refused = refused_objects(demo, "coco")
     rows = records(demo)
     kept = [r for r in rows if r["record_id"] not in refused]
-    files = sorted((demo / "manifests" / "coco").glob("split=*/origin=*/part-*.json"))
+    folder = demo / "manifests" / "coco"
+    files = sorted(folder.glob("annotations/instances_*.json"))
     assert files and kept
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(
+        {f"annotations/{'results' if origin == 'prediction' else 'instances'}_{split}.json" for split, origin in {(r["split"], r["origin"]) for r in kept}}
+    )  # one document per split and origin (unlabeled images with the ground truth), nothing else
     categories = None
     seen_records = 0
     for path in files:
-        split = path.parent.parent.name.removeprefix("split=")
-        origin = path.parent.name.removeprefix("origin=")
-        origin = None if origin == "__HIVE_DEFAULT_PARTITION__" else origin  # unlabeled images
+        split = path.stem.removeprefix("instances_")
         coco = coco_module.COCO(str(path))
-        part = [r for r in kept if r["split"] == split and r["origin"] == origin]
+        part = [r for r in kept if r["split"] == split and r["origin"] in ("ground_truth", None)]  # unlabeled images too
         seen_records += coco.dataset["info"]["labelbeam"]["records"]
         assert coco.dataset["info"]["labelbeam"]["records"] == len(part)
         sized = lambda r: (r["image"]["uri"], *image_size(r))  # noqa: E731
@@ -282,6 +284,17 @@ def check_coco(out: Path) -> dict[str, str]:
                     assert match[0]["segmentation"][0][0] == pytest.approx(obj["polygon"][0][0] * w, abs=0.001)
                 if obj["mask_rle"] is not None:  # brush RLE -> COCO RLE that pycocotools decodes
                     assert coco.annToMask(match[0]).sum() == match[0]["area"] > 0
+        results = path.with_name(f"results_{split}.json")
+        if results.exists():  # predictions: a results file pycocotools loads beside its split
+            predicted = [r for r in kept if r["split"] == split and r["origin"] == "prediction"]
+            found = json.loads(results.read_text())
+            assert len(found) == sum(len(r["objects"] or []) for r in predicted)
+            assert {a["category_id"] for a in found} <= {c["id"] for c in categories}
+            assert all("score" in a for a in found)
+            if found and {a["image_id"] for a in found} <= set(coco.getImgIds()):  # pycocotools cannot load an empty one
+                assert len(coco.loadRes(str(results)).getAnnIds()) == len(found)
+    for results in folder.glob("annotations/results_*.json"):
+        seen_records += results.read_bytes().count(b"\n") - 2  # one line per record
     assert seen_records == landed(demo, "manifests/coco") == len(kept)
     return refused
 
@@ -335,9 +348,10 @@ def test_pyarrow_dataset_and_duckdb_count_what_run_json_says(demo):
 
 
 def test_a_pinned_class_list_skips_the_class_name_pass():
-    for name, key in (("sagemaker", "classes"), ("coco", "categories")):
-        fmt = get_format(name)
-        assert fmt.needs_class_names(None) and not fmt.needs_class_names({key: ["can", "carton"]})
+    fmt = get_format("sagemaker")
+    assert fmt.needs_class_names(None) and not fmt.needs_class_names({"classes": ["can", "carton"]})
+    # COCO numbers its categories when it assembles its documents: never a class-name pass
+    assert not get_format("coco").needs_class_names(None) and not get_format("coco").needs_class_names({"categories": ["can"]})
     assert not get_format("label_studio").needs_class_names(None)
 
 
