@@ -30,12 +30,16 @@ setuptools.setup(
         # build: Beam stages --setup_file as an sdist built with `python -m build`.
         "gcp": ["gcsfs>=2024.2", BEAM.replace("apache-beam", "apache-beam[gcp]"), "build>=1"],
         "azure": ["adlfs>=2024.2"],
+        # The object-store tests run on emulators (scripts/install_emulators.sh): S3 on moto's
+        # server, GCS on fake-gcs-server through gcsfs, Azure Blob on Azurite through adlfs.
         "test": [
             BEAM.replace("apache-beam", "apache-beam[gcp]"),  # the Dataflow dry-run test
             "pytest>=8",
             "pytest-xdist>=3",
             "pytest-timeout>=2",
             "moto[server]>=5",
+            "gcsfs>=2024.2",
+            "adlfs>=2024.2",
             "jsonschema>=4",
             "label-studio-sdk>=1.0",
             "duckdb>=1.1",

@@ -7,7 +7,7 @@
       storage:  {s3: {endpoint_url: ...}}  # fsspec options, flat or keyed by protocol
       validate: {profile, masks, probe_images, mask: {...}, io_concurrency}
       split:    {ratios, salt, by, group, keep_input}
-      write:    {formats: [sagemaker, ...], partition_by, manifest_partition_by, label_attribute}
+      write:    {formats: [sagemaker, ...], partition_by, manifest_partition_by, label_attribute, uri_map, relative_output}
       formats:  {sagemaker: {...}, azure_automl: {...}, label_studio: {...}}   # each format's own
 
 Every field is declared once with `transforms.settings.setting`: its type, default, bounds, help
@@ -29,6 +29,7 @@ from transforms.dedupe import POLICIES
 from transforms.formats.base import format_names, get_format, input_format_names
 from transforms.settings import SettingError, setting
 from transforms.split_rules import DEFAULT_RATIOS, SPLIT_BY, parse_group, parse_ratios
+from transforms.uri_map import parse_uri_map
 
 MIN_SHARD_SIZE = 1024
 DEFAULT_SHARD_SIZE = 64 << 20
@@ -77,7 +78,7 @@ class SplitConfig:
     salt: str = setting("", help="a different salt gives a different, still stable, split", flag="split_salt")
     by: str = setting("image", help="what the split hashes: each image, or each image's group (split.group), so near-duplicates that share a group share a split", flag="split_by", choices=SPLIT_BY)
     group: str | None = setting(None, help="with split_by group: 'folder' (the image's folder; the default) or 'attribute:NAME' (a field of the source records; records without it are split by image)", flag="split_group", parse=parse_group)
-    keep_input: bool = setting(False, help="keep a split the input gives (a `split` field, else a train/val/validation/test folder in the image URI) instead of hashing; records without one are hashed", flag="keep_input_split")
+    keep_input: bool = setting(False, help="keep a split the input gives (a `split` field, else a train/val/validation/test word in the input file's name, else such a folder in the image URI) instead of hashing; records without one are hashed", flag="keep_input_split")
 
     def __post_init__(self):
         if self.group is not None and self.by != "group":
@@ -93,6 +94,8 @@ class WriteConfig:
     partition_by: list[str] | None = setting(None, help="partition folders of records/ and manifests/, in order, from split, task, origin, source_format, label_job, or 'none' ([] in YAML) for no folders (default: records split,task; manifests split, and task for azure_automl)", flag="partition_by", parse=partitions.parse_partition_by, choices=tuple(partitions.KEYS))
     label_attribute: list[str] = setting([], help="Ground Truth label attributes (jobs) written to manifests, comma-separated; in each kind of attribute a line holds none of, the default: the last object-detection attribute (the end of a chained / adjustment job), every classification attribute no later one adjusts (docs/formats.md, Chained jobs)", flag="label_attribute", parse=_url_list)
     manifest_partition_by: list[str] | None = setting(None, help="partition folders of manifests/ when they differ from partition_by; a format whose files cannot mix a column adds it (azure_automl: task, coco: origin)", flag="manifest_partition_by", parse=partitions.parse_partition_by, choices=tuple(partitions.KEYS))
+    uri_map: list[str] = setting([], help="FROM=TO: image and mask references that start with FROM (whole path segments; the longest FROM wins) are written with TO instead, in every manifest format; may repeat (records/ keep the references as read)", flag="uri_map", parse=parse_uri_map)
+    relative_output: str | None = setting(None, help="a folder (path or URL): image and mask references under it are written relative to it in every manifest format, after uri_map; others stay absolute", flag="relative_output")
 
     def records_partitions(self) -> tuple[str, ...]:
         return partitions.RECORDS_DEFAULT if self.partition_by is None else tuple(self.partition_by)

@@ -11,19 +11,24 @@ runner fuses it into one stage and no stage ever holds the dataset: memory stays
 grow. Dead letters are written where they are produced, by the stage that refused them (errors/;
 a writer's refusals of records it cannot represent, apart, in refused/<format>/).
 One exception, on request only: a duplicate policy (--on_duplicate) groups the records by image
-before the split. Writers that number classes without a pinned class list (sagemaker, coco)
-write from records/ once it has landed, with every class name known (RereadRecords in
-transforms/stages/write.py), so they hold nothing back either.
+before the split. COCO numbers its categories when its finalize step assembles one document
+per split; the sagemaker writer without a pinned class list writes from records/ once they
+have landed, with every class name known (RereadRecords in transforms/stages/write.py), so
+neither holds anything back.
 
 Exit codes (a scheduler acts on them; docs/scheduling.md):
   0  done, every input line accounted for, outputs published with _SUCCESS
-  1  done and published, but dead letters / input lines passed --max_error_rate (no _SUCCESS)
-  2  refused at launch: a bad option or input, storage unreachable or refusing access, or another
-     run holds the output
-  3  data loss: an output holds fewer rows than were given to it; nothing published
+  1  done and published, but dead letters / input lines passed --max_error_rate, or input that
+     was not blank kept no record at all (no _SUCCESS)
+  2  refused at launch: a bad option or input, storage unreachable or refusing access, another
+     run holds the output, or the output holds files no labelbeam run wrote
+  3  data loss: an output holds fewer rows than were given to it, or a staged file differs from
+     what its writer counted; nothing published
   4  incomplete input: a file could not be read to its end; nothing published (--allow_incomplete
      publishes anyway, without _SUCCESS)
-  5  the job itself failed (runner error, counters missing); nothing published
+  5  the job itself failed (runner error, counters missing, storage or disk failing after
+     launch); nothing published (a publish cut short is completed by the next run)
+  130 / 143  stopped by SIGINT / SIGTERM before publishing; the lock released, nothing published
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from typing import Callable
 
 import apache_beam as beam
 
-from pipelines import incremental, progress, publish, report, runners
+from pipelines import incremental, interrupts, progress, publish, report, runners
 from pipelines.config import JobConfig
 from pipelines.options import ConfigError, parse_launch
 from transforms import errors, storage
@@ -62,6 +68,7 @@ from transforms.stages.write import (
     manifests_output,
     refused_output,
 )
+from transforms.uri_map import References
 
 # The record stages, in graph order: each reports rows in / out / refused to the ledger.
 RECORD_STAGES = (errors.VALIDATE, errors.CHECK_FILES, "split")
@@ -146,12 +153,14 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
         # the records as the sources hold them, before a duplicate policy folds any
         checked["main"] | "FindDuplicates" >> FindDuplicates(storage.join(out, "stats", "duplicates.parquet"), store)
     refusals = []
+    references = References(job.write.uri_map, job.write.relative_output)
     for name in job.write.formats:
         source, names = (reread["records"], reread[CLASSES]) if name in numbered else (records, None)
         manifests = source | f"WriteManifests[{name}]" >> WriteManifests(
             storage.join(out, "manifests", name), name, options[name], store, job.write.manifest_partitions(), class_names=names,
             label_attributes=tuple(job.write.label_attribute),
             mask_policy=mask_policy(job),
+            references=references,
         )
         ledgers += manifests[LEDGER]
         refused = tuple(manifests[errors.DEAD_LETTERS]) | f"WriteRefused[{name}]" >> WriteDeadLetters(
@@ -187,20 +196,38 @@ def _check_output(job: JobConfig, root: publish.OutputRoot) -> None:
                 raise ConfigError(f"input {storage.redact_url(url)} is inside --output {storage.redact_url(job.output)}; write somewhere else")
     if root.fs.exists(root.path) and not root.fs.isdir(root.path):
         raise ConfigError(f"--output {storage.redact_url(job.output)} is a file, not a folder")
+    foreign = root.foreign_files()
+    if foreign:  # never replaced, never mixed into a published dataset: the user moves them
+        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(
+            f"--output {storage.redact_url(job.output)} holds files no labelbeam run wrote, inside the folders a run "
+            f"publishes: {listed}; move them elsewhere or choose another --output"
+        )
     if root.has_outputs() and not job.overwrite:
         raise ConfigError(f"--output {storage.redact_url(job.output)} holds the outputs of an earlier run; pass --overwrite to replace them")
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Launch the job; returns the process exit code (see the module docstring)."""
+def run(argv: list[str] | None = None, exit_on_signal: Callable[[int], None] | None = None) -> int:
+    """Launch the job; returns the process exit code (see the module docstring).
+
+    `exit_on_signal(code)` (the CLI's): SIGINT / SIGTERM end the process from the signal
+    handler once the lock is released, whatever the runner is doing; without it the run
+    raises and returns the code when the runner gives control back."""
     argv = list(sys.argv[1:] if argv is None else argv)
     locks = contextlib.ExitStack()  # the output's lock (and, incremental, the root's)
     planned = None
     try:
         launch = parse_launch(argv)
+        chosen = runners.choose_default(launch.pipeline_options)
+        if chosen and not launch.job.quiet:
+            print(chosen, file=sys.stderr)
         runners.prepare(launch.pipeline_options)
         pipeline = runners.new_pipeline(launch.pipeline_options)
         job = launch.job
+        if runners.is_dry_run(launch.pipeline_options):  # nothing is read, locked, run or published
+            build(pipeline, job, storage.join(job.output, ".labelbeam", "staging", "dry-run"))
+            print(runners.dry_run(pipeline, launch.pipeline_options))
+            return report.EXIT_OK
         run_id = publish.new_run_id()
         if job.incremental:
             planned = incremental.plan(job)
@@ -213,52 +240,121 @@ def run(argv: list[str] | None = None) -> int:
         root = publish.OutputRoot(job.output, job.storage_config())
         _check_output(job, root)
         locks.enter_context(root.acquire(run_id))
-        lock = locks
     except (ConfigError, publish.LockHeld, runners.RunnerRefused) as exc:
         locks.close()
         print(f"labelbeam: error: {exc}", file=sys.stderr)
-        return 2
+        return report.EXIT_CONFIG
     except Exception as exc:  # noqa: BLE001 - storage failing at launch is one line, not a traceback
         locks.close()
         reason = storage.failure_reason(exc)
         if reason is None:
             raise
-        detail = storage.redact_url(f"{type(exc).__name__}: {exc}")[:300]
-        print(f"labelbeam: error: storage failed at launch ({reason}): {detail}; check the endpoint, credentials and --storage_options", file=sys.stderr)
-        return 2
-    with lock:
-        recovered = root.recover()
-        if recovered:
-            print(f"labelbeam: completed the interrupted publish of run {recovered}", file=sys.stderr)
-        root.clean_abandoned()
-        staging = root.staging(run_id)
-        started = time.time()
-        shown = progress.Progress(enabled=not job.quiet and progress.is_local(launch.pipeline_options))
-        graph = build(pipeline, job, staging, shown.folder)
-        with shown:
-            state = runners.run_to_completion(pipeline)
-        finished = time.time()
-        summary = report.write_run_report(
-            job, launch.beam_options(), staging, run_id, graph["record_stages"], graph["outputs"], started, finished, state
-        )
-        code = summary["exit_code"]
-        try:
-            if code in (report.EXIT_OK, report.EXIT_ERROR_RATE) or (code == report.EXIT_INCOMPLETE and job.allow_incomplete):
+        print(f"labelbeam: error: storage failed at launch ({reason}): {_detail(exc)}; check the endpoint, credentials and --storage_options", file=sys.stderr)
+        return report.EXIT_CONFIG
+    step = ["starting"]  # what the run was doing, for a failure's one line
+
+    def stop_now(exc: interrupts.Interrupted) -> None:
+        code = _interrupted(exc, root, run_id, locks)
+        exit_on_signal(code)
+
+    signals = interrupts.Interrupts(stop_now if exit_on_signal else None)
+    try:
+        with signals:
+            code = _run_locked(job, launch, pipeline, root, run_id, planned, signals, step)
+    except KeyboardInterrupt as exc:  # SIGINT (Python's own handler while the job runs) or SIGTERM
+        code = _interrupted(interrupts.as_interrupted(exc), root, run_id, locks)
+    except Exception as exc:  # noqa: BLE001 - after launch every failure is exit 5 in one line
+        code = _failed(exc, step[0], root)
+    finally:
+        locks.close()  # releasing never raises: a lock left behind is taken over once stale
+    return code
+
+
+def _run_locked(job, launch, pipeline, root: publish.OutputRoot, run_id: str, planned, signals, step: list[str]) -> int:
+    """The run, once the output's lock is held: job, report, publish."""
+    step[0] = "completing an interrupted publish"
+    recovered = root.recover()
+    if recovered:
+        print(f"labelbeam: completed the interrupted publish of run {recovered}", file=sys.stderr)
+    step[0] = "clearing abandoned staging folders"
+    root.clean_abandoned()
+    staging = root.staging(run_id)
+    started = time.time()
+    shown = progress.Progress(enabled=not job.quiet and progress.is_local(launch.pipeline_options), inputs=job.input, store=job.storage_config())
+    step[0] = "building the job"
+    graph = build(pipeline, job, staging, shown.folder)
+    step[0] = "running the job"
+    with shown:
+        state = runners.run_to_completion(pipeline)
+    signals.check_received()  # a runner may have turned the interrupt into a failed bundle
+    finished = time.time()
+    step[0] = "writing the run report"
+    summary = report.write_run_report(
+        job, launch.beam_options(), staging, run_id, graph["record_stages"], graph["outputs"], started, finished, state
+    )
+    code = summary["exit_code"]
+    with signals.deferred():  # a publish, once begun, is completed before a signal is acted on
+        if code in (report.EXIT_OK, report.EXIT_ERROR_RATE) or (code == report.EXIT_INCOMPLETE and job.allow_incomplete):
+            step[0] = "publishing"
+            try:
                 root.publish(run_id, success=code == report.EXIT_OK)
-                where = job.output
-            else:
-                where = root.keep_failed(run_id)
-        except Exception as exc:  # noqa: BLE001 - a storage fault mid-publish: the journal lets the next run finish it
-            if storage.failure_reason(exc) is None:
-                raise
-            print(report.describe(summary, root.staging(run_id)))
-            print(f"labelbeam: error: publishing failed ({storage.redact_url(f'{type(exc).__name__}: {exc}')[:300]}); "
-                  "no _SUCCESS was written; the next run on this output first completes an interrupted publish or clears this staging", file=sys.stderr)
-            return report.EXIT_FAILED
+            except Exception as exc:  # noqa: BLE001 - a storage fault mid-publish: the journal lets the next run finish it
+                if not getattr(root, "published", False):
+                    print(report.describe(summary, staging))
+                    raise
+                print(f"labelbeam: warning: published, but clearing the previous output failed ({_detail(exc)}); "
+                      "the next run on this output clears it", file=sys.stderr)
+            where = job.output
+        else:
+            step[0] = "keeping the staged outputs of a failed run"
+            where = root.keep_failed(run_id)
         print(report.describe(summary, where))
-        if planned is not None and code == report.EXIT_OK:
-            incremental.commit(planned)
-        return code
+    if signals.received:
+        print(f"labelbeam: {signals.received} arrived while publishing; the publish was completed first", file=sys.stderr)
+    if planned is not None and code == report.EXIT_OK:
+        step[0] = "recording which input files this run read (published with _SUCCESS; the next run reads them again)"
+        incremental.commit(planned)
+    return code
+
+
+def _detail(exc: BaseException) -> str:
+    return storage.redact_url(f"{type(exc).__name__}: {exc}".splitlines()[0])[:300]
+
+
+def _interrupted(exc: "interrupts.Interrupted", root: publish.OutputRoot, run_id: str, locks: contextlib.ExitStack) -> int:
+    """SIGINT / SIGTERM before publishing: the run stops, nothing is published, the previous
+    output stays as it was, the lock is released."""
+    runners._end_worker_processes()  # the local multi-process runner's workers, if any
+    try:
+        root.discard(run_id)
+    except Exception:  # noqa: BLE001 - the next run clears an abandoned staging folder
+        pass
+    locks.close()
+    print(f"labelbeam: interrupted by {exc.name}: nothing published, the previous output is as it was; exit {exc.code}", file=sys.stderr)
+    return exc.code
+
+
+def _failed(exc: BaseException, step: str, root: publish.OutputRoot) -> int:
+    """A failure after launch (storage, disk full, a bug): exit 5 and one line that says what
+    was published. A storage failure prints no traceback; anything else is a bug and keeps it."""
+    reason = storage.failure_reason(exc)
+    if reason is None:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    try:
+        success = root.fs.exists(root._p(storage.join(root.url, publish.SUCCESS)))
+        state = "_SUCCESS is there" if success else "no _SUCCESS"
+    except Exception:  # noqa: BLE001 - storage may be failing still
+        state = "whether _SUCCESS is there could not be checked"
+    if getattr(root, "published", False):
+        after = f"the output itself was published ({state})"
+    elif step == "publishing":
+        after = f"publishing did not complete ({state}); the next run on this output completes it first"
+    else:
+        after = f"nothing was published: the previous output, if any, is as it was ({state}); the next run clears this run's staging folder"
+    print(f"labelbeam: error: {step} failed ({reason or 'bug'}): {_detail(exc)}; {after}; exit {report.EXIT_FAILED}", file=sys.stderr)
+    return report.EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 import yaml
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions, _BeamArgumentParser
 
 from pipelines import config
 from pipelines.config import FORMAT_FLAGS, JobConfig
@@ -39,7 +39,7 @@ class LabelbeamOptions(PipelineOptions):
             if flag.boolean:
                 kwargs.update(nargs="?", const="true")
             elif flag.name == "input":
-                kwargs.update(action="append", nargs="+")
+                kwargs.update(action="append", nargs="+", metavar="PATTERN")
             elif flag.repeatable:
                 kwargs.update(action="append")
             group.add_argument(f"--{flag.name}", **kwargs)
@@ -163,12 +163,17 @@ def parse_launch(argv: list[str]) -> Launch:
     _check_known_flags(flags)
     options = PipelineOptions(flags)
     job_layers.append(_flag_layer(options.view_as(LabelbeamOptions)))
+    merged = config.merge(job_layers)
     try:
-        job = config.build_job(config.merge(job_layers))
+        job = config.build_job(merged)
     except SettingError as exc:
         raise ConfigError(str(exc)) from None
+    _check_split_ratios((merged.get("split") or {}).get("ratios"))
+    job = _expand_folders(job)
     _check_inputs(job)
-    _check_output(job)
+    _check_output_reachable(options, job)
+    if not options.view_as(TestOptions).dry_run:  # a dry run builds the graph offline and writes nothing
+        _check_output(job)
     return Launch(options, job)
 
 
@@ -178,6 +183,87 @@ def _storage_refused(what: str, exc: BaseException) -> ConfigError:
     reason = storage.launch_failure_reason(exc)
     detail = storage.redact_url(f"{type(exc).__name__}: {exc}").splitlines()[0][:300] if str(exc) else type(exc).__name__
     return ConfigError(f"storage refused {what} ({reason}): {detail}")
+
+
+def _check_split_ratios(given: str | dict | None) -> None:
+    """Shares as given (flag or YAML, before they are normalized) that do not sum to 1 are a
+    typo, not something to rescale silently. Their form was checked by build_job."""
+    if given is None:
+        return
+    pairs = given.items() if isinstance(given, dict) else (part.partition("=")[::2] for part in str(given).split(","))
+    shares = {str(name).strip(): float(value) for name, value in pairs}
+    total = sum(shares.values())
+    if abs(total - 1.0) > 1e-9:
+        text = ",".join(f"{name}={share:g}" for name, share in shares.items())
+        raise ConfigError(f"split ratios {text} sum to {total:.10g}; the shares must sum to 1")
+
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0"}
+
+
+def remote_runner(options: PipelineOptions) -> str | None:
+    """The runner's name when its workers run on other machines (they cannot see this one's disk)."""
+    from apache_beam.options.pipeline_options import FlinkRunnerOptions, PortableOptions, StandardOptions
+
+    runner = (options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1]
+    if runner in ("DataflowRunner", "TestDataflowRunner"):
+        return runner
+    if runner == "FlinkRunner":
+        master = options.view_as(FlinkRunnerOptions).flink_master or "[auto]"
+        return None if master in ("[auto]", "[local]") or master.rsplit(":", 1)[0] in _LOOPBACK else f"FlinkRunner at {master}"
+    if runner == "PortableRunner":
+        endpoint = options.view_as(PortableOptions).job_endpoint or "embed"
+        return None if endpoint == "embed" or endpoint.rsplit(":", 1)[0] in _LOOPBACK else f"PortableRunner at {endpoint}"
+    return None
+
+
+def _check_output_reachable(options: PipelineOptions, job: JobConfig) -> None:
+    """A remote runner's workers write the outputs: a folder on this machine's disk is not theirs."""
+    import fsspec
+
+    remote = remote_runner(options)
+    if remote and fsspec.core.split_protocol(job.output)[0] in (None, "file", "local"):
+        raise ConfigError(
+            f"--output {storage.redact_url(job.output)} is on this machine's disk, which the workers of {remote} cannot write; "
+            "give an object-store URL (s3://, gs://, az://)"
+        )
+
+
+def _folder_files(pattern: str, storage_options: dict) -> list[str] | None:
+    """The files under a folder, hidden ones and dot-folders skipped, sorted; None when
+    `pattern` is not a folder (a file, a glob, or nothing)."""
+    import fsspec
+
+    fs, path = storage.filesystem(pattern, storage_options)
+    if fsspec.core.has_magic(path) or fs.isfile(path) or not fs.isdir(path):
+        return None
+    root = path.rstrip("/")
+    found = []
+    for name in fs.find(root):
+        relative = name[len(root):].strip("/")
+        if not any(part.startswith(".") for part in relative.split("/")):
+            found.append(storage.to_url(fs, name))
+    return sorted(found)
+
+
+def _expand_folders(job: JobConfig) -> JobConfig:
+    """An --input that names a folder stands for every file under it, at any depth, as a glob
+    would; hidden files and dot-folders (an editor's, a tool's or labelbeam's own state) are
+    skipped. Listed here, once, so every later step sees plain files."""
+    expanded: list[str] = []
+    for pattern in job.input:
+        shown = storage.redact_url(pattern)
+        try:
+            files = storage.within_deadline(lambda: _folder_files(pattern, job.storage), job.storage_timeout, f"listing {shown}")
+        except Exception as exc:  # noqa: BLE001 - a storage error at launch is one line, with its reason
+            raise _storage_refused(f"listing {shown}", exc) from None
+        if files is None:
+            expanded.append(pattern)
+        elif not files:
+            raise ConfigError(f"input folder {storage.redact_url(pattern)} holds no files (hidden files and dot-folders are skipped)")
+        else:
+            expanded += files
+    return job if expanded == job.input else dataclasses.replace(job, input=expanded)
 
 
 def _check_inputs(job: JobConfig) -> None:
@@ -222,26 +308,146 @@ def _check_output(job: JobConfig) -> None:
         raise _storage_refused(f"--output {shown}", exc) from None
 
 
-def help_text() -> str:
-    """labelbeam's own options, with their defaults and choices (Beam's: --help-beam)."""
-    lines = [
-        "usage: labelbeam --input PATTERN [PATTERN ...] --output URL [options] [Beam pipeline options]",
-        "",
-        "labelbeam options (YAML: the job section of --config; flags win over files):",
-    ]
-    names = [flag.name for flag in config.flags()] + list(FORMAT_FLAGS) + ["format_option F.K=V", "config FILE"]
-    width = max(map(len, names)) + 2
-    lines.append(f"  --{'config FILE':<{width}}YAML with pipeline_options and job sections; may repeat")
-    for flag in config.flags():
-        detail = []
-        if flag.choices:
-            detail.append("one of " + ", ".join(map(str, flag.choices)))
-        if flag.default not in (dataclasses.MISSING, None, [], {}, ""):
-            detail.append(f"default {flag.default}")
-        suffix = f" ({'; '.join(detail)})" if detail else ""
-        lines.append(f"  --{flag.name:<{width}}{flag.help}{suffix}")
-    lines.append(f"  --{'format_option F.K=V':<{width}}a format's own option, e.g. label_studio.annotations=latest")
-    for name, (fmt, key) in FORMAT_FLAGS.items():
-        lines.append(f"  --{name:<{width}}the same as --format_option {fmt}.{key}=...")
-    lines += ["", "Beam's own options (runner, workers, Dataflow, ...): labelbeam --help-beam"]
+# The options most runs use, shown first by --help (the rest follow in declaration order).
+COMMON_FLAGS = ("input", "output", "format", "output_format", "overwrite", "quiet", "max_error_rate", "shard_size",
+                "validate_masks", "probe_images", "validation_profile", "split_ratios")
+
+
+def _field_of(path: tuple[str, ...]) -> dataclasses.Field:
+    cls, field = JobConfig, None
+    for name in path:
+        field = {f.name: f for f in dataclasses.fields(cls)}[name]
+        cls = field.default_factory if field.default_factory is not dataclasses.MISSING else None
+    return field
+
+
+def format_size(value: int) -> str:
+    """Bytes as a user writes them: 67108864 -> 64MB (whole binary units only)."""
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if value >= scale and value % scale == 0:
+            return f"{value // scale}{unit}"
+    return str(value)
+
+
+def _metavar(flag) -> str:
+    if flag.name == "input":
+        return " PATTERN [PATTERN ...]"
+    if flag.boolean:
+        return "[=true|false]"
+    if _field_of(flag.path).metadata.get("size"):
+        return " SIZE"
+    if flag.choices:
+        return " NAME"
+    if isinstance(flag.default, (int, float)):
+        return " N"
+    return {"output": " URL", "max_error_rate": " RATE", "relative_to": " URL", "storage_options": " JSON", "split_ratios": " NAME=SHARE,...",
+            "allowed_roots": " URL[,URL...]", "partition_by": " COL[,COL...]", "manifest_partition_by": " COL[,COL...]"}.get(flag.name, " VALUE")
+
+
+def _describe(flag) -> str:
+    detail = []
+    if flag.choices:
+        detail.append("one of " + ", ".join(map(str, flag.choices)))
+    if flag.default not in (dataclasses.MISSING, None, [], {}, "", False):
+        shown = format_size(flag.default) if _field_of(flag.path).metadata.get("size") else flag.default
+        if isinstance(shown, bool):
+            shown = str(shown).lower()
+        elif isinstance(shown, dict):
+            shown = ",".join(f"{k}={v:g}" for k, v in shown.items())
+        detail.append(f"default {shown}")
+    if flag.repeatable and flag.name != "input":
+        detail.append("may repeat")
+    return flag.help + (f" ({'; '.join(detail)})" if detail else "")
+
+
+def _entries(entries: list[tuple[str, str]], width: int) -> list[str]:
+    """Option and description in two columns, wrapped to `width`; the description on the next
+    line when the option is too long for its column or the terminal is narrow."""
+    import textwrap
+
+    column = 30 if width >= 72 else 8
+    lines = []
+    for option, text in entries:
+        head = f"  {option}"
+        kept = text.replace("default ", "default\u00a0")  # a default stays beside its value
+        body = [line.replace("\u00a0", " ") for line in textwrap.wrap(kept, max(20, width - column), break_on_hyphens=False)] or [""]
+        if len(head) + 2 <= column:
+            lines.append(f"{head:<{column}}{body[0]}")
+            body = body[1:]
+        else:
+            lines.append(head)
+        lines += [" " * column + line for line in body]
+    return lines
+
+
+def help_text(width: int | None = None) -> str:
+    """labelbeam's own options, the common ones first, with their defaults and choices, wrapped
+    to the terminal (Beam's own: --help-beam)."""
+    import shutil
+
+    width = width or min(shutil.get_terminal_size((100, 24)).columns, 120)
+    flags = {flag.name: flag for flag in config.flags()}
+    entry = lambda flag: (f"--{flag.name}{_metavar(flag)}", _describe(flag))  # noqa: E731
+    common = [entry(flags[name]) for name in COMMON_FLAGS]
+    common.insert(4, ("--config FILE", "YAML with pipeline_options (Beam's) and job (these options, nested) sections; may repeat, "
+                                       "later files win per leaf, flags win over every file"))
+    more = [entry(flag) for name, flag in flags.items() if name not in COMMON_FLAGS]
+    more.append(("--format_option FORMAT.KEY=VALUE", "a format's own option, e.g. label_studio.annotations=latest; may repeat (docs/formats.md)"))
+    more += [(f"--{name} VALUE", f"the same as --format_option {fmt}.{key}=VALUE") for name, (fmt, key) in FORMAT_FLAGS.items()]
+    lines = ["usage: labelbeam --input PATTERN [...] --output URL [options] [Beam options]",
+             "       labelbeam --help | --help-beam | --version", "",
+             "Common options:", *_entries(common, width), "",
+             "More options:", *_entries(more, width), "",
+             *_entries([("--help-beam", "Beam's own options: runner, workers, Dataflow, Flink, portable (without --runner: the "
+                                        "FnApiRunner, one worker process per core)"),
+                        ("--version", "labelbeam's, Beam's and pyarrow's versions")], width)]
     return "\n".join(lines)
+
+
+def beam_help_text(width: int | None = None) -> str:
+    """Beam's own pipeline options, grouped as Beam groups them (one group per options class)."""
+    import argparse
+    import shutil
+
+    width = width or min(shutil.get_terminal_size((100, 24)).columns, 120)
+    parser = argparse.ArgumentParser(prog="labelbeam", usage="labelbeam [labelbeam options] [Beam options]", add_help=False,
+                                     description="Beam's pipeline options, passed to Beam as they are (or under pipeline_options: "
+                                                 "in a --config file); labelbeam's own: labelbeam --help. Without --runner, "
+                                                 "labelbeam runs the FnApiRunner with one worker process per core "
+                                                 "(--direct_running_mode=multi_processing --direct_num_workers=<cores>), not "
+                                                 "Beam's DirectRunner.",
+                                     formatter_class=lambda prog: argparse.HelpFormatter(prog, width=width),
+                                     conflict_handler="resolve", allow_abbrev=False)
+    seen: dict[str, type] = {}
+
+    def walk(cls):
+        for sub in cls.__subclasses__():
+            if sub.__module__.startswith("apache_beam"):
+                seen.setdefault(f"{sub.__module__}.{sub.__qualname__}", sub)
+            walk(sub)
+
+    walk(PipelineOptions)
+    for cls in seen.values():
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+        group = parser.add_argument_group(cls.__name__, " ".join(doc.split()) or None)
+        group.add_argument_group = lambda *a, _group=group, **k: _group  # a few classes nest groups
+        cls._add_argparse_args(group)  # noqa: SLF001 (Beam's own way to list its options)
+    for action in parser._actions:  # noqa: SLF001 - Beam's text names Beam's default, not this job's
+        if "--runner" in action.option_strings and action.help:
+            action.help = action.help.replace("If unspecified, defaults to DirectRunner.",
+                                              "If unspecified, labelbeam uses the FnApiRunner with one worker process per core.")
+    return parser.format_help()
+
+
+def version_text() -> str:
+    """labelbeam's version and those of the two libraries its outputs depend on."""
+    from importlib import metadata
+
+    import apache_beam
+    import pyarrow
+
+    try:
+        own = metadata.version("labelbeam")
+    except metadata.PackageNotFoundError:  # run from a checkout that was not installed
+        own = "unknown (not installed; pip install -e .)"
+    return f"labelbeam {own}\napache-beam {apache_beam.__version__}\npyarrow {pyarrow.__version__}"

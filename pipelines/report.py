@@ -11,12 +11,14 @@ minus what it refused; and every file the writers counted is where they said. An
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import platform
 from importlib import metadata
 
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines.config import JobConfig
 from pipelines.publish import REPORT_FILE, RUN_FILE
@@ -29,6 +31,7 @@ from transforms.stages.write import (
     RECORDS_OUTPUT,
     REFUSED_FOLDER,
     ensure_records_dataset,
+    file_record,
     manifests_output,
     refused_output,
 )
@@ -42,6 +45,10 @@ EXIT_MEANINGS = {
     EXIT_INCOMPLETE: "incomplete input: a file was not read to its end; not published",
     EXIT_FAILED: "the job failed; not published",
 }
+NO_RECORDS_MEANING = "done and published, but no record was kept from input that was not blank (no _SUCCESS)"
+# A run stopped by SIGINT / SIGTERM exits 128 + the signal's number before publishing
+# (pipelines/interrupts.py); it writes no run.json.
+EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
 
 
 STATS_OUTPUT = "stats"
@@ -151,20 +158,54 @@ def output_entries(counters: dict, outputs: list[str], totals: dict, staging: st
             problems.append(f"{given} rows reached the writer, {expected} were produced for it")
         if entry["landed"] != given - entry["refused"]:
             problems.append(f"{entry['landed']} rows in its files, {given - entry['refused']} given to it and not refused")
-        missing = _missing_files(storage.join(staging, name), c.get("published", {}), store)
-        if missing:
-            problems.append(f"{len(missing)} counted file(s) not found, e.g. {missing[0]}")
+        published = c.get("published", {})
+        damaged = check_files(storage.join(staging, name), published, store)
+        if damaged:
+            problems.append(f"{len(damaged)} file(s) differ from what their writer counted, e.g. {damaged[0]}")
         entry["problems"] = problems
+        entry["published"] = published  # per file: rows, bytes, sha256, as the finalize step read them
         entries[name] = entry
     return entries
 
 
-def _missing_files(root: str, published: dict, store: storage.Storage) -> list[str]:
+def check_files(root: str, published: dict, store: storage.Storage) -> list[str]:
+    """Reads every file a writer counted, as it stands in the staging folder, and compares it with
+    the finalize step's record (rows, bytes, sha256): '<name>: <what differs>' per file that is
+    missing, of another size or content, or (Parquet) whose footer cannot be read or holds other
+    rows. The files are read in a few threads; the pool is closed before this returns."""
     fs, path = store.fs(root)
-    present = set()
-    if fs.exists(path):
-        present = {storage.relative_to(storage.to_url(fs, p), storage.to_url(fs, path)) for p in fs.find(path)}
-    return sorted(name for name in published if name not in present)
+
+    def check(item: tuple[str, dict]) -> str | None:
+        name, expected = item
+        if not isinstance(expected, dict):  # a bare row count: nothing else to compare
+            expected = {"rows": expected}
+        target = path.rstrip("/") + "/" + name
+        try:
+            if "sha256" in expected:
+                seen = file_record(fs, target, "." + name.rsplit(".", 1)[-1], "jsonl")
+                for key in ("bytes", "sha256"):
+                    if seen[key] != expected[key]:
+                        return f"{name}: {key} {seen[key]} != {expected[key]} counted"
+            elif not fs.exists(target):
+                return f"{name}: not found"
+            if name.endswith(".parquet"):
+                with fs.open(target, "rb") as handle:
+                    rows = pq.ParquetFile(handle).metadata.num_rows
+                if rows != expected.get("rows", rows):
+                    return f"{name}: {rows} rows != {expected['rows']} counted"
+        except FileNotFoundError:
+            return f"{name}: not found"
+        except (pa.ArrowInvalid, OSError) as exc:
+            if storage.failure_reason(exc) not in (None, storage.IO_ERROR, storage.NOT_FOUND):
+                raise  # storage failing, not a damaged file: exit 5, not 3
+            return f"{name}: unreadable ({str(exc).splitlines()[0][:120]})"
+        return None
+
+    if not published:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(published)), thread_name_prefix="labelbeam-check") as pool:
+        found = list(pool.map(check, sorted(published.items())))
+    return [problem for problem in found if problem]
 
 
 def write_run_report(
@@ -202,12 +243,16 @@ def write_run_report(
         data_loss["stages"] = {"flow_breaks": flow_breaks, "lines_unaccounted": lines_unaccounted}
     incomplete = [{"uri": f["uri"], "lines_read": f["lines"], "lines_expected": f["expected_lines"], "incomplete_reads": f["incomplete_reads"]} for f in files if not f["complete"]]
     error_rate = totals["dead_letters"] / totals["lines"] if totals["lines"] else 0.0
+    # input that was not blank, and not one record kept from it: never a success (no _SUCCESS)
+    nothing_kept = totals["lines"] > totals["blank"] and totals["records_kept"] == 0
     if failure is not None:
         code = EXIT_FAILED
     elif data_loss:
         code = EXIT_DATA_LOSS
     elif incomplete:
         code = EXIT_INCOMPLETE
+    elif nothing_kept:
+        code = EXIT_ERROR_RATE
     elif job.max_error_rate is not None and error_rate > job.max_error_rate:
         code = EXIT_ERROR_RATE
     else:
@@ -238,7 +283,8 @@ def write_run_report(
         "error_rate": round(error_rate, 6),
         "max_error_rate": job.max_error_rate,
         "exit_code": code,
-        "exit_meaning": EXIT_MEANINGS[code],
+        "exit_meaning": NO_RECORDS_MEANING if code == EXIT_ERROR_RATE and nothing_kept else EXIT_MEANINGS[code],
+        "no_records_kept": nothing_kept,
     }
     store.write_atomically(storage.join(staging, RUN_FILE), orjson.dumps(storage.redact(summary), option=orjson.OPT_INDENT_2))
     if files:
@@ -299,7 +345,10 @@ def describe(summary: dict, where: str) -> str:
         else:
             lines.append(f"  DATA LOSS in {name}: {'; '.join(loss['problems'])}")
     lines.append(f"  statistics in {storage.join(where, 'stats')}; run report {storage.join(where, RUN_FILE)}, {storage.join(where, REPORT_FILE)}")
-    if summary["exit_code"] == EXIT_ERROR_RATE:
+    if summary.get("no_records_kept"):
+        lines.append(f"  NO RECORDS: {totals['lines'] - totals['blank']} input items that are not blank, and not one record kept "
+                     "(every one a dead letter or refused): published without _SUCCESS")
+    elif summary["exit_code"] == EXIT_ERROR_RATE:
         lines.append(f"  error rate {summary['error_rate']:.4f} exceeds --max_error_rate {summary['max_error_rate']}")
     lines.append(f"  exit {summary['exit_code']}: {summary['exit_meaning']}")
     return "\n".join(lines)

@@ -112,13 +112,13 @@ def _bar_chart(chart_id: str, bars: list[tuple[str, int]], color: str = _PALETTE
     row, top = 18, 4
     fits = (label_w - 10) // 7  # characters of the label column
     peak = max(v for _, v in bars) or 1
-    plot = width - label_w - 70
+    shown_values = [f"{value:,}" + (f" ({value / total:.0%})" if total else "") for _, value in bars]
+    plot = width - label_w - 4 - _text_width(max(shown_values, key=len)) - 4  # the longest value fits after the longest bar
     parts = []
-    for i, (label, value) in enumerate(bars):
+    for i, ((label, value), shown) in enumerate(zip(bars, shown_values)):
         y = top + i * row
         w = max(1.0, plot * value / peak)
         short = label if len(label) <= fits else label[: fits - 1] + "…"
-        shown = f"{value:,}" + (f" ({value / total:.0%})" if total else "")
         parts.append(
             f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end"><title>{_e(label)}</title>{_e(short or "(none)")}</text>'
             f'<rect class="bar" data-label="{_e(label)}" data-value="{value}" x="{label_w}" y="{y + 2}" width="{w:.1f}" height="{row - 5}" fill="{color}" rx="2"/>'
@@ -128,8 +128,44 @@ def _bar_chart(chart_id: str, bars: list[tuple[str, int]], color: str = _PALETTE
     return f'<svg class="chart" id="{chart_id}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">{"".join(parts)}</svg>'
 
 
-def _histogram(chart_id: str, measure: str, bins: list[tuple[int, int]], color: str, width: int = 600, height: int = 180) -> str:
-    """Vertical bars over consecutive bins (empty bins between shown as gaps), edges below."""
+def _text_width(text: str) -> float:
+    """A generous width of `text` in the charts' 11px font (digits and separators are narrower)."""
+    return 7.0 * len(text)
+
+
+def _round(value: float, up: bool) -> float:
+    """`value` to 3 significant digits, rounded outwards so that a shown range holds its values."""
+    if value <= 0 or not math.isfinite(value):
+        return value
+    scale = 10 ** (math.floor(math.log10(value)) - 2)
+    return (math.ceil(value / scale - 1e-9) if up else math.floor(value / scale + 1e-9)) * scale
+
+
+def _bin_range(measure: str, b: int, known: tuple[float, float] | None) -> tuple[float, float]:
+    """The values bin `b` can hold, narrowed to the measure's known min and max."""
+    lower, upper = bin_edges(measure, b)
+    if known:
+        lower, upper = max(lower, known[0]), min(upper, known[1])
+    return lower, upper
+
+
+def _range_label(measure: str, b: int, known: tuple[float, float] | None) -> str:
+    """A bin as the values it holds: '576' when they are all one value, 'a-b' otherwise; whole
+    pixels for image sizes, 3 significant digits rounded outwards for the rest."""
+    lower, upper = _bin_range(measure, b, known)
+    exact_upper = known is not None and upper == known[1]  # the max is a value held; a bin's upper edge is not
+    if measure in ("image_width", "image_height"):
+        lo, hi = math.ceil(lower), (math.floor(upper) if exact_upper else math.ceil(upper) - 1)
+        return f"{lo:,}" if lo >= hi else f"{lo:,}–{hi:,}"
+    lo, hi = _round(lower, up=False), _round(upper, up=True)
+    return f"{lo:.3g}" if lower == upper else f"{lo:.3g}–{hi:.3g}"
+
+
+def _histogram(chart_id: str, measure: str, bins: list[tuple[int, int]], color: str, width: int = 600, height: int = 180,
+               known: tuple[float, float] | None = None) -> str:
+    """Vertical bars over consecutive bins (empty bins between shown as gaps). Below them: each
+    bin's own range when there are few, else the decades' edges on the axis. `known` is the
+    measure's (min, max), which narrows the ranges of the end bins to the values they hold."""
     floor_bin = math.floor(math.log10(LOG_FLOOR) * BINS_PER_DECADE + 1e-9)
     at_floor = sum(n for b, n in bins if measure not in COUNT_MEASURES and b <= floor_bin)
     bins = [(b, n) for b, n in bins if measure in COUNT_MEASURES or b > floor_bin]
@@ -139,13 +175,13 @@ def _histogram(chart_id: str, measure: str, bins: list[tuple[int, int]], color: 
     first, last = bins[0][0], bins[-1][0]
     counts = dict(bins)
     slots = list(range(first, last + 1))
-    left, bottom, top = 36, 28, 8
-    plot_w, plot_h = width - left - 8, height - bottom - top
-    slot_w = plot_w / len(slots)
     peak = max(counts.values())
-    parts = [f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 8}" y2="{top + plot_h}" stroke="#99a"/>',
-             f'<text x="{left - 4}" y="{top + 9}" text-anchor="end">{peak:,}</text>',
-             f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end">0</text>']
+    left, bottom, top, right = max(36.0, _text_width(f"{peak:,}") + 8), 28, 8, 8
+    plot_w, plot_h = width - left - right, height - bottom - top
+    slot_w = plot_w / len(slots)
+    parts = [f'<line x1="{left}" y1="{top + plot_h}" x2="{width - right}" y2="{top + plot_h}" stroke="#99a"/>',
+             f'<text class="tick-y" x="{left - 4}" y="{top + 9}" text-anchor="end">{peak:,}</text>',
+             f'<text class="tick-y" x="{left - 4}" y="{top + plot_h}" text-anchor="end">0</text>']
     for i, b in enumerate(slots):
         if b not in counts:
             continue
@@ -153,25 +189,46 @@ def _histogram(chart_id: str, measure: str, bins: list[tuple[int, int]], color: 
         h = max(1.0, plot_h * counts[b] / peak)
         x = left + i * slot_w
         parts.append(
-            f'<rect class="bar" data-bin="{b}" data-value="{counts[b]}" x="{x + 0.5:.1f}" y="{top + plot_h - h:.1f}" '
-            f'width="{max(1.0, slot_w - 1):.1f}" height="{h:.1f}" fill="{color}"><title>[{lower:.4g}, {upper:.4g}): {counts[b]:,}</title></rect>'
+            f'<rect class="bar" data-bin="{b}" data-value="{counts[b]}" data-lower="{lower!r}" data-upper="{upper!r}" x="{x + 0.5:.1f}" '
+            f'y="{top + plot_h - h:.1f}" width="{max(1.0, slot_w - 1):.1f}" height="{h:.1f}" fill="{color}">'
+            f'<title>[{lower:.4g}, {upper:.4g}): {counts[b]:,}</title></rect>'
         )
-    for x, text in _ticks(measure, slots, left, slot_w):
+    for x, text, css, b in _ticks(measure, slots, counts, left, slot_w, known):
+        half = _text_width(text) / 2
+        at = min(max(x, half + 1), width - half - 1)  # the whole label inside the chart
+        bin_attr = f' data-bin="{b}"' if b is not None else ""
         parts.append(f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}" stroke="#99a"/>'
-                     f'<text x="{x:.1f}" y="{height - 10}" text-anchor="middle">{text}</text>')
+                     f'<text class="{css}"{bin_attr} x="{at:.1f}" y="{height - 10}" text-anchor="middle">{text}</text>')
     return f'<svg class="chart" id="{chart_id}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">{"".join(parts)}</svg>{note}'
 
 
-def _ticks(measure: str, slots: list[int], left: float, slot_w: float) -> list[tuple[float, str]]:
-    """Axis labels: a few integer values under their bars for counts, decades for log scales."""
+def _ticks(measure: str, slots: list[int], counts: dict[int, int], left: float, slot_w: float,
+           known: tuple[float, float] | None) -> list[tuple[float, str, str, int | None]]:
+    """Axis labels (x, text, class, bin): a bin's label (class bin-label) sits under the bin's
+    middle and names the values it holds; an edge label (class edge) sits on a bin boundary and
+    names that boundary. Integer counts: their values. Few bins: each bin's range. Many: decades."""
     if measure in COUNT_MEASURES:
         step = max(1, math.ceil(len(slots) / 10))
-        return [(left + (i + 0.5) * slot_w, str(b)) for i, b in enumerate(slots) if i % step == 0]
-    decades = [(i, b) for i, b in enumerate(slots) if b % BINS_PER_DECADE == 0]
-    if len(decades) < 2:
-        ends = [(0, slots[0]), (len(slots) - 1, slots[-1])]
-        decades = sorted(set(decades + [(i, b) for i, b in ends if all(abs(i - j) > len(slots) // 6 for j, _ in decades)]))
-    return [(left + i * slot_w, f"{bin_edges(measure, b)[0]:.3g}") for i, b in decades]
+        return [(left + (i + 0.5) * slot_w, str(b), "bin-label", b) for i, b in enumerate(slots) if i % step == 0]
+    occupied = [(i, b) for i, b in enumerate(slots) if b in counts]
+    decades = [(i, b) for i, b in enumerate(slots) if b % BINS_PER_DECADE == 0 and 0 < i]
+    edges = [(left + i * slot_w, f"{bin_edges(measure, b)[0]:.3g}", "edge", None) for i, b in decades]
+    if len(occupied) > 6 and len(decades) >= 2:
+        return edges
+    chosen = occupied if len(occupied) <= 6 else [occupied[0], occupied[-1]]
+    candidates = [(left + (i + 0.5) * slot_w, _range_label(measure, b, known), "bin-label", b) for i, b in chosen]
+    placed: list[tuple[float, str, str, int | None]] = []
+    for tick in candidates + (edges if len(occupied) > 6 else []):  # a label that would overlap one placed is left out
+        x, text = tick[0], tick[1]
+        if all(abs(x - other[0]) > (_text_width(text) + _text_width(other[1])) / 2 + 4 for other in placed):
+            placed.append(tick)
+    return sorted(placed)
+
+
+def _known_range(quantiles: list[dict], measure: str) -> tuple[float, float] | None:
+    """The measure's smallest and largest value over every class (the quantile table's min and max)."""
+    rows = [q for q in quantiles if q["measure"] == measure and q["min"] is not None and q["max"] is not None]
+    return (min(q["min"] for q in rows), max(q["max"] for q in rows)) if rows else None
 
 
 def _bins_over_classes(histograms: list[dict], measure: str) -> list[tuple[int, int]]:
@@ -229,6 +286,19 @@ def _count_by_output_and_code(rows) -> dict[tuple[str, str], int]:
     return counts
 
 
+def _output_problems(name: str, entry: dict) -> _Raw:
+    """The problems run.json lists for an output, and one it does not: an output that was to
+    hold rows and holds none (every row refused by its format, say) is flagged, never 'none'."""
+    problems = list(entry.get("problems") or [])
+    wanted = max(entry.get("expected") or 0, entry.get("given") or 0)
+    if wanted and not entry.get("landed"):
+        why = f": its writer refused all {entry['refused']:,}" if entry.get("refused") == wanted else ""
+        problems.insert(0, f"nothing landed: 0 of {wanted:,} rows{why}")
+    if not problems:
+        return _Raw('<span class="ok">none</span>')
+    return _Raw(f'<span class="bad" data-problem="{_e(name)}">{_e("; ".join(problems))}</span>')
+
+
 def render(summary: dict, tables: dict[str, pa.Table]) -> str:
     """run.json's summary and the stats tables -> the report page."""
     rows = {name: table.to_pylist() for name, table in tables.items()}
@@ -263,7 +333,7 @@ def render(summary: dict, tables: dict[str, pa.Table]) -> str:
     outputs = summary.get("outputs", {})
     out.append("<h3>Outputs (reconciliation)</h3>")
     out.append(_table(["output", "expected", "given", "refused", "landed", "files", "bytes", "problems"],
-                      [[name, e["expected"], e["given"], e["refused"], e["landed"], e["files"], e["bytes"], "; ".join(e["problems"]) or "none"]
+                      [[name, e["expected"], e["given"], e["refused"], e["landed"], e["files"], e["bytes"], _output_problems(name, e)]
                        for name, e in outputs.items()], "t-outputs", {1, 2, 3, 4, 5, 6}))
     out.append("</section>")
 
@@ -285,12 +355,12 @@ def render(summary: dict, tables: dict[str, pa.Table]) -> str:
                        for c in classes], "t-classes", {5, 6, 7, 8, 9}))
     out.append("</section>")
 
+    quantile_rows = list(rows.get("quantiles", []))
     histograms = rows.get("histograms", [])
     out.append('<section id="geometry"><h2>Box sizes and aspect ratios</h2><p class="muted">All classes; log-scale bins, 20 per decade. Hover a bar for its range.</p><div class="grid">')
     for i, (measure, title) in enumerate(BOX_MEASURES):
-        out.append(f"<div><h3>{_e(title)}</h3>{_histogram(f'chart-{measure}', measure, _bins_over_classes(histograms, measure), _PALETTE[i])}</div>")
+        out.append(f"<div><h3>{_e(title)}</h3>{_histogram(f'chart-{measure}', measure, _bins_over_classes(histograms, measure), _PALETTE[i], known=_known_range(quantile_rows, measure))}</div>")
     out.append("</div><h3>Quantiles per class</h3>")
-    quantile_rows = [q for q in rows.get("quantiles", [])]
     out.append(_table(["measure", "class", "count", "min", "p05", "p25", "median", "p75", "p95", "max", "mean"],
                       [[q["measure"], q["name"], q["count"], q["min"], q["p05"], q["p25"], q["p50"], q["p75"], q["p95"], q["max"], q["mean"]]
                        for q in quantile_rows], "t-quantiles", set(range(2, 11))))
@@ -299,7 +369,7 @@ def render(summary: dict, tables: dict[str, pa.Table]) -> str:
     out.append('<section id="images"><h2>Objects per image and image sizes</h2><div class="grid">')
     for i, (measure, title) in enumerate((("objects_per_image", "Objects per image"), ("polygon_vertices", "Polygon vertices"),
                                           ("image_width", "Image width (px)"), ("image_height", "Image height (px)"))):
-        out.append(f"<div><h3>{_e(title)}</h3>{_histogram(f'chart-{measure}', measure, _bins_over_classes(histograms, measure), _PALETTE[(i + 4) % len(_PALETTE)])}</div>")
+        out.append(f"<div><h3>{_e(title)}</h3>{_histogram(f'chart-{measure}', measure, _bins_over_classes(histograms, measure), _PALETTE[(i + 4) % len(_PALETTE)], known=_known_range(quantile_rows, measure))}</div>")
     records = sum(s["records"] for s in rows.get("summary", []))
     sized = sum(s["images_with_size"] for s in rows.get("summary", []))
     out.append(f'</div><p>Images without a known size: <b data-key="images_without_size">{records - sized:,}</b> of {records:,}.</p></section>')
@@ -308,7 +378,16 @@ def render(summary: dict, tables: dict[str, pa.Table]) -> str:
     out.append(_table(["split", "records", "masks", "validated", "measured"],
                       [[m["split"], m["records"], m["masks"], m["validated"], m["measured"]] for m in rows.get("masks", [])], "t-masks", {1, 2, 3, 4}))
     failed = _count_by_code(w for w in rows.get("issues", []) if w["group"] == "mask")
-    out.append("<h3>Mask checks failed, by code</h3>" + (_bar_chart("chart-mask-failures", sorted(failed.items()), _PALETTE[3]) if failed else '<p class="muted">None failed.</p>'))
+    masks = sum(m["masks"] for m in rows.get("masks", []))
+    validated = sum(m["validated"] for m in rows.get("masks", []))
+    if failed:
+        verdict = _bar_chart("chart-mask-failures", sorted(failed.items()), _PALETTE[3])
+    elif not validated:
+        verdict = (f'<p class="bad" data-key="masks_checked">Not checked: 0 of {masks:,} masks were opened '
+                   '(--validate_masks off, or none could be read).</p>' if masks else '<p class="muted" data-key="masks_checked">No masks.</p>')
+    else:
+        verdict = f'<p class="ok" data-key="masks_checked">None failed: {validated:,} of {masks:,} masks checked.</p>'
+    out.append("<h3>Mask checks failed, by code</h3>" + verdict)
     out.append("<h3>Coverage per class (class pixels / image pixels)</h3>")
     out.append(_table(["class", "masks", "min", "median", "p95", "max", "mean"],
                       [[q["name"], q["count"], q["min"], q["p50"], q["p95"], q["max"], q["mean"]] for q in quantile_rows if q["measure"] == "mask_coverage"],
@@ -318,8 +397,11 @@ def render(summary: dict, tables: dict[str, pa.Table]) -> str:
     every_letter = rows.get("dead_letters", [])
     letters = [letter for letter in every_letter if not letter.get("output")]
     out.append('<section id="dead-letters"><h2>Dead letters by code</h2><p class="muted">Lines and records the job refused (errors/).</p>')
-    out.append(_bar_chart("chart-dead-letters", _most_first(_count_by_code(letters)), _PALETTE[3]))
-    out.append(_table(["code", "stage", "file", "count", "example line", "message", "raw"],
+    if not letters:
+        out.append('<p class="ok">No dead letters: every input item was parsed or is blank.</p>')
+    else:
+        out.append(_bar_chart("chart-dead-letters", _most_first(_count_by_code(letters)), _PALETTE[3]))
+    out.append("" if not letters else _table(["code", "stage", "file", "count", "example line", "message", "raw"],
                       [[letter["code"], letter["stage"], short(letter["uri"]), letter["count"], letter["example_line"], letter["example_message"],
                         _Raw(f"<code class=raw>{_e(' '.join((letter['example_raw'] or '').split())[:240])}</code>")] for letter in letters], "t-dead-letters", {3, 4}))
     out.append("</section>")
@@ -327,8 +409,11 @@ def render(summary: dict, tables: dict[str, pa.Table]) -> str:
 
     warnings = rows.get("issues", [])
     out.append('<section id="warnings"><h2>Warnings on kept records, by code</h2>')
-    out.append(_bar_chart("chart-warnings", _most_first(_count_by_code(warnings)), _PALETTE[1]))
-    out.append(_table(["code", "stage", "split", "file", "count", "example line", "message"],
+    if not warnings:
+        out.append('<p class="muted">No warnings.</p>')
+    else:
+        out.append(_bar_chart("chart-warnings", _most_first(_count_by_code(warnings)), _PALETTE[1]))
+    out.append("" if not warnings else _table(["code", "stage", "split", "file", "count", "example line", "message"],
                       [[w["code"], w["stage"], w["split"], short(w["uri"]), w["count"], w["example_line"], w["example_message"]] for w in warnings],
                       "t-warnings", {4, 5}))
     out.append("</section>")

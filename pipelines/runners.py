@@ -1,4 +1,9 @@
-"""Runner choices made at launch: the project's Prism binary, refused modes, running to the end.
+"""Runner choices made at launch: the default runner, the project's Prism binary, refused modes,
+running to the end.
+
+A run that names no runner gets the configuration docs/benchmarks.md measures fastest and
+tested lossless on a local machine (configs/local.yaml): the FnApiRunner with one worker
+process per core (in process on a single core, where a worker process only adds its start-up).
 
 `--runner=DirectRunner` in Beam 2.77 first tries Prism (Beam's Go runner), which it downloads
 from GitHub; `--runner=PrismRunner` needs it too. `scripts/install_prism.sh` builds the binary
@@ -16,7 +21,7 @@ import time
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, PrismRunnerOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, PrismRunnerOptions, StandardOptions, TestOptions
 
 from pipelines.options import ConfigError
 
@@ -36,6 +41,40 @@ def prism_binary() -> Path | None:
     return candidate if candidate.is_file() and os.access(candidate, os.X_OK) else None
 
 
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def choose_default(options: PipelineOptions) -> str | None:
+    """Without --runner: the FnApiRunner, one worker process per core (a --direct_running_mode
+    or --direct_num_workers given is kept). Sets the options (run.json records them) and returns
+    the one line that says so; None when a runner was named."""
+    standard = options.view_as(StandardOptions)
+    if standard.runner:
+        return None
+    direct = options.view_as(DirectOptions)
+    named = {flag.split("=", 1)[0] for flag in options._flags if flag.startswith("--")}  # noqa: SLF001 (what the user gave)
+    workers = direct.direct_num_workers if "--direct_num_workers" in named else cores()
+    if "--direct_running_mode" in named:
+        mode = direct.direct_running_mode
+    else:
+        mode = "multi_processing" if workers > 1 else "in_memory"
+    if mode == "in_memory" and "--direct_num_workers" not in named:
+        workers = 1
+    standard.runner = "FnApiRunner"
+    direct.direct_running_mode = mode
+    direct.direct_num_workers = workers
+    if mode == "in_memory":
+        how = "in process"
+    else:
+        how = f"with {workers} worker process{'es' if workers != 1 else ''}" + (", one per core" if workers == cores() else "")
+    return f"labelbeam: no --runner given, so FnApiRunner {how} (as configs/local.yaml); --runner chooses another"
+
+
 def prepare(options: PipelineOptions) -> None:
     """Point Prism-based runners at the project's Prism binary; refuse lossy configurations."""
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
@@ -49,6 +88,24 @@ def prepare(options: PipelineOptions) -> None:
                 "PrismRunner needs the Prism binary: run scripts/install_prism.sh (Go from the module proxy), "
                 "or pass --prism_location"
             )
+
+
+def is_dry_run(options: PipelineOptions) -> bool:
+    return bool(options.view_as(TestOptions).dry_run)
+
+
+def dry_run(pipeline: beam.Pipeline, options: PipelineOptions) -> str:
+    """`--dry_run=True`: the graph (already built on `pipeline`) is translated by a runner that
+    honours the flag (Dataflow: the whole job request, staging files included, without sending
+    it) and never run by one that does not (the local runners ignore it); the one line to print."""
+    runner = (options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1]
+    if runner in ("DataflowRunner", "TestDataflowRunner"):
+        pipeline.run()  # dry_run: translated and checked, not submitted
+        what = f"translated for {runner} and would be submitted"
+    else:
+        what = f"built and would be run on {runner}"
+    transforms = len(pipeline.to_runner_api().components.transforms)
+    return f"labelbeam: dry run: the job graph ({transforms} transforms) was {what}; nothing ran, nothing was published"
 
 
 def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
@@ -83,10 +140,15 @@ def run_to_completion(pipeline: beam.Pipeline) -> str:
             return
         previous(args)
 
+    def on_sigint(signum, frame):  # the wake-up above, or Ctrl-C for the handler installed before (pipelines/interrupts.py)
+        if died or not callable(interrupt) or interrupt is signal.default_int_handler:
+            raise KeyboardInterrupt
+        interrupt(signum, frame)
+
     threading.excepthook = on_thread_error
     interrupt = None
     if threading.current_thread() is threading.main_thread():  # SIGINT may be ignored (a background job)
-        interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupt = signal.signal(signal.SIGINT, on_sigint)
     try:
         result = pipeline.run()
         return str(result.wait_until_finish())

@@ -5,7 +5,9 @@ otherwise; a failed request gets its connection closed without a response (what 
 endpoint or a reset looks like to a client). A request `cut(method, path, headers)` selects is
 answered with the object's full length announced and half its body sent (a connection that
 breaks mid-transfer). A request `hang(method, path, headers)` selects is never answered: the
-connection stays open and silent until the proxy stops (a hung endpoint).
+connection stays open and silent until the proxy stops (a hung endpoint). A request
+`answer(method, path, headers)` returns `(status, body)` for is answered that way by the proxy
+itself (a store refusing it).
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from typing import Callable
 
 class FaultProxy:
     def __init__(self, upstream: str, fail: Callable[[str, str, dict], bool] | None = None, cut: Callable[[str, str, dict], bool] | None = None,
-                 hang: Callable[[str, str, dict], bool] | None = None):
+                 hang: Callable[[str, str, dict], bool] | None = None,
+                 answer: Callable[[str, str, dict], tuple[int, bytes] | None] | None = None):
         host, port = upstream.split("://", 1)[1].rsplit(":", 1)
         self.upstream = (host, int(port))
         self.fail = fail or (lambda method, path, headers: False)
         self.cut = cut or (lambda method, path, headers: False)
         self.hang = hang or (lambda method, path, headers: False)
         self._stopped = threading.Event()
+        self.answer = answer or (lambda method, path, headers: None)
         self.requests: list[tuple[str, str, bool]] = []
         proxy = self
 
@@ -45,6 +49,15 @@ class FaultProxy:
                 if failed:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                answered = proxy.answer(self.command, self.path, headers)
+                if answered is not None:
+                    status, content = answered
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(content)))
+                    self.end_headers()
+                    self.wfile.write(content)
                     return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
                 conn.request(self.command, self.path, body=body, headers=headers)

@@ -16,6 +16,7 @@ import apache_beam as beam
 import numpy as np
 import orjson
 import pytest
+from tests.conftest import need_shared_data, shared_data
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
@@ -43,8 +44,7 @@ class ValidateMasks(beam.PTransform):
         dead = (validated[errors.DEAD_LETTERS], checked[errors.DEAD_LETTERS]) | "Dead" >> beam.Flatten()
         return {"records": checked["main"], errors.DEAD_LETTERS: dead}
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
-LOOKOUT = REALDATA / "lookout-for-vision-getting-started"
+LOOKOUT = shared_data("realdata", "lookout-for-vision-getting-started")
 COLOR_MAP = [
     {"index": 0, "class_name": "BACKGROUND", "hex_color": "#ffffff", "confidence": 0.0},
     {"index": 1, "class_name": "scratch", "hex_color": "#2ca02c", "confidence": 0.0},
@@ -141,8 +141,7 @@ def lookout_rows() -> list[dict]:
 
 
 def test_real_lookout_masks_validate_and_absent_ones_are_not_found():
-    if not (LOOKOUT / "manifests" / "template.manifest").exists():
-        pytest.skip("Lookout for Vision real data is not present")
+    need_shared_data("realdata", "lookout-for-vision-getting-started", "manifests", "template.manifest")
     rows = lookout_rows()
     batches = [schema.rows_to_batch(rows[i : i + 10]) for i in range(0, len(rows), 10)]
     out, dead = run_pipeline(batches, MaskValidationConfig(probe_images=True))
@@ -170,8 +169,7 @@ def test_real_lookout_masks_validate_and_absent_ones_are_not_found():
 
 def test_real_lookout_masks_under_the_lookout_profile_fail_the_background_rule():
     """AWS's own sample declares entry 0 as 'cracked', not BACKGROUND #ffffff: Lookout's rule."""
-    if not (LOOKOUT / "manifests" / "template.manifest").exists():
-        pytest.skip("Lookout for Vision real data is not present")
+    need_shared_data("realdata", "lookout-for-vision-getting-started", "manifests", "template.manifest")
     rows = [r for r in lookout_rows() if Path(r["mask"]["uri"]).exists()]
     out, dead = run_pipeline([schema.rows_to_batch(rows)], MaskValidationConfig(validation_profile="lookout_for_vision"))
     assert out == []

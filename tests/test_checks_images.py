@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import need_shared_data, shared_data
 from fsspec.implementations.local import LocalFileSystem
 from PIL import Image
 
 from transforms import errors
 from transforms.checks import images as ip
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
-TRAINING_IMAGES = REALDATA / "lookout-for-vision-getting-started" / "training-images"
+TRAINING_IMAGES = shared_data("realdata", "lookout-for-vision-getting-started", "training-images")
 
 
 class CountingFileSystem(LocalFileSystem):
@@ -101,9 +100,8 @@ def test_format_is_sniffed_from_magic_bytes_not_the_name(tmp_path, fs):
 
 
 def test_real_lookout_training_images():
-    images = sorted(TRAINING_IMAGES.glob("*.jpg")) if TRAINING_IMAGES.exists() else []
-    if not images:
-        pytest.skip("Lookout for Vision training images are not in the shared real data")
+    images = sorted(need_shared_data("realdata", "lookout-for-vision-getting-started", "training-images").glob("*.jpg"))
+    assert images
     fs = CountingFileSystem()
     for path in images:
         header = ip.probe(fs, str(path))

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import need_shared_data
 from PIL import Image
 
 from transforms import errors
 from transforms.checks import masks as mc
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
-LOOKOUT_MASKS = REALDATA / "lookout-for-vision-getting-started" / "mask-images"
 CRACKED = [{"index": 0, "class_name": "cracked", "hex_color": "#23A436"}]
 TWO_CLASSES = [
     {"index": 0, "class_name": "BACKGROUND", "hex_color": "#ffffff"},
@@ -283,9 +282,7 @@ def _alpha_at_least(path: Path, threshold: int) -> int:
 
 @pytest.mark.parametrize("number", range(1, 9))
 def test_real_lookout_masks_validate_with_their_anomaly_pixel_counts(number):
-    path = LOOKOUT_MASKS / f"anomaly-{number}.png"
-    if not path.exists():
-        pytest.skip(f"{path.name} is not in the shared real data")
+    path = need_shared_data("realdata", "lookout-for-vision-getting-started", "mask-images", f"anomaly-{number}.png")
     report = check(path.read_bytes(), color_map=CRACKED, image_size=(576, 768), image_class="anomaly")
     assert report.findings == []
     assert (report.width, report.height) == (576, 768)
@@ -298,9 +295,7 @@ def test_real_lookout_masks_validate_with_their_anomaly_pixel_counts(number):
 
 @pytest.mark.parametrize("number", range(1, 9))
 def test_palette_fast_path_agrees_with_the_rgba_path(number):
-    path = LOOKOUT_MASKS / f"anomaly-{number}.png"
-    if not path.exists():
-        pytest.skip(f"{path.name} is not in the shared real data")
+    path = need_shared_data("realdata", "lookout-for-vision-getting-started", "mask-images", f"anomaly-{number}.png")
     policy = mc.MaskPolicy(alpha_threshold=100, color_tolerance=0)
     image = mc.decode(path.read_bytes())
     via_image = mc.classify_image(image, TWO_CLASSES, policy)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import re
 import zlib
@@ -21,6 +20,7 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pytest
+from tests.conftest import need_shared_data, shared_data
 
 from benchmarks.synthetic import GROUND_TRUTH_SHAPES, lookout_line
 from transforms.errors import LINE_TOO_LONG
@@ -29,7 +29,7 @@ from transforms.normalizer import RecordNormalizer
 from transforms.schema import SCHEMA, RawBatch
 
 ROOT = Path(__file__).resolve().parents[1]
-REALDATA = Path(os.environ.get("LABELBEAM_REALDATA") or Path(__file__).resolve().parents[2] / "shared" / "realdata")
+REALDATA = shared_data("realdata")
 SAMPLES = sorted(p for p in (ROOT / "samples").rglob("*") if p.suffix in {".manifest", ".jsonl", ".json"})
 
 #: line generators of every format that declares fast paths: shape name -> (i, rng) -> object
@@ -91,8 +91,8 @@ def test_lookout_sample_goes_through_the_fast_path():
     assert sum(assert_same(_batches(str(path), "sagemaker", _lines(path))).values()) > 0
 
 
-@pytest.mark.skipif(not REALDATA.is_dir(), reason="third-party real files absent")
 def test_real_files():
+    need_shared_data("realdata")
     files = [p for p in REALDATA.rglob("*") if p.suffix in {".manifest", ".json", ".jsonl"}]
     assert files
     for path in files:
@@ -271,9 +271,7 @@ def test_arrow_batches_with_a_few_changed_lines_equal_the_plugin(seed):
 
 
 def test_arrow_path_reads_real_lookout_lines():
-    path = REALDATA / "lookout-for-vision-getting-started" / "manifests" / "template.manifest"
-    if not path.exists():
-        pytest.skip("third-party real files absent")
+    path = need_shared_data("realdata", "lookout-for-vision-getting-started", "manifests", "template.manifest")
     lines = [line for line in _lines(path) if line.strip()] * 3
     for relative_to in (None, "s3://bucket/project"):
         batches = _batches(str(path), "sagemaker", lines, batch_lines=len(lines))

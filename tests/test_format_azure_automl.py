@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from tests.conftest import need_shared_data
 
 from tests.format_contract import assert_detects, assert_round_trip, parse_all
 from transforms import schema
@@ -15,7 +16,7 @@ from transforms.formats.base import ParseContext, WriteContext, get_format
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "azure_automl"
-SEED = REPO.parent / "shared" / "seeds" / "003_48ad2815b9463712.txt"
+SEED_PAGE = ("seeds", "003_48ad2815b9463712.txt")  # the Azure AutoML data schema page
 
 FMT = get_format("azure_automl")
 
@@ -80,9 +81,7 @@ def test_retyped_examples_read_with_their_values():
 
 def seed_examples() -> tuple[list[dict], list[dict]]:
     """The page's one-line training examples and its multi-line endpoint output examples."""
-    if not SEED.exists():
-        pytest.skip("reference page not available")
-    text = SEED.read_text(encoding="utf-8")
+    text = need_shared_data(*SEED_PAGE).read_text(encoding="utf-8")
     training = [orjson.loads(line.strip()) for line in text.splitlines() if line.strip().startswith('{"image_url"')]
     blocks = re.findall(r"```json\n(.*?)```", text, re.S)
     inference = [orjson.loads(b) for b in blocks if b.lstrip().startswith("{") and '"filename"' in b]

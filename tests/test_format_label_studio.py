@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from tests.conftest import need_shared_data
 
 from tests.format_contract import assert_detects, assert_round_trip, canonical, parse_all
 from transforms import errors, schema
@@ -17,7 +18,6 @@ from transforms.errors import RecordError
 from transforms.formats.base import ParseContext, WriteContext, get_format
 
 REPO = Path(__file__).resolve().parents[1]
-REALDATA = REPO.parent / "shared" / "realdata" / "label-studio-sdk-converter-tests"
 SAMPLES = REPO / "samples" / "label_studio"
 REAL_FILES = ["rectangles.json", "polygons.json", "keypoints.json", "predictions.json"]
 REGION_TYPES = {
@@ -36,9 +36,7 @@ def _ctx(**options):
 
 
 def _real(name):
-    path = REALDATA / name
-    if not path.exists():
-        pytest.skip(f"{path} is not available")
+    path = need_shared_data("realdata", "label-studio-sdk-converter-tests", name)
     return json.loads(path.read_text())
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from tests.conftest import need_shared_data
 
 from tests.format_contract import assert_detects, assert_round_trip, canonical
 from transforms import errors
@@ -15,7 +16,6 @@ from transforms.errors import RecordError
 from transforms.formats.base import ParseContext, get_format
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 SAMPLES = REPO / "samples" / "sagemaker"
 FMT = get_format("sagemaker")
 CTX = ParseContext(uri="/data/manifests/m.manifest", base_uri="/data/manifests")
@@ -32,9 +32,7 @@ def sample(name: str) -> list[dict]:
 
 def seed_examples(name: str) -> list[dict]:
     """The JSON lines quoted in a seed page (whitespace and the page's `s3: //` typo kept)."""
-    path = SHARED / "seeds" / name
-    if not path.exists():
-        pytest.skip("the seed pages are not beside the repository")
+    path = need_shared_data("seeds", name)
     found = []
     for match in re.finditer(r"^\s*(\{.*\})\s*$", path.read_text(), flags=re.MULTILINE):
         try:
@@ -89,9 +87,7 @@ def test_seed_examples_parse_and_round_trip(seed):
 
 
 def test_realdata_lookout_template():
-    path = SHARED / "realdata" / "lookout-for-vision-getting-started" / "manifests" / "template.manifest"
-    if not path.exists():
-        pytest.skip("shared realdata is not beside the repository")
+    path = need_shared_data("realdata", "lookout-for-vision-getting-started", "manifests", "template.manifest")
     base = str(path.parent)
     ctx = ParseContext(uri=str(path), base_uri=base)
     objs = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]

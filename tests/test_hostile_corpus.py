@@ -21,7 +21,7 @@ from tests.test_fast_normalize import ROOT, SAMPLES, _batches, _lines, _mutation
 from transforms import errors, storage
 from transforms.schema import RawBatch
 from transforms.stages.accounting import LEDGER
-from transforms.stages.normalize import RecordNormalizer
+from transforms.normalizer import RecordNormalizer
 from transforms.stages.read import JSONL_CR, _PlanShardsFn, _ReadShardFn, Shard
 
 MAX_LINE = 4096

@@ -11,6 +11,7 @@ import orjson
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
+from tests.conftest import need_shared_data
 
 from benchmarks.synthetic import write_manifest
 from transforms import errors
@@ -23,7 +24,6 @@ pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" f
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "sagemaker"
-REALDATA = REPO.parent / "shared" / "realdata" / "lookout-for-vision-getting-started"
 RUNNER = "--runner=FnApiRunner"
 
 
@@ -81,9 +81,7 @@ def test_samples_end_to_end(tmp_path):
 
 
 def test_realdata_lookout_template(tmp_path):
-    manifest = REALDATA / "manifests" / "template.manifest"
-    if not manifest.exists():
-        pytest.skip("shared realdata is not beside the repository")
+    manifest = need_shared_data("realdata", "lookout-for-vision-getting-started", "manifests", "template.manifest")
     out = tmp_path / "out"
     assert run(["--input", str(manifest), "--output", str(out), RUNNER, "--validate_masks=false"]) == 0
     table = read_records(out)
@@ -275,14 +273,27 @@ def test_truncated_gzip_is_reported_incomplete(tmp_path):
     assert read_run(out)["incomplete_files"][0]["uri"] == str(source) and not (out / "_SUCCESS").exists()
 
 
-def test_a_run_that_keeps_no_record_leaves_a_readable_empty_dataset(tmp_path):
+def test_a_run_that_keeps_no_record_is_not_a_success_and_leaves_a_readable_empty_dataset(tmp_path, capsys):
+    """Input with lines and not one record kept: exit 1 without _SUCCESS, one line saying why."""
     source = tmp_path / "all-bad.manifest"
     source.write_bytes(b'{"broken\n["not an object"]\n')
     out = tmp_path / "out"
-    assert run(["--input", str(source), "--output", str(out), "--format=sagemaker", RUNNER]) == 0
+    assert run(["--input", str(source), "--output", str(out), "--format=sagemaker", RUNNER]) == 1
+    assert not (out / "_SUCCESS").exists()
     table = read_records(out)
     assert table.num_rows == 0 and "record_id" in table.column_names
-    assert read_run(out)["totals"]["dead_letters"] == 2
+    summary = read_run(out)
+    assert summary["totals"]["dead_letters"] == 2 and summary["exit_code"] == 1 and summary["no_records_kept"]
+    said = [line for line in capsys.readouterr().out.splitlines() if "NO RECORDS" in line]
+    assert len(said) == 1 and "2 input items" in said[0]
+    # a CSV: every line a dead letter; blank lines alone are not input
+    csv = tmp_path / "table.csv"
+    csv.write_text("image,label\na.jpg,cat\nb.jpg,dog\n")
+    assert run(["--input", str(csv), "--output", str(tmp_path / "csv"), RUNNER]) == 1
+    assert not (tmp_path / "csv" / "_SUCCESS").exists()
+    blank = tmp_path / "blank.manifest"
+    blank.write_text("\n\n")
+    assert run(["--input", str(blank), "--output", str(tmp_path / "blank"), "--format=sagemaker", RUNNER]) == 0
 
 
 def test_the_summary_says_what_each_number_counts(tmp_path, capsys):

@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pyarrow.dataset as ds
 import pytest
+from tests.conftest import need_shared_data
 
 from pipelines.normalize_manifests import run
 from transforms.formats.base import ParseContext, get_format
@@ -16,7 +17,6 @@ pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" f
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
-REALDATA = REPO.parent / "shared" / "realdata"
 RUNNER = "--runner=FnApiRunner"
 
 
@@ -69,9 +69,7 @@ def _label_studio_counts(path: Path) -> tuple[int, int]:
 
 
 def test_label_studio_real_exports(tmp_path):
-    folder = REALDATA / "label-studio-sdk-converter-tests"
-    if not folder.exists():
-        pytest.skip("shared realdata is not beside the repository")
+    folder = need_shared_data("realdata", "label-studio-sdk-converter-tests")
     out = tmp_path / "out"
     assert run(["--input", str(folder / "*.json"), "--output", str(out), "--output_format=label_studio", RUNNER]) == 0
     report = summary(out)
@@ -90,9 +88,7 @@ def test_label_studio_real_exports(tmp_path):
 
 
 def test_lookout_masks_validate_with_relative_to(tmp_path):
-    dataset = REALDATA / "lookout-for-vision-getting-started"
-    if not dataset.exists():
-        pytest.skip("shared realdata is not beside the repository")
+    dataset = need_shared_data("realdata", "lookout-for-vision-getting-started")
     out = tmp_path / "out"
     code = run(["--input", str(dataset / "manifests" / "template.manifest"), "--output", str(out), RUNNER, "--relative_to", str(dataset)])
     assert code == 0

@@ -5,7 +5,6 @@ alpha ramp, RGBA, RGB, several classes)."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from transforms.checks import contours, masks, rle
 from transforms.formats._mask_pixels import MaskReader
 from transforms.formats.azure_automl import with_mask_task
 from transforms.formats.base import ParseContext, WriteContext, get_format
+from transforms.formats import coco
 from transforms.schema import SCHEMA
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -139,12 +139,8 @@ def test_brush_rle_encoder_is_read_back_by_label_studio_sdk_and_by_ours():
 
 def coco_of(rows: list[dict], classes: list[str], masks_reader=None) -> tuple[dict, WriteContext]:
     fmt = get_format("coco")
-    handle = io.BytesIO()
-    document = fmt.open_document(handle, fmt.options(None), classes)
     ctx = WriteContext(options=fmt.options(None), classes=classes, masks=masks_reader)
-    document.write(rows, ctx)
-    document.close()
-    return json.loads(handle.getvalue()), ctx
+    return json.loads(coco.document_of(rows, ctx)), ctx
 
 
 def test_coco_writes_one_rle_annotation_per_mask_class_read_by_pycocotools(generated, tmp_path):

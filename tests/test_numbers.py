@@ -132,7 +132,7 @@ def test_the_integer_bound_is_exact_on_both_sides(value, inexact):
 
 def test_an_integer_just_below_the_64_bit_range_warns_on_the_fast_path_and_the_plugin():
     from tests.test_fast_normalize import _batches, assert_same
-    from transforms.stages.normalize import RecordNormalizer
+    from transforms.normalizer import RecordNormalizer
 
     raws = [_classification(f"images/{i}.jpg").encode() for i in range(20)]
     raws[7] = _classification("images/low.jpg", '"ticket": -9223372036854775809, ').encode()

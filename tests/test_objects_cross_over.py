@@ -3,7 +3,6 @@ Studio's magic wand, unsized brushes and predictions sized by their task (no Bea
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from transforms import errors, schema
 from transforms.formats.base import ParseContext, WriteContext, get_format
+from transforms.formats import coco
 
 REPO = Path(__file__).resolve().parents[1]
 LS_REAL = REPO.parent / "shared" / "realdata" / "label-studio-sdk-converter-tests"
@@ -28,12 +28,8 @@ def coco_of(rows: list[dict], **options) -> tuple[dict, WriteContext]:
     """Rows -> one COCO document (as the write stage writes it), loaded back, and the context."""
     rows = schema.rows_to_batch(rows).to_pylist()
     classes = sorted({o["label"] for r in rows for o in r["objects"] or [] if o["label"]})
-    handle = io.BytesIO()
-    document = COCO.open_document(handle, COCO.options(options), classes)
     ctx = WriteContext(options=COCO.options(options), classes=classes)
-    document.write(rows, ctx)
-    document.close()
-    return orjson.loads(handle.getvalue()), ctx
+    return orjson.loads(coco.document_of(rows, ctx)), ctx
 
 
 def _brush_rle(mask: np.ndarray) -> list[int]:

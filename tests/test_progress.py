@@ -34,7 +34,8 @@ def test_totals_are_summed_and_printed(tmp_path, monkeypatch):
         while shown.lines_printed < 2:
             time.sleep(0.01)
     last = stream.getvalue().strip().splitlines()[-1]
-    assert "lines read 2,000" in last and "from 2 shard(s)" in last and "records 1,990" in last and "dead letters 10" in last
+    assert "lines read 2000 " in last and "from 2 shard(s)" in last and "records 1990 " in last and "dead letters 10" in last
+    assert "%" not in last  # no input plan given: no share of it to show
     assert not Path(shown.folder).exists()
 
 
@@ -78,9 +79,51 @@ def test_a_real_run_prints_progress_at_least_every_five_seconds(tmp_path):
     ended = time.monotonic() - started
     shown = [(at, line) for at, line in arrivals if "lines read" in line]
     assert len(shown) >= max(2, int(ended // (progress.LOG_SECONDS + 1.0))), arrivals  # the start, the end, one per interval
-    assert "lines read 0 " in shown[0][1] and "lines read 400,000 " in shown[-1][1]  # at the start, and the final totals
+    assert "lines read 0 " in shown[0][1] and "lines read 400000 " in shown[-1][1]  # at the start, and the final totals
+    assert " 100% of " in shown[-1][1] and "left" not in shown[-1][1]  # the size of the input is known: all of it was read
+    middle = [line for _, line in shown[1:-1] if "% of" in line and " 100% " not in line]
+    assert middle and all("left" in line for line in middle), shown  # while reading: how much, and how long still
     stamps = [at for at, _ in shown]
     gaps = [later - earlier for earlier, later in zip(stamps, stamps[1:] + [ended])]
     assert max(gaps) <= progress.LOG_SECONDS + 1.0, gaps
     printed = [float(line.split()[1].rstrip("s")) for _, line in shown]  # the job's own clock agrees
+    summary_lines = [line for line in summary.splitlines() if "items in" in line]
+    assert summary_lines and "400000 items" in summary_lines[0]  # progress writes numbers as the summary does
     assert printed == sorted(printed) and max(b - a for a, b in zip(printed, printed[1:])) <= progress.LOG_SECONDS + 1.0
+
+
+def test_the_input_plan_gives_a_percentage_and_names_array_elements(tmp_path, monkeypatch):
+    """A JSON array's items are elements, a JSON-lines file's lines; a compressed file's size
+    says nothing of its content, so no percentage is claimed for it."""
+    import gzip
+
+    from transforms.storage import Storage
+
+    array = tmp_path / "tasks.json"
+    array.write_text(json.dumps([{"id": i, "data": {"image": f"s3://b/{i}.jpg"}} for i in range(10)]))
+    lines = tmp_path / "a.manifest"
+    lines.write_text('{"source-ref": "s3://b/1.jpg"}\n' * 100)
+    packed = tmp_path / "b.manifest.gz"
+    packed.write_bytes(gzip.compress(lines.read_bytes()))
+    store = Storage()
+    assert progress.plan_input([str(array)], store) == progress.InputPlan(1, array.stat().st_size, "elements")
+    assert progress.plan_input([str(lines)], store) == progress.InputPlan(1, lines.stat().st_size, "lines")
+    assert progress.plan_input([str(lines), str(array)], store).unit == "items"
+    assert progress.plan_input([str(lines), str(packed)], store).size is None
+    plan = progress.InputPlan(1, 4 << 20, "elements")
+    shown = progress.describe({"lines": 5000, "lines_bytes": 1 << 20, "lines_shards": 3, "records": 4990}, 12.0, 400.0, plan, byte_rate=100_000)
+    assert " 25% of 4.0 MB, about 31s left  elements read 5000 (400/s) from 3 shard(s)  records 4990  dead letters 0" in shown
+    assert "% of" not in progress.describe({"lines": 5}, 1.0, 5.0, progress.InputPlan(1, None, "lines"))
+
+
+def test_the_bytes_a_shard_covers_are_counted_from_its_records(tmp_path):
+    from transforms.schema import RawBatch
+    from transforms.stages.progress import _CountFn
+
+    fn = _CountFn("lines", str(tmp_path))
+    fn.setup()
+    fn.process(RawBatch("a", "sagemaker", 0, lines=[1, 2], offsets=[0, 11], raws=[b"0123456789", b"abc"]))
+    fn.process(RawBatch("a", "sagemaker", 0, lines=[3], offsets=[15], raws=[b"xyz"]))
+    fn.process(RawBatch("a", "sagemaker", 1, lines=[9], offsets=[100], raws=[b"0123"]))
+    fn.finish_bundle()
+    assert progress.read_totals(str(tmp_path)) == {"lines": 4, "lines_shards": 2, "lines_bytes": 18 + 4}

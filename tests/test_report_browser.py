@@ -47,6 +47,10 @@ def test_demo_report_in_a_browser(tmp_path):
         check_charts_are_drawn_with_a_size(page)
         check_numbers_shown_equal_the_parquet_stats(page, demo)
         check_tables_sort_on_click(page)
+        check_every_chart_label_is_inside_its_chart(page)
+        check_bin_labels_hold_the_values_of_their_bins(page, demo)
+        tab.goto(_scaled_report(demo, tmp_path).as_uri(), wait_until="load")  # the same page at a million-line scale
+        check_every_chart_label_is_inside_its_chart(page)
         browser.close()
 
 
@@ -126,3 +130,69 @@ def check_tables_sort_on_click(page):
     tab.click("#t-files th:nth-child(3)")
     descending = [int(v) for v in tab.eval_on_selector_all(column, "cs => cs.map(c => c.dataset.sort)")]
     assert descending == sorted(ascending, reverse=True) and len(set(ascending)) > 1
+
+
+def _scaled_report(demo, tmp_path) -> Path:
+    """report.html of the demo's statistics with every count times 100,003: long numbers in
+    every bar value and axis tick, as a run of a million lines has."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipelines.report_html import read_tables, render
+    from transforms.storage import Storage
+
+    out, _, run_json = demo
+    tables = read_tables(str(out / "stats"), Storage())
+    for name, table in tables.items():
+        for column in ("count", "records", "masks", "lines", "ok"):
+            if column in table.column_names and pa.types.is_integer(table.schema.field(column).type):
+                table = table.set_column(table.column_names.index(column), column, pc.multiply(table[column], 100_003))
+        tables[name] = table
+    page = tmp_path / "scaled.html"
+    page.write_text(render(run_json, tables))
+    return page
+
+
+def check_every_chart_label_is_inside_its_chart(page):
+    """No text of any chart (bar values, axis ticks, bin labels) is cut by the chart's edge."""
+    tab, _, _ = page
+    outside = tab.eval_on_selector_all(
+        "svg.chart",
+        "svgs => svgs.flatMap(svg => {const box = svg.getBoundingClientRect();"
+        " return Array.from(svg.querySelectorAll('text'), t => [svg.id, t.textContent, t.getBoundingClientRect()])"
+        "  .filter(([, , r]) => r.left < box.left - 0.5 || r.right > box.right + 0.5 || r.top < box.top - 0.5 || r.bottom > box.bottom + 0.5)"
+        "  .map(([id, text, r]) => `${id}: ${text} [${r.left}, ${r.right}] of [${box.left}, ${box.right}]`);})",
+    )
+    assert outside == []
+    assert tab.eval_on_selector_all("svg.chart text", "ts => ts.length") > 50
+
+
+def check_bin_labels_hold_the_values_of_their_bins(page, demo):
+    """Each bin label names a value or range that holds every value of its bin, measured again
+    from records/ (image sizes) or counted (objects per image)."""
+    import pyarrow.dataset as ds
+
+    tab, _, _ = page
+    out, _, _ = demo
+    images = ds.dataset(out / "records", format="parquet", partitioning="hive").to_table(columns=["image", "objects"]).to_pylist()
+    values = {
+        "image_width": [r["image"]["width"] for r in images if r["image"] and r["image"]["width"]],
+        "image_height": [r["image"]["height"] for r in images if r["image"] and r["image"]["height"]],
+        "objects_per_image": [len(r["objects"] or []) for r in images],
+    }
+    checked = 0
+    for measure, held in values.items():
+        labels = tab.eval_on_selector_all(
+            f"#chart-{measure} text.bin-label",
+            "ts => ts.map(t => {const bar = t.closest('svg').querySelector(`rect.bar[data-bin=\"${t.dataset.bin}\"]`);"
+            " return {text: t.textContent, lower: bar ? +bar.dataset.lower : null, upper: bar ? +bar.dataset.upper : null}})",
+        )
+        assert labels, measure
+        for label in labels:
+            in_bin = [v for v in held if label["lower"] <= v < label["upper"]]
+            assert in_bin, (measure, label)
+            low, _, high = label["text"].replace(",", "").partition("–")
+            low, high = float(low), float(high or low)
+            assert all(low <= v <= high for v in in_bin), (measure, label, sorted(set(in_bin)))
+            checked += 1
+    assert checked >= 3

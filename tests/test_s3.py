@@ -46,7 +46,9 @@ def _check_outputs(fs, bucket: str):
     manifests = fs.glob(f"{bucket}/out/manifests/sagemaker/split=*/part-*-of-*.manifest")
     errors = fs.glob(f"{bucket}/out/errors/part-*.jsonl")
     assert parquet and manifests and errors
-    assert not fs.glob(f"{bucket}/out/.labelbeam-tmp/**") and not fs.glob(f"{bucket}/out/.labelbeam/**")
+    assert not fs.glob(f"{bucket}/out/.labelbeam-tmp/**")
+    # the job's state keeps only the list of what it published: no lock, staging or journal left
+    assert [p.rsplit("/", 1)[-1] for p in fs.find(f"{bucket}/out/.labelbeam")] == ["published.json"]
     assert fs.exists(f"{bucket}/out/_SUCCESS")
     letters = [json.loads(line) for path in errors for line in fs.cat_file(path).splitlines()]
     assert len(letters) == summary["totals"]["dead_letters"] == 8

@@ -76,3 +76,29 @@ def test_every_readable_format_gives_its_own_fields():
         assert source_fields(name, row["extra"])["split"] == "val", name
     assert source_fields("label_studio", task["extra"])["id"] == 1
     assert source_fields("sagemaker", None) == {} and source_fields("nope", '{"a": 1}') == {}
+
+
+def test_the_input_file_name_gives_a_split_when_one_of_its_words_names_one():
+    splits = InputSplits(list(RATIOS))
+    names = {
+        "s3://b/data/train_annotations.jsonl": "train",
+        "/data/validation_annotations.jsonl": "validation",
+        "val.manifest": "validation",
+        "az://c/x/Test-2024.json.gz": "test",
+        "/data/latest.json": None,  # a word, not a part of one
+        "/data/train_val.jsonl": None,  # two splits: ambiguous
+        "/data/validation/annotations.jsonl": None,  # a folder is not the file's name
+        "": None,
+        None: None,
+    }
+    assert {name: splits.from_file_name(name) for name in names} == names
+
+
+def test_a_given_split_wins_field_then_file_name_then_image_folder():
+    keep = SplitAssigner(RATIOS, keep_input=True)
+    source = "s3://b/validation_annotations.jsonl"
+    assert keep.split_of("s3://b/train/x.jpg", "r", {"split": "test"}, source) == "test"
+    assert keep.split_of("s3://b/train/x.jpg", "r", {}, source) == "validation"
+    assert keep.split_of("s3://b/train/x.jpg", "r", {}, "s3://b/annotations.jsonl") == "train"
+    hashed = SplitAssigner(RATIOS)
+    assert hashed.split_of("s3://b/imgs/x.jpg", "r", {}, source) == hashed.split_of("s3://b/imgs/x.jpg", "r", {})

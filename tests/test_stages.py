@@ -17,7 +17,7 @@ from transforms.partitions import NULL_FOLDER, RECORDS_DEFAULT
 from transforms.schema import RawBatch
 from transforms.stages import accounting
 from transforms.stages import write as write_stage
-from transforms.stages.normalize import RecordNormalizer
+from transforms.normalizer import RecordNormalizer
 from transforms.stages.split import SplitAssigner, parse_ratios, split_key, split_keys
 
 URI = "file:///data/a.manifest"

@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pyarrow.dataset as ds
 import pytest
+from tests.conftest import need_shared_data
 
 from pipelines.normalize_manifests import run
 from transforms.formats.base import ParseContext, get_format
@@ -19,7 +20,6 @@ pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" f
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
-REALDATA = REPO.parent / "shared" / "realdata"
 OUTPUTS = ("sagemaker", "azure_automl", "label_studio", "coco", "jsonl")
 
 
@@ -200,10 +200,8 @@ def test_coco_output_loads_in_pycocotools_with_the_records_counts_and_values(dem
 
 
 def test_real_files_as_coco_and_label_studio(tmp_path):
-    ls_folder = REALDATA / "label-studio-sdk-converter-tests"
-    lfv = REALDATA / "lookout-for-vision-getting-started"
-    if not ls_folder.exists() or not lfv.exists():
-        pytest.skip("shared realdata is not beside the repository")
+    ls_folder = need_shared_data("realdata", "label-studio-sdk-converter-tests")
+    lfv = need_shared_data("realdata", "lookout-for-vision-getting-started")
     out = tmp_path / "out"
     argv = ["--input", str(ls_folder / "*.json"), str(lfv / "manifests" / "template.manifest"), "--relative_to", str(lfv),
             "--output", str(out), "--runner=FnApiRunner", "--output_format=coco", "--output_format=label_studio"]
@@ -224,16 +222,18 @@ def check_coco(out: Path) -> dict[str, str]:
     objects_refused = refused_objects(demo, "coco")
     rows = records(demo)
     kept = [r for r in rows if r["record_id"] not in refused]
-    files = sorted((demo / "manifests" / "coco").glob("split=*/origin=*/part-*.json"))
+    folder = demo / "manifests" / "coco"
+    files = sorted(folder.glob("annotations/instances_*.json"))
     assert files and kept
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(
+        {f"annotations/{'results' if origin == 'prediction' else 'instances'}_{split}.json" for split, origin in {(r["split"], r["origin"]) for r in kept}}
+    )  # one document per split and origin (unlabeled images with the ground truth), nothing else
     categories = None
     seen_records = 0
     for path in files:
-        split = path.parent.parent.name.removeprefix("split=")
-        origin = path.parent.name.removeprefix("origin=")
-        origin = None if origin == "__HIVE_DEFAULT_PARTITION__" else origin  # unlabeled images
+        split = path.stem.removeprefix("instances_")
         coco = coco_module.COCO(str(path))
-        part = [r for r in kept if r["split"] == split and r["origin"] == origin]
+        part = [r for r in kept if r["split"] == split and r["origin"] in ("ground_truth", None)]  # unlabeled images too
         seen_records += coco.dataset["info"]["labelbeam"]["records"]
         assert coco.dataset["info"]["labelbeam"]["records"] == len(part)
         sized = lambda r: (r["image"]["uri"], *image_size(r))  # noqa: E731
@@ -284,6 +284,17 @@ def check_coco(out: Path) -> dict[str, str]:
                     assert match[0]["segmentation"][0][0] == pytest.approx(obj["polygon"][0][0] * w, abs=0.001)
                 if obj["mask_rle"] is not None:  # brush RLE -> COCO RLE that pycocotools decodes
                     assert coco.annToMask(match[0]).sum() == match[0]["area"] > 0
+        results = path.with_name(f"results_{split}.json")
+        if results.exists():  # predictions: a results file pycocotools loads beside its split
+            predicted = [r for r in kept if r["split"] == split and r["origin"] == "prediction"]
+            found = json.loads(results.read_text())
+            assert len(found) == sum(len(r["objects"] or []) for r in predicted)
+            assert {a["category_id"] for a in found} <= {c["id"] for c in categories}
+            assert all("score" in a for a in found)
+            if found and {a["image_id"] for a in found} <= set(coco.getImgIds()):  # pycocotools cannot load an empty one
+                assert len(coco.loadRes(str(results)).getAnnIds()) == len(found)
+    for results in folder.glob("annotations/results_*.json"):
+        seen_records += results.read_bytes().count(b"\n") - 2  # one line per record
     assert seen_records == landed(demo, "manifests/coco") == len(kept)
     return refused
 
@@ -337,9 +348,10 @@ def test_pyarrow_dataset_and_duckdb_count_what_run_json_says(demo):
 
 
 def test_a_pinned_class_list_skips_the_class_name_pass():
-    for name, key in (("sagemaker", "classes"), ("coco", "categories")):
-        fmt = get_format(name)
-        assert fmt.needs_class_names(None) and not fmt.needs_class_names({key: ["can", "carton"]})
+    fmt = get_format("sagemaker")
+    assert fmt.needs_class_names(None) and not fmt.needs_class_names({"classes": ["can", "carton"]})
+    # COCO numbers its categories when it assembles its documents: never a class-name pass
+    assert not get_format("coco").needs_class_names(None) and not get_format("coco").needs_class_names({"categories": ["can"]})
     assert not get_format("label_studio").needs_class_names(None)
 
 

@@ -5,9 +5,13 @@ Precedence, for each record:
 
 1. with keep_input: a `split` field of the source record (a line's own key, an Azure line's
    key, a Label Studio task's data or task field), when it is a split name;
-2. with keep_input: the folder nearest the image in its URI that names a split
+2. with keep_input: the name of the input file the record was read from, when one of its words
+   (split at anything but letters and digits) names a split and no other word names another
+   (`train_annotations.jsonl`, `validation_annotations.jsonl`, `val.manifest`, `test-2024.json`;
+   not `latest.json`, not `train_val.jsonl`);
+3. with keep_input: the folder nearest the image in its URI that names a split
    (`/train/`, `/val/`, `/validation/`, `/test/`, ... or one of the configured split names);
-3. the stable hash of the record's key: its image (`by="image"`), or its group (`by="group"`),
+4. the stable hash of the record's key: its image (`by="image"`), or its group (`by="group"`),
    or, with no group value, its image.
 
 A given split is mapped onto the configured names of the same kind (`val` -> `validation`, or
@@ -31,6 +35,7 @@ from transforms.schema import loads_extra
 
 DEFAULT_RATIOS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_WORDS = re.compile(r"[^a-z0-9]+")
 INPUT_SPLIT_FIELD = "split"
 
 # Spellings of the three usual splits, in folder names and in `split` fields.
@@ -174,6 +179,14 @@ class InputSplits:
         if known is not None:
             return known
         return text if SPLIT_NAME.match(text) else None
+
+    def from_file_name(self, source_uri: str | None) -> str | None:
+        """The split the input file's name gives: exactly one split among its words."""
+        if not source_uri:
+            return None
+        name = posixpath.basename(urlsplit(source_uri).path if "://" in source_uri else source_uri)
+        found = {self.aliases[word] for word in _WORDS.split(name.lower()) if word in self.aliases}
+        return found.pop() if len(found) == 1 else None
 
     def from_folders(self, image_key: str) -> str | None:
         """The split the nearest folder of the image names; its file name is not a folder."""

@@ -130,7 +130,10 @@ def _with_timeouts(url: str, options: dict[str, Any], timeout: float | None) -> 
 
 
 def filesystem(url: str, storage_options: dict | None = None, timeout: float | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(url, **_with_timeouts(url, options_for(url, storage_options), timeout))
+    options = _with_timeouts(url, options_for(url, storage_options), timeout)
+    if _ALIASES.get(protocol_of(url), protocol_of(url)) == "gs" and _gcs_emulated(options):
+        return _plain_gcs(url, options)
+    fs, path = fsspec.core.url_to_fs(url, **options)
     if timeout and hasattr(fs, "retries") and type(fs).__name__ == "S3FileSystem":
         fs.retries = min(fs.retries, _S3FS_RETRIES)  # s3fs's own retries around botocore's
     return fs, path
@@ -161,6 +164,36 @@ def within_deadline(call: Callable[[], Any], timeout: float | None, what: str) -
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")
+
+
+def _gcs_emulated(options: dict) -> bool:
+    import os
+
+    return bool(options.get("endpoint_url")) or os.environ.get("STORAGE_EMULATOR_HOST", "") not in ("", "default")
+
+
+def _plain_gcs(url: str, options: dict) -> tuple[fsspec.AbstractFileSystem, str]:
+    """gcsfs's JSON-API filesystem, for a GCS endpoint of one's own (an emulator).
+
+    gcsfs's default class first asks the Storage Control gRPC API what kind each bucket is, over
+    TLS at the same host: an emulator serving plain HTTP never answers, and every bucket costs
+    a 60 s timeout. The JSON API alone is what emulators serve."""
+    fs = _json_api_gcs()(**options)
+    return fs, fs._strip_protocol(url)
+
+
+@functools.lru_cache(maxsize=1)
+def _json_api_gcs():
+    from gcsfs.core import GCSFileSystem
+
+    class JsonApiGCSFileSystem(GCSFileSystem):
+        async def _mv_file(self, path1, path2, **kwargs):
+            # Emulators serve no objects.moveTo: gcsfs would try it, log the failure with a
+            # traceback and copy; this copies and deletes straight away.
+            await self._cp_file(path1, path2)
+            await self._rm_file(path1)
+
+    return JsonApiGCSFileSystem
 
 
 class Storage:
@@ -268,8 +301,16 @@ def expand(pattern: str, storage_options: dict | None = None, timeout: float | N
             continue
         if kind != "file":
             raise NotRegularFile(f"{redact_url(to_url(fs, name))} is a {kind}, not a regular file")
-        files.append((to_url(fs, name), entry.get("size") or 0))
+        files.append((_as_given(pattern, to_url(fs, name)), entry.get("size") or 0))
     return sorted(files)
+
+
+def _as_given(pattern: str, url: str) -> str:
+    """A found URL in the scheme the user wrote: adlfs names every match `abfs://`, also for
+    an `az://` pattern, and the records, run.json and resolved references keep the user's."""
+    if "://" in pattern and "://" in url and protocol_of(url) != protocol_of(pattern):
+        return f"{protocol_of(pattern)}://{url.split('://', 1)[1]}"
+    return url
 
 
 def open_file(url: str, mode: str = "rb", storage_options: dict | None = None, **kwargs):
@@ -487,6 +528,11 @@ def launch_failure_reason(exc: BaseException) -> str:
     return failure_reason(exc) or BAD_OPTION
 
 
+# HTTP errors of gcsfs (HttpError.code) and the Azure SDK (HttpResponseError.status_code).
+_HTTP_ERRORS = {"HttpError", "HttpResponseError"}
+_REASON_BY_STATUS = {401: ACCESS_DENIED, 403: ACCESS_DENIED, 404: NOT_FOUND}
+
+
 def failure_reason(exc: BaseException) -> str | None:
     """The class of a storage failure: not_found, no_credentials, access_denied, unreachable,
     io_error; None when the exception is not a storage failure (a bug to report)."""
@@ -496,6 +542,12 @@ def failure_reason(exc: BaseException) -> str | None:
         for cls in type(cause).__mro__:
             if cls.__name__ in _REASON_BY_NAME:
                 return _REASON_BY_NAME[cls.__name__]
+            if cls.__name__ in _HTTP_ERRORS:
+                status = getattr(cause, "status_code", None) or getattr(cause, "code", None)
+                return _REASON_BY_STATUS.get(status, IO_ERROR)
+    # adlfs, given neither a connection string nor an account with credentials
+    if isinstance(exc, ValueError) and "connection_string or account_name" in str(exc):
+        return NO_CREDENTIALS
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
         return NOT_FOUND
     if isinstance(exc, PermissionError):

@@ -30,11 +30,19 @@ class MaskReader:
 
     policy: masks.MaskPolicy = dataclasses.field(default_factory=masks.MaskPolicy)
     store: storage.Storage = dataclasses.field(default_factory=storage.Storage)
+    #: record id -> the mask reference as the file checks opened it, for rows whose written
+    #: reference was rewritten (--uri_map / --relative_output) before the writer reads the mask
+    sources: dict = dataclasses.field(default_factory=dict)
+
+    def with_sources(self, rows: list[dict]) -> "MaskReader":
+        """This reader, remembering the mask references of `rows` as they are now."""
+        found = {row.get("record_id"): row["mask"]["uri"] for row in rows if has_mask(row)}
+        return dataclasses.replace(self, sources=found) if found else self
 
     def read(self, row: dict) -> ClassMasks:
         """The record's mask split by class; raises MaskRejected(MASK_NOT_WRITTEN, why)."""
         mask = row.get("mask") or {}
-        uri = mask.get("uri")
+        uri = self.sources.get(row.get("record_id")) or mask.get("uri")
         if not mask.get("validated"):
             raise MaskRejected(
                 errors.MASK_NOT_WRITTEN,

@@ -45,6 +45,7 @@ from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteC
 from transforms.formats.values import number
 from transforms.schema import dumps_extra, issue, loads_extra
 from transforms.settings import parse_pairs, setting
+from transforms.uri_map import UriMap
 
 NAME = "azure_automl"
 
@@ -473,38 +474,8 @@ def polygon_envelope(polygon: list[list[float]] | None) -> dict | None:
 # Writing
 
 
-class DatastoreMap:
-    """Image URL prefix rewrites (FROM -> TO) for the written lines; longest FROM wins.
-
-    Azure training reads datastore URLs, so e.g. ("s3://bucket/images",
-    "azureml://datastores/images/paths/images") points a converted manifest at the copy of
-    the images in Azure. A prefix matches whole path segments only.
-    """
-
-    def __init__(self, pairs: Any = None):
-        if isinstance(pairs, dict):
-            pairs = list(pairs.items())
-        rules = []
-        for pair in pairs or ():
-            if isinstance(pair, str) and "=" in pair:
-                pair = pair.split("=", 1)
-            if len(pair) != 2 or not all(isinstance(p, str) and p for p in pair):
-                raise ValueError(f"{DATASTORE_MAP} wants (FROM, TO) pairs of strings, got {pair!r}")
-            rules.append((_prefix(pair[0]), _prefix(pair[1])))
-        self.rules = sorted(rules, key=lambda rule: len(rule[0]), reverse=True)
-
-    def rewrite(self, uri: str) -> str:
-        for old, new in self.rules:
-            if uri == old or uri.startswith(old + "/"):
-                return new + uri[len(old):]
-            if old.endswith("://") and uri.startswith(old):  # a scheme alone: s3:// -> ...
-                return new.rstrip("/") + "/" + uri[len(old):]
-        return uri
-
-
-def _prefix(text: str) -> str:
-    """A prefix without its trailing slash, but a bare scheme (`s3://`) kept whole."""
-    return text if text.endswith("://") else text.rstrip("/")
+# Azure's datastore map is the job's URI map (transforms/uri_map.py), kept as an Azure option
+DatastoreMap = UriMap
 
 
 def _score(value: float | None) -> float | None:

@@ -6,7 +6,9 @@ counters (namespace `labelbeam`) in its own UI. On the local runners, whose work
 driver's disk, each DoFn instance also writes its running total to a file in a local folder at
 most every `FLUSH_SECONDS`, which `pipelines/progress.py` reads to print progress. Totals are
 what the workers have seen so far: a retried bundle counts twice here (the ledger, not this,
-is what run.json reconciles).
+is what run.json reconciles). For raw batches it also counts the bytes of the input they cover
+(`<what>_bytes`: per shard, from its first record's offset to its last record's end), from which
+the driver prints a percentage of the input size.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from transforms.schema import RawBatch
 
 NAMESPACE = "labelbeam"
 FLUSH_SECONDS = 1.0
+
+
+def span_of(item) -> tuple[int, int] | None:
+    """(first byte, end byte) of the records of a RawBatch in its file; None for anything else."""
+    if not isinstance(item, RawBatch) or not item.offsets:
+        return None
+    return min(item.offsets), max(offset + len(raw) for offset, raw in zip(item.offsets, item.raws))
 
 
 def size_of(item) -> tuple[int, tuple[str, int] | None]:
@@ -45,6 +54,7 @@ class _CountFn(beam.DoFn):
         self._shard_counter = beam.metrics.Metrics.counter(NAMESPACE, f"{self._what}_shards")
         self._file = os.path.join(self._folder, f"{uuid.uuid4().hex}.json") if self._folder else None
         self._total, self._shards, self._flushed = 0, set(), 0.0
+        self._spans: dict[tuple[str, int], tuple[int, int]] = {}  # shard -> bytes covered so far
 
     def process(self, item):
         n, shard = size_of(item)
@@ -53,6 +63,10 @@ class _CountFn(beam.DoFn):
         if shard is not None and shard not in self._shards:
             self._shards.add(shard)
             self._shard_counter.inc()
+        span = span_of(item)
+        if span is not None:
+            seen = self._spans.get(shard, span)
+            self._spans[shard] = (min(seen[0], span[0]), max(seen[1], span[1]))
         if self._file and time.monotonic() - self._flushed >= FLUSH_SECONDS:
             self._flush()
 
@@ -61,7 +75,10 @@ class _CountFn(beam.DoFn):
             self._flush()
 
     def _flush(self):
-        storage.write_atomically(self._file, orjson.dumps({self._what: self._total, f"{self._what}_shards": len(self._shards)}))
+        counts = {self._what: self._total, f"{self._what}_shards": len(self._shards)}
+        if self._spans:
+            counts[f"{self._what}_bytes"] = sum(end - start for start, end in self._spans.values())
+        storage.write_atomically(self._file, orjson.dumps(counts))
         self._flushed = time.monotonic()
 
 

@@ -70,12 +70,15 @@ class SplitAssigner:
     def _reads_fields(self) -> bool:
         return self.keep_input or (self.by == BY_GROUP and self.group.startswith(GROUP_ATTRIBUTE))
 
-    def split_of(self, uri: str | None, record_id: str, fields: dict) -> str:
-        """One record's split: a split its input gives (keep_input), else the hash of its
-        group (by group, when it has one), else the hash of its image."""
+    def split_of(self, uri: str | None, record_id: str, fields: dict, source: str | None = None) -> str:
+        """One record's split: a split its input gives (keep_input: a field, the input file's
+        name, an image folder), else the hash of its group (by group, when it has one), else
+        the hash of its image."""
         image = split_key(uri) if uri else None
         if self.keep_input:
             given = self.input_splits.from_field(fields.get(INPUT_SPLIT_FIELD))
+            if given is None:
+                given = self.input_splits.from_file_name(source)
             if given is None and image is not None:
                 given = self.input_splits.from_folders(image)
             if given is not None:
@@ -115,7 +118,8 @@ class SplitAssigner:
             fields = [source_fields(f, e) for f, e in zip(formats, batch.column("extra").to_pylist())]
         else:
             fields = [{}] * batch.num_rows
-        names = [self.split_of(uri, rid, found) for uri, rid, found in zip(uris, ids, fields)]
+        sources = pc.struct_field(batch.column("source"), "uri").to_pylist() if self.keep_input else [None] * batch.num_rows
+        names = [self.split_of(uri, rid, found, source) for uri, rid, found, source in zip(uris, ids, fields, sources)]
         column = pa.array(names, type=SCHEMA.field("split").type)
         return batch.set_column(SCHEMA.get_field_index("split"), "split", column)
 

@@ -10,25 +10,37 @@ are published, so a retry never duplicates rows.
 
 What landed is counted from the files themselves: the finalize step reads each published file's
 Parquet footer (records/) or counts its elements (manifests/, errors/, refused/), and reports the counts to
-the ledger next to what the writers were given and refused (transforms/stages/accounting.py).
-Partitions with nothing in them get no file.
+the ledger next to what the writers were given and refused (transforms/stages/accounting.py),
+with each file's size and sha256 (`file_record`), which the driver checks again before it
+publishes (pipelines/report.py `check_files`). Partitions with nothing in them get no file.
 
-Writers that number classes (sagemaker, coco) without a class list in their options need every
-class name of the output before their first line, so ids are equal in every file. In the job
-they write from records/ once it has landed (`RereadRecords`): the records writer collects the
-class names of each bundle it writes, its finalize step publishes their sorted union with the
-list of files, and those files are read back, spread over the workers, into the class-numbering
-writers (the columns kept in partition folders decoded from the folder names,
-transforms/partitions.partition_values). Nothing on the record path waits for the class names, so no runner holds the records
-for them (tests/test_graph.py); the cost is one more read of records/. Pinning the list
-(`--sagemaker_classes`, `coco.categories`) makes them write from the record path directly.
-WriteManifests used alone, without the names, collects them from its input first (a side input
-that waits for every record).
+A "document" format (COCO) publishes one file per partition instead of one per bundle: its
+bundles write parts, and the finalize step streams the parts of each partition into the one
+document the format names (`assemble_documents`), counting the records from the document.
+COCO numbers its categories there, from the class names its parts carry, so it writes from the
+record path like every other format.
+
+The sagemaker writer, which puts class ids into every line, needs every class name of the output
+before its first line when no class list is given, so ids are equal in every file. In the job
+it writes from records/ once they have landed (`RereadRecords`): the records writer collects
+the class names of each bundle it writes, its finalize step publishes their sorted union with
+the list of files, and those files are read back, spread over the workers, into the sagemaker
+writer (the columns kept in partition folders decoded from the folder names,
+transforms/partitions.partition_values). Nothing on the record path waits for the class names,
+so no runner holds the records for them (tests/test_graph.py); the cost is one more read of
+records/. Pinning the list (`--sagemaker_classes`) makes it write from the record path
+directly. WriteManifests used alone, without the names, collects them from its input first (a
+side input that waits for every record).
+
+Image and mask references are rewritten on the way into every manifest (`--uri_map`,
+`--relative_output`: transforms/uri_map.References); records/ keep them as read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import uuid
 from typing import Any, Callable
 
@@ -48,6 +60,7 @@ from transforms.label_jobs import select_label_jobs
 from transforms.partitions import RECORDS_DEFAULT, partition_batch, partition_values, stored_in_folders
 from transforms.schema import SCHEMA, file_schema
 from transforms.stages.accounting import LEDGER, Ledger
+from transforms.uri_map import References
 
 TMP_DIR = ".labelbeam-tmp"
 WRITTEN = "written"
@@ -167,11 +180,12 @@ class _UnionFn(beam.CombineFn):
 class _ManifestFile:
     """Record batches -> one manifest file of a format; rows it cannot represent -> dead letters."""
 
-    def __init__(self, handle, format_name: str, options: Any, classes: list[str] | None = None, masks: Any = None, label_attributes: tuple[str, ...] = ()):
+    def __init__(self, handle, format_name: str, options: Any, classes: list[str] | None = None, masks: Any = None, label_attributes: tuple[str, ...] = (), references: References | None = None):
         self.handle = handle
         self.masks = masks
         self.label_attributes = tuple(label_attributes)  # --label_attribute (transforms/label_jobs.py)
         self.objects_other_jobs = 0  # objects of label jobs a writer does not take
+        self.references = references if references else None  # --uri_map / --relative_output
         self.format = get_format(format_name)
         self.extension = self.format.extension
         self.options = options
@@ -185,14 +199,18 @@ class _ManifestFile:
         self.objects_written = 0  # in the format's units (WriteContext.objects_written)
         if self.array:
             handle.write(b"[")
-        if self.format.file_layout == "document":  # the format streams the whole file itself
-            self.document = self.format.open_document(handle, options, classes)
+        if self.format.file_layout == "document":  # the format streams its parts of a document itself
+            self.document = self.format.open_document(handle, options, classes, self.summary)
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
         self._pending: dict[int, tuple[dict, list[int]]] = {}
         rows = self._one_job_each(schema.batch_rows(batch))
         self.objects_given += sum(len(row.get("objects") or ()) for row in rows)
-        ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=self.masks)
+        masks = self.masks
+        if self.references is not None:  # written references rewritten; masks read where the checks read them
+            masks = masks.with_sources(rows) if masks is not None else None
+            self.references.apply(rows)
+        ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=masks)
         if self.document is not None:
             self.document.write(rows, ctx)  # refuses what it cannot write, row by row
             self.count = self.document.count
@@ -252,7 +270,7 @@ class _ManifestFile:
 
     def close(self) -> None:
         if self.document is not None:
-            self.document.close()
+            self.document.close()  # notes in the summary what the finalize step's assembly needs
         if self.array:
             self.handle.write(b"\n]\n" if self.count else b"]\n")
 
@@ -278,12 +296,11 @@ class _JsonLinesFile:
 def count_objects(fs, path: str, layout: str, format_name: str) -> int | None:
     """Objects a published manifest holds, read from the file in the format's units (COCO:
     its `info`; else each element through ManifestFormat.objects_in); None if not counted."""
-    if layout == "document":
-        from transforms.formats.coco import ANNOTATIONS_KEY, TAIL_BYTES, records_in
+    if layout == "document":  # COCO: its annotations, counted in the text
+        from transforms.formats.coco import annotations_in_file
 
         with fs.open(path, "rb") as handle:
-            handle.seek(max(fs.size(path) - TAIL_BYTES, 0))
-            return records_in(handle.read(), ANNOTATIONS_KEY)
+            return annotations_in_file(handle)
     fmt = get_format(format_name)
     if fmt.objects_in({}) is None:
         return None
@@ -302,12 +319,10 @@ def count_elements(fs, path: str, extension: str, layout: str) -> int:
         with fs.open(path, "rb") as handle:
             return pq.ParquetFile(handle).metadata.num_rows
     if layout == "document":  # the format's document says how many records it holds
-        from transforms.formats.coco import TAIL_BYTES, records_in
+        from transforms.formats.coco import records_in_file
 
         with fs.open(path, "rb") as handle:
-            size = fs.size(path)
-            handle.seek(max(size - TAIL_BYTES, 0))
-            return records_in(handle.read())
+            return records_in_file(handle, fs.size(path))
     newlines = 0
     with fs.open(path, "rb") as handle:
         while True:
@@ -318,6 +333,26 @@ def count_elements(fs, path: str, extension: str, layout: str) -> int:
     if layout == "json_array":  # '[' + one element per line + ']' (see _ManifestFile)
         return max(newlines - 2, 0)
     return newlines
+
+
+def file_record(fs, path: str, extension: str, layout: str) -> dict:
+    """What a published file holds, read from it: its rows (count_elements), size and sha256.
+    run.json keeps these per file; the driver reads every file again before publishing and
+    compares (pipelines/report.py), so a file damaged after it was counted is never published."""
+    digest, size, newlines = hashlib.sha256(), 0, 0
+    with fs.open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(8 << 20)
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+            newlines += chunk.count(b"\n")
+    if extension == ".parquet" or layout == "document":
+        rows = count_elements(fs, path, extension, layout)
+    else:
+        rows = max(newlines - 2, 0) if layout == "json_array" else newlines
+    return {"rows": rows, "bytes": size, "sha256": digest.hexdigest()}
 
 
 class _WriteBundleFilesFn(beam.DoFn):
@@ -370,15 +405,17 @@ class _WriteBundleFilesFn(beam.DoFn):
 
 
 class _FinalizeFilesFn(beam.DoFn):
-    """All temporary files -> part-NNNNN-of-MMMMM per partition, counted from the files."""
+    """All temporary files -> part-NNNNN-of-MMMMM per partition (a document format: one document
+    per partition, assembled from its parts), counted from the files."""
 
-    def __init__(self, output: str, root: str, store: storage.Storage, layout: str, side_files: Callable | None = None, format_name: str | None = None):
+    def __init__(self, output: str, root: str, store: storage.Storage, layout: str, side_files: Callable | None = None, format_name: str | None = None, document: tuple[str, Any] | None = None):
         self._output = output
         self._root = root
         self._storage = store
         self._layout = layout
         self._side_files = side_files
         self._format_name = format_name  # a manifest format: its objects are counted too
+        self._document = document  # (format name, options): its parts are assembled into one document per partition
 
     def process(self, written: list[tuple[str, str, str, int, dict]], classes=None):
         by_partition: dict[str, list[tuple[str, str]]] = {}
@@ -393,7 +430,10 @@ class _FinalizeFilesFn(beam.DoFn):
             by_partition.setdefault(partition, []).append((temp, extension))
         landed = files = size = 0
         objects_landed: int | None = None
-        published: dict[str, int] = {}
+        published: dict[str, dict] = {}
+        if self._document is not None:  # one document per partition, streamed from its parts
+            landed, files, size, objects_landed = self._assemble_documents(fs, written, published)
+            by_partition = {}
         for partition, temps in sorted(by_partition.items()):
             temps.sort()
             folder = storage.join(self._root, partition) if partition else self._root
@@ -405,15 +445,15 @@ class _FinalizeFilesFn(beam.DoFn):
                     fs.mv(temp_path, final_path)
                 elif not fs.exists(final_path):  # a retried finalize finds its renames done
                     raise FileNotFoundError(f"temporary file {temp} is gone and {final} was never written")
-                rows = count_elements(fs, final_path, extension, self._layout)
-                published[storage.relative_to(final, self._root)] = rows
-                landed += rows
+                record = file_record(fs, final_path, extension, self._layout)  # rows, bytes, sha256
+                published[storage.relative_to(final, self._root)] = record
+                landed += record["rows"]
                 if self._format_name is not None:
                     objects = count_objects(fs, final_path, self._layout, self._format_name)
                     if objects is not None:
                         objects_landed = (objects_landed or 0) + objects
                 files += 1
-                size += fs.size(final_path)
+                size += record["bytes"]
         tmp = self._storage.fs(storage.join(self._root, TMP_DIR))[1]
         if fs.exists(tmp):
             fs.rm(tmp, recursive=True)
@@ -427,13 +467,61 @@ class _FinalizeFilesFn(beam.DoFn):
         files_by_partition = [(storage.parent(name), storage.join(self._root, name)) for name in sorted(published)]
         yield beam.pvalue.TaggedOutput(PUBLISHED, {"root": self._root, "files": files_by_partition, CLASSES: classes})
 
+    def _assemble_documents(self, fs, written: list, published: dict[str, dict]) -> tuple[int, int, int, int | None]:
+        """The parts of each partition -> its one document (the format names and writes it),
+        counted from the document. A retried finalize that finds the parts gone and the
+        documents in place counts them again."""
+        fmt = get_format(self._document[0])
+        parts: dict[str, list[tuple[str, dict]]] = {}
+        representative: dict[str, str] = {}  # document name -> a partition of it
+        for partition, temp, _, count, summary in written:
+            if count:  # partitions whose documents share a name (no origin, ground truth) share it
+                name = fmt.document_name(partition)
+                representative.setdefault(name, partition)
+                parts.setdefault(representative[name], []).append((temp, summary))
+        documents, finals = [], {}
+        for partition, items in sorted(parts.items()):
+            items.sort(key=lambda item: item[0])
+            finals[partition] = storage.join(self._root, fmt.document_name(partition))
+            openers = [(functools.partial(fs.open, self._storage.fs(temp)[1], "rb"), summary) for temp, summary in items]
+            documents.append((partition, openers))
+        if any(not fs.exists(self._storage.fs(temp)[1]) for items in parts.values() for temp, _ in items):
+            missing = [final for final in finals.values() if not fs.exists(self._storage.fs(final)[1])]
+            if missing:
+                raise FileNotFoundError(f"the parts of {missing[0]} are gone and it was never written")
+        else:
+
+            @contextlib.contextmanager
+            def open_output(partition: str):
+                temp = self._storage.fs(storage.join(self._root, TMP_DIR, f"document-{uuid.uuid4().hex}"))[1]
+                with fs.open(temp, "wb") as handle:
+                    yield handle
+                final = self._storage.fs(finals[partition])[1]
+                fs.makedirs(storage.parent(final), exist_ok=True)
+                fs.mv(temp, final)
+
+            fmt.assemble_documents(documents, self._document[1], open_output)
+        landed = size = 0
+        objects_landed: int | None = None
+        for partition, final in finals.items():
+            path = self._storage.fs(final)[1]
+            record = file_record(fs, path, fmt.extension, self._layout)  # rows, bytes, sha256
+            published[storage.relative_to(final, self._root)] = record
+            landed += record["rows"]
+            size += record["bytes"]
+            objects = count_objects(fs, path, self._layout, fmt.name)
+            if objects is not None:
+                objects_landed = (objects_landed or 0) + objects
+        return landed, len(finals), size, objects_landed
+
 
 class _WriteFiles(beam.PTransform):
     """Shared mechanics: bundle files, then one finalize. -> {dead_letters, ledger}."""
 
-    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl", classes: bool = False, side_files: Callable | None = None, class_names=None, format_name: str | None = None):
+    def __init__(self, output: str, root: str, open_file, split_element, store: storage.Storage, layout: str = "jsonl", classes: bool = False, side_files: Callable | None = None, class_names=None, format_name: str | None = None, document: tuple[str, Any] | None = None):
         super().__init__()
         self._format_name = format_name
+        self._document = document
         self._classes = classes
         self._class_names = class_names  # a PCollection of one sorted list, when already known
         self._side_files = side_files
@@ -469,7 +557,7 @@ class _WriteFiles(beam.PTransform):
             tuple(written)
             | "AllTempFiles" >> beam.Flatten()
             | "CollectTempFiles" >> beam.combiners.ToList()
-            | "Finalize" >> beam.ParDo(_FinalizeFilesFn(self._output, self._root, self._storage, self._layout, self._side_files, self._format_name), **side).with_outputs(LEDGER, PUBLISHED, main="unused")
+            | "Finalize" >> beam.ParDo(_FinalizeFilesFn(self._output, self._root, self._storage, self._layout, self._side_files, self._format_name, self._document), **side).with_outputs(LEDGER, PUBLISHED, main="unused")
         )
         ledgers.append(finalized[LEDGER])
         return {errors.DEAD_LETTERS: letters, LEDGER: ledgers, PUBLISHED: finalized[PUBLISHED]}
@@ -600,10 +688,12 @@ class WriteManifests(beam.PTransform):
         class_names=None,
         mask_policy: Any = None,
         label_attributes: tuple[str, ...] = (),
+        references: References | None = None,
     ):
         super().__init__()
         fmt = get_format(format_name)
         self._label_attributes = tuple(label_attributes)
+        self._references = references  # how image and mask references are written
         self._class_names = class_names  # RereadRecords' classes, else collected from the input
         self._root = root
         self._format_name = format_name
@@ -620,7 +710,7 @@ class WriteManifests(beam.PTransform):
         return batches | _WriteFiles(
             manifests_output(self._format_name),
             self._root,
-            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options, masks=self._masks, label_attributes=self._label_attributes),
+            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options, masks=self._masks, label_attributes=self._label_attributes, references=self._references),
             functools.partial(_partition_as_written, columns=self._columns, format_name=self._format_name, options=self._options),
             self._storage,
             self._layout,
@@ -628,6 +718,7 @@ class WriteManifests(beam.PTransform):
             side_files=fmt.side_files,
             class_names=self._class_names,
             format_name=self._format_name,
+            document=(self._format_name, self._options) if self._layout == "document" else None,
         )
 
 
