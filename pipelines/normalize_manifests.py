@@ -37,11 +37,12 @@ import apache_beam as beam
 from pipelines import incremental, progress, publish, report, runners
 from pipelines.config import JobConfig
 from pipelines.options import ConfigError, parse_launch
-from transforms import errors, storage
+from transforms import errors, file_checks, storage
 from transforms.checks.masks import MaskPolicy
+from transforms.file_checks import FileCheckConfig
 from transforms.formats.base import get_format
 from transforms.stages.accounting import COUNTERS_FILE, LEDGER, WriteCounters
-from transforms.stages.check_files import CheckFiles, FileCheckConfig
+from transforms.stages.check_files import CheckFiles
 from transforms.stages.dedupe import ResolveDuplicates
 from transforms.stages.duplicates import FindDuplicates
 from transforms.stages.normalize import RECORDS, NormalizeRecords
@@ -75,25 +76,14 @@ def record_stages(job: JobConfig) -> tuple[str, ...]:
 
 
 def file_check_config(job: JobConfig) -> FileCheckConfig:
-    v = job.validate
-    return FileCheckConfig(
-        validate_masks=v.masks,
-        probe_images=v.probe_images,
-        validation_profile=v.profile,
-        alpha_threshold=v.mask.alpha_threshold,
-        color_tolerance=v.mask.color_tolerance,
-        max_pixels=v.mask.max_pixels,
-        timeout_seconds=v.mask.timeout_seconds,
-        concurrency=v.io_concurrency,
-        decode_budget_pixels=v.mask.decode_budget_pixels,
-        allowed_roots=allowed_roots(job),
-    )
+    """The file checks' settings: the job's validated `validate` section as it is, its profile
+    resolved (once per launch: ValidateRecords gets the same object) and the allowed roots."""
+    return FileCheckConfig.of(job.validate, allowed_roots(job))
 
 
 def mask_policy(job: JobConfig) -> MaskPolicy:
     """The file checks' mask rules, for writers that write a mask's pixels (same counts)."""
-    v = job.validate.mask
-    return MaskPolicy(alpha_threshold=v.alpha_threshold, color_tolerance=v.color_tolerance, max_pixels=v.max_pixels)
+    return file_checks.mask_policy(job.validate.mask)
 
 
 def allowed_roots(job: JobConfig) -> tuple[str, ...]:
@@ -115,10 +105,10 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
         store=store,
         batch_lines=job.read.batch_size,
         max_line_bytes=job.read.max_line_bytes,
-        checks=FileChecks(masks=checks.validate_masks, images=checks.probe_images),
+        checks=FileChecks(masks=checks.settings.masks, images=checks.settings.probe_images),
     )
     normalized = read[BATCHES] | "NormalizeRecords" >> NormalizeRecords(job.format_options(), job.read.relative_to)
-    validated = normalized[RECORDS] | "ValidateRecords" >> ValidateRecords(job.validate.profile)
+    validated = normalized[RECORDS] | "ValidateRecords" >> ValidateRecords(checks.profile)
     checked = validated["main"] | "CheckFiles" >> CheckFiles(checks, store)
     stage_outputs = [normalized, validated, checked]
     kept = checked["main"]
