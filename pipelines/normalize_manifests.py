@@ -91,9 +91,11 @@ def allowed_roots(job: JobConfig) -> tuple[str, ...]:
     return tuple(job.validate.allowed_roots) + ((job.read.relative_to,) if job.read.relative_to else ())
 
 
-def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progress_dir: str | None = None) -> dict:
+def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progress_dir: str | None = None,
+          inputs: tuple[tuple[str, int], ...] | None = None) -> dict:
     """The whole job graph on `pipeline`, writing under `out` (the run's staging folder; the
-    job's output when None), its progress counts into `progress_dir` when given (local runners).
+    job's output when None), its progress counts into `progress_dir` when given (local runners),
+    reading `inputs` (the launch's listing of job.input; listed by the graph when None).
     Returns the main PCollections and the record stages' names."""
     out = (out or job.output).rstrip("/")
     store = job.storage_config()
@@ -106,6 +108,7 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
         batch_lines=job.read.batch_size,
         max_line_bytes=job.read.max_line_bytes,
         checks=FileChecks(masks=checks.settings.masks, images=checks.settings.probe_images),
+        files=inputs,
     )
     normalized = read[BATCHES] | "NormalizeRecords" >> NormalizeRecords(job.format_options(), job.read.relative_to)
     validated = normalized[RECORDS] | "ValidateRecords" >> ValidateRecords(checks.profile)
@@ -167,14 +170,13 @@ def output_names(job: JobConfig) -> list[str]:
     return [RECORDS_OUTPUT, *(manifests_output(name) for name in formats), ERRORS_OUTPUT, *(refused_output(name) for name in formats)]
 
 
-def _check_output(job: JobConfig, root: publish.OutputRoot) -> None:
+def _check_output(job: JobConfig, root: publish.OutputRoot, inputs: tuple[tuple[str, int], ...]) -> None:
     """An output folder that may be written: never one that holds the job's own inputs."""
     folder = root.url.rstrip("/") + "/"
-    for pattern in job.input:
-        for url, _ in storage.expand(pattern, job.storage):
-            absolute = storage.to_url(*storage.filesystem(url, job.storage))
-            if absolute.startswith(folder) or url.startswith(folder):
-                raise ConfigError(f"input {storage.redact_url(url)} is inside --output {storage.redact_url(job.output)}; write somewhere else")
+    for url, _ in inputs:
+        absolute = storage.to_url(*storage.filesystem(url, job.storage))
+        if absolute.startswith(folder) or url.startswith(folder):
+            raise ConfigError(f"input {storage.redact_url(url)} is inside --output {storage.redact_url(job.output)}; write somewhere else")
     if root.fs.exists(root.path) and not root.fs.isdir(root.path):
         raise ConfigError(f"--output {storage.redact_url(job.output)} is a file, not a folder")
     if root.has_outputs() and not job.overwrite:
@@ -191,17 +193,19 @@ def run(argv: list[str] | None = None) -> int:
         runners.prepare(launch.pipeline_options)
         pipeline = runners.new_pipeline(launch.pipeline_options)
         job = launch.job
+        inputs = launch.inputs  # listed once, at launch: every step below reads this list
         run_id = publish.new_run_id()
         if job.incremental:
-            planned = incremental.plan(job)
+            planned = incremental.plan(job, inputs)
             locks.enter_context(publish.OutputRoot(planned.root, job.storage_config()).acquire(run_id))
             if not planned.fingerprints:
                 locks.close()
                 print(f"labelbeam: nothing new to read: {planned.skipped} input file(s) unchanged since a successful run read them")
                 return report.EXIT_OK
             job = planned.job
+            inputs = tuple((url, size) for url, size in inputs if url in planned.fingerprints)
         root = publish.OutputRoot(job.output, job.storage_config())
-        _check_output(job, root)
+        _check_output(job, root, inputs)
         locks.enter_context(root.acquire(run_id))
         lock = locks
     except (ConfigError, publish.LockHeld, runners.RunnerRefused) as exc:
@@ -224,7 +228,7 @@ def run(argv: list[str] | None = None) -> int:
         staging = root.staging(run_id)
         started = time.time()
         shown = progress.Progress(enabled=not job.quiet and progress.is_local(launch.pipeline_options))
-        graph = build(pipeline, job, staging, shown.folder)
+        graph = build(pipeline, job, staging, shown.folder, inputs)
         with shown:
             state = runners.run_to_completion(pipeline)
         finished = time.time()
