@@ -229,11 +229,14 @@ def _histograms(batch, objects_per_image) -> pa.Table:
         ("polygon_vertices", ring_labels, vertices),
         ("mask_coverage", _text(pc.struct_field(per_class, FIELD.class_name)), coverage),
     ]
-    tables = []
+    tables = [_HISTOGRAM_SCHEMA.empty_table()]
     for measure, names, values in parts:
+        if len(values) == values.null_count:  # nothing measured (e.g. no boxes): no table to build
+            continue
         values = values.cast(pa.float64())
-        valid = pc.is_valid(values)
-        values, names = pc.filter(values, valid), pc.filter(names, valid)
+        if values.null_count:
+            valid = pc.is_valid(values)
+            values, names = pc.filter(values, valid), pc.filter(names, valid)
         tables.append(
             pa.table({
                 "measure": pa.repeat(pa.scalar(measure), len(values)),
@@ -242,6 +245,12 @@ def _histograms(batch, objects_per_image) -> pa.Table:
             })
         )
     return pa.concat_tables(tables)
+
+
+_HISTOGRAM_SCHEMA = pa.schema([
+    ("measure", pa.string()), ("name", pa.string()), ("bin", pa.int64()), ("count", pa.int64()),
+    ("sum", pa.float64()), ("min", pa.float64()), ("max", pa.float64()),
+])
 
 
 def _bins(measure: str, values: pa.Array) -> pa.Array:
