@@ -481,7 +481,9 @@ class BatchFileChecker:
             pooled, more, validated = self._open(taken.take(pa.array(opened)))
             found += [(int(opened[i]), code, message) for i, code, message in more]
             checked = _placed(taken, ~decided, pooled)
-        if decided.any() and self.config.settings.masks:
+        if decided.all() and self.config.settings.masks:  # the common case: nothing to place
+            checked = unvalidated_masks(taken)
+        elif decided.any() and self.config.settings.masks:
             checked = _placed(checked, decided, unvalidated_masks(taken.filter(pa.array(decided))))
         counts: dict[str, int] = {}
         for _, code, _ in found:
