@@ -11,7 +11,8 @@
       formats:  {sagemaker: {...}, azure_automl: {...}, label_studio: {...}}   # each format's own
 
 Every field is declared once with `transforms.settings.setting`: its type, default, bounds, help
-and flag. Values are deep-merged in one place (`merge`): defaults, then each --config file in
+and flag. The `validate` section (ValidateConfig, MaskConfig) is declared in
+transforms/file_checks.py, beside the checks that read it as it is. Values are deep-merged in one place (`merge`): defaults, then each --config file in
 order, then the flags; then `build_job` checks every value with one error style. Each format
 declares and checks its own options (ManifestFormat.Options). `python -m pipelines.config` prints
 the JSON Schema of the YAML (configs/labelbeam.schema.json is that output).

@@ -55,7 +55,7 @@ class Launch:
 
     pipeline_options: PipelineOptions
     job: JobConfig
-    inputs: tuple[tuple[str, int], ...] = ()
+    inputs: tuple[tuple[str, int], ...]
 
     def beam_options(self) -> dict[str, Any]:
         """The Beam options that were set, without the job's own flags (they have their section)."""

@@ -45,6 +45,9 @@ def decode_budget(pixels: int) -> PixelBudget:
 
 @dataclasses.dataclass(frozen=True)
 class MaskConfig:
+    """The job's `validate.mask` section: how masks are judged (declared here, beside the checks
+    that read it; pipelines/config.py nests it in the job)."""
+
     alpha_threshold: int = setting(128, help="a mask pixel is labelled when its alpha is at least this", flag="mask_alpha_threshold", minimum=0, maximum=255)
     color_tolerance: int = setting(8, help="largest per-channel difference that still matches a declared colour", flag="mask_color_tolerance", minimum=0, maximum=255)
     max_pixels: int = setting(25_000_000, help="width x height a mask may declare; larger ones are refused before decoding", flag="mask_max_pixels", minimum=1)
@@ -54,6 +57,8 @@ class MaskConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ValidateConfig:
+    """The job's `validate` section: record and file checks (docs/validation.md)."""
+
     profile: str = setting("none", help="target whose limits make findings errors", flag="validation_profile", choices=lambda: tuple(profiles.PROFILES))
     masks: bool = setting(True, help="check mask PNGs and brush masks", flag="validate_masks")
     probe_images: bool = setting(False, help="read image headers for size and format", flag="probe_images")
