@@ -33,17 +33,23 @@ def _rows(tmp_path) -> list[dict]:
     rle = make_row(11, objects=[{"label": "scratch", "mask_rle": b"\x00\x01", "area": None}])
     rle["mask"] = {"uri": "s3://example-bucket/masks/rle.png", "color_map": COLOR_MAP}
     rle["source"] = dict(rle["source"], uri=manifest)
-    return rows + [rle]
+    image_only = make_row(12, image={"uri": "s3://example-bucket/images/12.jpg"})
+    image_only["source"] = dict(image_only["source"], uri=manifest)
+    both = make_row(13, mask_uri="gs://elsewhere/13.png", image={"uri": "s3://example-bucket/images/13.jpg"})
+    both["source"] = dict(both["source"], uri=manifest)
+    return rows + [rle, image_only, both]
 
 
-@pytest.mark.parametrize("profile", ["none", "lookout_for_vision"])
-def test_rows_decided_in_arrow_equal_the_checkers_own_decision(tmp_path, monkeypatch, profile):
+@pytest.mark.parametrize("profile,probe", [("none", False), ("lookout_for_vision", False), ("none", True), ("rekognition", True)])
+def test_rows_decided_in_arrow_equal_the_checkers_own_decision(tmp_path, monkeypatch, profile, probe):
     batch = schema.rows_to_batch(_rows(tmp_path))
-    config = MaskValidationConfig(validation_profile=profile, timeout_seconds=5, allowed_roots=("s3://allowed-bucket",))
+    config = MaskValidationConfig(validation_profile=profile, probe_images=probe, timeout_seconds=5, allowed_roots=("s3://allowed-bucket",))
     store = storage.Storage()
     fast = file_checks.BatchFileChecker(config, store).check(batch)
     decided, _ = file_checks.decided_without_opening(batch.filter(file_checks.rows_with_files(batch, config)), config)
-    assert decided.sum() == 3  # a.png, d.png (s3), g.png: every other row goes to the pool
+    # a.png, d.png (s3), g.png and row 13's gs:// mask; probing, only rows 12 and 13, whose images
+    # are on s3 too (the others' images are local paths: they go to the pool with their masks)
+    assert decided.sum() == (2 if probe else 4)
     monkeypatch.setattr(file_checks, "decided_without_opening", lambda b, c: (np.zeros(b.num_rows, bool), []))
     slow = file_checks.BatchFileChecker(config, store).check(batch)
     assert pa.Table.from_batches(fast.batches, schema.SCHEMA).to_pylist() == pa.Table.from_batches(slow.batches, schema.SCHEMA).to_pylist()
