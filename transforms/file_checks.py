@@ -1,6 +1,6 @@
 """The file checks (mask PNGs, image headers, brush RLEs) of one batch's rows, Beam-free.
 
-CheckFiles (transforms/stages/check_files.py) wires them: `rows_with_files` and `unopenable`
+CheckFiles (transforms/stages/check_files.py) wires them: `rows_with_files` and `decided_without_opening`
 pick, per batch and in Arrow, the rows that reference a file and, of those, the rows whose
 references may not be opened at all (outside the allowed roots): only the rest become Python
 dicts and go through the thread pool (transforms/checks/pool.py), where FileChecker fetches and
