@@ -11,8 +11,13 @@ from transforms import errors, file_checks, schema, storage
 
 
 def _rows(tmp_path) -> list[dict]:
-    (tmp_path / "inside.png").write_bytes(png(good_mask()))
-    manifest = str(tmp_path / "in.manifest")
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (root / "inside.png").write_bytes(png(good_mask()))
+    (elsewhere / "link.png").symlink_to(root / "inside.png")  # an outside name for an inside file
+    (elsewhere / "linked").symlink_to(root)  # an outside folder name for the root itself
+    manifest = str(root / "in.manifest")
     refs = [
         "s3://example-bucket/masks/a.png",       # outside: decided in Arrow
         "s3://allowed-bucket/masks/b.png",       # inside an allowed root: opened (and fails)
@@ -21,21 +26,24 @@ def _rows(tmp_path) -> list[dict]:
         "s3://example-bucket/masks/../e.png",    # a dot segment: left to FileChecker
         "s3://user:pw@example-bucket/f.png",     # credentials: REFERENCE_INVALID, by FileChecker
         "gs://example-bucket/g.png",             # another store: outside
-        str(tmp_path / "inside.png"),            # local, inside the manifest's folder: checked
-        "/elsewhere/h.png",                      # local, outside: FileChecker (symlinks resolve)
+        str(root / "inside.png"),                # local, inside the manifest's folder: checked
+        "/elsewhere/h.png",                      # local, outside: decided (no such link)
         None,                                    # no mask at all
+        str(elsewhere / "link.png"),             # a symlink into the root: opened, like FileChecker
+        str(elsewhere / "linked" / "inside.png"),  # a symlinked folder into the root: opened
+        str(elsewhere / "missing.png"),          # local, outside: decided
     ]
     rows = []
     for line, ref in enumerate(refs, start=1):
         row = make_row(line, mask_uri=ref)
         row["source"] = dict(row["source"], uri=manifest)
         rows.append(row)
-    rle = make_row(11, objects=[{"label": "scratch", "mask_rle": b"\x00\x01", "area": None}])
+    rle = make_row(21, objects=[{"label": "scratch", "mask_rle": b"\x00\x01", "area": None}])
     rle["mask"] = {"uri": "s3://example-bucket/masks/rle.png", "color_map": COLOR_MAP}
     rle["source"] = dict(rle["source"], uri=manifest)
-    image_only = make_row(12, image={"uri": "s3://example-bucket/images/12.jpg"})
+    image_only = make_row(22, image={"uri": "s3://example-bucket/images/12.jpg"})
     image_only["source"] = dict(image_only["source"], uri=manifest)
-    both = make_row(13, mask_uri="gs://elsewhere/13.png", image={"uri": "s3://example-bucket/images/13.jpg"})
+    both = make_row(23, mask_uri="gs://elsewhere/13.png", image={"uri": "s3://example-bucket/images/13.jpg"})
     both["source"] = dict(both["source"], uri=manifest)
     return rows + [rle, image_only, both]
 
@@ -47,9 +55,10 @@ def test_rows_decided_in_arrow_equal_the_checkers_own_decision(tmp_path, monkeyp
     store = storage.Storage()
     fast = file_checks.BatchFileChecker(config, store).check(batch)
     decided, _ = file_checks.decided_without_opening(batch.filter(file_checks.rows_with_files(batch, config)), config)
-    # a.png, d.png (s3), g.png and row 13's gs:// mask; probing, only rows 12 and 13, whose images
-    # are on s3 too (the others' images are local paths: they go to the pool with their masks)
-    assert decided.sum() == (2 if probe else 4)
+    # masks a.png, d.png (s3), g.png, /elsewhere/h.png, missing.png and row 23's gs:// one;
+    # probing, the images of rows 1-13 (/nowhere/...) are outside too, so a row is decided when
+    # its mask is absent or outside as well (rows 1, 4, 7, 9, 10, 13, 22, 23)
+    assert decided.astype(int).tolist() == ([1, 0, 0, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1] if not probe else [1, 0, 0, 1, 0, 0, 1, 0, 1, 1, 0, 0, 1, 0, 1, 1])
     monkeypatch.setattr(file_checks, "decided_without_opening", lambda b, c: (np.zeros(b.num_rows, bool), []))
     slow = file_checks.BatchFileChecker(config, store).check(batch)
     assert pa.Table.from_batches(fast.batches, schema.SCHEMA).to_pylist() == pa.Table.from_batches(slow.batches, schema.SCHEMA).to_pylist()

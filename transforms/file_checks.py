@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 
@@ -345,54 +346,75 @@ def redact_uris(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 # -- references decided without opening them, per batch in Arrow -------------------------------
-# An object-store URL of plain path segments: no userinfo, query, fragment, percent escape,
-# control character, empty / `.` / `..` segment. For these storage.reference_problem is None and
-# storage.within_roots is a path-segment prefix test, so both are exact as Arrow expressions.
-# Anything else (local paths resolve symlinks) is decided by FileChecker, one row at a time.
+# Two kinds of plain reference, for which storage.reference_problem is None and
+# storage.within_roots is a path-segment prefix test, exact as Arrow expressions:
+# - an object-store URL of plain path segments: no userinfo, query, fragment, percent escape,
+#   control character, empty / `.` / `..` segment;
+# - an absolute local path with the same restrictions: its folder is resolved once per batch
+#   (symlinks, storage._resolved_folder, as within_roots does), and a path decided outside is
+#   still looked at (os.path.islink) since a symlinked file may point inside a root.
+# Anything else is decided by FileChecker, one row at a time.
 _OBJECT_SCHEMES = {"s3": "s3", "s3a": "s3", "gs": "gs", "gcs": "gs", "az": "az", "abfs": "az", "abfss": "az", "adl": "adl"}
-_PLAIN_OBJECT_URL = r"^(" + "|".join(_OBJECT_SCHEMES) + r")://[^/@?#%\x00-\x1f\x7f]+(/[^/@?#%\x00-\x1f\x7f]+)+$"
+_SEGMENT = r"/[^/@?#%\x00-\x1f\x7f]+"
+_PLAIN_OBJECT_URL = r"^(" + "|".join(_OBJECT_SCHEMES) + r")://[^/@?#%\x00-\x1f\x7f]+(" + _SEGMENT + r")+$"
+_PLAIN_LOCAL_PATH = r"^(" + _SEGMENT + r")+$"
 _DOT_SEGMENT = r"/\.\.?(/|$)"
 OUTSIDE_ROOTS_HINT = ": outside the allowed roots, not opened (widen with validate.allowed_roots / --allowed_roots)"
 
 
 def outside_roots(uris: pa.Array, manifests: pa.Array, allowed_roots: tuple[str, ...] | None) -> np.ndarray:
-    """Per row: whether `uris` (a string column, nulls allowed) is a plain object-store URL
-    outside every allowed root and its manifest's own root, decided in Arrow. False means
-    "not decided here" (FileChecker decides, as before)."""
+    """Per row: whether `uris` (a string column, nulls allowed) is a plain object-store URL or
+    local path outside every allowed root and its manifest's own root, decided per batch.
+    False means "not decided here" (FileChecker decides, as before)."""
     n = len(uris)
     if allowed_roots is None or n == 0:
         return np.zeros(n, bool)
-    plain = pc.and_(
-        pc.match_substring_regex(uris, _PLAIN_OBJECT_URL),
-        pc.invert(pc.match_substring_regex(uris, _DOT_SEGMENT)),
-    ).fill_null(False)
-    if not pc.any(plain).as_py():
+    dotted = pc.match_substring_regex(uris, _DOT_SEGMENT)
+    objects = pc.and_(pc.match_substring_regex(uris, _PLAIN_OBJECT_URL), pc.invert(dotted)).fill_null(False)
+    local = pc.and_(pc.match_substring_regex(uris, _PLAIN_LOCAL_PATH), pc.invert(dotted)).fill_null(False)
+    if not (pc.any(objects).as_py() or pc.any(local).as_py()):
         return np.zeros(n, bool)
-    parts = pc.extract_regex(uris, r"^(?P<scheme>[a-z0-9]+)://(?P<path>.*)$")
-    schemes = pc.struct_field(parts, "scheme")
-    paths = pc.struct_field(parts, "path")
-    encoded = pc.dictionary_encode(pc.fill_null(manifests, "")).combine_chunks() if isinstance(manifests, pa.ChunkedArray) else pc.dictionary_encode(pc.fill_null(manifests, ""))
+    parts = pc.extract_regex(pc.if_else(objects, uris, pa.scalar("x://")), r"^(?P<scheme>[a-z0-9]+)://(?P<path>.*)$")
+    schemes, paths = pc.struct_field(parts, "scheme"), pc.struct_field(parts, "path")
+    resolved = _resolved_paths(pc.if_else(local, uris, pa.scalar("/x")))
+    encoded = pc.dictionary_encode(pc.fill_null(manifests, ""))
     within = np.zeros(n, bool)
     which = encoded.indices.to_numpy(zero_copy_only=False)
     for index, manifest in enumerate(encoded.dictionary.to_pylist()):
         own = storage.default_root(manifest)
         rows = which == index
         for root in (*allowed_roots, own) if own else allowed_roots:
-            within[rows] |= _under_root(schemes, paths, root)[rows]
-    return plain.to_numpy(zero_copy_only=False) & ~within
+            normal = storage._normal(root)  # noqa: SLF001 - the normalisation within_roots applies
+            if normal is None:
+                continue
+            if normal[0] == "file":
+                within[rows] |= _under(resolved, normal[1])[rows]
+            else:
+                same = pc.is_in(schemes, value_set=pa.array([s for s, alias in _OBJECT_SCHEMES.items() if alias == normal[0]], pa.string()))
+                within[rows] |= (same.fill_null(False).to_numpy(zero_copy_only=False) & _under(paths, normal[1]))[rows]
+    objects_out = objects.to_numpy(zero_copy_only=False) & ~within
+    local_out = local.to_numpy(zero_copy_only=False) & ~within
+    for row in np.flatnonzero(local_out):  # a symlinked file resolves on its own: FileChecker's
+        if os.path.islink(uris[row].as_py()):
+            local_out[row] = False
+    return objects_out | local_out
 
 
-def _under_root(schemes: pa.Array, paths: pa.Array, root: str) -> np.ndarray:
-    """storage.within_roots(uri, [root]) for plain object-store URLs split into scheme and path."""
-    normal = storage._normal(root)  # noqa: SLF001 - the same normalisation within_roots applies
-    if normal is None:
-        return np.zeros(len(paths), bool)
-    scheme, prefix = normal[0], normal[1].rstrip("/")
-    same_scheme = pc.is_in(schemes, value_set=pa.array([s for s, alias in _OBJECT_SCHEMES.items() if alias == scheme], pa.string()))
+def _resolved_paths(paths: pa.Array) -> pa.Array:
+    """Absolute local paths with their folder's symlinks resolved (storage._resolved_local,
+    without the file's own link, which the caller looks at), one realpath per distinct folder."""
+    split = pc.extract_regex(paths, r"^(?P<folder>.*)/(?P<name>[^/]+)$")
+    folders = pc.dictionary_encode(pc.struct_field(split, "folder"))
+    real = [storage._resolved_folder(folder or "/").rstrip("/") for folder in folders.dictionary.to_pylist()]  # noqa: SLF001
+    return pc.binary_join_element_wise(pc.take(pa.array(real, pa.string()), folders.indices), pc.struct_field(split, "name"), "/")
+
+
+def _under(paths: pa.Array, prefix: str) -> np.ndarray:
+    """Path-segment prefix test, as storage.within_roots does it."""
+    prefix = prefix.rstrip("/")
     if prefix == "":
-        inside = same_scheme
-    else:
-        inside = pc.and_(same_scheme, pc.or_(pc.equal(paths, prefix), pc.starts_with(paths, prefix + "/")))
+        return np.ones(len(paths), bool)
+    inside = pc.or_(pc.equal(paths, prefix), pc.starts_with(paths, prefix + "/"))
     return inside.fill_null(False).to_numpy(zero_copy_only=False)
 
 
