@@ -15,6 +15,9 @@ Cases (all on the same generated Lookout for Vision manifest, medians over repea
   was before its fast paths.
 - inproc / mp2 / prism: the real CLI on the FnApiRunner in process, on the FnApiRunner with two
   worker processes, and on the PrismRunner.
+- inproc_checks: inproc with the file checks on (every other case turns them off): the manifest's
+  mask references lie outside its own root, so this is what CheckFiles costs on rows it opens
+  nothing for.
 - inproc_fixed / mp2_fixed: the same job on the first 1,000 lines: what a run costs whatever its
   size (graph construction, runner and worker start-up, statistics, report, publishing), which
   the per-line work adds to.
@@ -148,13 +151,13 @@ def _write(rows, splitter, writers, out) -> int:
 _FAST_PATHS = SageMakerFormat.fast_paths
 
 
-def _pipeline(manifest: str, out: str, runner: str, extra: list[str], fast: bool = True) -> int:
+def _pipeline(manifest: str, out: str, runner: str, extra: list[str], fast: bool = True, checks: bool = False) -> int:
     """The real CLI; fast=False takes the format's fast paths out (in process only: a worker
     process imports its own copy of the module)."""
     if not fast:
         SageMakerFormat.fast_paths = ManifestFormat.fast_paths  # the reference path alone
     try:
-        code = run(["--input", manifest, "--output", out, "--overwrite", f"--runner={runner}", "--validate_masks=false", *extra])
+        code = run(["--input", manifest, "--output", out, "--overwrite", f"--runner={runner}", f"--validate_masks={str(checks).lower()}", *extra])
     finally:
         SageMakerFormat.fast_paths = _FAST_PATHS
     assert code == 0
@@ -201,6 +204,12 @@ def main(argv: list[str] | None = None) -> None:
             lambda out: _pipeline(manifest, out, "FnApiRunner", [shard], fast=False),
         ),
         "inproc": ("labelbeam, FnApiRunner in process", lambda out: _pipeline(manifest, out, "FnApiRunner", [shard])),
+        # The same with the file checks on (the default): every mask reference is on
+        # s3://example-bucket, outside the manifest's own root, so CheckFiles opens nothing.
+        "inproc_checks": (
+            "labelbeam in process, file checks on",
+            lambda out: _pipeline(manifest, out, "FnApiRunner", [shard], checks=True),
+        ),
         "mp2": (
             "labelbeam, FnApiRunner multi_processing x2",
             lambda out: _pipeline(manifest, out, "FnApiRunner", [shard, *two_workers]),

@@ -11,7 +11,8 @@
       formats:  {sagemaker: {...}, azure_automl: {...}, label_studio: {...}}   # each format's own
 
 Every field is declared once with `transforms.settings.setting`: its type, default, bounds, help
-and flag. Values are deep-merged in one place (`merge`): defaults, then each --config file in
+and flag. The `validate` section (ValidateConfig, MaskConfig) is declared in
+transforms/file_checks.py, beside the checks that read it as it is. Values are deep-merged in one place (`merge`): defaults, then each --config file in
 order, then the flags; then `build_job` checks every value with one error style. Each format
 declares and checks its own options (ManifestFormat.Options). `python -m pipelines.config` prints
 the JSON Schema of the YAML (configs/labelbeam.schema.json is that output).
@@ -24,8 +25,8 @@ import json
 from typing import Any
 
 from transforms import partitions, settings, storage
-from transforms.checks.profiles import PROFILES
 from transforms.dedupe import POLICIES
+from transforms.file_checks import MaskConfig, ValidateConfig  # declared beside the checks that read them
 from transforms.formats.base import format_names, get_format, input_format_names
 from transforms.settings import SettingError, setting
 from transforms.split_rules import DEFAULT_RATIOS, SPLIT_BY, parse_group, parse_ratios
@@ -38,12 +39,6 @@ DEFAULT_STORAGE_TIMEOUT = storage.DEFAULT_STORAGE_TIMEOUT
 DEFAULT_BATCH_SIZE = 4096  # Arrow-side work per batch is amortized well from a few thousand lines
 
 
-def _url_list(value: Any) -> list[str]:
-    """'a,b' or ['a', 'b,c'] -> ['a', 'b', 'c']."""
-    items = value if isinstance(value, list) else [value]
-    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
-
-
 @dataclasses.dataclass(frozen=True)
 class ReadConfig:
     format: str | None = setting(None, help="input format for every file; detected per file from its first records when absent", flag="format", choices=input_format_names)
@@ -51,25 +46,6 @@ class ReadConfig:
     batch_size: int = setting(DEFAULT_BATCH_SIZE, help="raw records per batch", flag="batch_size", minimum=1)
     max_line_bytes: int = setting(DEFAULT_MAX_LINE_BYTES, help="longer lines are LINE_TOO_LONG dead letters", flag="max_line_bytes", size=True, minimum=1)
     relative_to: str | None = setting(None, help="base URL for relative image / mask references (default: each manifest's own folder)", flag="relative_to")
-
-
-@dataclasses.dataclass(frozen=True)
-class MaskConfig:
-    alpha_threshold: int = setting(128, help="a mask pixel is labelled when its alpha is at least this", flag="mask_alpha_threshold", minimum=0, maximum=255)
-    color_tolerance: int = setting(8, help="largest per-channel difference that still matches a declared colour", flag="mask_color_tolerance", minimum=0, maximum=255)
-    max_pixels: int = setting(25_000_000, help="width x height a mask may declare; larger ones are refused before decoding", flag="mask_max_pixels", minimum=1)
-    timeout_seconds: float = setting(30.0, help="time allowed per file (fetch and decode)", flag="mask_timeout_seconds", minimum=0.001)
-    decode_budget_pixels: int = setting(50_000_000, help="mask pixels decoded at once per worker process, across its threads (bounds memory: about 10 bytes a pixel)", flag="mask_decode_budget_pixels", minimum=1)
-
-
-@dataclasses.dataclass(frozen=True)
-class ValidateConfig:
-    profile: str = setting("none", help="target whose limits make findings errors", flag="validation_profile", choices=lambda: tuple(PROFILES))
-    masks: bool = setting(True, help="check mask PNGs and brush masks", flag="validate_masks")
-    probe_images: bool = setting(False, help="read image headers for size and format", flag="probe_images")
-    mask: MaskConfig = setting(MaskConfig, help="how masks are judged")
-    io_concurrency: int = setting(16, help="files fetched and decoded at once per worker", flag="io_concurrency", minimum=1)
-    allowed_roots: list[str] = setting([], help="folders / buckets / URL prefixes referenced masks and images may be read from, besides each manifest's own folder (its bucket on object storage) and read.relative_to; comma-separated", flag="allowed_roots", parse=_url_list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +68,7 @@ class SplitConfig:
 class WriteConfig:
     formats: list[str] = setting([], help="write manifests in these formats", flag="output_format", choices=format_names)
     partition_by: list[str] | None = setting(None, help="partition folders of records/ and manifests/, in order, from split, task, origin, source_format, label_job, or 'none' ([] in YAML) for no folders (default: records split,task; manifests split, and task for azure_automl)", flag="partition_by", parse=partitions.parse_partition_by, choices=tuple(partitions.KEYS))
-    label_attribute: list[str] = setting([], help="Ground Truth label attributes (jobs) written to manifests, comma-separated; in each kind of attribute a line holds none of, the default: the last object-detection attribute (the end of a chained / adjustment job), every classification attribute no later one adjusts (docs/formats.md, Chained jobs)", flag="label_attribute", parse=_url_list)
+    label_attribute: list[str] = setting([], help="Ground Truth label attributes (jobs) written to manifests, comma-separated; in each kind of attribute a line holds none of, the default: the last object-detection attribute (the end of a chained / adjustment job), every classification attribute no later one adjusts (docs/formats.md, Chained jobs)", flag="label_attribute", parse=settings.url_list)
     manifest_partition_by: list[str] | None = setting(None, help="partition folders of manifests/ when they differ from partition_by; a format whose files cannot mix a column adds it (azure_automl: task, coco: origin)", flag="manifest_partition_by", parse=partitions.parse_partition_by, choices=tuple(partitions.KEYS))
     uri_map: list[str] = setting([], help="FROM=TO: image and mask references that start with FROM (whole path segments; the longest FROM wins) are written with TO instead, in every manifest format; may repeat (records/ keep the references as read)", flag="uri_map", parse=parse_uri_map)
     relative_output: str | None = setting(None, help="a folder (path or URL): image and mask references under it are written relative to it in every manifest format, after uri_map; others stay absolute", flag="relative_output")

@@ -65,8 +65,9 @@ def default_partition(today: dt.date | None = None) -> str:
     return f"run_date={(today or dt.datetime.now(dt.timezone.utc).date()).isoformat()}"
 
 
-def plan(job: JobConfig) -> Plan:
-    """The inputs this run reads and the partition it writes; nothing is touched yet."""
+def plan(job: JobConfig, listed: tuple[tuple[str, int], ...] | None = None) -> Plan:
+    """The inputs this run reads and the partition it writes; nothing is touched yet.
+    `listed`: the launch's listing of job.input ((url, size) per file), listed again when None."""
     store = job.storage_config()
     root = job.output.rstrip("/")
     partition = job.run_partition or default_partition()
@@ -75,15 +76,16 @@ def plan(job: JobConfig) -> Plan:
     known = load_state(root, store).get("files", {})
     selected: dict[str, dict] = {}
     skipped = 0
-    for pattern in job.input:
-        for url, _ in storage.expand(pattern, job.storage):
-            fs, path = store.fs(url)
-            current = fingerprint(fs.info(path))
-            before = known.get(url)
-            if before is None or before.get("fingerprint") != current or before.get("partition") == partition:
-                selected[url] = current
-            else:
-                skipped += 1
+    if listed is None:
+        listed = tuple(found for pattern in job.input for found in storage.expand(pattern, job.storage))
+    for url, _ in listed:
+        fs, path = store.fs(url)
+        current = fingerprint(fs.info(path))
+        before = known.get(url)
+        if before is None or before.get("fingerprint") != current or before.get("partition") == partition:
+            selected[url] = current
+        else:
+            skipped += 1
     partitioned = dataclasses.replace(job, input=sorted(selected) or list(job.input), output=storage.join(root, partition), overwrite=True)
     return Plan(root, partition, partitioned, selected, skipped)
 

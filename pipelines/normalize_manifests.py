@@ -43,11 +43,12 @@ import apache_beam as beam
 from pipelines import incremental, interrupts, progress, publish, report, runners
 from pipelines.config import JobConfig
 from pipelines.options import ConfigError, parse_launch
-from transforms import errors, storage
+from transforms import errors, file_checks, storage
 from transforms.checks.masks import MaskPolicy
+from transforms.file_checks import FileCheckConfig
 from transforms.formats.base import get_format
 from transforms.stages.accounting import COUNTERS_FILE, LEDGER, WriteCounters
-from transforms.stages.check_files import CheckFiles, FileCheckConfig
+from transforms.stages.check_files import CheckFiles
 from transforms.stages.dedupe import ResolveDuplicates
 from transforms.stages.duplicates import FindDuplicates
 from transforms.stages.normalize import RECORDS, NormalizeRecords
@@ -82,25 +83,14 @@ def record_stages(job: JobConfig) -> tuple[str, ...]:
 
 
 def file_check_config(job: JobConfig) -> FileCheckConfig:
-    v = job.validate
-    return FileCheckConfig(
-        validate_masks=v.masks,
-        probe_images=v.probe_images,
-        validation_profile=v.profile,
-        alpha_threshold=v.mask.alpha_threshold,
-        color_tolerance=v.mask.color_tolerance,
-        max_pixels=v.mask.max_pixels,
-        timeout_seconds=v.mask.timeout_seconds,
-        concurrency=v.io_concurrency,
-        decode_budget_pixels=v.mask.decode_budget_pixels,
-        allowed_roots=allowed_roots(job),
-    )
+    """The file checks' settings: the job's validated `validate` section as it is, its profile
+    resolved (once per launch: ValidateRecords gets the same object) and the allowed roots."""
+    return FileCheckConfig.of(job.validate, allowed_roots(job))
 
 
 def mask_policy(job: JobConfig) -> MaskPolicy:
     """The file checks' mask rules, for writers that write a mask's pixels (same counts)."""
-    v = job.validate.mask
-    return MaskPolicy(alpha_threshold=v.alpha_threshold, color_tolerance=v.color_tolerance, max_pixels=v.max_pixels)
+    return file_checks.mask_policy(job.validate.mask)
 
 
 def allowed_roots(job: JobConfig) -> tuple[str, ...]:
@@ -108,9 +98,11 @@ def allowed_roots(job: JobConfig) -> tuple[str, ...]:
     return tuple(job.validate.allowed_roots) + ((job.read.relative_to,) if job.read.relative_to else ())
 
 
-def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progress_dir: str | None = None) -> dict:
+def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progress_dir: str | None = None,
+          inputs: tuple[tuple[str, int], ...] | None = None) -> dict:
     """The whole job graph on `pipeline`, writing under `out` (the run's staging folder; the
-    job's output when None), its progress counts into `progress_dir` when given (local runners).
+    job's output when None), its progress counts into `progress_dir` when given (local runners),
+    reading `inputs` (the launch's listing of job.input; listed by the graph when None).
     Returns the main PCollections and the record stages' names."""
     out = (out or job.output).rstrip("/")
     store = job.storage_config()
@@ -122,10 +114,11 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
         store=store,
         batch_lines=job.read.batch_size,
         max_line_bytes=job.read.max_line_bytes,
-        checks=FileChecks(masks=checks.validate_masks, images=checks.probe_images),
+        checks=FileChecks(masks=checks.settings.masks, images=checks.settings.probe_images),
+        files=inputs,
     )
     normalized = read[BATCHES] | "NormalizeRecords" >> NormalizeRecords(job.format_options(), job.read.relative_to)
-    validated = normalized[RECORDS] | "ValidateRecords" >> ValidateRecords(job.validate.profile)
+    validated = normalized[RECORDS] | "ValidateRecords" >> ValidateRecords(checks.profile)
     checked = validated["main"] | "CheckFiles" >> CheckFiles(checks, store)
     stage_outputs = [normalized, validated, checked]
     kept = checked["main"]
@@ -186,14 +179,13 @@ def output_names(job: JobConfig) -> list[str]:
     return [RECORDS_OUTPUT, *(manifests_output(name) for name in formats), ERRORS_OUTPUT, *(refused_output(name) for name in formats)]
 
 
-def _check_output(job: JobConfig, root: publish.OutputRoot) -> None:
+def _check_output(job: JobConfig, root: publish.OutputRoot, inputs: tuple[tuple[str, int], ...]) -> None:
     """An output folder that may be written: never one that holds the job's own inputs."""
     folder = root.url.rstrip("/") + "/"
-    for pattern in job.input:
-        for url, _ in storage.expand(pattern, job.storage):
-            absolute = storage.to_url(*storage.filesystem(url, job.storage))
-            if absolute.startswith(folder) or url.startswith(folder):
-                raise ConfigError(f"input {storage.redact_url(url)} is inside --output {storage.redact_url(job.output)}; write somewhere else")
+    for url, _ in inputs:
+        absolute = storage.to_url(*storage.filesystem(url, job.storage))
+        if absolute.startswith(folder) or url.startswith(folder):
+            raise ConfigError(f"input {storage.redact_url(url)} is inside --output {storage.redact_url(job.output)}; write somewhere else")
     if root.fs.exists(root.path) and not root.fs.isdir(root.path):
         raise ConfigError(f"--output {storage.redact_url(job.output)} is a file, not a folder")
     foreign = root.foreign_files()
@@ -224,21 +216,23 @@ def run(argv: list[str] | None = None, exit_on_signal: Callable[[int], None] | N
         runners.prepare(launch.pipeline_options)
         pipeline = runners.new_pipeline(launch.pipeline_options)
         job = launch.job
+        inputs = launch.inputs  # listed once, at launch: every step below reads this list
         if runners.is_dry_run(launch.pipeline_options):  # nothing is read, locked, run or published
-            build(pipeline, job, storage.join(job.output, ".labelbeam", "staging", "dry-run"))
+            build(pipeline, job, storage.join(job.output, ".labelbeam", "staging", "dry-run"), inputs=inputs)
             print(runners.dry_run(pipeline, launch.pipeline_options))
             return report.EXIT_OK
         run_id = publish.new_run_id()
         if job.incremental:
-            planned = incremental.plan(job)
+            planned = incremental.plan(job, inputs)
             locks.enter_context(publish.OutputRoot(planned.root, job.storage_config()).acquire(run_id))
             if not planned.fingerprints:
                 locks.close()
                 print(f"labelbeam: nothing new to read: {planned.skipped} input file(s) unchanged since a successful run read them")
                 return report.EXIT_OK
             job = planned.job
+            inputs = tuple((url, size) for url, size in inputs if url in planned.fingerprints)
         root = publish.OutputRoot(job.output, job.storage_config())
-        _check_output(job, root)
+        _check_output(job, root, inputs)
         locks.enter_context(root.acquire(run_id))
     except (ConfigError, publish.LockHeld, runners.RunnerRefused) as exc:
         locks.close()
@@ -260,7 +254,7 @@ def run(argv: list[str] | None = None, exit_on_signal: Callable[[int], None] | N
     signals = interrupts.Interrupts(stop_now if exit_on_signal else None)
     try:
         with signals:
-            code = _run_locked(job, launch, pipeline, root, run_id, planned, signals, step)
+            code = _run_locked(job, launch, pipeline, root, run_id, planned, signals, step, inputs)
     except KeyboardInterrupt as exc:  # SIGINT (Python's own handler while the job runs) or SIGTERM
         code = _interrupted(interrupts.as_interrupted(exc), root, run_id, locks)
     except Exception as exc:  # noqa: BLE001 - after launch every failure is exit 5 in one line
@@ -270,7 +264,7 @@ def run(argv: list[str] | None = None, exit_on_signal: Callable[[int], None] | N
     return code
 
 
-def _run_locked(job, launch, pipeline, root: publish.OutputRoot, run_id: str, planned, signals, step: list[str]) -> int:
+def _run_locked(job, launch, pipeline, root: publish.OutputRoot, run_id: str, planned, signals, step: list[str], inputs) -> int:
     """The run, once the output's lock is held: job, report, publish."""
     step[0] = "completing an interrupted publish"
     recovered = root.recover()
@@ -280,9 +274,9 @@ def _run_locked(job, launch, pipeline, root: publish.OutputRoot, run_id: str, pl
     root.clean_abandoned()
     staging = root.staging(run_id)
     started = time.time()
-    shown = progress.Progress(enabled=not job.quiet and progress.is_local(launch.pipeline_options), inputs=job.input, store=job.storage_config())
+    shown = progress.Progress(enabled=not job.quiet and progress.is_local(launch.pipeline_options), inputs=inputs, store=job.storage_config())
     step[0] = "building the job"
-    graph = build(pipeline, job, staging, shown.folder)
+    graph = build(pipeline, job, staging, shown.folder, inputs)
     step[0] = "running the job"
     with shown:
         state = runners.run_to_completion(pipeline)

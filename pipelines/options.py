@@ -50,10 +50,12 @@ class LabelbeamOptions(PipelineOptions):
 
 @dataclasses.dataclass
 class Launch:
-    """What run() needs: Beam's options and the typed job."""
+    """What run() needs: Beam's options, the typed job, and its inputs as listed at launch
+    ((url, size) per file, once per launch: the job reads this list, it never lists again)."""
 
     pipeline_options: PipelineOptions
     job: JobConfig
+    inputs: tuple[tuple[str, int], ...]
 
     def beam_options(self) -> dict[str, Any]:
         """The Beam options that were set, without the job's own flags (they have their section)."""
@@ -170,11 +172,11 @@ def parse_launch(argv: list[str]) -> Launch:
         raise ConfigError(str(exc)) from None
     _check_split_ratios((merged.get("split") or {}).get("ratios"))
     job = _expand_folders(job)
-    _check_inputs(job)
+    inputs = _check_inputs(job)
     _check_output_reachable(options, job)
     if not options.view_as(TestOptions).dry_run:  # a dry run builds the graph offline and writes nothing
         _check_output(job)
-    return Launch(options, job)
+    return Launch(options, job, inputs)
 
 
 def _storage_refused(what: str, exc: BaseException) -> ConfigError:
@@ -266,9 +268,11 @@ def _expand_folders(job: JobConfig) -> JobConfig:
     return job if expanded == job.input else dataclasses.replace(job, input=expanded)
 
 
-def _check_inputs(job: JobConfig) -> None:
+def _check_inputs(job: JobConfig) -> tuple[tuple[str, int], ...]:
     """Every pattern matches regular files: a storage failure is named, never taken for "no
-    match"; a FIFO, device or socket (or a symlink to one) is refused, glob or not."""
+    match"; a FIFO, device or socket (or a symlink to one) is refused, glob or not. Returns
+    the files matched, (url, size), each once, sorted."""
+    listed: set[tuple[str, int]] = set()
     for pattern in job.input:
         shown = storage.redact_url(pattern)
         problem = storage.reference_problem(pattern)
@@ -282,6 +286,8 @@ def _check_inputs(job: JobConfig) -> None:
             raise _storage_refused(f"listing {shown}", exc) from None
         if not matched:
             raise ConfigError(f"no input file matches {shown}")
+        listed.update((url, size) for url, size in matched)
+    return tuple(sorted(listed))
 
 
 def _check_output(job: JobConfig) -> None:

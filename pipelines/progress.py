@@ -70,11 +70,12 @@ _SNIFF_FILES = 200  # the layout of this many files is looked at, the rest are a
 _SNIFF_BYTES = 64 << 10
 
 
-def plan_input(patterns: list[str], store) -> InputPlan:
-    """The input's files, their total size and their layout, as the shard plan will see them."""
+def plan_input(listed: list[tuple[str, int]], store) -> InputPlan:
+    """The input's files (as the launch listed them: url, size), their total size and their
+    layout, as the shard plan will see them."""
     from transforms.stages.read import JSON_ARRAY, compression_of, sniff
 
-    found = sorted({item for pattern in patterns for item in store.expand(pattern)})
+    found = sorted(set(listed))
     compressed = any(compression_of(uri) for uri, _ in found)
     layouts = set()
     for uri, _ in found[:_SNIFF_FILES]:
@@ -126,7 +127,7 @@ def describe(totals: dict[str, int], seconds: float, rate: float, plan: InputPla
 class Progress:
     """A folder for the workers' totals and a thread that prints them; a context manager."""
 
-    def __init__(self, enabled: bool, stream=None, inputs: list[str] | None = None, store=None):
+    def __init__(self, enabled: bool, stream=None, inputs: list[tuple[str, int]] | None = None, store=None):
         self.folder = tempfile.mkdtemp(prefix="labelbeam-progress-") if enabled else None
         self._inputs, self._store = inputs, store
         self.plan: InputPlan | None = None

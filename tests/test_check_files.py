@@ -24,10 +24,27 @@ from PIL import Image
 
 from transforms import errors, schema, storage
 from transforms.checks import masks as mask_checks
+from transforms import file_checks
+from transforms.file_checks import FileCheckConfig
 from transforms.stages import check_files
 from transforms.stages.check_files import CheckFiles
-from transforms.stages.check_files import FileCheckConfig as MaskValidationConfig
 from transforms.stages.validate import ValidateRecords
+
+# The flat names these tests use -> where the job's `validate` section declares them.
+_SECTION = {"validate_masks": ("masks",), "probe_images": ("probe_images",), "validation_profile": ("profile",), "concurrency": ("io_concurrency",)}
+
+
+def MaskValidationConfig(allowed_roots=None, **flat) -> FileCheckConfig:
+    """A FileCheckConfig from flat names (mask.* settings by their own names), checked like the
+    job's; only what a test names differs from the job's defaults."""
+    values: dict = {}
+    for name, value in flat.items():
+        *parents, leaf = _SECTION.get(name, ("mask", name))
+        target = values
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return FileCheckConfig.from_values(values, allowed_roots)
 
 
 class ValidateMasks(beam.PTransform):
@@ -39,7 +56,7 @@ class ValidateMasks(beam.PTransform):
         self._store = storage.Storage(storage_options)
 
     def expand(self, batches):
-        validated = batches | ValidateRecords(self._config.validation_profile)
+        validated = batches | ValidateRecords(self._config.profile)
         checked = validated["main"] | CheckFiles(self._config, self._store)
         dead = (validated[errors.DEAD_LETTERS], checked[errors.DEAD_LETTERS]) | "Dead" >> beam.Flatten()
         return {"records": checked["main"], errors.DEAD_LETTERS: dead}
@@ -236,7 +253,7 @@ def run_fn(config: MaskValidationConfig, batch):
     from transforms.stages.validate import _ValidateRecordsFn
 
     kept, dead = [], []
-    for fn in (_ValidateRecordsFn(config.validation_profile), check_files._CheckFilesFn(config, storage.Storage())):
+    for fn in (_ValidateRecordsFn(config.profile), check_files._CheckFilesFn(config, storage.Storage())):
         fn.setup()
         try:
             outputs = [o for b in ([batch] if not kept else kept) for o in fn.process(b)]
@@ -264,7 +281,7 @@ def test_a_hanging_decoder_marks_only_its_record(tmp_path, monkeypatch):
             time.sleep(20)
         return real_check(data, *args, **kwargs)
 
-    monkeypatch.setattr(check_files.masks, "check_mask", slow_on_one_file)
+    monkeypatch.setattr(file_checks.masks, "check_mask", slow_on_one_file)
     (tmp_path / "hang.png").write_bytes(hang_marker)
     (tmp_path / "ok.png").write_bytes(png(good_mask()))
     rows = [make_row(1, mask_uri=str(tmp_path / "hang.png"))] + [
@@ -334,8 +351,10 @@ def test_brush_rles_are_measured_when_the_image_size_is_known():
 def test_config_refuses_unknown_profiles_and_bad_bounds():
     from pipelines.options import ConfigError, parse_launch
 
-    with pytest.raises(ValueError, match="known: azure_automl"):
+    with pytest.raises(ValueError, match="'sagemaker' is not one of none"):
         CheckFiles(MaskValidationConfig(validation_profile="sagemaker"))
+    with pytest.raises(ValueError, match="known: azure_automl"):  # a section built without the checks
+        FileCheckConfig.of(file_checks.ValidateConfig(profile="sagemaker"))
     with pytest.raises(ConfigError, match="mask_alpha_threshold"):
         parse_launch(["--input", __file__, "--output", "/tmp/x", "--mask_alpha_threshold=300"])
 
@@ -450,8 +469,8 @@ def test_only_rows_with_files_to_check_become_python_rows():
     ]
     batch = schema.rows_to_batch(rows)
     config = MaskValidationConfig()
-    assert check_files.rows_with_files(batch, config).to_pylist() == [True, False, True, False]
+    assert file_checks.rows_with_files(batch, config).to_pylist() == [True, False, True, False]
     no_masks = MaskValidationConfig(validate_masks=False)
-    assert check_files.rows_with_files(batch, no_masks).to_pylist() == [False] * 4
+    assert file_checks.rows_with_files(batch, no_masks).to_pylist() == [False] * 4
     probing = MaskValidationConfig(validate_masks=False, probe_images=True)
-    assert check_files.rows_with_files(batch, probing).to_pylist() == [True] * 4
+    assert file_checks.rows_with_files(batch, probing).to_pylist() == [True] * 4

@@ -21,7 +21,7 @@ _SCRIPT = textwrap.dedent(
     from PIL import Image
     from transforms import storage
     from transforms.checks.pool import BoundedRunner, Task
-    from transforms.stages.check_files import FileChecker, FileCheckConfig
+    from transforms.file_checks import FileChecker, FileCheckConfig
 
     side, count, budget, folder = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
     rgba = np.zeros((side, side, 4), np.uint8)
@@ -34,7 +34,7 @@ _SCRIPT = textwrap.dedent(
         rows.append({"source": {"uri": str(folder / "in.manifest")}, "image": {"width": side, "height": side},
                      "mask": {"uri": str(folder / f"{i}.png"), "color_map": [{"index": 1, "class_name": "s", "hex_color": "#2ca02c"}]}})
     del rgba
-    config = FileCheckConfig(decode_budget_pixels=budget, concurrency=count, max_pixels=side * side)
+    config = FileCheckConfig.from_values({"io_concurrency": count, "mask": {"decode_budget_pixels": budget, "max_pixels": side * side}})
     checker = FileChecker(config, storage.Storage())
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = BoundedRunner(count, 120).run([Task(r) for r in rows], checker.check, lambda task, limit: None)

@@ -102,6 +102,25 @@ def test_a_symlink_to_a_regular_file_is_still_an_input(tmp_path):
     assert storage.expand(f"{folder}/*") == [(str(folder / "link.manifest"), len(LINE) + 1)]
 
 
+@pytest.mark.parametrize("incremental", [False, True])
+def test_inputs_are_listed_once_per_launch(tmp_path, monkeypatch, incremental):
+    """The launch lists the patterns once; the output check, the incremental plan and the
+    reader take that listing (a second listing could also see a different set of files)."""
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.manifest").write_text(LINE + "\n")
+    listed = []
+    real = storage.expand
+    monkeypatch.setattr(storage, "expand", lambda pattern, *a, **k: listed.append(pattern) or real(pattern, *a, **k))
+    pattern = str(tmp_path / "*.manifest")
+    argv = ["--input", pattern, "--output", str(tmp_path / "out"), RUNNER, "--quiet"] + (["--incremental"] if incremental else [])
+    assert run(argv) == 0
+    assert listed == [pattern]
+    import pyarrow.parquet as pq
+
+    written = [p for p in (tmp_path / "out").rglob("*.parquet") if "records" in p.parts]
+    assert sum(pq.read_metadata(p).num_rows for p in written) == 2  # both files were read
+
+
 # -- object storage at launch (moto's S3 server) ---------------------------------------------
 
 

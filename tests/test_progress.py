@@ -106,10 +106,12 @@ def test_the_input_plan_gives_a_percentage_and_names_array_elements(tmp_path, mo
     packed = tmp_path / "b.manifest.gz"
     packed.write_bytes(gzip.compress(lines.read_bytes()))
     store = Storage()
-    assert progress.plan_input([str(array)], store) == progress.InputPlan(1, array.stat().st_size, "elements")
-    assert progress.plan_input([str(lines)], store) == progress.InputPlan(1, lines.stat().st_size, "lines")
-    assert progress.plan_input([str(lines), str(array)], store).unit == "items"
-    assert progress.plan_input([str(lines), str(packed)], store).size is None
+    listed = {path: (str(path), path.stat().st_size) for path in (array, lines, packed)}  # as the launch lists them
+    array, lines, packed = (listed[p] for p in (array, lines, packed))
+    assert progress.plan_input([array], store) == progress.InputPlan(1, array[1], "elements")
+    assert progress.plan_input([lines], store) == progress.InputPlan(1, lines[1], "lines")
+    assert progress.plan_input([lines, array], store).unit == "items"
+    assert progress.plan_input([lines, packed], store).size is None
     plan = progress.InputPlan(1, 4 << 20, "elements")
     shown = progress.describe({"lines": 5000, "lines_bytes": 1 << 20, "lines_shards": 3, "records": 4990}, 12.0, 400.0, plan, byte_rate=100_000)
     assert " 25% of 4.0 MB, about 31s left  elements read 5000 (400/s) from 3 shard(s)  records 4990  dead letters 0" in shown

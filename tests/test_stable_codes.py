@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_check_files import COLOR_MAP, good_mask, issue_codes, make_row, png, run_fn
+from tests.test_check_files import COLOR_MAP, MaskValidationConfig, good_mask, issue_codes, make_row, png, run_fn
 from transforms import schema, storage
 from transforms.checks import masks as mask_checks
-from transforms.stages.check_files import FileCheckConfig
 
 
 def _checked(row: dict, **config) -> tuple[dict, list]:
-    kept, dead = run_fn(FileCheckConfig(timeout_seconds=10, **config), schema.rows_to_batch([row]))
+    kept, dead = run_fn(MaskValidationConfig(timeout_seconds=10, **config), schema.rows_to_batch([row]))
     return (kept[0].to_pylist()[0] if kept else None), dead
 
 

@@ -16,7 +16,8 @@ from transforms import errors
 from transforms.formats.base import ParseContext, get_format
 from transforms.schema import rows_to_batch
 from transforms.stages.split import DEFAULT_RATIOS, SplitAssigner
-from transforms.stages.stats import COUNT_MEASURES, LOG_BIN_RATIO, QUANTILES, StatisticsCombineFn
+from transforms.stages.stats import StatisticsCombineFn
+from transforms.statistics import COUNT_MEASURES, LOG_BIN_RATIO, QUANTILES
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"

@@ -20,7 +20,7 @@ from transforms import errors, storage
 from transforms.checks import masks
 from transforms.checks.masks import ClassMasks, MaskRejected
 
-# bytes read at most per mask pixel declared (the file checks' bound: transforms/stages/check_files.py)
+# bytes read at most per mask pixel declared (the file checks' bound: transforms/file_checks.py)
 _MAX_BYTES_PER_PIXEL = 5
 
 

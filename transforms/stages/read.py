@@ -637,9 +637,13 @@ class ReadManifests(beam.PTransform):
         batch_lines: int = DEFAULT_BATCH_LINES,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         checks: FileChecks = FileChecks(),
+        files: tuple[tuple[str, int], ...] | None = None,
     ):
+        """`files`: the patterns already listed ((url, size) per file, at launch): read as
+        given, not listed again."""
         super().__init__()
         self._patterns = list(patterns)
+        self._files = None if files is None else sorted(set(files))
         self._format_name = format_name
         self._shard_size = max(int(shard_size), 1)
         self._storage = store or storage.Storage()
@@ -648,12 +652,15 @@ class ReadManifests(beam.PTransform):
         self._checks = checks
 
     def expand(self, pbegin):
-        files = (
-            pbegin
-            | "Patterns" >> beam.Create(self._patterns)
-            | "MatchFiles" >> beam.FlatMap(_match, self._storage)
-            | "Deduplicate" >> beam.Distinct()
-        )
+        if self._files is not None:
+            files = pbegin | "ListedFiles" >> beam.Create(self._files)
+        else:
+            files = (
+                pbegin
+                | "Patterns" >> beam.Create(self._patterns)
+                | "MatchFiles" >> beam.FlatMap(_match, self._storage)
+                | "Deduplicate" >> beam.Distinct()
+            )
         planned = files | "PlanShards" >> beam.ParDo(
             _PlanShardsFn(self._format_name, self._shard_size, self._storage, self._max_line_bytes, self._checks)
         ).with_outputs(LEDGER, _SPLIT_SHARDS, main="whole_files")
