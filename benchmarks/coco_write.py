@@ -131,7 +131,7 @@ def compare(args) -> None:
         "coco": (REPO, True),
         "before": (Path(args.before) if args.before else None, True),
     }
-    print(f"| case | wall s | CPU s | peak RSS MB | COCO files / images / annotations |")
+    print("| case | wall s | CPU s | peak RSS MB | COCO files / images / annotations |")
     print("|---|---|---|---|---|")
     for name in args.cases.split(","):
         code, coco = cases[name]
@@ -139,7 +139,7 @@ def compare(args) -> None:
             print(f"| {name} | skipped: no --before checkout | | | |")
             continue
         runs = []
-        for repeat in range(args.repeats):
+        for _ in range(args.repeats):
             out = str(work / f"out-{name}")
             runs.append(run_case(job_argv(manifest, out, coco), code))
             if runs[-1]["exit"] != 0:
@@ -155,8 +155,7 @@ def compare(args) -> None:
 def assemble_in_process(records: int, folder: str) -> dict:
     """N records through the COCO part writer into 8 parts, then one assembled document."""
     from transforms.formats.base import WriteContext
-    from transforms.formats.coco import CocoOptions, assemble, output_categories
-    from transforms.formats.coco import CocoDocument
+    from transforms.formats.coco import CocoDocument, CocoOptions, assemble, output_categories
 
     rng = random.Random(3)
     options = CocoOptions()
@@ -188,7 +187,7 @@ def assemble_in_process(records: int, folder: str) -> dict:
 
 def assemble_case(records: int) -> None:
     """--assemble N: the assembly in a fresh child process for N/10 and N records."""
-    print(f"| records | document MB | parts written s | assembled s | peak RSS after writing MB | peak RSS after assembly MB |")
+    print("| records | document MB | parts written s | assembled s | peak RSS after writing MB | peak RSS after assembly MB |")
     print("|---|---|---|---|---|---|")
     for n in (records // 10, records):
         with tempfile.TemporaryDirectory(prefix="coco-assemble-") as folder:

@@ -26,7 +26,7 @@ from typing import Any
 
 from transforms import partitions, settings, storage
 from transforms.dedupe import POLICIES
-from transforms.file_checks import MaskConfig, ValidateConfig  # declared beside the checks that read them
+from transforms.file_checks import ValidateConfig  # declared beside the checks that read them
 from transforms.formats.base import format_names, get_format, input_format_names
 from transforms.settings import SettingError, setting
 from transforms.split_rules import DEFAULT_RATIOS, SPLIT_BY, parse_group, parse_ratios

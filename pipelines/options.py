@@ -256,7 +256,7 @@ def _expand_folders(job: JobConfig) -> JobConfig:
     for pattern in job.input:
         shown = storage.redact_url(pattern)
         try:
-            files = storage.within_deadline(lambda: _folder_files(pattern, job.storage), job.storage_timeout, f"listing {shown}")
+            files = storage.within_deadline(lambda pattern=pattern: _folder_files(pattern, job.storage), job.storage_timeout, f"listing {shown}")
         except Exception as exc:  # noqa: BLE001 - a storage error at launch is one line, with its reason
             raise _storage_refused(f"listing {shown}", exc) from None
         if files is None:
@@ -279,7 +279,7 @@ def _check_inputs(job: JobConfig) -> tuple[tuple[str, int], ...]:
         if problem is not None:
             raise ConfigError(f"--input {shown} {problem}")
         try:
-            matched = storage.within_deadline(lambda: storage.expand(pattern, job.storage, job.storage_timeout), job.storage_timeout, f"listing {shown}")
+            matched = storage.within_deadline(lambda pattern=pattern: storage.expand(pattern, job.storage, job.storage_timeout), job.storage_timeout, f"listing {shown}")
         except storage.NotRegularFile as exc:
             raise ConfigError(f"input {exc}; give files or glob patterns of files") from None
         except Exception as exc:  # noqa: BLE001 - a storage error at launch is one line too

@@ -37,8 +37,8 @@ import hashlib
 import os
 import re
 import secrets
-import sys
 import socket
+import sys
 import threading
 import time
 

@@ -21,7 +21,13 @@ import time
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, PrismRunnerOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    PrismRunnerOptions,
+    StandardOptions,
+    TestOptions,
+)
 
 from pipelines.options import ConfigError
 

@@ -16,15 +16,14 @@ import apache_beam as beam
 import numpy as np
 import orjson
 import pytest
-from tests.conftest import need_shared_data, shared_data
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 from PIL import Image
 
-from transforms import errors, schema, storage
+from tests.conftest import need_shared_data, shared_data
+from transforms import errors, file_checks, schema, storage
 from transforms.checks import masks as mask_checks
-from transforms import file_checks
 from transforms.file_checks import FileCheckConfig
 from transforms.stages import check_files
 from transforms.stages.check_files import CheckFiles

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-from tests.conftest import need_shared_data, shared_data
 from fsspec.implementations.local import LocalFileSystem
 from PIL import Image
 
+from tests.conftest import need_shared_data, shared_data
 from transforms import errors
 from transforms.checks import images as ip
 

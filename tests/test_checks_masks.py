@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import need_shared_data
 from PIL import Image
 
+from tests.conftest import need_shared_data
 from transforms import errors
 from transforms.checks import masks as mc
 

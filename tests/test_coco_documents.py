@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from benchmarks.coco_write import CLASSES, detection_line, write_detection_manifest
+from benchmarks.coco_write import CLASSES, write_detection_manifest
 from pipelines.normalize_manifests import run
 from transforms.formats.base import WriteContext
 from transforms.formats.coco import (
@@ -148,7 +148,7 @@ def test_one_instances_file_per_split_with_equal_categories(in_process):
     categories = [d["categories"] for d in documents.values()]
     assert all(c == categories[0] for c in categories)
     assert [c["name"] for c in categories[0]] == sorted(CLASSES) and [c["id"] for c in categories[0]] == [1, 2, 3, 4]
-    for name, document in documents.items():
+    for name in documents:
         coco = coco_api.COCO(str(in_process / "manifests" / "coco" / name))
         assert len(coco.getAnnIds()) == 4 * len(coco.getImgIds())
     summary = json.loads((in_process / "run.json").read_text())

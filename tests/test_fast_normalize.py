@@ -20,9 +20,9 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pytest
-from tests.conftest import need_shared_data, shared_data
 
 from benchmarks.synthetic import GROUND_TRUTH_SHAPES, lookout_line
+from tests.conftest import need_shared_data, shared_data
 from transforms.errors import LINE_TOO_LONG
 from transforms.formats.base import ParseContext, format_names, get_format
 from transforms.normalizer import RecordNormalizer

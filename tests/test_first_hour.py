@@ -5,8 +5,8 @@ a dry run, and the launch checks that catch a typo before any work (split shares
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys

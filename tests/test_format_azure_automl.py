@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from tests.conftest import need_shared_data
 
+from tests.conftest import need_shared_data
 from tests.format_contract import assert_detects, assert_round_trip, parse_all
 from transforms import schema
 from transforms.errors import RecordError

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from tests.conftest import need_shared_data
 
+from tests.conftest import need_shared_data
 from tests.format_contract import assert_detects, assert_round_trip, canonical, parse_all
 from transforms import errors, schema
 from transforms.errors import RecordError

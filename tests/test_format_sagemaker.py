@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from tests.conftest import need_shared_data
 
+from tests.conftest import need_shared_data
 from tests.format_contract import assert_detects, assert_round_trip, canonical
 from transforms import errors
 from transforms.errors import RecordError

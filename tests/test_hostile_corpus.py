@@ -19,10 +19,10 @@ import pytest
 from benchmarks.synthetic import lookout_line
 from tests.test_fast_normalize import ROOT, SAMPLES, _batches, _lines, _mutations, _same_types_mutation, assert_same
 from transforms import errors, storage
+from transforms.normalizer import RecordNormalizer
 from transforms.schema import RawBatch
 from transforms.stages.accounting import LEDGER
-from transforms.normalizer import RecordNormalizer
-from transforms.stages.read import JSONL_CR, _PlanShardsFn, _ReadShardFn, Shard
+from transforms.stages.read import JSONL_CR, Shard, _PlanShardsFn, _ReadShardFn
 
 MAX_LINE = 4096
 GT_META = {"class-name": "cat", "type": "groundtruth/image-classification", "job-name": "j", "human-annotated": "yes", "confidence": 1}

@@ -11,12 +11,12 @@ import orjson
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
-from tests.conftest import need_shared_data
 
 from benchmarks.synthetic import write_manifest
-from transforms import errors
 from pipelines.normalize_manifests import run
+from tests.conftest import need_shared_data
 from tests.format_contract import canonical
+from transforms import errors
 from transforms.formats.base import ParseContext, get_format
 from transforms.label_jobs import select_label_jobs
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pyarrow.dataset as ds
 import pytest
-from tests.conftest import need_shared_data
 
 from pipelines.normalize_manifests import run
+from tests.conftest import need_shared_data
 from transforms.formats.base import ParseContext, get_format
 
 pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset

@@ -15,10 +15,10 @@ from PIL import Image
 
 from transforms import errors
 from transforms.checks import contours, masks, rle
+from transforms.formats import coco
 from transforms.formats._mask_pixels import MaskReader
 from transforms.formats.azure_automl import with_mask_task
 from transforms.formats.base import ParseContext, WriteContext, get_format
-from transforms.formats import coco
 from transforms.schema import SCHEMA
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"

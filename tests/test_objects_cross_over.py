@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from transforms import errors, schema
-from transforms.formats.base import ParseContext, WriteContext, get_format
 from transforms.formats import coco
+from transforms.formats.base import ParseContext, WriteContext, get_format
 
 REPO = Path(__file__).resolve().parents[1]
 LS_REAL = REPO.parent / "shared" / "realdata" / "label-studio-sdk-converter-tests"

@@ -97,8 +97,9 @@ def test_dead_letters_none_is_said_once_and_an_output_that_landed_nothing_is_fla
 
 
 def test_bar_values_fit_inside_the_chart():
-    from pipelines.report_html import _bar_chart
     import re
+
+    from pipelines.report_html import _bar_chart
 
     svg = _bar_chart("c", [("normal", 559_593), ("anomaly", 240_000)], total=799_593)
     width = float(re.search(r'width="([0-9.]+)"', svg).group(1))

@@ -101,7 +101,7 @@ def _manifest(host: str) -> bytes:
     lines = [
         _lookout(f"http://{auth}@{host}/images/0.jpg", f"http://{auth}@{host}/masks/0.png"),  # opened with it
         _lookout(f"s3://{auth}@bucket/images/1.jpg", f"s3://{auth}@bucket/masks/1.png"),  # REFERENCE_INVALID
-        _lookout(f"s3://bucket/images/2.jpg", "s3://bucket/masks/2.png"),  # the environment's endpoint, dead
+        _lookout("s3://bucket/images/2.jpg", "s3://bucket/masks/2.png"),  # the environment's endpoint, dead
         _lookout(f"http://{auth}@{host}/images/3.jpg", "masks/3.png", type=[f"http://{auth}@{host}/x"]),  # wrong type
         json.dumps({"source-ref": f"s3:\\/\\/{auth}@bucket\\/4.jpg"}).replace("\\\\/", "\\/")[:-1],  # cut short: INVALID_JSON
         '{"source-ref": "http://%s@%s/images/5.jpg", "weird-ref": 3}' % (auth, host),  # no metadata: a dead letter

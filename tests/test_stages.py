@@ -11,13 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.synthetic import lookout_line
-from transforms import errors, schema
+from transforms import errors, output_files, schema
 from transforms.formats.base import get_format
+from transforms.normalizer import RecordNormalizer
 from transforms.partitions import NULL_FOLDER, RECORDS_DEFAULT
 from transforms.schema import RawBatch
 from transforms.stages import accounting
 from transforms.stages import write as write_stage
-from transforms.normalizer import RecordNormalizer
 from transforms.stages.split import SplitAssigner, parse_ratios, split_key, split_keys
 
 URI = "file:///data/a.manifest"
@@ -282,7 +282,7 @@ def test_records_files_read_back_into_the_rows_written_with_their_class_names(tm
     for n, (partition, piece) in enumerate(write_stage.partition_batch(batch, columns)):
         path = tmp_path / f"part-{n}.parquet"
         with open(path, "wb") as handle:
-            written = write_stage._ParquetFile(handle, columns, collect_classes=True)
+            written = output_files._ParquetFile(handle, columns, collect_classes=True)
             written.write(piece)
             written.close()
         assert written.summary[write_stage.CLASSES] == write_stage.class_names(piece)
@@ -301,13 +301,13 @@ def test_a_pending_small_partition_does_not_keep_its_parent_batches_alive(tmp_pa
     holds pending is its own rows, not every sorted batch they were cut from."""
     batch = _records(4096)
     with open(tmp_path / "part.parquet", "wb") as handle:
-        written = write_stage._ParquetFile(handle, RECORDS_DEFAULT)
+        written = output_files._ParquetFile(handle, RECORDS_DEFAULT)
         for start in range(0, 4096 * 20, 4096):
             written.write(batch.slice(start % 4096 + 10, 40))  # 40 rows of each 4,096-row batch
         held = sum(b.get_total_buffer_size() for b in written.pending)
         assert written.pending_rows == 800
         assert held < batch.get_total_buffer_size()  # 20 whole parents would be 20x
         big = batch.slice(0, 3000)
-        assert write_stage._compact(big) is big  # a large slice fills a row group soon: kept as is
+        assert output_files._compact(big) is big  # a large slice fills a row group soon: kept as is
         written.close()
     assert pq.read_metadata(tmp_path / "part.parquet").num_rows == 800

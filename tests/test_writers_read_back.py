@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 import pyarrow.dataset as ds
 import pytest
-from tests.conftest import need_shared_data
 
 from pipelines.normalize_manifests import run
+from tests.conftest import need_shared_data
 from transforms.formats.base import ParseContext, get_format
 from transforms.label_jobs import select_label_jobs
 

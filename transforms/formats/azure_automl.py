@@ -26,6 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import errors
+from transforms.checks import contours
+from transforms.checks.masks import MaskRejected
+from transforms.checks.rle import decode_rle
 from transforms.errors import (
     BBOX_INVERTED,
     BBOX_OUT_OF_RANGE,
@@ -37,9 +40,6 @@ from transforms.errors import (
     POLYGON_INVALID,
     RecordError,
 )
-from transforms.checks import contours
-from transforms.checks.masks import MaskRejected
-from transforms.checks.rle import decode_rle
 from transforms.formats._mask_pixels import has_mask, reader_of, refuse_mask
 from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
 from transforms.formats.values import number

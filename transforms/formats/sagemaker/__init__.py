@@ -10,8 +10,18 @@ equal to parse.py on every shape it claims (tests/test_fast_normalize.py).
 
 from transforms.formats.sagemaker.format import SageMakerFormat, SageMakerOptions
 from transforms.formats.sagemaker.parse import (
-    CLASSIFICATION, COLUMN_METADATA, DETECTION, LOOKOUT_CLASSES, MASK, METADATA_SUFFIX, MULTILABEL, SOURCE_REF,
-    TYPE_TO_KIND, UNKNOWN, kind_of, parse_line,
+    CLASSIFICATION,
+    COLUMN_METADATA,
+    DETECTION,
+    LOOKOUT_CLASSES,
+    MASK,
+    METADATA_SUFFIX,
+    MULTILABEL,
+    SOURCE_REF,
+    TYPE_TO_KIND,
+    UNKNOWN,
+    kind_of,
+    parse_line,
 )
 from transforms.formats.sagemaker.write import CLASSES_OPTION, write_lines
 

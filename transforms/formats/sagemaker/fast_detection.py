@@ -23,11 +23,20 @@ import pyarrow.json as pj
 
 from transforms import schema, storage
 from transforms.checks import numbers
+from transforms.dates import parse_timestamp
 from transforms.formats.base import FastPart, FastPath, ParseContext
 from transforms.formats.sagemaker import parse as gt
-from transforms.dates import parse_timestamp
 from transforms.formats.sagemaker.fast_arrow import (
-    _JSON_SCALARS, _PLAIN_KEY, MIN_LINES, _concat, _float32, _human, _join_skipping_nulls, _json_scalar, _numpy, resolved,
+    _JSON_SCALARS,
+    _PLAIN_KEY,
+    MIN_LINES,
+    _concat,
+    _float32,
+    _human,
+    _join_skipping_nulls,
+    _json_scalar,
+    _numpy,
+    resolved,
 )
 
 _TYPE = "groundtruth/object-detection"

@@ -11,9 +11,17 @@ from transforms import errors
 from transforms.dates import format_timestamp
 from transforms.formats.base import WriteContext
 from transforms.formats.sagemaker.parse import (
-    CLASSIFICATION, DETECTION, KIND_TO_TYPE, LOOKOUT_CLASSES, MASK, METADATA_SUFFIX, MULTILABEL, SOURCE_REF,
+    CLASSIFICATION,
+    DETECTION,
+    KIND_TO_TYPE,
+    LOOKOUT_CLASSES,
+    MASK,
+    METADATA_SUFFIX,
+    MULTILABEL,
+    SOURCE_REF,
 )
 from transforms.schema import loads_extra
+
 
 def _pixels(value: float) -> float | int:
     """Pixel coordinates as Ground Truth writes them: integers when they are integers."""
