@@ -114,6 +114,63 @@ def test_one_stem_twice_in_a_split_gets_names_that_do_not_depend_on_the_order():
     assert len(set(labels.values())) == 2
 
 
+@pytest.mark.parametrize(
+    ("uri", "stem"),
+    [
+        ("s3://b/x/0001.jpg", "0001"),
+        ("https://h/img/a.b.png?sig=x/y", "a.b"),
+        ("C:\\data\\cam.jpg", "cam"),
+        ("images/..", "image"),
+        ("a/.hidden", ".hidden"),
+        ("a/tab\there.jpg", "tab_here"),
+        ("a/" + "n" * 300 + ".jpg", "n" * 100 + "__" + __import__("hashlib").blake2b(("n" * 300).encode(), digest_size=5).hexdigest()),
+    ],
+)
+def test_a_label_file_is_named_after_its_image_and_stays_one_safe_file_name(uri, stem):
+    assert yolo.image_stem(uri) == stem
+
+
+def test_a_line_break_in_an_image_reference_refuses_the_record():
+    files, ctx = _assemble({"split=train": [[_row("r1", "a\nb.jpg", [_box(0, 0, 1, 1)]), _row("r2", "c.jpg", [_box(0, 0, 1, 1)])]]}, yolo.YoloOptions())
+    assert [(row["record_id"], code) for row, code, _ in ctx.rejected] == [("r1", errors.OUTPUT_UNREPRESENTABLE)]
+    assert files["train.txt"] == b"c.jpg\n"
+
+
+def test_the_finalize_step_writes_the_folder_once_and_a_retry_counts_it_again(tmp_path):
+    """The write stage's finalize step on two bundles' parts: the label files, the list and
+    data.yaml, each counted; run again after the parts are gone (a retried finalize), it counts
+    the same files instead of failing or writing them twice."""
+    import pyarrow as pa
+
+    from transforms import storage
+    from transforms.schema import SCHEMA
+    from transforms.stages import write as write_stage
+
+    root = str(tmp_path / "yolo")
+    written = []
+    bundles = ([_row("r1", "a.jpg", [_box(0, 0, 0.5, 0.5, "b")]), _row("r2", "x/c.jpg", [_box(0, 0, 1, 1, "a")])], [_row("r3", "y/c.jpg", [_box(0.5, 0.5, 1, 1, "a"), _box(0, 0, 1, 1, "b")])])
+    for bundle, rows in enumerate(bundles):
+        temp = tmp_path / "yolo" / write_stage.TMP_DIR / f"part-{bundle}"
+        temp.parent.mkdir(parents=True, exist_ok=True)
+        with open(temp, "wb") as handle:
+            part = write_stage._ManifestFile(handle, "yolo", yolo.YoloOptions())
+            full = [{name: row.get(name) for name in SCHEMA.names} | {"split": "train"} for row in rows]
+            part.write(pa.RecordBatch.from_pylist(full, schema=SCHEMA))
+            part.close()
+        written.append(("split=train/origin=ground_truth", str(temp), ".txt", part.count, part.summary))
+    finalize = write_stage._FinalizeFilesFn("manifests/yolo", root, storage.Storage(), "folder", document=("yolo", yolo.YoloOptions()))
+    runs = [list(finalize.process(written)) for _ in range(2)]
+    for outputs in runs:
+        ledger = dict(o.value for o in outputs if o.tag == write_stage.LEDGER)["__outputs__"]["manifests/yolo"]
+        assert (ledger["landed"], ledger["files"], ledger["objects_landed"]) == (3, 5, 4)
+        assert {name: entry["rows"] for name, entry in ledger["published"].items()} == {
+            "data.yaml": 0, "train.txt": 0, "labels/train/a.txt": 1,
+            f"labels/train/{yolo.unique_stem('c', 'x/c.jpg', 'r2')}.txt": 1, f"labels/train/{yolo.unique_stem('c', 'y/c.jpg', 'r3')}.txt": 1,
+        }
+    assert (tmp_path / "yolo" / "labels" / "train" / "a.txt").read_text() == "1 0.25 0.25 0.5 0.5\n"
+    assert sorted(p.relative_to(tmp_path / "yolo").as_posix() for p in (tmp_path / "yolo").rglob("*") if p.is_file()) == sorted(ledger["published"])
+
+
 def test_predictions_go_to_their_own_folder_with_their_confidence():
     files, _ = _assemble({"split=train/origin=prediction": [[_row("p", "a.jpg", [_box(0, 0, 0.5, 0.5, score=0.9)], origin="prediction")]]}, yolo.YoloOptions())
     assert files["predictions/train/a.txt"] == b"0 0.25 0.25 0.5 0.5 0.9\n"

@@ -116,11 +116,21 @@ def object_coordinates(obj: dict, task: str) -> list[float]:
     return _corners(box)
 
 
+MAX_STEM_BYTES = 200  # a file name's limit is 255 bytes on most file systems and stores
+
+
 def image_stem(uri: str) -> str:
-    """The file name of an image reference without its extension (what a label file is named)."""
-    name = posixpath.basename(uri.split("?", 1)[0].rstrip("/")) or "image"
+    """The file name of an image reference without its extension (what a label file is named).
+    Control characters become `_`; a name too long for a file system keeps its first 100
+    characters and a hash of the rest."""
+    name = posixpath.basename(uri.split("?", 1)[0].replace("\\", "/").rstrip("/")) or "image"
     stem = name.rsplit(".", 1)[0] if "." in name[1:] else name
-    return stem or "image"
+    stem = "".join("_" if ord(c) < 32 or c in "\x7f\\" else c for c in stem).strip() or "image"
+    if stem in (".", ".."):
+        stem = "image"
+    if len(stem.encode()) > MAX_STEM_BYTES:
+        stem = f"{stem[:100]}__{hashlib.blake2b(stem.encode(), digest_size=5).hexdigest()}"
+    return stem
 
 
 def unique_stem(stem: str, uri: str, record_id: str) -> str:
@@ -147,8 +157,8 @@ class YoloPart:
         lines = []
         for row in rows:
             uri = (row.get("image") or {}).get("uri")
-            if not uri:
-                ctx.reject(row, errors.OUTPUT_UNREPRESENTABLE, "the record has no image uri")
+            if not uri or any(c in uri for c in "\n\r"):
+                ctx.reject(row, errors.OUTPUT_UNREPRESENTABLE, "the record has no image uri" if not uri else "a line break in the image reference: the split's image list holds one a line")
                 continue
             objects = row.get("objects") or []
             if row.get("labels") and not objects and not has_mask(row):
