@@ -179,10 +179,10 @@ def test_predictions_go_to_their_own_folder_with_their_confidence():
 
 def test_file_counts_count_label_files_and_lines():
     fmt = get_format("yolo")
-    assert fmt.file_counts("labels/train/a.txt", b"0 0.1 0.1 0.1 0.1\n1 0.2 0.2 0.2 0.2\n") == (1, 2)
-    assert fmt.file_counts("labels/train/b.txt", b"") == (1, 0)
-    assert fmt.file_counts("train.txt", b"a.jpg\nb.jpg\n") == (0, 0)
-    assert fmt.file_counts("data.yaml", b"names: {}\n") == (0, 0)
+    assert fmt.file_counts("labels/train/a.txt", 2) == (1, 2)
+    assert fmt.file_counts("predictions/train/b.txt", 0) == (1, 0)
+    assert fmt.file_counts("train.txt", 2) == (0, 0)
+    assert fmt.file_counts("data.yaml", 5) == (0, 0)
 
 
 # -- the job, read back ------------------------------------------------------------------------

@@ -262,10 +262,6 @@ def assemble(documents: list[tuple[str, list[tuple[Callable[[], Any], dict]]]], 
         out.write(data_yaml(sorted(set(splits)), names, options.task))
 
 
-def label_lines(text: bytes) -> int:
-    return sum(1 for line in text.splitlines() if line.strip())
-
-
 @register
 class YoloFormat(ManifestFormat):
     """Ultralytics YOLO label folders (output only)."""
@@ -300,9 +296,10 @@ class YoloFormat(ManifestFormat):
     def assemble_documents(self, documents, options: YoloOptions, open_output: Callable[..., Any]) -> None:
         assemble(documents, self.options(options), open_output)
 
-    def file_counts(self, name: str, content: bytes) -> tuple[int, int]:
-        """(records, objects) one published file holds: a label file is one record, its lines
-        its objects; the image lists and data.yaml hold none."""
+    def file_counts(self, name: str, lines: int) -> tuple[int, int]:
+        """(records, objects) one published file of `lines` lines holds: a label file is one
+        record, each of its lines an object (`assemble` writes no blank line); the image lists
+        and data.yaml hold none."""
         if name.split("/", 1)[0] in (LABELS_FOLDER, PREDICTIONS_FOLDER):
-            return 1, label_lines(content)
+            return 1, lines
         return 0, 0

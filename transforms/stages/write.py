@@ -18,7 +18,8 @@ A "document" format (COCO) publishes one file per partition instead of one per b
 bundles write parts, and the finalize step streams the parts of each partition into the one
 document the format names (`assemble_documents`), counting the records from the document.
 A "folder" format (YOLO) is assembled the same way into the files it names as it writes them
-(`open_output(partition, name)`), each counted by the format (`file_counts`: records, objects).
+(`open_output(partition, name)`), each counted by the format from its lines (`file_counts`:
+records, objects).
 COCO numbers its categories there, from the class names its parts carry, so it writes from the
 record path like every other format.
 
@@ -518,11 +519,9 @@ class _FinalizeFilesFn(beam.DoFn):
         objects_landed: int | None = None
         for name, final in sorted(finals.items()):
             path = self._storage.fs(final)[1]
-            if folder:  # the format counts what each of its files holds
-                with fs.open(path, "rb") as handle:
-                    content = handle.read()
-                records, objects = fmt.file_counts(name, content)
-                record = {"rows": records, "bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+            if folder:  # the format counts what each of its files holds, from its lines
+                record = file_record(fs, path, fmt.extension, "jsonl")  # rows = lines, bytes, sha256
+                record["rows"], objects = fmt.file_counts(name, record["rows"])
             else:
                 record = file_record(fs, path, fmt.extension, self._layout)  # rows, bytes, sha256
                 objects = count_objects(fs, path, self._layout, fmt.name)
