@@ -2,9 +2,12 @@
 
 What it writes under manifests/yolo/ (docs/formats.md "yolo"):
 
-    data.yaml                  path, one entry per split (its image list), names {id: name}
+    data.yaml                  path, task, each split's image folder (images/<split>, beside
+                               labels/<split>: how YOLO readers pair an image with its labels),
+                               names {id: name}
     <split>.txt                the split's images, one reference per line (Ultralytics reads a
-                               txt list of image paths as a split)
+                               txt list of image paths as a split); the images are not copied
+    predictions/<split>/...    predictions: label lines with the confidence last
     labels/<split>/<stem>.txt  one label file per record, named after its image's stem:
                                detect  `class cx cy w h`
                                segment `class x1 y1 x2 y2 ...` (one polygon ring)
