@@ -45,6 +45,9 @@ setuptools.setup(
             "duckdb>=1.1",
             "playwright>=1.40,<2",
             "psutil>=5.9",  # the benchmark tests sample process memory
+            # independent readers of the YOLO output: panlabel (detection), supervision (segment, OBB)
+            "panlabel==0.7.0",
+            "supervision==0.31.2",
         ],
         # panlabel: the Rust converter benchmarks/label_studio_convert.py compares against (CLI checked at 0.7.0)
         "bench": ["psutil>=5.9", "panlabel==0.7.0"],

@@ -30,6 +30,9 @@ from transforms.uri_map import References
 
 CLASSES = "classes"
 WRITE_STAGE = errors.WRITE
+# layouts assembled from parts at finalize: one document per partition (COCO), or a folder of
+# files the format names as it writes them (YOLO: a label file per record, a list, data.yaml)
+DOCUMENT_LAYOUTS = ("document", "folder")
 
 RECORDS_OUTPUT = "records"
 ERRORS_OUTPUT = "errors"
@@ -156,7 +159,7 @@ class _ManifestFile:
         self.objects_written = 0  # in the format's units (WriteContext.objects_written)
         if self.array:
             handle.write(b"[")
-        if self.format.file_layout == "document":  # the format streams its parts of a document itself
+        if self.format.file_layout in DOCUMENT_LAYOUTS:  # the format streams its parts of a document itself
             self.document = self.format.open_document(handle, options, classes, self.summary)
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:

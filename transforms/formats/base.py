@@ -115,7 +115,9 @@ class ManifestFormat(abc.ABC):
     #: file extension of written files
     extension: str = ".jsonl"
     #: "jsonl": one encoded element per line; "json_array": a JSON array of elements;
-    #: "document": one document per file, written by open_document() (COCO)
+    #: "document": one document per file, written by open_document() (COCO);
+    #: "folder": parts written by open_document(), assembled at finalize into the files the
+    #: format names (YOLO: a label file per record), each counted by its file_counts()
     file_layout: str = "jsonl"
     #: True when a consumer of the format reads one task per file (Azure AutoML training):
     #: manifests are then partitioned by task as well as by split

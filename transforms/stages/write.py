@@ -17,6 +17,9 @@ publishes (pipelines/report.py `check_files`). Partitions with nothing in them g
 A "document" format (COCO) publishes one file per partition instead of one per bundle: its
 bundles write parts, and the finalize step streams the parts of each partition into the one
 document the format names (`assemble_documents`), counting the records from the document.
+A "folder" format (YOLO) is assembled the same way into the files it names as it writes them
+(`open_output(partition, name)`), each counted by the format from its lines (`file_counts`:
+records, objects).
 COCO numbers its categories there, from the class names its parts carry, so it writes from the
 record path like every other format.
 
@@ -54,6 +57,7 @@ from transforms.formats._mask_pixels import MaskReader
 from transforms.formats.base import get_format
 from transforms.output_files import (  # noqa: F401  (re-exported: the driver and reports name them here)
     CLASSES,
+    DOCUMENT_LAYOUTS,
     ERRORS_OUTPUT,
     RECORDS_OUTPUT,
     REFUSED_FOLDER,
@@ -212,10 +216,12 @@ class _FinalizeFilesFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(PUBLISHED, {"root": self._root, "files": files_by_partition, CLASSES: classes})
 
     def _assemble_documents(self, fs, written: list, published: dict[str, dict]) -> tuple[int, int, int, int | None]:
-        """The parts of each partition -> its one document (the format names and writes it),
-        counted from the document. A retried finalize that finds the parts gone and the
-        documents in place counts them again."""
+        """The parts of each partition -> its one document (the format names and writes it), or
+        the folder of files a "folder" format names as it writes them, counted from the files.
+        A retried finalize that finds the parts gone and the files in place counts them again
+        (a folder format: every file under the folders its partitions wrote)."""
         fmt = get_format(self._document[0])
+        folder = self._layout == "folder"
         parts: dict[str, list[tuple[str, dict]]] = {}
         representative: dict[str, str] = {}  # document name -> a partition of it
         for partition, temp, _, count, summary in written:
@@ -226,21 +232,27 @@ class _FinalizeFilesFn(beam.DoFn):
         documents, finals = [], {}
         for partition, items in sorted(parts.items()):
             items.sort(key=lambda item: item[0])
-            finals[partition] = storage.join(self._root, fmt.document_name(partition))
+            if not folder:
+                finals[fmt.document_name(partition)] = storage.join(self._root, fmt.document_name(partition))
             openers = [(functools.partial(fs.open, self._storage.fs(temp)[1], "rb"), summary) for temp, summary in items]
             documents.append((partition, openers))
         if any(not fs.exists(self._storage.fs(temp)[1]) for items in parts.values() for temp, _ in items):
+            if folder:
+                root = self._storage.fs(self._root)[1].rstrip("/")
+                finals = {path[len(root) + 1:]: storage.join(self._root, path[len(root) + 1:]) for path in sorted(fs.find(root)) if f"/{TMP_DIR}/" not in path}
             missing = [final for final in finals.values() if not fs.exists(self._storage.fs(final)[1])]
-            if missing:
-                raise FileNotFoundError(f"the parts of {missing[0]} are gone and it was never written")
+            if missing or not finals:
+                raise FileNotFoundError(f"the parts of {(missing or [self._root])[0]} are gone and it was never written")
         else:
 
             @contextlib.contextmanager
-            def open_output(partition: str):
+            def open_output(partition: str | None, name: str | None = None):
+                name = name or fmt.document_name(partition)
+                final = finals[name] = storage.join(self._root, name)
                 temp = self._storage.fs(storage.join(self._root, TMP_DIR, f"document-{uuid.uuid4().hex}"))[1]
                 with fs.open(temp, "wb") as handle:
                     yield handle
-                final = self._storage.fs(finals[partition])[1]
+                final = self._storage.fs(final)[1]
                 fs.makedirs(storage.parent(final), exist_ok=True)
                 fs.mv(temp, final)
 
@@ -249,11 +261,15 @@ class _FinalizeFilesFn(beam.DoFn):
         objects_landed: int | None = None
         for final in finals.values():
             path = self._storage.fs(final)[1]
-            record = file_record(fs, path, fmt.extension, self._layout)  # rows, bytes, sha256
+            if folder:  # the format counts what each of its files holds, from its lines
+                record = file_record(fs, path, fmt.extension, "jsonl")  # rows = lines, bytes, sha256
+                record["rows"], objects = fmt.file_counts(name, record["rows"])
+            else:
+                record = file_record(fs, path, fmt.extension, self._layout)  # rows, bytes, sha256
+                objects = count_objects(fs, path, self._layout, fmt.name)
             published[storage.relative_to(final, self._root)] = record
             landed += record["rows"]
             size += record["bytes"]
-            objects = count_objects(fs, path, self._layout, fmt.name)
             if objects is not None:
                 objects_landed = (objects_landed or 0) + objects
         return landed, len(finals), size, objects_landed
@@ -447,7 +463,7 @@ class WriteManifests(beam.PTransform):
             side_files=fmt.side_files,
             class_names=self._class_names,
             format_name=self._format_name,
-            document=(self._format_name, self._options) if self._layout == "document" else None,
+            document=(self._format_name, self._options) if self._layout in DOCUMENT_LAYOUTS else None,
         )
 
 

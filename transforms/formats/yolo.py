@@ -1,0 +1,308 @@
+"""YOLO label folders (write only): the Ultralytics dataset layout for detect, segment and OBB.
+
+What it writes under manifests/yolo/ (docs/formats.md "yolo"):
+
+    data.yaml                  path, task, each split's image folder (images/<split>, beside
+                               labels/<split>: how YOLO readers pair an image with its labels),
+                               names {id: name}
+    <split>.txt                the split's images, one reference per line (Ultralytics reads a
+                               txt list of image paths as a split); the images are not copied
+    predictions/<split>/...    predictions: label lines with the confidence last
+    labels/<split>/<stem>.txt  one label file per record, named after its image's stem:
+                               detect  `class cx cy w h`
+                               segment `class x1 y1 x2 y2 ...` (one polygon ring)
+                               obb     `class x1 y1 x2 y2 x3 y3 x4 y4` (the four corners)
+                               every coordinate normalized to [0, 1]
+
+Written as the COCO writer is, in two steps, because two things need the whole output: class
+ids equal in every split (the sorted class names of the whole output, or the pinned
+`yolo.names`), and label file names unique in a split (two images of one stem). Each bundle
+streams its rows into one part per split (`YoloPart`: one JSON line per record, its label
+lines with class *names*); the finalize step (`assemble`) numbers the classes from the names
+every part carries and writes one label file per record. A stem met more than once in a split
+becomes `<stem>__<10 hex of blake2b(uri, record id)>` for every record that has it: the same
+name on every run, whatever the order the parts arrive in.
+
+Classification (a folder of images per class) is an image layout, not a label file: it is not
+written. A record holding image-level labels and no object is refused whole
+(YOLO_IMAGE_LABELS_ONLY): an empty label file would say "nothing here", a background image.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import posixpath
+from typing import Any, Callable, Iterator
+
+import orjson
+
+from transforms import errors
+from transforms.errors import RecordError
+from transforms.formats._mask_pixels import has_mask, refuse_mask
+from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
+from transforms.partitions import folder_value, partition_values
+from transforms.settings import setting
+
+TASKS = ("detect", "segment", "obb")
+DATA_YAML = "data.yaml"
+LABELS_FOLDER = "labels"
+PREDICTIONS_FOLDER = "predictions"  # predictions/<split>/<stem>.txt: label lines + confidence
+PREDICTION = "prediction"  # the origin of model predictions
+PART_CLASSES = "classes"  # a part's summary: the class names its lines use
+PART_OBJECTS = "objects"  # the record objects its lines hold
+
+
+def _class_list(value) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class YoloOptions:
+    task: str = setting("detect", help="what the label files hold: detect (boxes), segment (polygon rings) or obb (four corners of oriented boxes)", choices=TASKS)
+    names: list[str] = setting([], help="class names in id order (id = position); default: the output's class names, sorted", flag=None, parse=_class_list)
+
+
+def number(value: float) -> str:
+    """A normalized coordinate as text: 10 significant digits (exact well below 1e-6)."""
+    return format(min(max(float(value), 0.0), 1.0), ".10g")
+
+
+def _corners(box: dict) -> list[float]:
+    """An axis-aligned box -> its four corners, clockwise from the top left."""
+    x0, y0, x1, y1 = box["x_min"], box["y_min"], box["x_max"], box["y_max"]
+    return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
+def _rotated(obj: dict) -> bool:
+    ring = (obj.get("polygon") or [None])[0]
+    return bool(obj.get("rotation")) and ring is not None and len(obj["polygon"]) == 1 and len(ring) == 8
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def object_coordinates(obj: dict, task: str) -> list[float]:
+    """The numbers after the class of one object's label line in `task`; _Refused when the
+    task has no form for it."""
+    if obj.get("keypoints") and not obj.get("bbox") and not obj.get("polygon"):
+        raise _Refused(errors.OBJECT_UNREPRESENTABLE, "a keypoint: YOLO pose files are not written")
+    box, rings = obj.get("bbox"), obj.get("polygon") or []
+    if box is None and not rings:
+        what = "a brush mask" if obj.get("mask_rle") is not None else "no box or polygon"
+        raise _Refused(errors.OBJECT_UNREPRESENTABLE, f"{what}: YOLO label lines hold boxes and polygons")
+    if task == "detect":
+        if box is None:
+            xs = [v for ring in rings for v in ring[0::2]]
+            ys = [v for ring in rings for v in ring[1::2]]
+            box = {"x_min": min(xs), "y_min": min(ys), "x_max": max(xs), "y_max": max(ys)}
+        x0, y0, x1, y1 = (min(max(box[k], 0.0), 1.0) for k in ("x_min", "y_min", "x_max", "y_max"))
+        return [(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0]
+    if task == "obb":
+        if _rotated(obj):
+            return list(rings[0])
+        if rings:
+            raise _Refused(errors.YOLO_TASK_MISMATCH, "a polygon in an obb file, which holds four-corner boxes")
+        return _corners(box)
+    # segment
+    if len(rings) > 1:
+        raise _Refused(errors.YOLO_TASK_MISMATCH, f"a polygon of {len(rings)} rings: a segment line holds one")
+    if rings:
+        if len(rings[0]) < 6:
+            raise _Refused(errors.YOLO_TASK_MISMATCH, "a polygon of fewer than three points")
+        return list(rings[0])
+    return _corners(box)
+
+
+MAX_STEM_BYTES = 200  # a file name's limit is 255 bytes on most file systems and stores
+
+
+def image_stem(uri: str) -> str:
+    """The file name of an image reference without its extension (what a label file is named).
+    Control characters become `_`; a name too long for a file system keeps its first 100
+    characters and a hash of the rest."""
+    name = posixpath.basename(uri.split("?", 1)[0].replace("\\", "/").rstrip("/")) or "image"
+    stem = name.rsplit(".", 1)[0] if "." in name[1:] else name
+    stem = "".join("_" if ord(c) < 32 or c in "\x7f\\" else c for c in stem).strip() or "image"
+    if stem in (".", ".."):
+        stem = "image"
+    if len(stem.encode()) > MAX_STEM_BYTES:
+        stem = f"{stem[:100]}__{hashlib.blake2b(stem.encode(), digest_size=5).hexdigest()}"
+    return stem
+
+
+def unique_stem(stem: str, uri: str, record_id: str) -> str:
+    """A stem given twice in a split -> `<stem>__<10 hex>`, from the image and the record."""
+    digest = hashlib.blake2b(f"{uri}\x00{record_id}".encode(), digest_size=5).hexdigest()
+    return f"{stem}__{digest}"
+
+
+class YoloPart:
+    """One bundle's rows of one split: one JSON line per record, {"u": image reference,
+    "r": record id, "l": [[class name, coordinates...], ...]}. `assemble` numbers the classes."""
+
+    def __init__(self, handle, options: YoloOptions, summary: dict | None = None):
+        self.handle = handle
+        self.options = options
+        self.summary = summary if summary is not None else {}
+        self.names: set[str] = set()
+        self.pinned = set(options.names) if options.names else None
+        self.count = 0
+        self.annotations_written = 0  # label lines
+        self.objects_written = 0
+
+    def write(self, rows: list[dict], ctx: WriteContext) -> None:
+        lines = []
+        for row in rows:
+            uri = (row.get("image") or {}).get("uri")
+            if not uri or any(c in uri for c in "\n\r"):
+                ctx.reject(row, errors.OUTPUT_UNREPRESENTABLE, "the record has no image uri" if not uri else "a line break in the image reference: the split's image list holds one a line")
+                continue
+            objects = row.get("objects") or []
+            if row.get("labels") and not objects and not has_mask(row):
+                ctx.reject(row, errors.YOLO_IMAGE_LABELS_ONLY, "image-level labels only: a YOLO label file holds objects, and an empty one says the image has none")
+                continue
+            labels = []
+            for index, obj in enumerate(objects):
+                name = obj.get("label")
+                try:
+                    if not name:
+                        raise _Refused(errors.OBJECT_UNREPRESENTABLE, "an object without a class")
+                    if self.pinned is not None and name not in self.pinned:
+                        raise _Refused(errors.OBJECT_UNREPRESENTABLE, f"class {name!r} is not in formats.yolo.names")
+                    coordinates = object_coordinates(obj, self.options.task)
+                except _Refused as why:
+                    ctx.reject_object(row, index, why.code, str(why))
+                    continue
+                self.names.add(name)
+                score = obj.get("score")
+                labels.append([name, *coordinates] + ([float(f"{score:.7g}")] if score is not None and row.get("origin") == PREDICTION else []))
+            if has_mask(row):
+                refuse_mask(ctx, row, "a semantic mask PNG: YOLO label lines hold objects")
+            lines.append(orjson.dumps({"u": uri, "r": row.get("record_id") or "", "l": labels}) + b"\n")
+            self.annotations_written += len(labels)
+            self.objects_written += len(labels)
+            self.count += 1
+        self.handle.write(b"".join(lines))
+
+    def close(self) -> dict:
+        self.summary[PART_CLASSES] = sorted(self.names)
+        self.summary[PART_OBJECTS] = self.objects_written
+        return self.summary
+
+
+def output_names(summaries: list[dict], options: YoloOptions) -> list[str]:
+    """Class names in id order: the pinned list, else the sorted names of every part."""
+    return list(options.names) or sorted({name for s in summaries for name in s.get(PART_CLASSES, ())})
+
+
+def split_of(partition: str) -> str:
+    values = partition_values(partition)
+    return folder_value(values.get("split")) if "split" in values else "all"
+
+
+def is_prediction(partition: str) -> bool:
+    return partition_values(partition).get("origin") == PREDICTION
+
+
+def list_name(partition: str) -> str:
+    """A partition's image list: `<split>.txt`, or `predictions_<split>.txt` for predictions."""
+    return f"{PREDICTIONS_FOLDER + '_' if is_prediction(partition) else ''}{split_of(partition)}.txt"
+
+
+def _records(opener: Callable[[], Any]) -> Iterator[dict]:
+    with opener() as handle:
+        for line in handle:
+            if line.strip():
+                yield orjson.loads(line)
+
+
+# the data.yaml keys Ultralytics trains and validates on, by split name
+YAML_KEYS = {"validation": "val", "valid": "val"}
+
+
+def data_yaml(splits: list[str], names: list[str], task: str) -> bytes:
+    """Ultralytics' dataset file: `path` (this folder), each split's image folder (beside its
+    labels folder: `images/<split>` <-> `labels/<split>`, how Ultralytics and panlabel pair an
+    image with its label file), the names in id order."""
+    lines = ["# written by labelbeam: Ultralytics YOLO dataset", "path: .", f"task: {task}"]
+    lines += [f"{YAML_KEYS.get(split, split)}: images/{split}" for split in splits]
+    lines.append("names:")
+    lines += [f"  {i}: {orjson.dumps(name).decode()}" for i, name in enumerate(names)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def assemble(documents: list[tuple[str, list[tuple[Callable[[], Any], dict]]]], options: YoloOptions, open_output: Callable[..., Any]) -> None:
+    """Every split's parts -> its label files and image list, and data.yaml. Reads each part
+    twice (the stems it holds, then its records); holds one count per stem of a split."""
+    names = output_names([summary for _, parts in documents for _, summary in parts], options)
+    ids = {name: i for i, name in enumerate(names)}
+    splits = []
+    for partition, parts in documents:
+        split = split_of(partition)
+        folder = PREDICTIONS_FOLDER if is_prediction(partition) else LABELS_FOLDER
+        if folder == LABELS_FOLDER:
+            splits.append(split)
+        stems = collections.Counter(image_stem(record["u"]) for opener, _ in parts for record in _records(opener))
+        images = []
+        for opener, _ in parts:
+            for record in _records(opener):
+                stem = image_stem(record["u"])
+                if stems[stem] > 1:
+                    stem = unique_stem(stem, record["u"], record["r"])
+                text = "".join(f"{ids[label[0]]} {' '.join(number(v) for v in label[1:])}\n" for label in record["l"])
+                with open_output(partition, f"{folder}/{split}/{stem}.txt") as out:
+                    out.write(text.encode())
+                images.append(record["u"])
+        with open_output(partition, list_name(partition)) as out:
+            out.write("".join(f"{uri}\n" for uri in images).encode())
+    with open_output(None, DATA_YAML) as out:
+        out.write(data_yaml(sorted(set(splits)), names, options.task))
+
+
+@register
+class YoloFormat(ManifestFormat):
+    """Ultralytics YOLO label folders (output only)."""
+
+    name = "yolo"
+    extension = ".txt"
+    file_layout = "folder"
+    readable = False
+    Options = YoloOptions
+
+    def detect(self, sample: list[Any]) -> float:
+        return 0.0  # never read: YOLO is an output format
+
+    def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
+        raise RecordError(errors.UNKNOWN_FORMAT, "yolo is written, not read")
+
+    def needs_class_names(self, options: Any) -> bool:
+        return False  # class ids are given at assembly, from the names the parts carry
+
+    def manifest_partitions(self, partition_by):
+        return ("split", "origin")  # a YOLO dataset's folders are its splits; predictions apart
+
+    def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
+        raise NotImplementedError("yolo writes label folders: see open_document")
+
+    def open_document(self, handle, options: YoloOptions, classes: list[str] | None = None, summary: dict | None = None) -> YoloPart:
+        return YoloPart(handle, self.options(options), summary)
+
+    def document_name(self, partition: str) -> str:
+        return list_name(partition)
+
+    def assemble_documents(self, documents, options: YoloOptions, open_output: Callable[..., Any]) -> None:
+        assemble(documents, self.options(options), open_output)
+
+    def file_counts(self, name: str, lines: int) -> tuple[int, int]:
+        """(records, objects) one published file of `lines` lines holds: a label file is one
+        record, each of its lines an object (`assemble` writes no blank line); the image lists
+        and data.yaml hold none."""
+        if name.split("/", 1)[0] in (LABELS_FOLDER, PREDICTIONS_FOLDER):
+            return 1, lines
+        return 0, 0
