@@ -348,7 +348,7 @@ def test_the_samples_land_as_given_less_refused(sample, tmp_path):
     assert len(label_files) == written["landed"]
     assert sum(len(p.read_text().splitlines()) for p in label_files) == written["objects"]["landed"]
     data = yaml.safe_load((folder / "data.yaml").read_text())
-    for line in (l for p in label_files for l in p.read_text().splitlines()):
+    for line in (text for p in label_files for text in p.read_text().splitlines()):
         values = line.split()
         assert int(values[0]) in data["names"] and len(values) in (5, 6) and all(0 <= float(v) <= 1 for v in values[1:])
     assert set(written["published"]) == {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}

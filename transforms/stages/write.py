@@ -259,7 +259,7 @@ class _FinalizeFilesFn(beam.DoFn):
             fmt.assemble_documents(documents, self._document[1], open_output)
         landed = size = 0
         objects_landed: int | None = None
-        for final in finals.values():
+        for name, final in sorted(finals.items()):
             path = self._storage.fs(final)[1]
             if folder:  # the format counts what each of its files holds, from its lines
                 record = file_record(fs, path, fmt.extension, "jsonl")  # rows = lines, bytes, sha256
