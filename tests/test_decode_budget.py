@@ -15,25 +15,17 @@ from transforms.checks.pool import PixelBudget
 REPO = Path(__file__).resolve().parents[1]
 _SCRIPT = textwrap.dedent(
     """
-    import io, resource, sys
+    import resource, sys
     from pathlib import Path
-    import numpy as np
-    from PIL import Image
     from transforms import storage
     from transforms.checks.pool import BoundedRunner, Task
     from transforms.file_checks import FileChecker, FileCheckConfig
 
     side, count, budget, folder = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
-    rgba = np.zeros((side, side, 4), np.uint8)
-    rgba[10:20, 10:30] = (44, 160, 44, 255)
-    buffer = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
     rows = []
-    for i in range(count):
-        (folder / f"{i}.png").write_bytes(buffer.getvalue())
+    for i in range(count):  # the PNGs were written by the test: nothing large was held before the checks
         rows.append({"source": {"uri": str(folder / "in.manifest")}, "image": {"width": side, "height": side},
                      "mask": {"uri": str(folder / f"{i}.png"), "color_map": [{"index": 1, "class_name": "s", "hex_color": "#2ca02c"}]}})
-    del rgba
     config = FileCheckConfig.from_values({"io_concurrency": count, "mask": {"decode_budget_pixels": budget, "max_pixels": side * side}})
     checker = FileChecker(config, storage.Storage())
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -45,8 +37,19 @@ _SCRIPT = textwrap.dedent(
 
 
 def _grow_kib(tmp_path: Path, budget: int, side=2000, count=8) -> tuple[int, int]:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
     folder = tmp_path / str(budget)
     folder.mkdir()
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[10:20, 10:30] = (44, 160, 44, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
+    for i in range(count):
+        (folder / f"{i}.png").write_bytes(buffer.getvalue())
     done = subprocess.run([sys.executable, "-c", _SCRIPT, str(side), str(count), str(budget), str(folder)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

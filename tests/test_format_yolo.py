@@ -9,6 +9,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -253,7 +254,8 @@ def export(tmp_path_factory) -> Path:
 
 @pytest.mark.e2e
 def test_panlabel_reads_the_boxes_labelbeam_wrote(export, tmp_path):
-    if shutil.which("panlabel") is None:
+    panlabel = shutil.which("panlabel") or shutil.which("panlabel", path=str(Path(sys.executable).parent))
+    if panlabel is None:
         pytest.skip("panlabel is not installed (pip install panlabel==0.7.0)")
     report = _job(export, tmp_path / "out", *ONE_SPLIT)
     written = report["outputs"]["manifests/yolo"]
@@ -264,7 +266,7 @@ def test_panlabel_reads_the_boxes_labelbeam_wrote(export, tmp_path):
     for key in [k for k in data if k not in ("path", "task", "names")]:
         del data[key]  # panlabel follows an image folder of data.yaml through Ultralytics' rule; it walks images/ itself
     (folder / "data.yaml").write_text(yaml.safe_dump(data))
-    done = subprocess.run(["panlabel", "convert", "--from", "yolo", "--to", "coco", "-i", str(folder), "-o", str(tmp_path / "coco.json"), "--allow-lossy"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([panlabel, "convert", "--from", "yolo", "--to", "coco", "-i", str(folder), "-o", str(tmp_path / "coco.json"), "--allow-lossy"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     coco = json.loads((tmp_path / "coco.json").read_text())
     names = {c["id"]: c["name"] for c in coco["categories"]}

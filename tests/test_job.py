@@ -118,7 +118,7 @@ def test_max_error_rate_exits_non_zero_after_writing(tmp_path):
         (["--validation_profile=coco"], "(--validation_profile): 'coco' is not one of none, lookout_for_vision"),
         (["--format_option", "label_studio.region_tolerance=-1"], "job.formats.label_studio.region_tolerance: must be at least 0"),
         (["--format_option", "region_tolerance=1"], "--format_option takes FORMAT.KEY=VALUE"),
-        (["--format_option", "yolo.x=1"], "job.formats: unknown format 'yolo'"),
+        (["--format_option", "cvat.x=1"], "job.formats: unknown format 'cvat'"),
         (["--format_option", "coco.x=1"], "job.formats.coco: unknown setting 'x'"),
     ],
 )

@@ -38,3 +38,18 @@ def parse_timestamp(text: str) -> dt.datetime:
 def format_timestamp(value: dt.datetime) -> str:
     """UTC ISO form with milliseconds, as Ground Truth writes creation-date."""
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+
+
+def cached_timestamp(cache: dict, text: str, limit: int = 1 << 16) -> dt.datetime | None:
+    """parse_timestamp(text) through `cache` (a manifest repeats a few creation dates thousands
+    of times); None when `text` is no date. The cache is emptied at `limit` entries: bounded."""
+    found = cache.get(text)
+    if found is None:
+        try:
+            found = parse_timestamp(text)
+        except ValueError:
+            return None
+        if len(cache) >= limit:
+            cache.clear()
+        cache[text] = found
+    return found

@@ -27,7 +27,7 @@ import pyarrow.json as pj
 
 from transforms import schema, storage
 from transforms.checks import numbers
-from transforms.dates import parse_timestamp
+from transforms.dates import cached_timestamp
 from transforms.formats.base import FastPart, FastPath, ParseContext
 from transforms.formats.sagemaker import parse as gt
 
@@ -288,16 +288,7 @@ class _Block:
         return pc.take(stamps, pc.index_in(texts, distinct))
 
     def _parse_date(self, text: str):
-        found = self.dates.get(text)
-        if found is None:
-            try:
-                found = parse_timestamp(text)
-            except ValueError:
-                return None  # INVALID_DATE: an issue, the plugin's to write
-            if len(self.dates) >= _DATE_CACHE_SIZE:
-                self.dates.clear()
-            self.dates[text] = found
-        return found
+        return cached_timestamp(self.dates, text, _DATE_CACHE_SIZE)  # None: INVALID_DATE, an issue the plugin's to write
 
 
 class _Rows:

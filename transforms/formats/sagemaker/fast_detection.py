@@ -23,7 +23,7 @@ import pyarrow.json as pj
 
 from transforms import schema, storage
 from transforms.checks import numbers
-from transforms.dates import parse_timestamp
+from transforms.dates import cached_timestamp
 from transforms.formats.base import FastPart, FastPath, ParseContext
 from transforms.formats.sagemaker import parse as gt
 from transforms.formats.sagemaker.fast_arrow import (
@@ -224,16 +224,7 @@ class _Detections:
         return pc.take(stamps, pc.index_in(texts, distinct))
 
     def _date(self, text: str):
-        found = self.dates.get(text)
-        if found is None:
-            try:
-                found = parse_timestamp(text)
-            except ValueError:
-                return None  # INVALID_DATE: an issue, the reference's to write
-            if len(self.dates) >= _DATE_CACHE_SIZE:
-                self.dates.clear()
-            self.dates[text] = found
-        return found
+        return cached_timestamp(self.dates, text, _DATE_CACHE_SIZE)  # None: INVALID_DATE, an issue the reference's to write
 
 
 class _Rows:
