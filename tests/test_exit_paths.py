@@ -144,10 +144,10 @@ def test_a_signal_stops_the_run_with_its_documented_code_after_releasing_the_loc
                             stdout=open(logs / "out", "w"), stderr=open(logs / "err", "w"), start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        staging = out / ".labelbeam" / "staging"
-        while time.monotonic() < deadline and not (staging.exists() and any(staging.iterdir())):
-            time.sleep(0.2)
-        time.sleep(2)  # the job is running, waiting on the FIFOs
+        while time.monotonic() < deadline and "lines read 4" not in (logs / "err").read_text():
+            time.sleep(0.2)  # progress says the shard was read: the job waits on the FIFOs
+        assert (out / ".labelbeam" / "lock.json").exists()
+        time.sleep(1)
         os.kill(proc.pid, signum)
         assert proc.wait(60) == code
     finally:
