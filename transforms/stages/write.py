@@ -56,7 +56,10 @@ from transforms.checks.masks import MaskPolicy
 from transforms.formats._mask_pixels import MaskReader
 from transforms.formats.base import get_format
 from transforms.output_files import (  # noqa: F401  (re-exported: the driver and reports name them here)
+    BESIDE_FOLDERS,
+    BESIDE_TEMP,
     CLASSES,
+    BundleFiles,
     DOCUMENT_LAYOUTS,
     ERRORS_OUTPUT,
     RECORDS_OUTPUT,
@@ -202,6 +205,9 @@ class _FinalizeFilesFn(beam.DoFn):
                         objects_landed = (objects_landed or 0) + objects
                 files += 1
                 size += record["bytes"]
+        beside_files, beside_bytes = self._publish_files_beside(fs, written, published)
+        files += beside_files
+        size += beside_bytes
         tmp = self._storage.fs(storage.join(self._root, TMP_DIR))[1]
         if fs.exists(tmp):
             fs.rm(tmp, recursive=True)
@@ -214,6 +220,35 @@ class _FinalizeFilesFn(beam.DoFn):
         classes = sorted(set().union(*(s[CLASSES] for s in summaries))) if summaries else None
         files_by_partition = [(storage.parent(name), storage.join(self._root, name)) for name in sorted(published)]
         yield beam.pvalue.TaggedOutput(PUBLISHED, {"root": self._root, "files": files_by_partition, CLASSES: classes})
+
+    def _publish_files_beside(self, fs, written: list, published: dict[str, dict]) -> tuple[int, int]:
+        """The files committed bundles wrote beside the manifests (BundleFiles: mask PNGs) moved
+        from their temporary folders to their names, then every file under their folders
+        counted (rows 0: they hold no record; bytes and sha256 checked again before publishing).
+        A retried finalize finds them moved and counts them the same."""
+        folders: set[str] = set()
+        root = self._storage.fs(self._root)[1].rstrip("/")
+        for *_, summary in written:
+            if not summary.get(BESIDE_TEMP):
+                continue
+            folders.update(summary.get(BESIDE_FOLDERS) or ())
+            temp = self._storage.fs(summary[BESIDE_TEMP])[1].rstrip("/")
+            if not fs.exists(temp):
+                continue
+            for path in sorted(fs.find(temp)):
+                final = root + "/" + path[len(temp) + 1:]
+                fs.makedirs(storage.parent(final), exist_ok=True)
+                fs.mv(path, final)
+        count = size = 0
+        for folder in sorted(folders):
+            base = root + "/" + folder
+            for path in sorted(fs.find(base)) if fs.exists(base) else ():
+                record = file_record(fs, path, "." + path.rsplit(".", 1)[-1], "jsonl")
+                record["rows"] = 0  # a mask file: its record is counted in its manifest
+                published[path[len(root) + 1:]] = record
+                count += 1
+                size += record["bytes"]
+        return count, size
 
     def _assemble_documents(self, fs, written: list, published: dict[str, dict]) -> tuple[int, int, int, int | None]:
         """The parts of each partition -> its one document (the format names and writes it), or
@@ -434,9 +469,11 @@ class WriteManifests(beam.PTransform):
         mask_policy: Any = None,
         label_attributes: tuple[str, ...] = (),
         references: References | None = None,
+        published_root: str | None = None,
     ):
         super().__init__()
         fmt = get_format(format_name)
+        self._published_root = published_root or root  # where `root` is published (a staged run: under the job's output)
         self._label_attributes = tuple(label_attributes)
         self._references = references  # how image and mask references are written
         self._class_names = class_names  # RereadRecords' classes, else collected from the input
@@ -455,7 +492,10 @@ class WriteManifests(beam.PTransform):
         return batches | _WriteFiles(
             manifests_output(self._format_name),
             self._root,
-            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options, masks=self._masks, label_attributes=self._label_attributes, references=self._references),
+            functools.partial(
+                _ManifestFile, format_name=self._format_name, options=self._options, masks=self._masks, label_attributes=self._label_attributes, references=self._references,
+                files=functools.partial(BundleFiles, self._root, storage.join(self._root, TMP_DIR), self._storage, published_root=self._published_root, references=self._references),
+            ),
             functools.partial(_partition_as_written, columns=self._columns, format_name=self._format_name, options=self._options),
             self._storage,
             self._layout,
