@@ -89,7 +89,7 @@ def test_each_record_with_brushes_gets_one_palette_png_later_region_winning(writ
     assert (pixels == by_name["dog"]).sum() == dog.sum()
     assert (pixels == by_name["cat"]).sum() == (cat & ~dog).sum()  # the later region wins
     assert (pixels == 0).sum() == (~(cat | dog)).sum()
-    for name, index in by_name.items():  # the palette holds the colour the map names
+    for index in by_name.values():  # the palette holds the colour the map names
         assert "#%02x%02x%02x" % tuple(palette[3 * index:3 * index + 3]) == colours[str(index)]["hex-color"]
 
 
