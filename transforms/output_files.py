@@ -171,6 +171,33 @@ class BundleFiles:
         return self.references.rewrite(url) if self.references is not None else url
 
 
+def publish_files_beside(fs, root: str, beside: list[tuple[dict, str]], published: dict[str, dict]) -> tuple[int, int]:
+    """The finalize step's part for BundleFiles: each committed bundle's files (`beside`: its
+    file summary and the path of its temporary folder) moved to their names under `root` (a
+    path of `fs`), then every file under their folders counted into `published` (rows 0: they
+    hold no record; bytes and sha256 checked again before publishing) -> (files, bytes). A
+    retried finalize finds them moved and counts them the same."""
+    root = root.rstrip("/")
+    folders: set[str] = set()
+    for summary, temp in beside:
+        folders.update(summary.get(BESIDE_FOLDERS) or ())
+        temp = temp.rstrip("/")
+        for path in sorted(fs.find(temp)) if fs.exists(temp) else ():
+            final = root + "/" + path[len(temp) + 1:]
+            fs.makedirs(storage.parent(final), exist_ok=True)
+            fs.mv(path, final)
+    count = size = 0
+    for folder in sorted(folders):
+        base = root + "/" + folder
+        for path in sorted(fs.find(base)) if fs.exists(base) else ():
+            record = file_record(fs, path, "." + path.rsplit(".", 1)[-1], "jsonl")
+            record["rows"] = 0  # a mask file: its record is counted in its manifest
+            published[path[len(root) + 1:]] = record
+            count += 1
+            size += record["bytes"]
+    return count, size
+
+
 class _ManifestFile:
     """Record batches -> one manifest file of a format; rows it cannot represent -> dead letters."""
 

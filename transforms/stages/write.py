@@ -56,7 +56,6 @@ from transforms.checks.masks import MaskPolicy
 from transforms.formats._mask_pixels import MaskReader
 from transforms.formats.base import get_format
 from transforms.output_files import (  # noqa: F401  (re-exported: the driver and reports name them here)
-    BESIDE_FOLDERS,
     BESIDE_TEMP,
     CLASSES,
     DOCUMENT_LAYOUTS,
@@ -73,6 +72,7 @@ from transforms.output_files import (  # noqa: F401  (re-exported: the driver an
     count_objects,
     file_record,
     manifests_output,
+    publish_files_beside,
     refused_output,
 )
 from transforms.partitions import RECORDS_DEFAULT, partition_batch, partition_values, stored_in_folders
@@ -205,9 +205,8 @@ class _FinalizeFilesFn(beam.DoFn):
                         objects_landed = (objects_landed or 0) + objects
                 files += 1
                 size += record["bytes"]
-        beside_files, beside_bytes = self._publish_files_beside(fs, written, published)
-        files += beside_files
-        size += beside_bytes
+        beside = [(w[4], self._storage.fs(w[4][BESIDE_TEMP])[1]) for w in written if w[4].get(BESIDE_TEMP)]  # e.g. mask PNGs
+        files, size = (a + b for a, b in zip((files, size), publish_files_beside(fs, self._storage.fs(self._root)[1], beside, published)))
         tmp = self._storage.fs(storage.join(self._root, TMP_DIR))[1]
         if fs.exists(tmp):
             fs.rm(tmp, recursive=True)
@@ -220,35 +219,6 @@ class _FinalizeFilesFn(beam.DoFn):
         classes = sorted(set().union(*(s[CLASSES] for s in summaries))) if summaries else None
         files_by_partition = [(storage.parent(name), storage.join(self._root, name)) for name in sorted(published)]
         yield beam.pvalue.TaggedOutput(PUBLISHED, {"root": self._root, "files": files_by_partition, CLASSES: classes})
-
-    def _publish_files_beside(self, fs, written: list, published: dict[str, dict]) -> tuple[int, int]:
-        """The files committed bundles wrote beside the manifests (BundleFiles: mask PNGs) moved
-        from their temporary folders to their names, then every file under their folders
-        counted (rows 0: they hold no record; bytes and sha256 checked again before publishing).
-        A retried finalize finds them moved and counts them the same."""
-        folders: set[str] = set()
-        root = self._storage.fs(self._root)[1].rstrip("/")
-        for *_, summary in written:
-            if not summary.get(BESIDE_TEMP):
-                continue
-            folders.update(summary.get(BESIDE_FOLDERS) or ())
-            temp = self._storage.fs(summary[BESIDE_TEMP])[1].rstrip("/")
-            if not fs.exists(temp):
-                continue
-            for path in sorted(fs.find(temp)):
-                final = root + "/" + path[len(temp) + 1:]
-                fs.makedirs(storage.parent(final), exist_ok=True)
-                fs.mv(path, final)
-        count = size = 0
-        for folder in sorted(folders):
-            base = root + "/" + folder
-            for path in sorted(fs.find(base)) if fs.exists(base) else ():
-                record = file_record(fs, path, "." + path.rsplit(".", 1)[-1], "jsonl")
-                record["rows"] = 0  # a mask file: its record is counted in its manifest
-                published[path[len(root) + 1:]] = record
-                count += 1
-                size += record["bytes"]
-        return count, size
 
     def _assemble_documents(self, fs, written: list, published: dict[str, dict]) -> tuple[int, int, int, int | None]:
         """The parts of each partition -> its one document (the format names and writes it), or
@@ -473,7 +443,6 @@ class WriteManifests(beam.PTransform):
     ):
         super().__init__()
         fmt = get_format(format_name)
-        self._published_root = published_root or root  # where `root` is published (a staged run: under the job's output)
         self._label_attributes = tuple(label_attributes)
         self._references = references  # how image and mask references are written
         self._class_names = class_names  # RereadRecords' classes, else collected from the input
@@ -481,6 +450,8 @@ class WriteManifests(beam.PTransform):
         self._format_name = format_name
         self._options = fmt.options(options)
         self._storage = store or storage.Storage()
+        # files beside the manifests (mask PNGs) refer to where `root` is published (a staged run: under --output)
+        self._files = functools.partial(BundleFiles, root, storage.join(root, TMP_DIR), self._storage, published_root=published_root or root, references=references)
         self._columns = fmt.manifest_partitions(partition_by)
         self._layout = fmt.file_layout
         self._classes = fmt.needs_class_names(self._options)
@@ -492,10 +463,7 @@ class WriteManifests(beam.PTransform):
         return batches | _WriteFiles(
             manifests_output(self._format_name),
             self._root,
-            functools.partial(
-                _ManifestFile, format_name=self._format_name, options=self._options, masks=self._masks, label_attributes=self._label_attributes, references=self._references,
-                files=functools.partial(BundleFiles, self._root, storage.join(self._root, TMP_DIR), self._storage, published_root=self._published_root, references=self._references),
-            ),
+            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options, masks=self._masks, label_attributes=self._label_attributes, references=self._references, files=self._files),
             functools.partial(_partition_as_written, columns=self._columns, format_name=self._format_name, options=self._options),
             self._storage,
             self._layout,
