@@ -126,3 +126,30 @@ def test_without_the_option_brushes_are_boxes_as_before(tmp_path, written):
     assert "label-ref" not in lines["/data/one.jpg"]
     assert len(lines["/data/one.jpg"]["bounding-box"]["annotations"]) == 3
     assert not (out / "manifests" / "sagemaker" / "masks").exists()
+
+
+def test_brushes_of_a_record_without_an_image_size_are_refused_alone():
+    from transforms.formats.base import WriteContext, get_format
+
+    fmt = get_format("sagemaker")
+    cat, _ = _masks()
+    row = {"record_id": "r1", "split": "train", "image": {"uri": "/data/x.jpg"}, "objects": [
+        {"label": "cat", "mask_rle": bytes(_brush(cat)), "bbox": {"x_min": 0.1, "y_min": 0.1, "x_max": 0.5, "y_max": 0.5}},
+    ], "labels": [{"name": "indoor"}]}
+    written = []
+
+    class Files:
+        def write(self, name, content):
+            written.append(name)
+            return "/out/" + name
+
+    ctx = WriteContext(options=fmt.options({"mask_files": True}), files=Files())
+    lines = [json.loads(line) for line in fmt.write([row], ctx)]
+    assert len(lines) == 1 and "label-ref" not in lines[0] and lines[0]["label-metadata"]["class-name"] == "indoor"
+    assert [(index, code) for _, index, code, _ in ctx.rejected_objects] == [(0, "OBJECT_UNREPRESENTABLE")]
+    assert not ctx.rejected and not written
+    row["image"].update(width=WIDTH, height=HEIGHT)  # with the size: painted, one file
+    ctx = WriteContext(options=fmt.options({"mask_files": True}), files=Files())
+    line = json.loads(next(iter(fmt.write([row], ctx))))
+    assert line["label-ref"] == "/out/" + written[0] and written[0].startswith("masks/train/x__")
+    assert not ctx.rejected_objects
