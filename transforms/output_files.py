@@ -148,7 +148,7 @@ class BundleFiles:
     """Files a writer puts beside its manifests (the sagemaker writer's mask PNGs), written from
     the bundle into a temporary folder of its own and moved to their names by the finalize step,
     as the manifests are: a retried bundle's files are never published, and every published
-    one is counted (rows 0, bytes, sha256: transforms/stages/write.py `_publish_files_beside`).
+    one is counted (rows 0, bytes, sha256: `publish_files_beside`, called by the finalize step).
     `published_root` is where the manifests' root is published (the URL a line refers to)."""
 
     def __init__(self, root: str, temp_root: str, store: storage.Storage, summary: dict, published_root: str | None = None, references: Any = None):
