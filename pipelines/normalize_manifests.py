@@ -154,6 +154,7 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
             label_attributes=tuple(job.write.label_attribute),
             mask_policy=mask_policy(job),
             references=references,
+            published_root=storage.join(job.output, "manifests", name),
         )
         ledgers += manifests[LEDGER]
         refused = tuple(manifests[errors.DEAD_LETTERS]) | f"WriteRefused[{name}]" >> WriteDeadLetters(

@@ -77,7 +77,7 @@ def converted_to_label_studio(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("to_ls") / "out"
     inputs = [str(p) for p in sorted((SAMPLES / "sagemaker").glob("*.manifest"))]
     inputs += [str(p) for p in sorted((SAMPLES / "azure_automl").glob("*.jsonl"))]
-    argv = ["--input", *inputs, "--output", str(out), "--runner=FnApiRunner", "--output_format=label_studio"]
+    argv = ["--input", *inputs, "--output", str(out), "--runner=FnApiRunner", "--output_format=label_studio", "--output_format=coco"]
     assert run(argv) == 0
     return out
 
@@ -112,6 +112,58 @@ def test_label_studio_output_converts_to_coco_with_label_studio_sdk(converted_to
             r["value"][r["type"]][0] for r in convertible
         )
     assert tasks_total == landed(out, "manifests/label_studio")
+
+
+def _sdk_coco(converter, config: str, tasks: list[dict], folder: Path) -> dict:
+    folder.mkdir(parents=True)
+    (folder / "tasks.json").write_text(json.dumps(tasks))
+    converter.Converter(config=config, project_dir=str(folder), download_resources=False).convert_to_coco(
+        str(folder / "tasks.json"), str(folder / "coco"), is_dir=False
+    )
+    return json.loads((folder / "coco" / "result.json").read_text())
+
+
+def _annotation_keys(document: dict) -> list[tuple[str, str]]:
+    """(image file name, category name) per annotation; the SDK prefixes file names with
+    `<8 hex>__`, which is taken off."""
+    names = {c["id"]: c["name"] for c in document["categories"]}
+    files = {i["id"]: Path(i["file_name"]).name.rsplit("__", 1)[-1] for i in document["images"]}
+    return sorted((files[a["image_id"]], names[a["category_id"]]) for a in document["annotations"])
+
+
+def test_label_studio_sdk_converts_the_written_tasks_to_as_many_coco_annotations_as_labelbeams_coco(converted_to_label_studio, tmp_path):
+    """label-studio-sdk's Converter on labelbeam's tasks + labeling_config.xml, split by split,
+    against labelbeam's own instances_<split>.json of the same input. What differs, by design:
+    - brushes (Lookout for Vision's masks as `brushlabels`): the SDK's COCO exporter skips them;
+      labelbeam writes one RLE annotation per class;
+    - a polygon of several rings (an AutoML object): one COCO annotation with several rings in
+      labelbeam, one Label Studio polygon (one ring each) per ring, so one SDK annotation per ring.
+    Regions of records without an image size are in neither (no `original_width` for the SDK;
+    IMAGE_SIZE_REQUIRED in labelbeam's COCO)."""
+    converter = pytest.importorskip("label_studio_sdk.converter")
+    out = converted_to_label_studio
+    config = (out / "manifests" / "label_studio" / "labeling_config.xml").read_text()
+    compared = brushes = rings = 0
+    for folder in sorted((out / "manifests" / "label_studio").glob("split=*")):
+        split = folder.name.split("=", 1)[1]
+        tasks = [t for p in sorted(folder.glob("part-*.json")) for t in json.loads(p.read_text())]
+        sdk = _sdk_coco(converter, config, tasks, tmp_path / split)
+        ours = json.loads((out / "manifests" / "coco" / "annotations" / f"instances_{split}.json").read_text())
+        expected = []
+        names = {c["id"]: c["name"] for c in ours["categories"]}
+        files = {i["id"]: Path(i["file_name"]).name for i in ours["images"]}
+        for annotation in ours["annotations"]:
+            segmentation = annotation.get("segmentation")
+            if isinstance(segmentation, dict):  # a brush: skipped by the SDK
+                brushes += 1
+                continue
+            copies = max(len(segmentation or []), 1)
+            rings += copies - 1
+            expected += [(files[annotation["image_id"]], names[annotation["category_id"]])] * copies
+        assert len(sdk["annotations"]) == len(expected), split
+        assert _annotation_keys(sdk) == sorted(expected), split
+        compared += len(expected)
+    assert compared >= 9 and brushes >= 4 and rings >= 1  # boxes, polygons, brushes and a two-ring object
 
 
 def letters_in(folder: Path) -> list[dict]:

@@ -12,6 +12,7 @@ letter lines), `count_objects` (a manifest's objects in its format's units) and 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transforms import errors, schema
+from transforms import errors, schema, storage
 from transforms.checks.masks import BACKGROUND
 from transforms.formats.base import WriteContext, get_format
 from transforms.label_jobs import select_label_jobs
@@ -137,11 +138,73 @@ def class_names(batch: pa.RecordBatch) -> set[str]:
     return names
 
 
+# a file summary's keys: the temporary folder of the files its writer put beside the manifests,
+# and the top folders (under the manifests' root) they are published in
+BESIDE_TEMP = "files_beside"
+BESIDE_FOLDERS = "files_beside_folders"
+
+
+class BundleFiles:
+    """Files a writer puts beside its manifests (the sagemaker writer's mask PNGs), written from
+    the bundle into a temporary folder of its own and moved to their names by the finalize step,
+    as the manifests are: a retried bundle's files are never published, and every published
+    one is counted (rows 0, bytes, sha256: `publish_files_beside`, called by the finalize step).
+    `published_root` is where the manifests' root is published (the URL a line refers to)."""
+
+    def __init__(self, root: str, temp_root: str, store: storage.Storage, summary: dict, published_root: str | None = None, references: Any = None):
+        self.temp = storage.join(temp_root, f"beside-{uuid.uuid4().hex}")
+        self.store = store
+        self.summary = summary
+        self.published_root = (published_root or root).rstrip("/")
+        self.references = references
+
+    def write(self, name: str, content: bytes) -> str:
+        fs, path = self.store.fs(storage.join(self.temp, name))
+        fs.makedirs(storage.parent(path), exist_ok=True)
+        with fs.open(path, "wb") as handle:
+            handle.write(content)
+        self.summary[BESIDE_TEMP] = self.temp
+        folders = self.summary.setdefault(BESIDE_FOLDERS, [])
+        if name.split("/", 1)[0] not in folders:
+            folders.append(name.split("/", 1)[0])
+        url = storage.join(self.published_root, name)
+        return self.references.rewrite(url) if self.references is not None else url
+
+
+def publish_files_beside(fs, root: str, beside: list[tuple[dict, str]], published: dict[str, dict]) -> tuple[int, int]:
+    """The finalize step's part for BundleFiles: each committed bundle's files (`beside`: its
+    file summary and the path of its temporary folder) moved to their names under `root` (a
+    path of `fs`), then every file under their folders counted into `published` (rows 0: they
+    hold no record; bytes and sha256 checked again before publishing) -> (files, bytes). A
+    retried finalize finds them moved and counts them the same."""
+    root = root.rstrip("/")
+    folders: set[str] = set()
+    for summary, temp in beside:
+        folders.update(summary.get(BESIDE_FOLDERS) or ())
+        temp = temp.rstrip("/")
+        for path in sorted(fs.find(temp)) if fs.exists(temp) else ():
+            final = root + "/" + path[len(temp) + 1:]
+            fs.makedirs(storage.parent(final), exist_ok=True)
+            fs.mv(path, final)
+    count = size = 0
+    for folder in sorted(folders):
+        base = root + "/" + folder
+        for path in sorted(fs.find(base)) if fs.exists(base) else ():
+            record = file_record(fs, path, "." + path.rsplit(".", 1)[-1], "jsonl")
+            record["rows"] = 0  # a mask file: its record is counted in its manifest
+            published[path[len(root) + 1:]] = record
+            count += 1
+            size += record["bytes"]
+    return count, size
+
+
 class _ManifestFile:
     """Record batches -> one manifest file of a format; rows it cannot represent -> dead letters."""
 
-    def __init__(self, handle, format_name: str, options: Any, classes: list[str] | None = None, masks: Any = None, label_attributes: tuple[str, ...] = (), references: References | None = None):
+    def __init__(self, handle, format_name: str, options: Any, classes: list[str] | None = None, masks: Any = None, label_attributes: tuple[str, ...] = (), references: References | None = None, files: Any = None):
         self.handle = handle
+        self._files_factory = files  # (summary) -> BundleFiles, for writers that write files beside
+        self._files = None
         self.masks = masks
         self.label_attributes = tuple(label_attributes)  # --label_attribute (transforms/label_jobs.py)
         self.objects_other_jobs = 0  # objects of label jobs a writer does not take
@@ -170,7 +233,7 @@ class _ManifestFile:
         if self.references is not None:  # written references rewritten; masks read where the checks read them
             masks = masks.with_sources(rows) if masks is not None else None
             self.references.apply(rows)
-        ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=masks)
+        ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=masks, files=self._beside())
         if self.document is not None:
             self.document.write(rows, ctx)  # refuses what it cannot write, row by row
             self.count = self.document.count
@@ -179,7 +242,7 @@ class _ManifestFile:
         try:
             elements = list(self.format.write(rows, ctx))  # one call per batch
         except Exception:  # noqa: BLE001 - find the row that broke the writer: it alone is refused
-            ctx, elements = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=self.masks), []
+            ctx, elements = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=self.masks, files=self._beside()), []
             for row in rows:
                 try:
                     elements.extend(self.format.write([row], ctx))
@@ -189,6 +252,11 @@ class _ManifestFile:
             self._write_element(element)
         self.objects_written += ctx.objects_written
         return self._letters(ctx)
+
+    def _beside(self):
+        if self._files is None and self._files_factory is not None:
+            self._files = self._files_factory(self.summary)
+        return self._files
 
     def _one_job_each(self, rows: list[dict]) -> list[dict]:
         """Each row with the label jobs the writer takes (label_jobs.select_label_jobs); the

@@ -65,6 +65,10 @@ class WriteContext:
     #: opens a record's mask PNG for writers that write its pixels (transforms/formats/_mask_pixels.py):
     #: the job's storage and the file checks' mask policy; None uses the defaults (unit tests)
     masks: Any = None
+    #: writes a file beside the manifests (`files.write(name, content)` -> the URL it is
+    #: published at), counted like the manifests (transforms/output_files.BundleFiles): e.g.
+    #: the sagemaker writer's mask PNGs; None when the writer runs alone
+    files: Any = None
 
     def reject(self, row: dict, code: str, message: str) -> None:
         """A row this format cannot represent: it becomes a dead letter of stage write."""

@@ -56,12 +56,14 @@ from transforms.checks.masks import MaskPolicy
 from transforms.formats._mask_pixels import MaskReader
 from transforms.formats.base import get_format
 from transforms.output_files import (  # noqa: F401  (re-exported: the driver and reports name them here)
+    BESIDE_TEMP,
     CLASSES,
     DOCUMENT_LAYOUTS,
     ERRORS_OUTPUT,
     RECORDS_OUTPUT,
     REFUSED_FOLDER,
     WRITE_STAGE,
+    BundleFiles,
     _JsonLinesFile,
     _ManifestFile,
     _ParquetFile,
@@ -70,6 +72,7 @@ from transforms.output_files import (  # noqa: F401  (re-exported: the driver an
     count_objects,
     file_record,
     manifests_output,
+    publish_files_beside,
     refused_output,
 )
 from transforms.partitions import RECORDS_DEFAULT, partition_batch, partition_values, stored_in_folders
@@ -202,6 +205,8 @@ class _FinalizeFilesFn(beam.DoFn):
                         objects_landed = (objects_landed or 0) + objects
                 files += 1
                 size += record["bytes"]
+        beside = [(w[4], self._storage.fs(w[4][BESIDE_TEMP])[1]) for w in written if w[4].get(BESIDE_TEMP)]  # e.g. mask PNGs
+        files, size = (a + b for a, b in zip((files, size), publish_files_beside(fs, self._storage.fs(self._root)[1], beside, published)))
         tmp = self._storage.fs(storage.join(self._root, TMP_DIR))[1]
         if fs.exists(tmp):
             fs.rm(tmp, recursive=True)
@@ -434,6 +439,7 @@ class WriteManifests(beam.PTransform):
         mask_policy: Any = None,
         label_attributes: tuple[str, ...] = (),
         references: References | None = None,
+        published_root: str | None = None,
     ):
         super().__init__()
         fmt = get_format(format_name)
@@ -444,6 +450,8 @@ class WriteManifests(beam.PTransform):
         self._format_name = format_name
         self._options = fmt.options(options)
         self._storage = store or storage.Storage()
+        # files beside the manifests (mask PNGs) refer to where `root` is published (a staged run: under --output)
+        self._files = functools.partial(BundleFiles, root, storage.join(root, TMP_DIR), self._storage, published_root=published_root or root, references=references)
         self._columns = fmt.manifest_partitions(partition_by)
         self._layout = fmt.file_layout
         self._classes = fmt.needs_class_names(self._options)
@@ -455,7 +463,7 @@ class WriteManifests(beam.PTransform):
         return batches | _WriteFiles(
             manifests_output(self._format_name),
             self._root,
-            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options, masks=self._masks, label_attributes=self._label_attributes, references=self._references),
+            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options, masks=self._masks, label_attributes=self._label_attributes, references=self._references, files=self._files),
             functools.partial(_partition_as_written, columns=self._columns, format_name=self._format_name, options=self._options),
             self._storage,
             self._layout,

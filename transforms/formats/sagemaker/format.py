@@ -24,6 +24,8 @@ def _class_list(value) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class SageMakerOptions:
     classes: list[str] = setting([], help="class names in id order, for records whose classes carry no Ground Truth id", flag=None, parse=_class_list)
+    mask_files: bool = setting(False, help="write brush regions (Label Studio RLE) as one semantic-segmentation mask PNG per record beside the manifests, instead of as boxes")
+    brush_alpha_threshold: int = setting(128, help="brush RLE pixels with alpha at least this are painted into the mask PNG (with mask_files)", minimum=0, maximum=255)
 
 
 @register
@@ -69,4 +71,4 @@ class SageMakerFormat(ManifestFormat):
         return [ArrowBlockPath(), DetectionArrowPath(), LineColumnsPath()]
 
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
-        return write_lines(rows, ctx, self.options_of(ctx).classes)
+        return write_lines(rows, ctx, self.options_of(ctx))

@@ -10,6 +10,7 @@ import orjson
 from transforms import errors
 from transforms.dates import format_timestamp
 from transforms.formats.base import WriteContext
+from transforms.formats.sagemaker import brush_masks
 from transforms.formats.sagemaker.parse import (
     CLASSIFICATION,
     DETECTION,
@@ -37,11 +38,23 @@ def _json_float(value: float | None) -> float | None:
 class LineWriter:
     """Builds one Ground Truth line from one canonical row."""
 
-    def __init__(self, row: dict, ctx: WriteContext, classes: list[str], ids: "OutputClassIds"):
+    def __init__(self, row: dict, ctx: WriteContext, classes: list[str], ids: "OutputClassIds", options: Any = None):
         self.row = row
         self.ctx = ctx
         self.classes = classes
         self.ids = ids
+        self.options = options
+        # brush objects painted into a mask PNG instead of written as boxes (mask_files)
+        self.brushes = self._brushes_to_paint()
+
+    def _brushes_to_paint(self) -> list[int]:
+        """The brush objects this line paints into a mask file: with `mask_files`, on a record
+        that has no semantic mask of its own (one mask attribute per line)."""
+        if self.options is None or not self.options.mask_files or (self.row.get("mask") or {}).get("uri"):
+            return []
+        if loads_extra(self.row.get("extra")).get("sagemaker", {}).get("attributes"):
+            return []  # a Ground Truth line written back with its own attributes
+        return brush_masks.brush_indexes(self.row)
 
     def line(self) -> dict | None:
         row = self.row
@@ -57,6 +70,8 @@ class LineWriter:
         objects_before, written_before = len(self.ctx.rejected_objects), self.ctx.objects_written
         for entry in layout:
             value, metadata = self._attribute(entry)
+            if value is _SKIPPED:  # nothing of it could be written: the objects were refused alone
+                continue
             if value is _REJECTED:  # the row is refused whole: not also object by object
                 del self.ctx.rejected_objects[objects_before:]
                 self.ctx.objects_written = written_before
@@ -75,13 +90,16 @@ class LineWriter:
                 layout.append({"name": "labels", "kind": MULTILABEL, "labels": list(range(len(labels)))})
             else:
                 layout.append({"name": "label", "kind": CLASSIFICATION, "labels": [0]})
-        if objects:
-            layout.append({"name": "bounding-box", "kind": DETECTION, "objects": list(range(len(objects)))})
+        boxes = [i for i in range(len(objects)) if i not in set(self.brushes)]
+        if boxes:
+            layout.append({"name": "bounding-box", "kind": DETECTION, "objects": boxes})
         if (row.get("mask") or {}).get("uri"):
             layout.append({"name": "label-ref", "kind": MASK})
+        elif self.brushes:  # last: its PNG is written once every other attribute of the line is
+            layout.append({"name": "label-ref", "kind": BRUSH_MASK})
         annotation = row.get("annotation") or {}
         for entry in layout:
-            entry["metadata"] = _default_metadata(entry["kind"], annotation)
+            entry["metadata"] = _default_metadata(MASK if entry["kind"] == BRUSH_MASK else entry["kind"], annotation)
         return layout
 
     def _attribute(self, entry: dict) -> tuple[Any, dict]:
@@ -119,6 +137,8 @@ class LineWriter:
             return ids, metadata
         if kind == DETECTION:
             return self._detection(entry, metadata)
+        if kind == BRUSH_MASK:
+            return self._brush_mask(metadata)
         if kind == MASK:
             mask = row.get("mask") or {}
             colors = mask.get("color_map") or []
@@ -181,6 +201,37 @@ class LineWriter:
             metadata["objects"] = confidences
         return value, metadata
 
+    def _brush_mask(self, metadata: dict):
+        """The brushes painted into one palette PNG written beside the manifests: its URL as
+        the attribute's value, its classes in `internal-color-map`. Brushes that cannot be
+        painted are refused alone (OBJECT_UNREPRESENTABLE)."""
+        row, ctx = self.row, self.ctx
+        image = row.get("image") or {}
+        width, height = image.get("width"), image.get("height")
+
+        def refuse_all(message: str):
+            for index in self.brushes:
+                ctx.reject_object(row, index, errors.OBJECT_UNREPRESENTABLE, message)
+            return _SKIPPED, {}
+
+        if not width or not height:
+            return refuse_all("a brush mask needs the image size to be painted (try --probe_images)")
+        if ctx.files is None:
+            return refuse_all("no place to write mask files beside the manifests")
+        names = list(self.classes) or list(self.ctx.classes or []) or sorted({row["objects"][i].get("label") for i in self.brushes} - {None})
+        class_index = {name: position + 1 for position, name in enumerate(names) if position < brush_masks.MAX_CLASSES}
+        pixels, refused = brush_masks.paint(row, self.brushes, class_index, width, height, self.options.brush_alpha_threshold)
+        for index, message in refused:
+            ctx.reject_object(row, index, errors.OBJECT_UNREPRESENTABLE, message)
+        if len(refused) == len(self.brushes):
+            return _SKIPPED, {}
+        painted = sorted({class_index[row["objects"][i]["label"]] for i in self.brushes if i not in {r[0] for r in refused}})
+        url = ctx.files.write(brush_masks.mask_name(row), brush_masks.png_bytes(pixels, painted))
+        by_index = {index: name for name, index in class_index.items()}
+        metadata["internal-color-map"] = {"0": dict(brush_masks.BACKGROUND_ENTRY)} | {
+            str(index): {"class-name": by_index[index], "hex-color": brush_masks.class_colour(index)} for index in painted
+        }
+        return url, metadata
 
     def _class_id(self, name: str, class_map: dict[str, str], object_index: int | None = None) -> int | None:
         """The id of a class the source gave no id for, the same on every line of the output.
@@ -251,6 +302,8 @@ def _source_class_id(attributes: str | None):
 
 
 _REJECTED = object()
+_SKIPPED = object()  # an attribute with nothing left to write: left out of the line
+BRUSH_MASK = "brush_mask"  # brush regions painted into a mask PNG (written as MASK)
 
 
 def _without_none(d: dict) -> dict:
@@ -270,10 +323,12 @@ def _default_metadata(kind: str, annotation: dict) -> dict:
 
 
 
-def write_lines(rows: list[dict], ctx: WriteContext, classes: list[str]) -> Iterator[bytes]:
-    """Rows -> encoded Ground Truth lines; `classes` pins class ids (the format option)."""
+def write_lines(rows: list[dict], ctx: WriteContext, options: Any = None) -> Iterator[bytes]:
+    """Rows -> encoded Ground Truth lines; `options.classes` pins class ids, `options.mask_files`
+    paints brushes into mask PNGs (ctx.files)."""
+    classes = list(getattr(options, "classes", None) or []) if not isinstance(options, list) else options
     ids = OutputClassIds(ctx.classes)
     for row in rows:
-        line = LineWriter(row, ctx, classes, ids).line()
+        line = LineWriter(row, ctx, classes, ids, None if isinstance(options, list) else options).line()
         if line is not None:
             yield orjson.dumps(line)
