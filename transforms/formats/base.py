@@ -15,7 +15,7 @@ import posixpath
 from typing import Any, Iterable, Iterator
 
 from transforms import settings, storage
-from transforms.errors import INVALID_FIELD_TYPE, RecordError
+from transforms.errors import INVALID_FIELD_TYPE, UNKNOWN_FORMAT, RecordError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +209,19 @@ class ManifestFormat(abc.ABC):
         """Files written once beside the manifests (name -> content), from every file's
         WriteContext.summary: e.g. the labeling config matching the tasks written. None by default."""
         return {}
+
+
+class OutputFormat(ManifestFormat):
+    """A format labelbeam writes and never reads (coco, yolo, jsonl): never detected, not
+    offered by --format, and a parse of it is a coded dead letter."""
+
+    readable = False
+
+    def detect(self, sample: list[Any]) -> float:
+        return 0.0
+
+    def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
+        raise RecordError(UNKNOWN_FORMAT, f"{self.name} is written, not read")
 
 
 class UnknownFormatError(ValueError):

@@ -50,10 +50,9 @@ from pycocotools import mask as mask_utils
 from transforms import errors
 from transforms.checks.masks import ClassMasks, MaskRejected
 from transforms.checks.rle import decode_rle
-from transforms.errors import RecordError
 from transforms.formats._coco_keypoints import FREE_KEYPOINTS_CATEGORY, group_keypoints, keypoint_triples, named_points
 from transforms.formats._mask_pixels import has_mask, reader_of, refuse_mask
-from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
+from transforms.formats.base import OutputFormat, WriteContext, register
 from transforms.partitions import folder_path, folder_value, partition_values
 from transforms.settings import setting
 
@@ -603,23 +602,17 @@ def annotations_in_file(handle) -> int:
 
 
 @register
-class CocoFormat(ManifestFormat):
+class CocoFormat(OutputFormat):
     """COCO instances JSON (output only)."""
 
     name = "coco"
     extension = ".json"
     file_layout = "document"
-    readable = False
     uses_class_names = True
     partition_columns = ("split", "origin")
     required_partition_columns = ("origin",)  # predictions never share a file with ground truth
     Options = CocoOptions
 
-    def detect(self, sample: list[Any]) -> float:
-        return 0.0  # never read: COCO is an output format
-
-    def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
-        raise RecordError(errors.UNKNOWN_FORMAT, "coco is written, not read")
 
     def needs_class_names(self, options: Any) -> bool:
         return False  # category ids are given at assembly, from the names the parts carry

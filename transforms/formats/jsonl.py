@@ -13,25 +13,17 @@ from typing import Any, Iterator
 
 import orjson
 
-from transforms import errors
-from transforms.errors import RecordError
-from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
+from transforms.formats.base import OutputFormat, WriteContext, register
 
 
 @register
-class CanonicalJsonLines(ManifestFormat):
+class CanonicalJsonLines(OutputFormat):
     name = "jsonl"
     one_label_job = False  # the records as they are: every label job, each object saying its own
     extension = ".jsonl"
     file_layout = "jsonl"
-    readable = False
     partition_columns = ("split", "task")  # as records/
 
-    def detect(self, sample: list[Any]) -> float:
-        return 0.0  # never read: an output of labelbeam's own rows
-
-    def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
-        raise RecordError(errors.UNKNOWN_FORMAT, "jsonl is written, not read")
 
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         for row in rows:

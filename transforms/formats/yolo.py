@@ -39,9 +39,8 @@ from typing import Any, Callable, Iterator
 import orjson
 
 from transforms import errors
-from transforms.errors import RecordError
 from transforms.formats._mask_pixels import has_mask, refuse_mask
-from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
+from transforms.formats.base import OutputFormat, WriteContext, register
 from transforms.partitions import folder_value, partition_values
 from transforms.settings import setting
 
@@ -266,20 +265,14 @@ def assemble(documents: list[tuple[str, list[tuple[Callable[[], Any], dict]]]], 
 
 
 @register
-class YoloFormat(ManifestFormat):
+class YoloFormat(OutputFormat):
     """Ultralytics YOLO label folders (output only)."""
 
     name = "yolo"
     extension = ".txt"
     file_layout = "folder"
-    readable = False
     Options = YoloOptions
 
-    def detect(self, sample: list[Any]) -> float:
-        return 0.0  # never read: YOLO is an output format
-
-    def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
-        raise RecordError(errors.UNKNOWN_FORMAT, "yolo is written, not read")
 
     def needs_class_names(self, options: Any) -> bool:
         return False  # class ids are given at assembly, from the names the parts carry

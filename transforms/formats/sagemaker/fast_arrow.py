@@ -72,16 +72,22 @@ def normalize_block(batch, ctx: ParseContext, dates: dict) -> FastPart | None:
     if numbers.block_might_be_inexact(block):  # maybe INTEGER_TOO_LARGE: a warning the plugin writes
         return None
     try:
-        table = pj.read_json(
-            io.BytesIO(block),
-            read_options=pj.ReadOptions(use_threads=False, block_size=len(block) + 1),
-            parse_options=pj.ParseOptions(newlines_in_values=False),
-        )
-        if table.num_rows != len(raws):
-            return None
-        return _Block(batch, ctx, dates, table.combine_chunks().to_batches()[0], block).build()
+        lines = read_block(block, len(raws))
+        return None if lines is None else _Block(batch, ctx, dates, lines, block).build()
     except (_Refused, pa.ArrowException, UnicodeDecodeError):
         return None
+
+
+def read_block(block: bytes, lines: int) -> pa.RecordBatch | None:
+    """JSON lines joined by newlines -> one RecordBatch, parsed in one call by Arrow's C++
+    reader (one block, no threads: the batch is small); None when Arrow sees another number of
+    rows than `lines`. Raises what Arrow raises on text it cannot read."""
+    table = pj.read_json(
+        io.BytesIO(block),
+        read_options=pj.ReadOptions(use_threads=False, block_size=len(block) + 1),
+        parse_options=pj.ParseOptions(newlines_in_values=False),
+    )
+    return table.combine_chunks().to_batches()[0] if table.num_rows == lines else None
 
 
 @dataclasses.dataclass

@@ -13,13 +13,10 @@ lacks) is declined alone.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 
 from transforms import schema, storage
 from transforms.checks import numbers
@@ -36,6 +33,7 @@ from transforms.formats.sagemaker.fast_arrow import (
     _join_skipping_nulls,
     _json_scalar,
     _numpy,
+    read_block,
     resolved,
 )
 
@@ -70,14 +68,8 @@ class DetectionArrowPath(FastPath):
         if numbers.block_might_be_inexact(block):
             return None
         try:
-            table = pj.read_json(
-                io.BytesIO(block),
-                read_options=pj.ReadOptions(use_threads=False, block_size=len(block) + 1),
-                parse_options=pj.ParseOptions(newlines_in_values=False),
-            )
-            if table.num_rows != len(raws):
-                return None
-            return _Detections(batch, ctx, self._dates, table.combine_chunks().to_batches()[0]).part()
+            lines = read_block(block, len(raws))
+            return None if lines is None else _Detections(batch, ctx, self._dates, lines).part()
         except (_Refused, pa.ArrowException, UnicodeDecodeError, ValueError, OverflowError):
             return None
 
