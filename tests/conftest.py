@@ -194,3 +194,16 @@ def azurite_connection_string(endpoint: str, key: bool = True) -> str:
     """A connection string for Azurite's development account; without the key, anonymous."""
     secret = f"AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};" if key else ""
     return f"DefaultEndpointsProtocol=http;{secret}BlobEndpoint={endpoint}/{AZURITE_ACCOUNT};"
+
+
+@pytest.fixture(autouse=True)
+def _no_object_store_client_from_an_earlier_test():
+    """fsspec keeps one client per set of options for the life of the process; a test that runs
+    the job in process after another test changed the credentials in the environment would get
+    the earlier client (NoCredentialsError). A job runs once per process: tests start clean."""
+    import sys
+
+    for module, name in (("s3fs", "S3FileSystem"), ("gcsfs", "GCSFileSystem"), ("adlfs", "AzureBlobFileSystem")):
+        if module in sys.modules:
+            getattr(sys.modules[module], name).clear_instance_cache()
+    yield
