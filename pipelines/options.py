@@ -179,11 +179,15 @@ def parse_launch(argv: list[str]) -> Launch:
     return Launch(options, job, inputs)
 
 
-def _storage_refused(what: str, exc: BaseException) -> ConfigError:
+def _storage_refused(what: str, exc: BaseException, timeout: float | None = None) -> ConfigError:
     """One line naming why storage refused: no_credentials, access_denied, unreachable,
-    bad_option, ... (the client's own message, redacted, after it)."""
+    bad_option, ... (the client's own message, redacted, after it). An unreachable endpoint
+    names the --storage_timeout in force, whether labelbeam's deadline or the client's own
+    timeouts (sized to fit inside it) ran out first."""
     reason = storage.launch_failure_reason(exc)
     detail = storage.redact_url(f"{type(exc).__name__}: {exc}").splitlines()[0][:300] if str(exc) else type(exc).__name__
+    if reason == storage.UNREACHABLE and timeout and not isinstance(exc, storage.StorageTimeout):
+        detail += f" (--storage_timeout {timeout:g} s)"
     return ConfigError(f"storage refused {what} ({reason}): {detail}")
 
 
@@ -258,7 +262,7 @@ def _expand_folders(job: JobConfig) -> JobConfig:
         try:
             files = storage.within_deadline(lambda pattern=pattern: _folder_files(pattern, job.storage), job.storage_timeout, f"listing {shown}")
         except Exception as exc:  # noqa: BLE001 - a storage error at launch is one line, with its reason
-            raise _storage_refused(f"listing {shown}", exc) from None
+            raise _storage_refused(f"listing {shown}", exc, job.storage_timeout) from None
         if files is None:
             expanded.append(pattern)
         elif not files:
@@ -283,7 +287,7 @@ def _check_inputs(job: JobConfig) -> tuple[tuple[str, int], ...]:
         except storage.NotRegularFile as exc:
             raise ConfigError(f"input {exc}; give files or glob patterns of files") from None
         except Exception as exc:  # noqa: BLE001 - a storage error at launch is one line too
-            raise _storage_refused(f"listing {shown}", exc) from None
+            raise _storage_refused(f"listing {shown}", exc, job.storage_timeout) from None
         if not matched:
             raise ConfigError(f"no input file matches {shown}")
         listed.update((url, size) for url, size in matched)
@@ -311,7 +315,7 @@ def _check_output(job: JobConfig) -> None:
     except FileNotFoundError:
         raise ConfigError(f"--output bucket {shown} does not exist; create it first (labelbeam never creates buckets)") from None
     except Exception as exc:  # noqa: BLE001 - one line naming the reason
-        raise _storage_refused(f"--output {shown}", exc) from None
+        raise _storage_refused(f"--output {shown}", exc, job.storage_timeout) from None
 
 
 # The options most runs use, shown first by --help (the rest follow in declaration order).

@@ -325,3 +325,16 @@ def test_access_denied_at_launch_is_named(denying_endpoint, credentials, tmp_pat
     (tmp_path / "a.manifest").write_text(LINE + "\n")
     message = _refusal(["--input", str(tmp_path / "a.manifest"), "--output", "s3://denied/out", _s3_options(denying_endpoint), "--storage_timeout=10"])
     assert "(access_denied)" in message
+
+
+def test_a_client_timeout_names_the_storage_timeout_like_the_deadline_does():
+    """Whichever runs out first at launch, the client's read timeout (sized to fit inside the
+    limit) or labelbeam's own deadline, the refusal names the limit the user can raise."""
+    from botocore.exceptions import ReadTimeoutError
+
+    from pipelines.options import _storage_refused
+
+    by_client = str(_storage_refused("listing s3://b/k", ReadTimeoutError(endpoint_url="http://127.0.0.1:1/b/k"), 2))
+    by_deadline = str(_storage_refused("listing s3://b/k", storage.StorageTimeout("no answer from storage within 2 s (listing); --storage_timeout sets the limit"), 2))
+    for message in (by_client, by_deadline):
+        assert "(unreachable)" in message and "2 s" in message and message.count("2 s") == 1
