@@ -443,7 +443,7 @@ def test_writer_gives_one_importable_task_per_row():
 
 
 def test_rows_of_other_formats_write_as_label_studio():
-    from transforms.formats._label_studio_regions import rectangle_corners
+    from transforms.formats.label_studio import rectangle_corners
 
     pixels = rectangle_corners(10, 20, 30, 25, 30, 200, 100)
     turned = [c / (200 if i % 2 == 0 else 100) for i, c in enumerate(pixels)]

@@ -27,7 +27,7 @@ from transforms.checks.masks import ClassMasks, MaskRejected
 from transforms.checks.rle import encode_mask
 from transforms.dates import format_timestamp, parse_timestamp
 from transforms.errors import RecordError
-from transforms.formats import _label_studio_regions as regions
+from transforms.formats.label_studio import regions
 from transforms.formats._mask_pixels import has_mask, reader_of, refuse_mask
 from transforms.formats.base import (
     ManifestFormat,
