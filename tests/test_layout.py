@@ -4,7 +4,8 @@ The layers (docs/architecture.md, "The layers"): every module under transforms/ 
 is Beam-free (formats, checks, fast paths, file checks, judging, statistics, settings, ...) and
 tested without a pipeline; transforms/stages/ only wires them into Beam, so its modules are
 short and define nothing but PTransforms, DoFns, CombineFns and coders; pipelines/ may import
-both.
+both. The formats are the bottom of the Beam-free layer: apart from each other, below the cores
+that call them, and named by no stage (docs/architecture.md, "The layers").
 """
 
 from __future__ import annotations
@@ -140,3 +141,70 @@ def test_pipelines_may_import_both_layers():
     imported = set(_imports(ast.parse((REPO / "pipelines" / "normalize_manifests.py").read_text())))
     assert any(m.startswith("transforms.stages") for m in imported)
     assert any(m in ("transforms.file_checks", "transforms") for m in imported)
+
+
+# ---- the formats: one package (or module) each, below the cores, apart from each other -------
+
+FORMATS = REPO / "transforms" / "formats"
+# what every format may share: the plugin contract and the helpers of several writers
+SHARED_FORMAT_MODULES = ("transforms.formats.base", "transforms.formats.values", "transforms.formats._mask_pixels")
+# the Beam-free cores that call the formats (parse, write, judge, count): a format never reaches up
+ABOVE_THE_FORMATS = (
+    "transforms.normalizer", "transforms.output_files", "transforms.file_checks", "transforms.judging",
+    "transforms.statistics", "transforms.dedupe", "transforms.split_rules", "transforms.logs",
+)
+FORMAT_SOURCES = sorted(p for p in FORMATS.rglob("*.py") if p.name != "__init__.py" or p.parent != FORMATS)
+
+
+def _format_of(path: Path) -> str:
+    """transforms/formats/coco/read.py -> 'transforms.formats.coco'; yolo.py -> '...yolo'."""
+    first = path.relative_to(FORMATS).parts[0]
+    return f"transforms.formats.{first.removesuffix('.py')}"
+
+
+@pytest.mark.parametrize("path", FORMAT_SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_a_format_imports_no_other_format_and_no_core_above_it(path):
+    """Formats meet only in canonical rows: a format imports its own package, the shared
+    helpers and the modules below (schema, errors, checks, settings, storage, json_array, ...)."""
+    own = _format_of(path)
+    imported = set(_imports(ast.parse(path.read_text())))
+    other_formats = {
+        m for m in imported
+        if m.startswith("transforms.formats") and m != "transforms.formats"
+        and not (m == own or m.startswith(own + ".")) and m not in SHARED_FORMAT_MODULES
+    }
+    assert not other_formats, f"{path.name} imports another format: {sorted(other_formats)}"
+    assert not {m for m in imported if m.startswith(ABOVE_THE_FORMATS)}
+
+
+@pytest.mark.parametrize("path", sorted(list(STAGES.glob("*.py")) + list((REPO / "pipelines").rglob("*.py"))), ids=lambda p: str(p.relative_to(REPO)))
+def test_stages_and_the_driver_ask_the_registry_not_a_format(path):
+    """The read, normalize and write stages and the driver name no format: they ask
+    `get_format(name)` what it declares, so a new format changes none of them."""
+    imported = set(_imports(ast.parse(path.read_text())))
+    named = {m for m in imported if m.startswith("transforms.formats.") and m not in SHARED_FORMAT_MODULES}
+    assert not named, f"{path.name} imports a format by name: {sorted(named)}"
+
+
+@pytest.mark.parametrize("package", sorted(p.parent for p in FORMATS.glob("*/__init__.py")), ids=lambda p: p.name)
+def test_a_format_package_registers_its_format_and_names_what_it_exports(package):
+    """A package is one format: importing it registers the format whose module is inside it,
+    and its __init__ says which names other modules and tests may use (__all__)."""
+    from transforms.formats.base import format_names, get_format
+
+    module = importlib.import_module(f"transforms.formats.{package.name}")
+    registered = [name for name in format_names() if type(get_format(name)).__module__.startswith(module.__name__ + ".")]
+    assert len(registered) == 1, registered
+    assert module.__all__ and all(hasattr(module, name) for name in module.__all__)
+
+
+def test_the_walk_through_a_new_format_names_files_that_exist():
+    """docs/architecture.md "Where a new thing goes": every path the walk names is there."""
+    import re
+
+    text = (REPO / "docs" / "architecture.md").read_text()
+    walk = text[text.index("## Where a new thing goes"):]
+    walk = walk[: walk.index("- **A faster way to read a format**")]
+    named = set(re.findall(r"\b((?:transforms|tests|docs|configs|samples|pipelines)/[\w./-]*\w/?)", walk))
+    assert {"transforms/formats/yolo.py", "tests/test_format_yolo.py", "tests/test_format_contract.py"} <= named
+    assert [path for path in sorted(named) if not (REPO / path).exists()] == []
