@@ -128,7 +128,8 @@ def test_every_registered_format_has_a_contract_entry_and_every_reader_samples()
 def test_a_format_registered_without_entry_or_samples_fails_the_contract():
     """The check above is not vacuous: a format the contract has never heard of, reading and
     without samples, is named twice."""
-    assert contract_gaps([*FORMATS, "cvat"], [*input_format_names(), "cvat"]) == [
+    gaps = contract_gaps([*FORMATS, "cvat"], [*input_format_names(), "cvat"])
+    assert [gap for gap in gaps if gap.startswith("cvat")] == [
         "cvat: no entry in CONTRACT", "cvat: reads, and samples/cvat/ holds no manifest",
     ]
 
