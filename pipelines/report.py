@@ -152,6 +152,10 @@ def output_entries(counters: dict, outputs: list[str], totals: dict, staging: st
             if "objects_landed" in c:
                 entry["objects"]["landed"] = int(c["objects_landed"])
         problems = []
+        if "images" in c:  # --copy_images: images copied beside the labels, and those published whole
+            entry["images"] = {key: int(c["images"].get(key, 0)) for key in ("copied", "landed", "bytes")}
+            if entry["images"]["landed"] != entry["images"]["copied"]:
+                problems.append(f"{entry['images']['landed']} copied images in its files with their size, {entry['images']['copied']} copied")
         if "landed" in entry.get("objects", {}) and entry["objects"]["landed"] != entry["objects"]["written"]:
             problems.append(f"{entry['objects']['landed']} objects in its files, {entry['objects']['written']} written")
         if given != expected:
