@@ -245,7 +245,7 @@ class _FinalizeFilesFn(beam.DoFn):
         if any(not fs.exists(self._storage.fs(temp)[1]) for items in parts.values() for temp, _ in items):
             if folder:
                 root = self._storage.fs(self._root)[1].rstrip("/")
-                finals = {path[len(root) + 1:]: storage.join(self._root, path[len(root) + 1:]) for path in sorted(fs.find(root)) if f"/{TMP_DIR}/" not in path}
+                finals = {path[len(root) + 1:]: storage.join(self._root, path[len(root) + 1:]) for path in sorted(fs.find(root)) if f"/{TMP_DIR}/" not in path and f"/{image_copies.IMAGES_FOLDER}/" not in path[len(root):]}
             missing = [final for final in finals.values() if not fs.exists(self._storage.fs(final)[1])]
             if missing or not finals:
                 raise FileNotFoundError(f"the parts of {(missing or [self._root])[0]} are gone and it was never written")
