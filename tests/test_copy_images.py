@@ -71,12 +71,13 @@ def test_copies_are_streamed_and_what_cannot_be_copied_is_refused_with_its_code(
     out = tmp_path / "out"
     files = BundleFiles(str(out), str(out / ".tmp"), storage.Storage(), {}, published_root=str(out))
     copies = image_copies.ImageCopies(storage.Storage(), str(out), allowed_roots=(), concurrency=4)
-    rows = [_row(str(big), manifest), _row("b/cam.png", manifest), _row(str(big), manifest), _row("a/gone.png", manifest), _row(str(outside), manifest), _row("s3://x:y@b/k.png", manifest)]
+    rows = [_row(str(big), manifest), _row("b/cam.png", manifest), _row(str(big), manifest), _row("a/gone.png", manifest), _row(str(outside), manifest), _row("s3://x:y@b/k.png", manifest), _row("../elsewhere/x.png", manifest)]
     refused = copies.copy(rows, files)
     assert [(row["record_id"], code) for row, code, _ in refused] == [
-        (str(outside), errors.IMAGE_COPY_REFUSED), ("s3://x:y@b/k.png", errors.IMAGE_COPY_REFUSED), ("a/gone.png", errors.IMAGE_COPY_FAILED),
+        (str(outside), errors.IMAGE_COPY_REFUSED), ("s3://x:y@b/k.png", errors.IMAGE_COPY_REFUSED), ("../elsewhere/x.png", errors.IMAGE_COPY_REFUSED),
+        ("a/gone.png", errors.IMAGE_COPY_FAILED),
     ]
-    assert "not_found" in refused[2][2] and "x:y" not in refused[1][2]  # why, without the credentials
+    assert "not_found" in refused[3][2] and "x:y" not in refused[1][2]  # why, without the credentials
     copied = files.summary[image_copies.COPIED]
     expected = {image_copies.copy_name(str(source), "train"): source for source in (big, data / "b" / "cam.png")}
     assert sorted(copied) == sorted(expected) and len(expected) == 2  # two cam.png, two names
@@ -282,3 +283,17 @@ def test_local_images_are_copied_to_an_output_on_s3(aws_env, tmp_path):
     assert sorted(fs.cat_file(f"to-bucket/out/manifests/coco/images/train/{image['file_name']}") for image in document["images"] if "sky" not in image["file_name"]) == sources
     stems = {path.rsplit("/", 1)[1].rsplit(".", 1)[0] for path in fs.find("to-bucket/out/manifests/yolo/labels")}
     assert stems == {path.rsplit("/", 1)[1].rsplit(".", 1)[0] for path in fs.find("to-bucket/out/manifests/yolo/images")}
+
+
+def test_an_image_read_short_of_its_listed_size_is_refused_and_leaves_no_partial_copy(tmp_path, monkeypatch):
+    from fsspec.implementations.local import LocalFileSystem
+
+    source = _png(tmp_path / "data" / "a.png", (200, 200))
+    real_size = LocalFileSystem.size
+    monkeypatch.setattr(LocalFileSystem, "size", lambda self, path: real_size(self, path) + (1000 if path.endswith("/a.png") else 0))
+    out = tmp_path / "out"
+    files = BundleFiles(str(out), str(out / ".tmp"), storage.Storage(), {}, published_root=str(out))
+    copies = image_copies.ImageCopies(storage.Storage(), str(out), allowed_roots=None)
+    refused = copies.copy([_row(str(source), str(tmp_path / "data" / "m.json"))], files)
+    assert [code for _, code, _ in refused] == [errors.IMAGE_COPY_FAILED] and "bytes read" in refused[0][2]
+    assert files.summary[image_copies.COPIED] == {} and not [p for p in out.rglob("*") if p.is_file()]
