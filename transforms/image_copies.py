@@ -73,7 +73,7 @@ class ImageCopies:
         # where the copies are published, spelled as references are (a local folder absolute)
         self.folder = f"{output_base(published_root)}/{IMAGES_FOLDER}"
         self._copy_of: dict[int, tuple[str, dict]] = {}  # id(row) -> (its copy's name, its image as read)
-        self._users: dict[str, int] = {}  # name -> rows of this file that point at it
+        self._users: dict[tuple[int, str], int] = {}  # (id of a file's BundleFiles, name) -> its rows that point at it
 
     def __getstate__(self):
         return {**self.__dict__, "_copy_of": {}, "_users": {}}
@@ -122,7 +122,7 @@ class ImageCopies:
             for row in users:
                 self._copy_of[id(row)] = (name, row["image"])
                 row["image"] = dict(row["image"], uri=self.url(name))
-            self._users[name] = self._users.get(name, 0) + len(users)
+            self._users[id(files), name] = self._users.get((id(files), name), 0) + len(users)
         return refused
 
     def withdraw(self, rows: list[dict], files: Any) -> None:
@@ -133,14 +133,17 @@ class ImageCopies:
             if name is None:
                 continue
             row["image"] = image  # its refusal names the image as read
-            self._users[name] -= 1
-            if self._users[name] == 0 and files.summary.get(COPIED, {}).pop(name, None) is not None:
+            self._users[id(files), name] -= 1
+            if self._users[id(files), name] == 0 and files.summary.get(COPIED, {}).pop(name, None) is not None:
                 fs, path = files.target(name)
                 fs.rm(path)
 
-    def forget(self) -> None:
-        """The batch is written: row identities are not kept past it."""
+    def forget(self, files: Any = None) -> None:
+        """The batch is written: row identities are not kept past it; `files` closed: nor its
+        count of rows per copy (this object lives as long as its worker)."""
         self._copy_of = {}
+        if files is not None:
+            self._users = {key: count for key, count in self._users.items() if key[0] != id(files)}
 
     def _copy_one(self, uri: str, source_fs, source: str, target_fs, target: str) -> int | _NotCopied:
         """One image streamed to its target -> the bytes copied, or why not (the target removed).

@@ -312,6 +312,8 @@ class _ManifestFile:
         self.count += 1
 
     def close(self) -> None:
+        if self.copies is not None and self._files is not None:
+            self.copies.forget(self._files)
         if self.document is not None:
             self.document.close()  # notes in the summary what the finalize step's assembly needs
         if self.array:
