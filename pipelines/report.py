@@ -323,7 +323,9 @@ def describe(summary: dict, where: str) -> str:
                 parts = [f"{objects['refused']} refused alone"] if objects.get("refused") else []
                 parts += [f"{objects['other_jobs']} of other label jobs (--label_attribute)"] if objects.get("other_jobs") else []
                 refused += f"; objects: {', '.join(parts)}"
-            lines.append(f"  {name}: {entry['landed']} written in {entry['files']} file(s){refused}")
+            images = entry.get("images")
+            copied = f" ({images['landed']} of them images copied beside the labels)" if images else ""
+            lines.append(f"  {name}: {entry['landed']} written in {entry['files']} file(s){copied}{refused}")
     if totals["dead_letters_by_code"]:
         codes = ", ".join(f"{code} {n}" for code, n in totals["dead_letters_by_code"].items())
         lines.append(f"  dead letters by code: {codes} -> {storage.join(where, 'errors')}")
