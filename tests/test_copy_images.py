@@ -36,6 +36,7 @@ def test_copy_names_are_stable_unique_per_source_and_keep_the_stem():
     assert yolo.image_stem(first) == first.rsplit("/", 1)[1][: -len(".jpg")]  # a label file pairs with it
     assert image_copies.copy_name("/data/x.png", None).startswith(f"images/{NULL_FOLDER}/x__")  # the split's folder name, as partitions spell it
     assert image_copies.copy_name("https://h/a/photo?sig=1/2", "val").startswith("images/val/photo__")
+    assert image_copies.copy_name("s3://b/day1/cam.jpg", "train", by_split=False) == "images/" + first.rsplit("/", 1)[1]  # one document for every split
     assert not image_copies.copy_name("/d/odd.j p g", "t").endswith(" p g")  # no extension a file system dislikes
 
 
@@ -44,6 +45,7 @@ def test_references_to_copies_are_written_as_each_format_reads_them():
     plain = References(["s3://in=gs://in"], None)
     assert plain.for_copies(folder, "split").rewrite(f"{folder}/train/a__1.png") == "a__1.png"  # COCO's file_name
     assert plain.for_copies(folder, "output").rewrite(f"{folder}/train/a__1.png") == "./images/train/a__1.png"  # YOLO's lists
+    assert plain.for_copies(folder, "split").rewrite(f"{folder}/a__1.png") == "a__1.png"  # images/ not per split
     assert plain.for_copies(folder, None).rewrite(f"{folder}/train/a__1.png") == f"{folder}/train/a__1.png"
     assert plain.for_copies(folder, "split").rewrite("s3://in/masks/m.png") == "gs://in/masks/m.png"  # other references as before
     with pytest.raises(ValueError):

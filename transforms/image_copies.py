@@ -10,7 +10,9 @@ the committed bundles' copies to their names and counts them like every publishe
 and sha256, read again by the driver before it publishes); `landed` compares them with what
 the bundles copied.
 
-Names: `images/<split>/<stem>__<10 hex of blake2b(source URL)><ext>`. The hash makes two
+Names: `images/<split>/<stem>__<10 hex of blake2b(source URL)><ext>` (`images/<stem>__...`
+when the format's files are not per split, so a reference relative to the folder of its
+document's images stays unambiguous). The hash makes two
 images of one file name (`day1/cam.jpg`, `day2/cam.jpg`) two files, decided by each row alone
 (bundles copy in parallel, none sees the others' names) and the same on every run; records of
 one image share its copy. The stem is what a YOLO label file is named after, so label and
@@ -30,6 +32,7 @@ labels is taken back (`withdraw`): YOLO reads an image without a label file as b
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import hashlib
 import posixpath
 import re
@@ -48,12 +51,14 @@ COPIED = "images_copied"  # a file summary's key: {name under the format's folde
 _EXTENSION = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 
 
-def copy_name(uri: str, split: Any) -> str:
-    """Where an image is copied under the format's folder: images/<split>/<stem>__<hash><ext>."""
+def copy_name(uri: str, split: Any, by_split: bool = True) -> str:
+    """Where an image is copied under the format's folder: images/<split>/<stem>__<hash><ext>
+    (images/<stem>__<hash><ext> when the format's files are not per split)."""
     name = posixpath.basename(uri.split("?", 1)[0].replace("\\", "/").rstrip("/"))
     extension = "." + name.rsplit(".", 1)[1] if "." in name[1:] else ""
     digest = hashlib.blake2b(uri.encode(), digest_size=5).hexdigest()
-    return f"{IMAGES_FOLDER}/{folder_value(split)}/{image_stem(uri)}__{digest}{extension if _EXTENSION.match(extension) else ''}"
+    folder = f"{IMAGES_FOLDER}/{folder_value(split)}" if by_split else IMAGES_FOLDER
+    return f"{folder}/{image_stem(uri)}__{digest}{extension if _EXTENSION.match(extension) else ''}"
 
 
 class _NotCopied(Exception):
@@ -74,6 +79,14 @@ class ImageCopies:
         self.folder = f"{output_base(published_root)}/{IMAGES_FOLDER}"
         self._copy_of: dict[int, tuple[str, dict]] = {}  # id(row) -> (its copy's name, its image as read)
         self._users: dict[tuple[int, str], int] = {}  # (id of a file's BundleFiles, name) -> its rows that point at it
+        self.by_split = True  # images/<split>/: the format's files are per split
+
+    def per_split(self, by_split: bool) -> "ImageCopies":
+        """This copier for a format whose files are (or, with --manifest_partition_by
+        leaving split out, are not) one per split: images/<split>/ or one images/ folder."""
+        chosen = copy.copy(self)
+        chosen.by_split = by_split
+        return chosen
 
     def __getstate__(self):
         return {**self.__dict__, "_copy_of": {}, "_users": {}}
@@ -97,7 +110,7 @@ class ImageCopies:
             if why is not None:
                 refused.append((row, errors.IMAGE_COPY_REFUSED, f"{why[1]} ({why[0]})"))
                 continue
-            wanted.setdefault(copy_name(uri, row.get("split")), (uri, []))[1].append(row)
+            wanted.setdefault(copy_name(uri, row.get("split"), self.by_split), (uri, []))[1].append(row)
         outcomes: dict[str, int | _NotCopied] = {}
         todo = []
         for name, (uri, _) in wanted.items():

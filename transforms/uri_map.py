@@ -98,9 +98,10 @@ class References:
 
     def for_copies(self, folder: str, how: str | None) -> "References":
         """These rules, plus: a reference to a copy under `folder` (the published images/
-        folder, `<folder>/<split>/<name>`) is written as `<name>` (how "split": COCO's
-        file_name, relative to its split's image folder) or `./images/<split>/<name>` (how
-        "output": relative to the format's folder, as YOLO's lists are); how None: as it is."""
+        folder, `<folder>/<split>/<name>`, or `<folder>/<name>` when not per split) is written as
+        `<name>` (how "split": COCO's file_name, relative to its split's image folder) or
+        `./images/<split>/<name>` (how "output": relative to the format's folder, as YOLO's
+        lists are); how None: as it is."""
         if how is None:
             return self
         if how not in ("split", "output"):

@@ -434,7 +434,7 @@ class WriteManifests(beam.PTransform):
         super().__init__()
         fmt = get_format(format_name)
         self._label_attributes = tuple(label_attributes)
-        self._copies = copies  # --copy_images: each image copied beside the labels, referenced as the format reads copies
+        # --copy_images: each image copied beside the labels, referenced as the format reads copies
         self._references = (references or References()).for_copies(copies.folder, fmt.copied_image_reference) if copies else references
         self._class_names = class_names  # RereadRecords' classes, else collected from the input
         self._root = root
@@ -444,6 +444,7 @@ class WriteManifests(beam.PTransform):
         # files beside the manifests (mask PNGs) refer to where `root` is published (a staged run: under --output)
         self._files = functools.partial(BundleFiles, root, storage.join(root, TMP_DIR), self._storage, published_root=published_root or root, references=references)
         self._columns = fmt.manifest_partitions(partition_by)
+        self._copies = copies.per_split("split" in self._columns) if copies else None
         self._layout = fmt.file_layout
         self._classes = fmt.needs_class_names(self._options)
         # writers that write a mask's pixels open it with the job's storage and mask policy
