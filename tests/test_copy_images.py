@@ -296,6 +296,10 @@ def test_an_image_read_short_of_its_listed_size_is_refused_and_leaves_no_partial
     out = tmp_path / "out"
     files = BundleFiles(str(out), str(out / ".tmp"), storage.Storage(), {}, published_root=str(out))
     copies = image_copies.ImageCopies(storage.Storage(), str(out), allowed_roots=None)
-    refused = copies.copy([_row(str(source), str(tmp_path / "data" / "m.json"))], files)
-    assert [code for _, code, _ in refused] == [errors.IMAGE_COPY_FAILED] and "bytes read" in refused[0][2]
-    assert files.summary[image_copies.COPIED] == {} and not [p for p in out.rglob("*") if p.is_file()]
+    good = _png(tmp_path / "data" / "b.png", seed=1)
+    manifest = str(tmp_path / "data" / "m.json")
+    refused = copies.copy([_row(str(source), manifest), _row("nosuchstore://bucket/c.png", manifest), _row(str(good), manifest)], files)
+    assert [(row["record_id"], code) for row, code, _ in refused] == [(str(source), errors.IMAGE_COPY_FAILED), ("nosuchstore://bucket/c.png", errors.IMAGE_COPY_FAILED)]
+    assert "bytes read" in refused[0][2]  # a store that no client opens, or a short read: the record's failure
+    assert list(files.summary[image_copies.COPIED]) == [image_copies.copy_name(str(good), "train")]
+    assert [p.name for p in out.rglob("*") if p.is_file()] == [Path(image_copies.copy_name(str(good), "train")).name]  # no partial copy

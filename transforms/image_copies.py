@@ -124,7 +124,7 @@ class ImageCopies:
             todo.append((name, uri, *source, *files.target(name)))
         if todo:
             with concurrent.futures.ThreadPoolExecutor(min(self.concurrency, len(todo)), thread_name_prefix="labelbeam-copy") as pool:
-                outcomes = dict(zip((item[0] for item in todo), pool.map(lambda item: self._copy_one(*item[1:]), todo)))
+                outcomes.update(zip((item[0] for item in todo), pool.map(lambda item: self._copy_one(*item[1:]), todo)))
         for name, (_, users) in wanted.items():
             outcome = outcomes.get(name)
             if isinstance(outcome, _NotCopied):
