@@ -7,7 +7,7 @@
       storage:  {s3: {endpoint_url: ...}}  # fsspec options, flat or keyed by protocol
       validate: {profile, masks, probe_images, mask: {...}, io_concurrency}
       split:    {ratios, salt, by, group, keep_input}
-      write:    {formats: [sagemaker, ...], partition_by, manifest_partition_by, label_attribute, uri_map, relative_output}
+      write:    {formats: [sagemaker, ...], partition_by, manifest_partition_by, label_attribute, uri_map, relative_output, copy_images}
       formats:  {sagemaker: {...}, azure_automl: {...}, label_studio: {...}}   # each format's own
 
 Every field is declared once with `transforms.settings.setting`: its type, default, bounds, help
@@ -72,6 +72,7 @@ class WriteConfig:
     manifest_partition_by: list[str] | None = setting(None, help="partition folders of manifests/ when they differ from partition_by; a format whose files cannot mix a column adds it (azure_automl: task, coco: origin)", flag="manifest_partition_by", parse=partitions.parse_partition_by, choices=tuple(partitions.KEYS))
     uri_map: list[str] = setting([], help="FROM=TO: image and mask references that start with FROM (whole path segments; the longest FROM wins) are written with TO instead, in every manifest format; may repeat (records/ keep the references as read)", flag="uri_map", parse=parse_uri_map)
     relative_output: str | None = setting(None, help="a folder (path or URL): image and mask references under it are written relative to it in every manifest format, after uri_map; others stay absolute", flag="relative_output")
+    copy_images: bool = setting(False, help="copy each record's image beside the labels of every manifest format, under manifests/<format>/images/<split>/, and write references to the copies (coco: file_name relative to images/<split>/; yolo: images/<split>/ beside labels/<split>/); an image outside the allowed roots or unreadable refuses its record in that output (docs/formats.md, Copied images)", flag="copy_images")
 
     def records_partitions(self) -> tuple[str, ...]:
         return partitions.RECORDS_DEFAULT if self.partition_by is None else tuple(self.partition_by)

@@ -47,6 +47,7 @@ from transforms import errors, file_checks, storage
 from transforms.checks.masks import MaskPolicy
 from transforms.file_checks import FileCheckConfig
 from transforms.formats.base import get_format
+from transforms.image_copies import ImageCopies
 from transforms.stages.accounting import COUNTERS_FILE, LEDGER, WriteCounters
 from transforms.stages.check_files import CheckFiles
 from transforms.stages.dedupe import ResolveDuplicates
@@ -155,6 +156,7 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
             mask_policy=mask_policy(job),
             references=references,
             published_root=storage.join(job.output, "manifests", name),
+            copies=ImageCopies(store, storage.join(job.output, "manifests", name), allowed_roots(job), job.validate.io_concurrency, job.read.relative_to) if job.write.copy_images else None,
         )
         ledgers += manifests[LEDGER]
         refused = tuple(manifests[errors.DEAD_LETTERS]) | f"WriteRefused[{name}]" >> WriteDeadLetters(

@@ -152,6 +152,10 @@ def output_entries(counters: dict, outputs: list[str], totals: dict, staging: st
             if "objects_landed" in c:
                 entry["objects"]["landed"] = int(c["objects_landed"])
         problems = []
+        if "images" in c:  # --copy_images: images copied beside the labels, and those published whole
+            entry["images"] = {key: int(c["images"].get(key, 0)) for key in ("copied", "landed", "bytes")}
+            if entry["images"]["landed"] != entry["images"]["copied"]:
+                problems.append(f"{entry['images']['landed']} copied images in its files with their size, {entry['images']['copied']} copied")
         if "landed" in entry.get("objects", {}) and entry["objects"]["landed"] != entry["objects"]["written"]:
             problems.append(f"{entry['objects']['landed']} objects in its files, {entry['objects']['written']} written")
         if given != expected:
@@ -319,7 +323,9 @@ def describe(summary: dict, where: str) -> str:
                 parts = [f"{objects['refused']} refused alone"] if objects.get("refused") else []
                 parts += [f"{objects['other_jobs']} of other label jobs (--label_attribute)"] if objects.get("other_jobs") else []
                 refused += f"; objects: {', '.join(parts)}"
-            lines.append(f"  {name}: {entry['landed']} written in {entry['files']} file(s){refused}")
+            images = entry.get("images")
+            copied = f" ({images['landed']} of them images copied beside the labels)" if images else ""
+            lines.append(f"  {name}: {entry['landed']} written in {entry['files']} file(s){copied}{refused}")
     if totals["dead_letters_by_code"]:
         codes = ", ".join(f"{code} {n}" for code, n in totals["dead_letters_by_code"].items())
         lines.append(f"  dead letters by code: {codes} -> {storage.join(where, 'errors')}")

@@ -164,20 +164,10 @@ class FileChecker:
 
     def _allowed(self, row: dict, uri: str, findings: list) -> bool:
         """Whether `uri` may be opened; a finding (and no I/O at all) when not."""
-        problem = storage.reference_problem(uri)
-        if problem is not None:
-            shown = storage.redact_url(uri).encode("unicode_escape").decode("ascii")[:300]
-            findings.append((errors.REFERENCE_INVALID, f"{shown}: {problem}; not opened"))
-            return False
-        roots = self.config.allowed_roots
-        if roots is None:
-            return True
-        manifest = (row.get("source") or {}).get("uri") or ""
-        own = storage.default_root(manifest)
-        if storage.within_roots(uri, (*roots, own) if own else roots):
-            return True
-        findings.append((errors.REFERENCE_OUTSIDE_ROOTS, f"{storage.redact_url(uri)}{OUTSIDE_ROOTS_HINT}"))
-        return False
+        refused = not_to_open(uri, (row.get("source") or {}).get("uri") or "", self.config.allowed_roots)
+        if refused is not None:
+            findings.append(refused)
+        return refused is None
 
     def _probe_image(self, image: dict, findings: list) -> bool:
         """Probe the header; fill width/height/format the manifest lacks. True if any was filled."""
@@ -286,6 +276,22 @@ class FileChecker:
                 raise
             message = storage.redact_url(f"{reason}: {type(exc).__name__}: {exc}")[:500]
             raise masks.MaskRejected(errors.FILE_UNREADABLE, message) from None
+
+
+def not_to_open(uri: str, manifest: str, roots: tuple[str, ...] | None) -> tuple[str, str] | None:
+    """Why a referenced file may not be opened, as (code, message), or None when it may: a
+    reference invalid as written, or outside every allowed root and its manifest's own root
+    (`roots` None: anything may be opened). The file checks and the image copies ask this."""
+    problem = storage.reference_problem(uri)
+    if problem is not None:
+        shown = storage.redact_url(uri).encode("unicode_escape").decode("ascii")[:300]
+        return errors.REFERENCE_INVALID, f"{shown}: {problem}; not opened"
+    if roots is None:
+        return None
+    own = storage.default_root(manifest)
+    if storage.within_roots(uri, (*roots, own) if own else roots):
+        return None
+    return errors.REFERENCE_OUTSIDE_ROOTS, f"{storage.redact_url(uri)}{OUTSIDE_ROOTS_HINT}"
 
 
 def _declared_pixels(data: bytes) -> int:

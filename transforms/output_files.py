@@ -159,16 +159,22 @@ class BundleFiles:
         self.references = references
 
     def write(self, name: str, content: bytes) -> str:
-        fs, path = self.store.fs(storage.join(self.temp, name))
-        fs.makedirs(storage.parent(path), exist_ok=True)
+        fs, path = self.target(name)
         with fs.open(path, "wb") as handle:
             handle.write(content)
+        url = storage.join(self.published_root, name)
+        return self.references.rewrite(url) if self.references is not None else url
+
+    def target(self, name: str) -> tuple[Any, str]:
+        """(filesystem, path) the file published as `name` is written to now (e.g. streamed
+        there by transforms/image_copies.py); its top folder is published with the manifests."""
+        fs, path = self.store.fs(storage.join(self.temp, name))
+        fs.makedirs(storage.parent(path), exist_ok=True)
         self.summary[BESIDE_TEMP] = self.temp
         folders = self.summary.setdefault(BESIDE_FOLDERS, [])
         if name.split("/", 1)[0] not in folders:
             folders.append(name.split("/", 1)[0])
-        url = storage.join(self.published_root, name)
-        return self.references.rewrite(url) if self.references is not None else url
+        return fs, path
 
 
 def publish_files_beside(fs, root: str, beside: list[tuple[dict, str]], published: dict[str, dict]) -> tuple[int, int]:
@@ -201,8 +207,9 @@ def publish_files_beside(fs, root: str, beside: list[tuple[dict, str]], publishe
 class _ManifestFile:
     """Record batches -> one manifest file of a format; rows it cannot represent -> dead letters."""
 
-    def __init__(self, handle, format_name: str, options: Any, classes: list[str] | None = None, masks: Any = None, label_attributes: tuple[str, ...] = (), references: References | None = None, files: Any = None):
+    def __init__(self, handle, format_name: str, options: Any, classes: list[str] | None = None, masks: Any = None, label_attributes: tuple[str, ...] = (), references: References | None = None, files: Any = None, copies: Any = None):
         self.handle = handle
+        self.copies = copies  # --copy_images: transforms/image_copies.ImageCopies
         self._files_factory = files  # (summary) -> BundleFiles, for writers that write files beside
         self._files = None
         self.masks = masks
@@ -229,11 +236,16 @@ class _ManifestFile:
         self._pending: dict[int, tuple[dict, list[int]]] = {}
         rows = self._one_job_each(schema.batch_rows(batch))
         self.objects_given += sum(len(row.get("objects") or ()) for row in rows)
+        not_copied = []
+        if self.copies is not None:  # each image streamed beside the labels, the row pointed at its copy
+            not_copied = self.copies.copy(rows, self._beside())
+            refused_ids = {id(row) for row, _, _ in not_copied}
+            rows = [row for row in rows if id(row) not in refused_ids]
         masks = self.masks
         if self.references is not None:  # written references rewritten; masks read where the checks read them
             masks = masks.with_sources(rows) if masks is not None else None
             self.references.apply(rows)
-        ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=masks, files=self._beside())
+        ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=masks, files=self._beside(), rejected=list(not_copied))
         if self.document is not None:
             self.document.write(rows, ctx)  # refuses what it cannot write, row by row
             self.count = self.document.count
@@ -242,7 +254,7 @@ class _ManifestFile:
         try:
             elements = list(self.format.write(rows, ctx))  # one call per batch
         except Exception:  # noqa: BLE001 - find the row that broke the writer: it alone is refused
-            ctx, elements = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=self.masks, files=self._beside()), []
+            ctx, elements = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=self.masks, files=self._beside(), rejected=list(not_copied)), []
             for row in rows:
                 try:
                     elements.extend(self.format.write([row], ctx))
@@ -275,6 +287,9 @@ class _ManifestFile:
     def _letters(self, ctx: WriteContext) -> list[dict]:
         """The rows and the objects this file refused, as refusals of its output (refused/<format>/)."""
         output = manifests_output(self.format.name)
+        if self.copies is not None:  # a refused row's image copy is taken back
+            self.copies.withdraw([row for row, _, _ in ctx.rejected], self._beside())
+            self.copies.forget()
         letters = [
             errors.row_dead_letter(row, WRITE_STAGE, code, f"{self.format.name}: {message}", output=output)
             for row, code, message in ctx.rejected
@@ -297,6 +312,8 @@ class _ManifestFile:
         self.count += 1
 
     def close(self) -> None:
+        if self.copies is not None and self._files is not None:
+            self.copies.forget(self._files)
         if self.document is not None:
             self.document.close()  # notes in the summary what the finalize step's assembly needs
         if self.array:

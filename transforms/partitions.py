@@ -153,3 +153,15 @@ def partition_batch(batch: pa.RecordBatch, columns: tuple[str, ...]) -> Iterator
             values.append(dictionary[digit])
         yield folder_path(columns, tuple(reversed(values))), ordered.slice(start, count)
         start += count
+
+
+def with_partition_columns(batch: pa.RecordBatch, values: dict[str, str | None]) -> pa.RecordBatch:
+    """A batch read from a records/ file -> a canonical batch, the columns its folders hold
+    (`values`, from partition_values) put back; every other column is the file's own."""
+    columns = []
+    for field in SCHEMA:
+        if field.name in values:
+            columns.append(pa.array([values[field.name]] * batch.num_rows, pa.string()).cast(field.type))
+        else:
+            columns.append(batch.column(field.name))
+    return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)

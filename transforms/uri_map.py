@@ -85,18 +85,38 @@ def output_base(base: str | None) -> str | None:
 
 class References:
     """The uri map, then the relative base, applied to the references of rows about to be
-    written (transforms/stages/write.py)."""
+    written (transforms/stages/write.py). Images copied beside the labels (--copy_images) are
+    written the way their format reads them (`for_copies`), before either applies."""
 
     def __init__(self, uri_map: list[str] | None = None, relative_to: str | None = None):
         self.map = UriMap(uri_map or [])
         self.base = output_base(relative_to)
+        self.copies: tuple[str, str] | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.map) or self.base is not None
+        return bool(self.map) or self.base is not None or self.copies is not None
+
+    def for_copies(self, folder: str, how: str | None) -> "References":
+        """These rules, plus: a reference to a copy under `folder` (the published images/
+        folder, `<folder>/<split>/<name>`, or `<folder>/<name>` when not per split) is written as
+        `<name>` (how "split": COCO's file_name, relative to its split's image folder) or
+        `./images/<split>/<name>` (how "output": relative to the format's folder, as YOLO's
+        lists are); how None: as it is."""
+        if how is None:
+            return self
+        if how not in ("split", "output"):
+            raise ValueError(f"a copied image is written relative to 'split' or 'output', not {how!r}")
+        chosen = References()
+        chosen.map, chosen.base, chosen.copies = self.map, self.base, (folder.rstrip("/"), how)
+        return chosen
 
     def rewrite(self, uri: str | None) -> str | None:
         if not uri:
             return uri
+        if self.copies is not None and uri.startswith(self.copies[0] + "/"):
+            folder, how = self.copies
+            within = uri[len(folder) + 1:]
+            return within.split("/", 1)[-1] if how == "split" else f"./{folder.rsplit('/', 1)[-1]}/{within}"
         uri = self.map.rewrite(uri)
         if self.base is not None:
             local = uri[len("file://"):] if uri.startswith("file:///") else uri

@@ -136,6 +136,11 @@ class ManifestFormat(abc.ABC):
     #: False for a format that writes records as they are (jsonl): every Ground Truth label job
     #: of a line, not one (transforms/label_jobs.py)
     one_label_job: bool = True
+    #: how a reference to an image copied beside the labels (--copy_images,
+    #: transforms/image_copies.py) is written: None, the URL the copy is published at (then
+    #: --uri_map / --relative_output as for any reference); "split", relative to its
+    #: images/<split>/ folder (COCO's file_name); "output", relative to the format's folder
+    copied_image_reference: str | None = None
 
     #: the format's options: a dataclass of transforms.settings fields (job.formats.<name>)
     Options: type = NoOptions

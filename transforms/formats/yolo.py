@@ -6,7 +6,10 @@ What it writes under manifests/yolo/ (docs/formats.md "yolo"):
                                labels/<split>: how YOLO readers pair an image with its labels),
                                names {id: name}
     <split>.txt                the split's images, one reference per line (Ultralytics reads a
-                               txt list of image paths as a split); the images are not copied
+                               txt list of image paths as a split); with --copy_images the
+                               copies, `./images/<split>/<name>` (transforms/image_copies.py)
+    images/<split>/...         with --copy_images only: the images, each named so that its
+                               label file (named after the image's stem) pairs with it
     predictions/<split>/...    predictions: label lines with the confidence last
     labels/<split>/<stem>.txt  one label file per record, named after its image's stem:
                                detect  `class cx cy w h`
@@ -272,6 +275,7 @@ class YoloFormat(OutputFormat):
     extension = ".txt"
     file_layout = "folder"
     Options = YoloOptions
+    copied_image_reference = "output"  # ./images/<split>/<name> in the split's list (--copy_images)
 
 
     def needs_class_names(self, options: Any) -> bool:

@@ -36,7 +36,8 @@ directly. WriteManifests used alone, without the names, collects them from its i
 side input that waits for every record).
 
 Image and mask references are rewritten on the way into every manifest (`--uri_map`,
-`--relative_output`: transforms/uri_map.References); records/ keep them as read.
+`--relative_output`: transforms/uri_map.References); records/ keep them as read. With
+`--copy_images` each bundle copies its images beside the labels first (transforms/image_copies.py).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms import errors, storage
+from transforms import errors, image_copies, partitions, storage
 from transforms.checks.masks import MaskPolicy
 from transforms.formats._mask_pixels import MaskReader
 from transforms.formats.base import get_format
@@ -76,7 +77,7 @@ from transforms.output_files import (  # noqa: F401  (re-exported: the driver an
     refused_output,
 )
 from transforms.partitions import RECORDS_DEFAULT, partition_batch, partition_values, stored_in_folders
-from transforms.schema import SCHEMA, file_schema
+from transforms.schema import file_schema
 from transforms.stages.accounting import LEDGER, Ledger
 from transforms.uri_map import References
 
@@ -211,7 +212,7 @@ class _FinalizeFilesFn(beam.DoFn):
         if fs.exists(tmp):
             fs.rm(tmp, recursive=True)
         ledger = Ledger()
-        ledger.output(self._output, {"landed": landed, "files": files, "bytes": size, "published": published})
+        ledger.output(self._output, {"landed": landed, "files": files, "bytes": size, "published": published, **image_copies.landed([s for s, _ in beside], published)})
         if objects_landed is not None:
             ledger.output(self._output, {"objects_landed": objects_landed})
         yield from ledger.emit(windowed=False)
@@ -244,7 +245,7 @@ class _FinalizeFilesFn(beam.DoFn):
         if any(not fs.exists(self._storage.fs(temp)[1]) for items in parts.values() for temp, _ in items):
             if folder:
                 root = self._storage.fs(self._root)[1].rstrip("/")
-                finals = {path[len(root) + 1:]: storage.join(self._root, path[len(root) + 1:]) for path in sorted(fs.find(root)) if f"/{TMP_DIR}/" not in path}
+                finals = {path[len(root) + 1:]: storage.join(self._root, path[len(root) + 1:]) for path in sorted(fs.find(root)) if f"/{TMP_DIR}/" not in path and f"/{image_copies.IMAGES_FOLDER}/" not in path[len(root):]}
             missing = [final for final in finals.values() if not fs.exists(self._storage.fs(final)[1])]
             if missing or not finals:
                 raise FileNotFoundError(f"the parts of {(missing or [self._root])[0]} are gone and it was never written")
@@ -363,18 +364,6 @@ class WriteRecords(beam.PTransform):
         )
 
 
-def with_partition_columns(batch: pa.RecordBatch, values: dict[str, str | None]) -> pa.RecordBatch:
-    """A batch read from a records/ file -> a canonical batch, the columns its folders hold
-    (`values`, from partition_values) put back; every other column is the file's own."""
-    columns = []
-    for field in SCHEMA:
-        if field.name in values:
-            columns.append(pa.array([values[field.name]] * batch.num_rows, pa.string()).cast(field.type))
-        else:
-            columns.append(batch.column(field.name))
-    return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
-
-
 class _ReadRecordsFileFn(beam.DoFn):
     """(partition, url) of a published records/ file -> canonical batches, one row group at a time.
 
@@ -398,7 +387,7 @@ class _ReadRecordsFileFn(beam.DoFn):
         fs, path = self._storage.fs(url)
         with fs.open(path, "rb") as handle:
             for batch in pq.ParquetFile(handle).iter_batches(batch_size=self._batch_rows):
-                yield with_partition_columns(batch, in_folders)
+                yield partitions.with_partition_columns(batch, in_folders)
 
 
 class RereadRecords(beam.PTransform):
@@ -440,11 +429,13 @@ class WriteManifests(beam.PTransform):
         label_attributes: tuple[str, ...] = (),
         references: References | None = None,
         published_root: str | None = None,
+        copies: image_copies.ImageCopies | None = None,
     ):
         super().__init__()
         fmt = get_format(format_name)
         self._label_attributes = tuple(label_attributes)
-        self._references = references  # how image and mask references are written
+        # --copy_images: each image copied beside the labels, referenced as the format reads copies
+        self._references = (references or References()).for_copies(copies.folder, fmt.copied_image_reference) if copies else references
         self._class_names = class_names  # RereadRecords' classes, else collected from the input
         self._root = root
         self._format_name = format_name
@@ -453,6 +444,7 @@ class WriteManifests(beam.PTransform):
         # files beside the manifests (mask PNGs) refer to where `root` is published (a staged run: under --output)
         self._files = functools.partial(BundleFiles, root, storage.join(root, TMP_DIR), self._storage, published_root=published_root or root, references=references)
         self._columns = fmt.manifest_partitions(partition_by)
+        self._copies = copies.per_split("split" in self._columns) if copies else None
         self._layout = fmt.file_layout
         self._classes = fmt.needs_class_names(self._options)
         # writers that write a mask's pixels open it with the job's storage and mask policy
@@ -463,7 +455,7 @@ class WriteManifests(beam.PTransform):
         return batches | _WriteFiles(
             manifests_output(self._format_name),
             self._root,
-            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options, masks=self._masks, label_attributes=self._label_attributes, references=self._references, files=self._files),
+            functools.partial(_ManifestFile, format_name=self._format_name, options=self._options, masks=self._masks, label_attributes=self._label_attributes, references=self._references, files=self._files, copies=self._copies),
             functools.partial(_partition_as_written, columns=self._columns, format_name=self._format_name, options=self._options),
             self._storage,
             self._layout,

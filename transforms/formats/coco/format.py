@@ -19,6 +19,7 @@ class CocoFormat(OutputFormat):
     extension = ".json"
     file_layout = "document"
     uses_class_names = True
+    copied_image_reference = "split"  # file_name relative to images/<split>/ (--copy_images)
     partition_columns = ("split", "origin")
     required_partition_columns = ("origin",)  # predictions never share a file with ground truth
     Options = CocoOptions
