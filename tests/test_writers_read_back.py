@@ -148,7 +148,10 @@ def test_label_studio_sdk_converts_the_written_tasks_to_as_many_coco_annotations
         split = folder.name.split("=", 1)[1]
         tasks = [t for p in sorted(folder.glob("part-*.json")) for t in json.loads(p.read_text())]
         sdk = _sdk_coco(converter, config, tasks, tmp_path / split)
-        ours = json.loads((out / "manifests" / "coco" / "annotations" / f"instances_{split}.json").read_text())
+        # a split can hold predictions only (where records land depends on their image paths'
+        # hashes): then labelbeam writes no instances file for it and the SDK converts nothing
+        instances = out / "manifests" / "coco" / "annotations" / f"instances_{split}.json"
+        ours = json.loads(instances.read_text()) if instances.exists() else {"categories": [], "images": [], "annotations": []}
         expected = []
         names = {c["id"]: c["name"] for c in ours["categories"]}
         files = {i["id"]: Path(i["file_name"]).name for i in ours["images"]}
