@@ -478,6 +478,9 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="labelbeam-peers-"))
     work.mkdir(parents=True, exist_ok=True)
     subreaper = _become_subreaper()
+    # Bytecode for labelbeam's modules, as an installed package has it: with PYTHONDONTWRITEBYTECODE
+    # set, every process (each worker too) would otherwise compile them again at start.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "transforms", "pipelines", "benchmarks"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     pan = panlabel_bin()
     version = subprocess.run([pan, "--version"], capture_output=True, text=True).stdout.strip() if pan else "no panlabel"
     import apache_beam
