@@ -10,7 +10,8 @@ which imports their modules and whatever those import at module level.
    (`--direct_running_mode=multi_processing --direct_num_workers=1`) under
    PYTHONPROFILEIMPORTTIME; the worker's part of the log names the modules it imported once its
    Beam worker had started (labelbeam's stages and everything they pull in).
-2. What they cost without the profiler: in --repeats fresh interpreters, the CPU time
+2. What they cost without the profiler (labelbeam's bytecode compiled first, as an installed
+   package has it): in --repeats fresh interpreters, the CPU time
    (time.process_time) of importing Beam's worker (`apache_beam.runners.worker.sdk_worker_main`),
    then of importing those modules; medians. The heavy third-party modules among them
    (cv2, PIL, pycocotools, label_studio_sdk, ...) are listed: a worker that never uses them
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="labelbeam-worker-start-"))
     work.mkdir(parents=True, exist_ok=True)
+    # Bytecode for labelbeam's modules, as an installed package has it (see benchmarks/peers.py).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "transforms", "pipelines"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     names = worker_modules(work)
     print(f"the worker imported, once Beam's worker had started: {', '.join(names)}")
     runs = [probe(names) for _ in range(args.repeats)]
