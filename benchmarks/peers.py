@@ -4,7 +4,7 @@
     pip install -e ".[bench]"        # panlabel==0.7.0, psutil
     python -m benchmarks.peers [--scale 1.0] [--repeats 3] [--only gt_coco,lookout,...]
                                [--workdir DIR] [--json PATH]
-    python -m benchmarks.peers --scale 0.02 --repeats 1        # a quick check, about a minute
+    python -m benchmarks.peers --scale 0.02 --repeats 1        # a quick check, a few minutes
 
 Rows (each reproducible alone with --only ROW; sizes at --scale 1, multiplied by --scale):
 
@@ -32,8 +32,10 @@ reaped, and counted, here); peak of the summed RSS of the tree and the largest p
 median over --repeats. Every case's output is counted (records, images, annotations, boxes)
 and a count that differs from the input is marked CHECK FAILED. Inputs are generated into
 --workdir (default: a new temporary folder) and reused by later runs on the same folder.
-Prints one Markdown table and writes every measurement as JSON (--json; default
-WORKDIR/peers.json).
+Prints a Markdown table of the cases and one of the targets (each measured ratio, its bound,
+met or not), and writes every measurement, each repeat included, as JSON (--json; default
+WORKDIR/peers.json). labelbeam's modules are compiled to bytecode first, as an installed
+package has them.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import ctypes
 import glob
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -97,8 +100,6 @@ def _reap_orphans(deadline_s: float = 10.0) -> None:
 
 
 def _children_cpu() -> float:
-    import resource
-
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
