@@ -29,8 +29,8 @@ of the whole process tree, from the kernel's accounting of every descendant (thi
 makes itself the subreaper of the tree, so worker processes that outlive their parent are
 reaped, and counted, here); peak of the summed RSS of the tree and the largest process
 (psutil, every 0.1 s, so a run much shorter than that is under-sampled). Each figure is a
-median over --repeats. Every case's output is counted (records, images, annotations, boxes)
-and a count that differs from the input is marked CHECK FAILED. Inputs are generated into
+median over --repeats. Every case's output is counted after its first run (records, images,
+annotations, boxes) and a count that differs from the input is marked CHECK FAILED. Inputs are generated into
 --workdir (default: a new temporary folder) and reused by later runs on the same folder.
 Prints a Markdown table of the cases and one of the targets (each measured ratio, its bound,
 met or not), and writes every measurement, each repeat included, as JSON (--json; default
@@ -435,8 +435,10 @@ def run_row(row: str, work: Path, size: int, repeats: int, only_cases: set[str] 
             if result["exit"] != 0:
                 case.skipped = f"exit {result['exit']}, see {work / f'{row}-{case.key}.log'}"
                 continue
-            case.counts, ok = case.check(out)
-            case.ok = case.ok and ok
+            ok = True
+            if not case.counts:  # the first run's output (a 1,000,000-image COCO file takes seconds and GBs to load)
+                case.counts, ok = case.check(out)
+                case.ok = ok
             case.runs.append(result)
             print(f"  repeat {repeat + 1}: {case.key}: {result['wall_s']:.2f} s wall, {result['cpu_s']:.2f} CPU s, "
                   f"{result['peak_rss_mb']:,.0f} MB tree, load {result['load']:.1f}{'' if ok else ' CHECK FAILED'}", flush=True)  # fmt: skip
