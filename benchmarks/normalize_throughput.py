@@ -44,6 +44,7 @@ import pyarrow.dataset as ds
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
+from benchmarks.floor import floor
 from benchmarks.synthetic import write_manifest
 from pipelines.normalize_manifests import run
 from transforms import schema
@@ -52,55 +53,6 @@ from transforms.formats.sagemaker import SageMakerFormat
 from transforms.partitions import partition_batch
 from transforms.stages.split import DEFAULT_RATIOS, SplitAssigner
 from transforms.stages.write import _ParquetFile
-
-_FLOOR_SCHEMA = pa.schema(
-    [
-        ("source_ref", pa.string()),
-        ("line", pa.int64()),
-        ("class_name", pa.string()),
-        ("confidence", pa.float32()),
-        ("job_name", pa.string()),
-        ("human_annotated", pa.bool_()),
-        ("created_at", pa.string()),
-        ("mask_ref", pa.string()),
-    ]
-)
-
-
-def floor(manifest: str, out: str, batch_lines: int = 65536) -> int:
-    """orjson per line, this shape's fields into column lists, Arrow arrays, one Parquet file."""
-    os.makedirs(out, exist_ok=True)
-    total = 0
-    with open(manifest, "rb") as handle, pq.ParquetWriter(os.path.join(out, "floor.parquet"), _FLOOR_SCHEMA, compression="zstd") as writer:
-        columns: list[list] = [[] for _ in _FLOOR_SCHEMA]
-        refs, lines, names, scores, jobs, humans, dates, masks = columns
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            obj = orjson.loads(line)
-            meta = obj["anomaly-label-metadata"]
-            refs.append(obj["source-ref"])
-            lines.append(number)
-            names.append(meta["class-name"])
-            scores.append(meta.get("confidence"))
-            jobs.append(meta.get("job-name"))
-            humans.append(meta.get("human-annotated") == "yes")
-            dates.append(meta.get("creation-date"))
-            masks.append(obj.get("anomaly-mask-ref"))
-            if len(refs) >= batch_lines:
-                total += _flush_floor(writer, columns)
-        total += _flush_floor(writer, columns)
-    return total
-
-
-def _flush_floor(writer, columns) -> int:
-    n = len(columns[0])
-    if n:
-        arrays = [pa.array(values, field.type) for values, field in zip(columns, _FLOOR_SCHEMA)]
-        writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=_FLOOR_SCHEMA))
-        for values in columns:
-            values.clear()
-    return n
 
 
 def pyarrow_json(manifest: str, out: str) -> int:

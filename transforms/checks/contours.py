@@ -14,7 +14,6 @@ segmentation): OpenCV's border following, simplified by Douglas-Peucker.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 DEFAULT_TOLERANCE = 1.0
@@ -22,6 +21,8 @@ DEFAULT_TOLERANCE = 1.0
 
 def trace(foreground: np.ndarray, tolerance: float = DEFAULT_TOLERANCE) -> list[list[float]]:
     """A boolean (height, width) mask -> rings [x0, y0, x1, y1, ...] normalized to [0, 1]."""
+    import cv2  # here, not at module level: a worker that traces no mask never pays for OpenCV
+
     height, width = foreground.shape
     contours, _ = cv2.findContours(np.ascontiguousarray(foreground, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     rings = []

@@ -13,8 +13,6 @@ import io
 import struct
 import warnings
 
-from PIL import Image, UnidentifiedImageError
-
 from transforms.errors import IMAGE_CORRUPT, IMAGE_NOT_FOUND, IMAGE_TOO_LARGE, IMAGE_UNSUPPORTED_FORMAT
 
 PROBE_BYTES = 64 * 1024
@@ -64,6 +62,8 @@ def header_from_bytes(head: bytes) -> ImageHeader:
     sniffed = sniff_format(head)
     if sniffed is None:
         raise ImageProbeError(IMAGE_UNSUPPORTED_FORMAT, "unrecognised signature")  # its bytes are never quoted
+    from PIL import Image, UnidentifiedImageError  # here: a run that probes no image never imports Pillow
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

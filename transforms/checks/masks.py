@@ -17,9 +17,9 @@ import dataclasses
 import io
 import struct
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from transforms.errors import (
     MASK_ANIMATED,
@@ -31,6 +31,9 @@ from transforms.errors import (
     MASK_TOO_LARGE,
     MASK_UNDECLARED_COLOR,
 )
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BACKGROUND = "background"
@@ -153,6 +156,8 @@ def _chunk_name(kind: bytes) -> str:
 
 def decode(data: bytes) -> Image.Image:
     """PNG bytes -> a loaded Pillow image; raises MaskRejected(MASK_CORRUPT / MASK_TOO_LARGE)."""
+    from PIL import Image  # here, not at module level: a run that opens no mask never imports Pillow
+
     try:
         image = Image.open(io.BytesIO(data), formats=["PNG"])
         image.load()

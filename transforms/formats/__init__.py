@@ -1,8 +1,6 @@
-"""Format plugins. Every module here (but base) registers one format when imported."""
+"""Format plugins. Every module here (but base) registers one format when imported.
 
-import importlib
-import pkgutil
-
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base" and not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+Importing the package imports none of them: transforms.formats.base loads the module named as
+a format when that format is asked for, and all of them when the whole registry is (names,
+detection), so a worker process that parses one format does not import the others.
+"""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import importlib
+import pkgutil
 import posixpath
 from typing import Any, Iterable, Iterator
 
@@ -247,7 +249,10 @@ def register(cls: type[ManifestFormat]) -> type[ManifestFormat]:
 
 
 def get_format(name: str) -> ManifestFormat:
-    _load_builtin_formats()
+    if name not in _REGISTRY:
+        _load_format_module(name)
+    if name not in _REGISTRY:
+        _load_builtin_formats()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -279,8 +284,24 @@ def detect_format(sample: list[Any]) -> str | None:
 
 
 def _load_builtin_formats() -> None:
-    # Every module of transforms/formats/ registers its format on import.
-    import transforms.formats  # noqa: F401  (the package imports its modules)
+    """Every module of transforms/formats/ (but base and _private ones) registers its format on import."""
+    import transforms.formats as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name != "base" and not module.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+def _load_format_module(name: str) -> None:
+    """The module of transforms/formats/ named as the format, alone (the built-in formats are
+    named as their modules); nothing when there is no such module."""
+    if not name.isidentifier() or name.startswith("_") or name == "base":
+        return
+    try:
+        importlib.import_module(f"transforms.formats.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"transforms.formats.{name}":
+            raise
 
 
 def resolve_reference(base_uri: str, ref: str) -> str:

@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pycocotools import mask as mask_utils
 
 from transforms import errors
 from transforms.checks.masks import ClassMasks, MaskRejected
@@ -84,12 +83,16 @@ def stable_id(text: str) -> int:
 def coco_rle(foreground: np.ndarray) -> dict:
     """A boolean (height, width) mask -> COCO's compressed RLE, encoded by pycocotools itself
     (`counts` as its ASCII string): what `COCO.annToMask` decodes back to the same pixels."""
+    from pycocotools import mask as mask_utils  # here: a worker that writes no mask never imports pycocotools
+
     encoded = mask_utils.encode(np.asfortranarray(np.asarray(foreground, np.uint8)))
     return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
 
 
 def rle_box(rle: dict) -> list[float]:
     """[x, y, width, height] in pixels of a COCO RLE (pycocotools' toBbox)."""
+    from pycocotools import mask as mask_utils
+
     encoded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
     return [float(v) for v in mask_utils.toBbox(encoded)]
 

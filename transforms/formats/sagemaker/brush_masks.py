@@ -10,11 +10,11 @@ index) wins: Label Studio draws later regions on top.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 
 import numpy as np
-from PIL import Image
 
 from transforms.checks.rle import decode_rle
 from transforms.partitions import folder_value
@@ -41,12 +41,16 @@ def _spread(n: int) -> list[str]:
     return out[:n]
 
 
-COLOURS = _spread(MAX_CLASSES)
+@functools.cache
+def _colours() -> tuple[str, ...]:
+    """The 255 class colours, computed on first use (about 30 ms: not at import, which every
+    worker process pays)."""
+    return tuple(_spread(MAX_CLASSES))
 
 
 def class_colour(index: int) -> str:
     """The colour of palette index `index` (1..255)."""
-    return COLOURS[index - 1]
+    return _colours()[index - 1]
 
 
 def brush_indexes(row: dict) -> list[int]:
@@ -86,6 +90,8 @@ def paint(row: dict, indexes: list[int], class_index: dict[str, int], width: int
 
 def png_bytes(pixels: np.ndarray, indexes: list[int]) -> bytes:
     """A palette PNG of `pixels`: index 0 white, each of `indexes` its class colour."""
+    from PIL import Image  # here: a run that writes no mask never imports Pillow
+
     palette = [255, 255, 255] + [0, 0, 0] * 255
     for index in indexes:
         colour = class_colour(index)

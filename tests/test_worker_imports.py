@@ -1,0 +1,66 @@
+"""A worker process imports what its stages use: asking for one format loads that format's
+module alone, and modules that only some runs need (OpenCV, Pillow, pycocotools) wait until
+they are used. The registry as a whole still lists every format."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ON_DEMAND = ("cv2", "PIL", "pycocotools", "label_studio_sdk")
+
+
+def _modules_after(code: str) -> set[str]:
+    probe = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_a_worker_parsing_ground_truth_loads_no_other_format_and_no_image_library():
+    loaded = _modules_after(
+        "import transforms.stages.read, transforms.stages.normalize, transforms.stages.validate, transforms.stages.check_files,"
+        " transforms.stages.split, transforms.stages.write, transforms.stages.stats\n"
+        "from transforms.formats.base import get_format\n"
+        "assert get_format('sagemaker').name == 'sagemaker'"
+    )
+    assert "transforms.formats.sagemaker.format" in loaded
+    others = {"transforms.formats.label_studio", "transforms.formats.azure_automl", "transforms.formats.yolo", "transforms.formats.jsonl"}
+    assert not others & loaded
+    assert not {name.split(".")[0] for name in loaded} & set(ON_DEMAND)
+
+
+def test_the_whole_registry_is_still_there_when_listed_or_detected():
+    loaded = _modules_after(
+        "from transforms.formats.base import format_names, detect_format, get_format\n"
+        "assert format_names() == ['azure_automl', 'coco', 'jsonl', 'label_studio', 'sagemaker', 'yolo'], format_names()\n"
+        "assert detect_format([{'source-ref': 's3://b/a.jpg', 'label': 1, 'label-metadata': {'class-name': 'x'}}]) == 'sagemaker'"
+    )
+    assert "transforms.formats.label_studio" in loaded
+
+
+def test_an_unknown_format_is_refused_with_every_known_name():
+    loaded = _modules_after(
+        "from transforms.formats.base import get_format, UnknownFormatError\n"
+        "try:\n    get_format('abc')\nexcept UnknownFormatError as e:\n    assert 'label_studio' in str(e) and 'yolo' in str(e), e\n"
+        "else:\n    raise SystemExit('no error')"
+    )
+    assert "transforms.formats.yolo" in loaded
+
+
+def test_images_masks_and_polygons_still_work_with_their_libraries_imported_on_use():
+    loaded = _modules_after(
+        "import io\nimport numpy as np\n"
+        "from transforms.checks import contours, images, masks\n"
+        "from transforms.formats.sagemaker import brush_masks\n"
+        "from transforms.formats.coco.document import coco_rle, rle_box\n"
+        "png = brush_masks.png_bytes(np.array([[0, 1], [1, 1]], np.uint8), [1])\n"
+        "assert masks.decode(png).size == (2, 2)\n"
+        "assert images.header_from_bytes(png).width == 2\n"
+        "assert contours.trace(np.ones((4, 4), bool))\n"
+        "assert rle_box(coco_rle(np.ones((3, 5), bool))) == [0.0, 0.0, 5.0, 3.0]\n"
+        "assert brush_masks.class_colour(1) == '#1f77b4' and len({brush_masks.class_colour(i) for i in range(1, 256)}) == 255"
+    )
+    assert {"cv2", "PIL", "pycocotools"} <= loaded
