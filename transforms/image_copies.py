@@ -16,7 +16,7 @@ document's images stays unambiguous). The hash makes two
 images of one file name (`day1/cam.jpg`, `day2/cam.jpg`) two files, decided by each row alone
 (bundles copy in parallel, none sees the others' names) and the same on every run; records of
 one image share its copy. The stem is what a YOLO label file is named after, so label and
-image pair up (transforms/formats/yolo.image_stem).
+image pair up (transforms/file_names.image_stem).
 
 A reference its format keeps relative (Label Studio's) is read against read.relative_to, else
 its manifest's folder, as the other formats resolve theirs when they parse.
@@ -40,8 +40,8 @@ from typing import Any
 
 from transforms import errors, storage
 from transforms.file_checks import not_to_open
+from transforms.file_names import image_stem
 from transforms.formats.base import resolve_reference
-from transforms.formats.yolo import image_stem
 from transforms.partitions import folder_value
 from transforms.uri_map import output_base
 

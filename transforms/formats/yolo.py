@@ -36,12 +36,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import posixpath
 from typing import Any, Callable, Iterator
 
 import orjson
 
 from transforms import errors
+from transforms.file_names import image_stem
 from transforms.formats._mask_pixels import has_mask, refuse_mask
 from transforms.formats.base import OutputFormat, WriteContext, register
 from transforms.partitions import folder_value, partition_values
@@ -121,21 +121,6 @@ def object_coordinates(obj: dict, task: str) -> list[float]:
     return _corners(box)
 
 
-MAX_STEM_BYTES = 200  # a file name's limit is 255 bytes on most file systems and stores
-
-
-def image_stem(uri: str) -> str:
-    """The file name of an image reference without its extension (what a label file is named).
-    Control characters become `_`; a name too long for a file system keeps its first 100
-    characters and a hash of the rest."""
-    name = posixpath.basename(uri.split("?", 1)[0].replace("\\", "/").rstrip("/")) or "image"
-    stem = name.rsplit(".", 1)[0] if "." in name[1:] else name
-    stem = "".join("_" if ord(c) < 32 or c in "\x7f\\" else c for c in stem).strip() or "image"
-    if stem in (".", ".."):
-        stem = "image"
-    if len(stem.encode()) > MAX_STEM_BYTES:
-        stem = f"{stem[:100]}__{hashlib.blake2b(stem.encode(), digest_size=5).hexdigest()}"
-    return stem
 
 
 def unique_stem(stem: str, uri: str, record_id: str) -> str:
