@@ -11,14 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.synthetic import lookout_line
-from transforms import errors, output_files, schema
+from transforms import errors, ledger, output_files, schema
 from transforms.formats.base import get_format
 from transforms.normalizer import RecordNormalizer
 from transforms.partitions import NULL_FOLDER, RECORDS_DEFAULT
 from transforms.schema import RawBatch
 from transforms.stages import accounting
 from transforms.stages import write as write_stage
-from transforms.stages.split import SplitAssigner, parse_ratios, split_key, split_keys
+from transforms.split_assigner import SplitAssigner
+from transforms.split_rules import parse_ratios, split_key, split_keys
 
 URI = "file:///data/a.manifest"
 
@@ -198,7 +199,7 @@ def test_a_manifest_writer_failing_on_one_row_refuses_that_row_only(tmp_path, mo
 
 def test_merge_into_adds_numbers_and_merges_maps():
     target = {"a": 1, "m": {"x": 1}, "name": None}
-    accounting.merge_into(target, {"a": 2, "m": {"x": 1, "y": 3}, "name": "f", "new": 4})
+    ledger.merge_into(target, {"a": 2, "m": {"x": 1, "y": 3}, "name": "f", "new": 4})
     assert target == {"a": 3, "m": {"x": 2, "y": 3}, "name": "f", "new": 4}
 
 
@@ -208,11 +209,33 @@ def test_stage_flow_finds_where_rows_went_missing():
         "check_files": {"in": 9, "out": 9},
         "split": {"in": 8, "out": 8},
     }
-    flow, broken = accounting.stage_flow(stages, 10, ["validate", "check_files", "split"])
+    flow, broken = ledger.stage_flow(stages, 10, ["validate", "check_files", "split"])
     assert broken == ["split: 8 rows in, 9 given by the stage before"]
     assert flow["validate"]["refused"] == {"X": 1}
-    _, ok = accounting.stage_flow({**stages, "split": {"in": 9, "out": 8}}, 10, ["validate", "check_files", "split"])
+    _, ok = ledger.stage_flow({**stages, "split": {"in": 9, "out": 8}}, 10, ["validate", "check_files", "split"])
     assert ok == ["split: 9 rows in, 8 out + 0 refused"]
+
+
+def test_the_ledger_counts_rows_warnings_and_storage_reasons_and_drains_once():
+    """transforms/ledger.Ledger alone, no pipeline: rows per file, warnings per code, and each
+    FILE_UNREADABLE under the storage reason its message names."""
+    rows = _records(3).to_pylist()
+    messages = ["s3://b/x.png: unreachable: timed out", "access_denied: no", "something else"]
+    for row, message in zip(rows, messages):
+        row["issues"] = [{"code": errors.FILE_UNREADABLE, "severity": "warning", "message": message}]
+    batch = schema.rows_to_batch(rows)
+    counts = ledger.Ledger()
+    counts.rows_in("split", batch)
+    counts.rows_out("split", batch.slice(0, 2))
+    counts.warnings(batch)
+    counts.output("records", {"in": 3})
+    pairs = dict(counts.drain())
+    assert pairs[URI]["stages"] == {"split": {"in": 3, "out": 2}}
+    assert pairs[URI]["warnings"] == {errors.FILE_UNREADABLE: 3}
+    reasons = pairs[URI]["warning_reasons"][errors.FILE_UNREADABLE]
+    assert reasons == {"unreachable": 1, "access_denied": 1, "other": 1}
+    assert pairs[ledger.OUTPUTS] == {"records": {"in": 3}}
+    assert counts.drain() == []
 
 
 class _DropOddRows(beam.DoFn):
@@ -234,7 +257,7 @@ def test_an_accounted_stage_counts_in_out_and_refused_per_file():
     uri, counts = ledgers[0]
     assert uri == URI
     assert counts["stages"]["validate"] == {"in": 7, "out": 4, "refused": {errors.INTERNAL_ERROR: 3}}
-    entry = accounting.file_entries({URI: {"lines": 7, "ok": 7, "records": 7, **counts}}, ["validate"])[0]
+    entry = ledger.file_entries({URI: {"lines": 7, "ok": 7, "records": 7, **counts}}, ["validate"])[0]
     assert entry["reconciled"] and entry["records_kept"] == 4 and entry["records_refused"] == 3
 
 

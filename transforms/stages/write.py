@@ -78,7 +78,7 @@ from transforms.output_files import (  # noqa: F401  (re-exported: the driver an
 )
 from transforms.partitions import RECORDS_DEFAULT, partition_batch, partition_values, stored_in_folders
 from transforms.schema import file_schema
-from transforms.stages.accounting import LEDGER, Ledger
+from transforms.stages.accounting import LEDGER, Ledger, emit
 from transforms.uri_map import References
 
 TMP_DIR = ".labelbeam-tmp"
@@ -153,7 +153,7 @@ class _WriteBundleFilesFn(beam.DoFn):
             summary = getattr(writer, "summary", None) or {}
             yield beam.pvalue.TaggedOutput(WRITTEN, GlobalWindows.windowed_value((partition, temp, writer.extension, writer.count, summary)))
         self._open = {}
-        yield from self._ledger.emit()
+        yield from emit(self._ledger)
 
 
 class _FinalizeFilesFn(beam.DoFn):
@@ -215,7 +215,7 @@ class _FinalizeFilesFn(beam.DoFn):
         ledger.output(self._output, {"landed": landed, "files": files, "bytes": size, "published": published, **image_copies.landed([s for s, _ in beside], published)})
         if objects_landed is not None:
             ledger.output(self._output, {"objects_landed": objects_landed})
-        yield from ledger.emit(windowed=False)
+        yield from emit(ledger, windowed=False)
         summaries = [w[4] for w in written if CLASSES in w[4]]
         classes = sorted(set().union(*(s[CLASSES] for s in summaries))) if summaries else None
         files_by_partition = [(storage.parent(name), storage.join(self._root, name)) for name in sorted(published)]
