@@ -120,7 +120,8 @@ class WriteRecords(beam.PTransform):
 
 @beam.typehints.with_input_types(pa.RecordBatch)
 class WriteManifests(beam.PTransform):
-    """Canonical batches -> manifests of one format (writing.manifests_plan); `class_names`:
+    """Canonical batches -> manifests of one format (writing.manifests_plan, whose `settings`:
+    mask_policy, label_attributes, references, published_root, copies); `class_names`:
     RereadRecords' classes, else collected from the input when the format needs them."""
 
     def __init__(self, root: str, format_name: str, options=None, store=None, partition_by=None, class_names=None, **settings):
