@@ -50,9 +50,9 @@ from pipelines.normalize_manifests import run
 from transforms import schema
 from transforms.formats.base import ManifestFormat, ParseContext, get_format
 from transforms.formats.sagemaker import SageMakerFormat
+from transforms.output_files import _ParquetFile
 from transforms.partitions import partition_batch
 from transforms.stages.split import DEFAULT_RATIOS, SplitAssigner
-from transforms.stages.write import _ParquetFile
 
 
 def pyarrow_json(manifest: str, out: str) -> int:

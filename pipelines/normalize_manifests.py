@@ -13,7 +13,7 @@ a writer's refusals of records it cannot represent, apart, in refused/<format>/)
 One exception, on request only: a duplicate policy (--on_duplicate) groups the records by image
 before the split. COCO numbers its categories when its finalize step assembles one document
 per split; the sagemaker writer without a pinned class list writes from records/ once they
-have landed, with every class name known (RereadRecords in transforms/stages/write.py), so
+have landed, with every class name known (RereadRecords in transforms/stages/reread.py), so
 neither holds anything back.
 
 Exit codes (a scheduler acts on them; docs/scheduling.md):

@@ -245,26 +245,28 @@ def test_the_finalize_step_assembles_once_and_a_retry_counts_the_documents(tmp_p
     import pyarrow as pa
 
     from transforms import storage
+    from transforms.finalize import finalize
+    from transforms.output_files import _ManifestFile
     from transforms.schema import SCHEMA
-    from transforms.stages import write as write_stage
+    from transforms.writing import TMP_DIR, OutputPlan
 
     root = str(tmp_path / "coco")
     written = []
     for bundle, rows in enumerate(([_row(1, ["b"]), _row(2, ["a"])], [_row(3, ["a", "c"])])):
-        temp = tmp_path / "coco" / write_stage.TMP_DIR / f"part-{bundle}"
+        temp = tmp_path / "coco" / TMP_DIR / f"part-{bundle}"
         temp.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as handle:
-            part = write_stage._ManifestFile(handle, "coco", CocoOptions())
+            part = _ManifestFile(handle, "coco", CocoOptions())
             full = [{name: row.get(name) for name in SCHEMA.names} | {"split": "train"} for row in rows]
             for row in full:
                 row["objects"] = [{**obj, "is_crowd": False} for obj in row["objects"]]
             part.write(pa.RecordBatch.from_pylist(full, schema=SCHEMA))
             part.close()
         written.append(("split=train/origin=ground_truth", str(temp), ".json", part.count, part.summary))
-    finalize = write_stage._FinalizeFilesFn("manifests/coco", root, storage.Storage(), "document", document=("coco", CocoOptions()))
-    ledgers = [list(finalize.process(written)) for _ in range(2)]
+    plan = OutputPlan("manifests/coco", root, storage.Storage(), layout="document", document=("coco", CocoOptions()))
+    ledgers = [finalize(plan, written)[0].drain() for _ in range(2)]
     for outputs in ledgers:  # the first run and the retry count the same document
-        ledger = dict(o.value for o in outputs if o.tag == write_stage.LEDGER)["__outputs__"]["manifests/coco"]
+        ledger = dict(outputs)["__outputs__"]["manifests/coco"]
         assert (ledger["landed"], ledger["files"], {name: entry["rows"] for name, entry in ledger["published"].items()}) == (3, 1, {"annotations/instances_train.json": 3})
     document = coco_api.COCO(str(tmp_path / "coco" / "annotations" / "instances_train.json"))
     assert [c["name"] for c in document.dataset["categories"]] == ["a", "b", "c"]

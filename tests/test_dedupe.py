@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from transforms import dedupe, errors
+from transforms import dedupe, errors, ledger
 from transforms.schema import rows_to_batch
 from transforms.stages import accounting
 from transforms.stages.dedupe import _ResolveFn
@@ -95,9 +95,9 @@ def test_an_unknown_policy_is_refused():
 
 def test_the_ledger_balances_folded_records_and_breaks_when_they_are_not_counted():
     stages = {"dedupe": {"in": 4, "out": 1, "refused": {}, "superseded": 3}, "split": {"in": 1, "out": 1}}
-    flow, broken = accounting.stage_flow(stages, 4, ["dedupe", "split"])
+    flow, broken = ledger.stage_flow(stages, 4, ["dedupe", "split"])
     assert broken == [] and flow["dedupe"]["superseded"] == 3
-    _, broken = accounting.stage_flow({**stages, "dedupe": {"in": 4, "out": 1}}, 4, ["dedupe", "split"])
+    _, broken = ledger.stage_flow({**stages, "dedupe": {"in": 4, "out": 1}}, 4, ["dedupe", "split"])
     assert broken == ["dedupe: 4 rows in, 1 out + 0 refused"]
 
 
@@ -108,7 +108,7 @@ def test_the_resolve_step_counts_out_refused_and_folded_per_file():
     outputs = list(fn.process(("x", [rows_to_batch([r]).to_pylist()[0] for r in cats]))) + list(fn.finish_bundle())
     batches = [o.value for o in outputs if not hasattr(o, "tag")]
     assert sum(b.num_rows for b in batches) == 1
-    (ledger,) = [dict([o.value.value]) for o in outputs if getattr(o, "tag", None) == accounting.LEDGER and o.value.value[0] == "b"]
-    assert ledger["b"]["stages"]["dedupe"] == {"superseded": 2}
+    (counted,) = [dict([o.value.value]) for o in outputs if getattr(o, "tag", None) == accounting.LEDGER and o.value.value[0] == "b"]
+    assert counted["b"]["stages"]["dedupe"] == {"superseded": 2}
     (kept,) = [dict([o.value.value]) for o in outputs if getattr(o, "tag", None) == accounting.LEDGER and o.value.value[0] == "a"]
     assert kept["a"]["stages"]["dedupe"] == {"out": 1}

@@ -144,25 +144,27 @@ def test_the_finalize_step_writes_the_folder_once_and_a_retry_counts_it_again(tm
     import pyarrow as pa
 
     from transforms import storage
+    from transforms.finalize import finalize
+    from transforms.output_files import _ManifestFile
     from transforms.schema import SCHEMA
-    from transforms.stages import write as write_stage
+    from transforms.writing import TMP_DIR, OutputPlan
 
     root = str(tmp_path / "yolo")
     written = []
     bundles = ([_row("r1", "a.jpg", [_box(0, 0, 0.5, 0.5, "b")]), _row("r2", "x/c.jpg", [_box(0, 0, 1, 1, "a")])], [_row("r3", "y/c.jpg", [_box(0.5, 0.5, 1, 1, "a"), _box(0, 0, 1, 1, "b")])])
     for bundle, rows in enumerate(bundles):
-        temp = tmp_path / "yolo" / write_stage.TMP_DIR / f"part-{bundle}"
+        temp = tmp_path / "yolo" / TMP_DIR / f"part-{bundle}"
         temp.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as handle:
-            part = write_stage._ManifestFile(handle, "yolo", yolo.YoloOptions())
+            part = _ManifestFile(handle, "yolo", yolo.YoloOptions())
             full = [{name: row.get(name) for name in SCHEMA.names} | {"split": "train"} for row in rows]
             part.write(pa.RecordBatch.from_pylist(full, schema=SCHEMA))
             part.close()
         written.append(("split=train/origin=ground_truth", str(temp), ".txt", part.count, part.summary))
-    finalize = write_stage._FinalizeFilesFn("manifests/yolo", root, storage.Storage(), "folder", document=("yolo", yolo.YoloOptions()))
-    runs = [list(finalize.process(written)) for _ in range(2)]
+    plan = OutputPlan("manifests/yolo", root, storage.Storage(), layout="folder", document=("yolo", yolo.YoloOptions()))
+    runs = [finalize(plan, written)[0].drain() for _ in range(2)]
     for outputs in runs:
-        ledger = dict(o.value for o in outputs if o.tag == write_stage.LEDGER)["__outputs__"]["manifests/yolo"]
+        ledger = dict(outputs)["__outputs__"]["manifests/yolo"]
         assert (ledger["landed"], ledger["files"], ledger["objects_landed"]) == (3, 5, 4)
         assert {name: entry["rows"] for name, entry in ledger["published"].items()} == {
             "data.yaml": 0, "train.txt": 0, "labels/train/a.txt": 1,

@@ -21,6 +21,7 @@ import pytest
 import pipelines.normalize_manifests as job_module
 from benchmarks.synthetic import write_manifest
 from pipelines.normalize_manifests import run
+from transforms import output_files
 from transforms.stages import write as write_stage
 from transforms.stages.check_files import CheckFiles
 
@@ -47,7 +48,7 @@ def drop_first_records_bundle(monkeypatch):
 
     def finish_bundle(self):
         for output in original(self):
-            if self._output == write_stage.RECORDS_OUTPUT and getattr(output, "tag", None) == write_stage.WRITTEN and not dropped:
+            if self._plan.output == write_stage.RECORDS_OUTPUT and getattr(output, "tag", None) == write_stage.WRITTEN and not dropped:
                 dropped.append(output.value.value)
                 continue
             yield output
@@ -59,7 +60,7 @@ def drop_first_records_bundle(monkeypatch):
 @pytest.fixture
 def drop_one_records_batch(monkeypatch):
     """The Parquet writer silently skips one batch it was given."""
-    original = write_stage._ParquetFile.write
+    original = output_files._ParquetFile.write
     skipped = []
 
     def write(self, batch):
@@ -68,7 +69,7 @@ def drop_one_records_batch(monkeypatch):
             return []
         return original(self, batch)
 
-    monkeypatch.setattr(write_stage._ParquetFile, "write", write)
+    monkeypatch.setattr(output_files._ParquetFile, "write", write)
     return skipped
 
 
@@ -101,7 +102,7 @@ class _CheckFilesThatLoses(CheckFiles):
 def test_a_refused_row_lost_on_its_way_to_refused_is_data_loss(tmp_path, capsys, monkeypatch):
     """Rows a writer refused are counted twice, by the writer (manifests/<fmt>.refused) and from
     the refused/<fmt>/ files: a refusal that never lands there is data loss, like any row."""
-    original = write_stage._JsonLinesFile.write
+    original = output_files._JsonLinesFile.write
     dropped = []
 
     def write(self, rows):
@@ -110,7 +111,7 @@ def test_a_refused_row_lost_on_its_way_to_refused_is_data_loss(tmp_path, capsys,
             rows = rows[1:]
         return original(self, rows)
 
-    monkeypatch.setattr(write_stage._JsonLinesFile, "write", write)
+    monkeypatch.setattr(output_files._JsonLinesFile, "write", write)
     out = tmp_path / "out"
     argv = ["--input", str(REPO / "samples" / "azure_automl" / "*.jsonl"), "--output", str(out), RUNNER, "--output_format=sagemaker"]
     assert run(argv) == 3

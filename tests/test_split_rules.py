@@ -7,8 +7,8 @@ from collections import defaultdict
 import pytest
 
 from transforms.formats.base import ParseContext, get_format
+from transforms.split_assigner import SplitAssigner
 from transforms.split_rules import InputSplits, folder_of, parse_group, source_fields, split_key
-from transforms.stages.split import SplitAssigner
 
 RATIOS = {"train": 0.6, "validation": 0.2, "test": 0.2}
 CTX = ParseContext(uri="s3://b/m.manifest", base_uri="s3://b")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 import apache_beam as beam
@@ -11,14 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.synthetic import lookout_line
-from transforms import errors, output_files, schema
+from transforms import errors, ledger, output_files, partitions, schema, writing
 from transforms.formats.base import get_format
 from transforms.normalizer import RecordNormalizer
 from transforms.partitions import NULL_FOLDER, RECORDS_DEFAULT
 from transforms.schema import RawBatch
+from transforms.split_assigner import SplitAssigner
+from transforms.split_rules import parse_ratios, split_key, split_keys
 from transforms.stages import accounting
-from transforms.stages import write as write_stage
-from transforms.stages.split import SplitAssigner, parse_ratios, split_key, split_keys
 
 URI = "file:///data/a.manifest"
 
@@ -142,9 +143,36 @@ def _records(n: int) -> pa.RecordBatch:
     return SplitAssigner({"train": 0.5, "test": 0.5}).assign_batch(built)
 
 
+def test_a_records_plan_written_by_two_bundles_and_finalized_lands_every_row(tmp_path):
+    """transforms/writing.BundleWriter and transforms/finalize.finalize alone, no pipeline: each
+    bundle writes a temporary file per partition, finalize names them part-NNNNN-of-MMMMM per
+    partition, counts what the files hold and leaves no temporary behind."""
+    import pyarrow.dataset as ds
+
+    from transforms import storage
+    from transforms.finalize import finalize
+
+    plan = writing.records_plan(str(tmp_path / "records"), storage.Storage(), collect_classes=True)
+    batch = _records(60)
+    written, given = [], 0
+    for piece in (batch.slice(0, 25), batch.slice(25)):
+        bundle = writing.BundleWriter(plan)
+        assert list(bundle.write(piece)) == []
+        written += bundle.close()
+        given += dict(bundle.ledger.drain())[ledger.OUTPUTS]["records"]["in"]
+    assert given == 60 and {w[0].split("/")[0] for w in written} == {"split=train", "split=test"}
+    counts, published = finalize(plan, written)
+    landed = dict(counts.drain())[ledger.OUTPUTS]["records"]
+    assert landed["landed"] == 60 == sum(entry["rows"] for entry in landed["published"].values())
+    assert all("/part-0000" in name and "-of-0000" in name for name in landed["published"])
+    assert published["classes"] == sorted(output_files.class_names(batch)) and len(published["files"]) == landed["files"]
+    assert not (tmp_path / "records" / writing.TMP_DIR).exists()
+    assert ds.dataset(tmp_path / "records", format="parquet", partitioning="hive").count_rows() == 60
+
+
 def test_partition_batch_gives_every_row_to_exactly_one_partition():
     batch = _records(200)
-    parts = dict(write_stage.partition_batch(batch, ("split", "task")))
+    parts = dict(partitions.partition_batch(batch, ("split", "task")))
     assert sum(p.num_rows for p in parts.values()) == 200
     assert {p.split("/")[0] for p in parts} == {"split=train", "split=test"}
     for path, part in parts.items():
@@ -165,10 +193,10 @@ def test_count_elements_reads_the_files(tmp_path):
     import fsspec
 
     fs = fsspec.filesystem("file")
-    assert write_stage.count_elements(fs, str(parquet), ".parquet", "jsonl") == 30
-    assert write_stage.count_elements(fs, str(jsonl), ".jsonl", "jsonl") == 3
-    assert write_stage.count_elements(fs, str(array), ".json", "json_array") == 2
-    assert write_stage.count_elements(fs, str(empty_array), ".json", "json_array") == 0
+    assert output_files.count_elements(fs, str(parquet), ".parquet", "jsonl") == 30
+    assert output_files.count_elements(fs, str(jsonl), ".jsonl", "jsonl") == 3
+    assert output_files.count_elements(fs, str(array), ".json", "json_array") == 2
+    assert output_files.count_elements(fs, str(empty_array), ".json", "json_array") == 0
 
 
 def test_a_manifest_writer_failing_on_one_row_refuses_that_row_only(tmp_path, monkeypatch):
@@ -187,7 +215,7 @@ def test_a_manifest_writer_failing_on_one_row_refuses_that_row_only(tmp_path, mo
     monkeypatch.setattr(fmt, "write", write)
     path = tmp_path / "out.manifest"
     with open(path, "wb") as handle:
-        writer = write_stage._ManifestFile(handle, "sagemaker", fmt.default_options())
+        writer = output_files._ManifestFile(handle, "sagemaker", fmt.default_options())
         letters = writer.write(batch)
         writer.close()
     assert [(d["code"], d["stage"]) for d in letters] == [(errors.INTERNAL_ERROR, errors.WRITE)]
@@ -198,7 +226,7 @@ def test_a_manifest_writer_failing_on_one_row_refuses_that_row_only(tmp_path, mo
 
 def test_merge_into_adds_numbers_and_merges_maps():
     target = {"a": 1, "m": {"x": 1}, "name": None}
-    accounting.merge_into(target, {"a": 2, "m": {"x": 1, "y": 3}, "name": "f", "new": 4})
+    ledger.merge_into(target, {"a": 2, "m": {"x": 1, "y": 3}, "name": "f", "new": 4})
     assert target == {"a": 3, "m": {"x": 2, "y": 3}, "name": "f", "new": 4}
 
 
@@ -208,11 +236,33 @@ def test_stage_flow_finds_where_rows_went_missing():
         "check_files": {"in": 9, "out": 9},
         "split": {"in": 8, "out": 8},
     }
-    flow, broken = accounting.stage_flow(stages, 10, ["validate", "check_files", "split"])
+    flow, broken = ledger.stage_flow(stages, 10, ["validate", "check_files", "split"])
     assert broken == ["split: 8 rows in, 9 given by the stage before"]
     assert flow["validate"]["refused"] == {"X": 1}
-    _, ok = accounting.stage_flow({**stages, "split": {"in": 9, "out": 8}}, 10, ["validate", "check_files", "split"])
+    _, ok = ledger.stage_flow({**stages, "split": {"in": 9, "out": 8}}, 10, ["validate", "check_files", "split"])
     assert ok == ["split: 9 rows in, 8 out + 0 refused"]
+
+
+def test_the_ledger_counts_rows_warnings_and_storage_reasons_and_drains_once():
+    """transforms/ledger.Ledger alone, no pipeline: rows per file, warnings per code, and each
+    FILE_UNREADABLE under the storage reason its message names."""
+    rows = _records(3).to_pylist()
+    messages = ["s3://b/x.png: unreachable: timed out", "access_denied: no", "something else"]
+    for row, message in zip(rows, messages):
+        row["issues"] = [{"code": errors.FILE_UNREADABLE, "severity": "warning", "message": message}]
+    batch = schema.rows_to_batch(rows)
+    counts = ledger.Ledger()
+    counts.rows_in("split", batch)
+    counts.rows_out("split", batch.slice(0, 2))
+    counts.warnings(batch)
+    counts.output("records", {"in": 3})
+    pairs = dict(counts.drain())
+    assert pairs[URI]["stages"] == {"split": {"in": 3, "out": 2}}
+    assert pairs[URI]["warnings"] == {errors.FILE_UNREADABLE: 3}
+    reasons = pairs[URI]["warning_reasons"][errors.FILE_UNREADABLE]
+    assert reasons == {"unreachable": 1, "access_denied": 1, "other": 1}
+    assert pairs[ledger.OUTPUTS] == {"records": {"in": 3}}
+    assert counts.drain() == []
 
 
 class _DropOddRows(beam.DoFn):
@@ -234,7 +284,7 @@ def test_an_accounted_stage_counts_in_out_and_refused_per_file():
     uri, counts = ledgers[0]
     assert uri == URI
     assert counts["stages"]["validate"] == {"in": 7, "out": 4, "refused": {errors.INTERNAL_ERROR: 3}}
-    entry = accounting.file_entries({URI: {"lines": 7, "ok": 7, "records": 7, **counts}}, ["validate"])[0]
+    entry = ledger.file_entries({URI: {"lines": 7, "ok": 7, "records": 7, **counts}}, ["validate"])[0]
     assert entry["reconciled"] and entry["records_kept"] == 4 and entry["records_refused"] == 3
 
 
@@ -277,23 +327,23 @@ def test_records_files_read_back_into_the_rows_written_with_their_class_names(tm
     rows[0]["split"], rows[1]["split"], rows[2]["origin"] = "a/b%", None, None
     batch = schema.rows_to_batch(rows)
     store = storage.Storage({})
-    read = write_stage._ReadRecordsFileFn(store, batch_rows=7, columns=columns)
+    read = functools.partial(writing.read_records_file, store, batch_rows=7, columns=columns)
     back = []
-    for n, (partition, piece) in enumerate(write_stage.partition_batch(batch, columns)):
+    for n, (partition, piece) in enumerate(partitions.partition_batch(batch, columns)):
         path = tmp_path / f"part-{n}.parquet"
         with open(path, "wb") as handle:
             written = output_files._ParquetFile(handle, columns, collect_classes=True)
             written.write(piece)
             written.close()
-        assert written.summary[write_stage.CLASSES] == write_stage.class_names(piece)
+        assert written.summary[output_files.CLASSES] == output_files.class_names(piece)
         assert set(pq.read_schema(path).names) == set(schema.SCHEMA.names) - {c for c in columns if c in schema.SCHEMA.names}
-        back += [b for b in read.process((partition, str(path)))]
+        back += [b for b in read((partition, str(path)))]
     assert all(b.schema.equals(schema.SCHEMA) and b.num_rows <= 7 for b in back)
     key = lambda row: row["record_id"]  # noqa: E731
     assert sorted(pa.Table.from_batches(back).to_pylist(), key=key) == sorted(batch.to_pylist(), key=key)
-    assert write_stage.partition_values(f"split=train/task={NULL_FOLDER}") == {"split": "train", "task": None}
+    assert partitions.partition_values(f"split=train/task={NULL_FOLDER}") == {"split": "train", "task": None}
     with pytest.raises(ValueError, match="not partitioned by"):
-        list(read.process(("other=x", str(tmp_path / "part-0.parquet"))))
+        list(read(("other=x", str(tmp_path / "part-0.parquet"))))
 
 
 def test_a_pending_small_partition_does_not_keep_its_parent_batches_alive(tmp_path):

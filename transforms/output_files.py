@@ -1,6 +1,6 @@
 """The files one writer bundle streams rows into, and how a published file is counted.
 
-Beam-free: transforms/stages/write.py opens one of these per partition of a bundle, closes it
+Beam-free: transforms/writing.BundleWriter opens one of these per partition of a bundle, closes it
 at the bundle's end and renames it at finalize. `_ParquetFile` writes records/ (row groups
 bounded in bytes), `_ManifestFile` a manifest of one format (its layout: lines, a JSON array,
 or a document part the finalize step assembles), `_JsonLinesFile` dead letters. What landed is

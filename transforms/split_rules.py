@@ -1,5 +1,5 @@
 """What decides a record's split, before the hash: the key of its image, its group, and a split
-the input already gives. Beam-free; transforms/stages/split.py applies it to batches.
+the input already gives. Beam-free; transforms/split_assigner.py applies it to batches.
 
 Precedence, for each record:
 

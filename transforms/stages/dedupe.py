@@ -21,7 +21,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from transforms import dedupe, errors
 from transforms.schema import rows_to_batch
-from transforms.stages.accounting import LEDGER, Ledger
+from transforms.stages.accounting import LEDGER, Ledger, emit
 from transforms.stages.coders import of_record_batches
 from transforms.stages.split import split_key
 
@@ -46,7 +46,7 @@ class _KeyByImageFn(beam.DoFn):
             yield image_key(row), row
 
     def finish_bundle(self):
-        yield from self._ledger.emit()
+        yield from emit(self._ledger)
 
 
 class _ResolveFn(beam.DoFn):
@@ -76,7 +76,7 @@ class _ResolveFn(beam.DoFn):
     def finish_bundle(self):
         if self._pending:
             yield GlobalWindows.windowed_value(self._flush())
-        yield from self._ledger.emit()
+        yield from emit(self._ledger)
 
     def _flush(self) -> pa.RecordBatch:
         batch = rows_to_batch(self._pending)
