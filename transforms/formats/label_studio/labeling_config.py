@@ -23,7 +23,7 @@ _CONTROL_TAGS = {
 def with_control_name(result: dict) -> dict:
     """A result as written: its from_name unique to its type (control_names.written_name)."""
     kind, name = result.get("type"), result.get("from_name")
-    if kind not in _CONTROL_TAGS or not isinstance(name, str):
+    if not isinstance(kind, str) or kind not in _CONTROL_TAGS or not isinstance(name, str):
         return result
     return {**result, "from_name": written_name(name, kind, _CONTROL_TAGS.keys())}
 
@@ -31,7 +31,7 @@ def with_control_name(result: dict) -> dict:
 def with_source_name(result: dict) -> dict:
     """A result as read: the source's from_name back (inverse of with_control_name)."""
     kind, name = result.get("type"), result.get("from_name")
-    if kind not in _CONTROL_TAGS or not isinstance(name, str):
+    if not isinstance(kind, str) or kind not in _CONTROL_TAGS or not isinstance(name, str):
         return result
     return {**result, "from_name": source_name(name, kind)}
 
