@@ -5,7 +5,9 @@ A run never writes where readers look. It writes everything under
 publishes: every entry of the previous output (records/, manifests/, errors/, refused/, stats/,
 run.json, report.html) moves aside to `.labelbeam/previous/<run id>/`, whether or not the new run
 produced it, and the staged ones take their places, so the folder holds the new run's entries
-only; then `.labelbeam/published.json` lists every file the run published, and `_SUCCESS` is
+only; then `.labelbeam/published.json` lists every file the run published (`files`, and per
+output each file's rows, bytes and sha256 under `outputs`, from the report's `FILE_RECORDS` in
+the staging folder: run.json lists them only for outputs of few files), and `_SUCCESS` is
 written, last, and only for a complete, reconciled run (exit code 0). A journal
 (`.labelbeam/publish.json`, naming the entries the run staged) is written before the first move,
 so a publish that is interrupted (a killed driver, a storage fault) is completed by the next run
@@ -54,6 +56,7 @@ REPORT_FILE = "report.html"
 # What a run publishes; anything else in the output folder is left alone.
 ENTRIES = ("records", "manifests", "errors", "refused", "stats", RUN_FILE, REPORT_FILE)
 PUBLISHED_FILE = "published.json"  # under .labelbeam/: what the last publish put in place
+FILE_RECORDS = "file_records.json"  # in a run's staging folder: per output, per file rows, bytes, sha256
 HEARTBEAT_SECONDS = 30.0
 STALE_AFTER_SECONDS = 600.0
 
@@ -256,7 +259,8 @@ class OutputRoot:
 
     def _finish(self, run_id: str, success: bool, files: list[str] | None = None) -> None:
         if files is not None:
-            self.storage.write_atomically(self.state(PUBLISHED_FILE), orjson.dumps({"run_id": run_id, "files": files}))
+            published = {"run_id": run_id, "files": files, "outputs": self._file_records(run_id)}
+            self.storage.write_atomically(self.state(PUBLISHED_FILE), orjson.dumps(published))
         if success:
             self.storage.write_atomically(storage.join(self.url, SUCCESS), orjson.dumps({"run_id": run_id}) + b"\n")
         self.published = True
@@ -265,6 +269,14 @@ class OutputRoot:
                 self.fs.rm(self._p(leftover), recursive=True)
         self.fs.rm(self._p(self.state("publish.json")))
         self._remove_if_empty(self.state("previous"), self.state("staging"))
+
+    def _file_records(self, run_id: str) -> dict:
+        """Per output, each published file's rows, bytes and sha256, as the report left them in
+        the staging folder (still there: only the entries move); {} for a run without them."""
+        try:
+            return orjson.loads(self.storage.read_bytes(storage.join(self.staging(run_id), FILE_RECORDS))).get("outputs") or {}
+        except FileNotFoundError:
+            return {}
 
     def _remove_if_empty(self, *folders: str) -> None:
         for folder in folders:

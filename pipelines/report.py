@@ -7,6 +7,12 @@ every record stage passed on what it was given (or counted what it refused, and 
 policy folded into a kept record); every output holds what its writer was given
 minus what it refused; and every file the writers counted is where they said. Any shortfall is
 `data_loss` (exit code 3) and is said loudly.
+
+Every file is checked, but run.json lists them only for an output of at most
+`LISTED_FILES_MAX` files (YOLO writes a label file per image, --copy_images a file per copy:
+listed, millions of images would make run.json hundreds of MB). Each output carries its
+totals (`published_totals`: files, rows, bytes); the per-file records of every output go to
+the staging folder's `FILE_RECORDS`, which the publish turns into `.labelbeam/published.json`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.config import JobConfig
-from pipelines.publish import REPORT_FILE, RUN_FILE
+from pipelines.publish import FILE_RECORDS, REPORT_FILE, RUN_FILE
 from pipelines.report_html import write_report_html
 from transforms import errors, storage
 from transforms.stages.accounting import COUNTERS_FILE, OUTPUTS, file_entries, merge_into
@@ -52,6 +58,8 @@ EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
 
 
 STATS_OUTPUT = "stats"
+# An output of more files than this has its totals in run.json, its files in published.json.
+LISTED_FILES_MAX = 1000
 INPUTS_TABLE = "inputs.parquet"
 _INPUT_COLUMNS = {
     "uri": pa.string(), "format": pa.string(), "layout": pa.string(), "bytes": pa.int64(),
@@ -172,6 +180,29 @@ def output_entries(counters: dict, outputs: list[str], totals: dict, staging: st
     return entries
 
 
+def published_totals(published: dict) -> dict:
+    """Files, rows and bytes of an output's per-file records (a bare row count: no bytes)."""
+    records = [r if isinstance(r, dict) else {"rows": r} for r in published.values()]
+    return {
+        "files": len(records),
+        "rows": sum(int(r.get("rows") or 0) for r in records),
+        "bytes": sum(int(r.get("bytes") or 0) for r in records),
+    }
+
+
+def listed_in_run_json(entries: dict, limit: int | None = None) -> dict:
+    """The outputs as run.json holds them: each with `published_totals`, and its per-file
+    `published` only when it has at most `limit` files (`published_totals.listed` says which)."""
+    limit = LISTED_FILES_MAX if limit is None else limit
+    shown = {}
+    for name, entry in entries.items():
+        published = entry.get("published") or {}
+        listed = len(published) <= limit
+        shown[name] = {k: v for k, v in entry.items() if k != "published" or listed}
+        shown[name]["published_totals"] = {**published_totals(published), "listed": listed}
+    return shown
+
+
 def check_files(root: str, published: dict, store: storage.Storage) -> list[str]:
     """Reads every file a writer counted, as it stands in the staging folder, and compares it with
     the finalize step's record (rows, bytes, sha256): '<name>: <what differs>' per file that is
@@ -280,7 +311,7 @@ def write_run_report(
             "fsspec": _version("fsspec"),
         },
         "totals": totals,
-        "outputs": output_checks,
+        "outputs": listed_in_run_json(output_checks),
         "data_loss": data_loss,
         "incomplete_files": incomplete,
         "files": files,
@@ -290,6 +321,9 @@ def write_run_report(
         "exit_meaning": NO_RECORDS_MEANING if code == EXIT_ERROR_RATE and nothing_kept else EXIT_MEANINGS[code],
         "no_records_kept": nothing_kept,
     }
+    # every output's every file, for .labelbeam/published.json (written first: run.json names it)
+    file_records = {"run_id": run_id, "outputs": {name: e["published"] for name, e in output_checks.items()}}
+    store.write_atomically(storage.join(staging, FILE_RECORDS), orjson.dumps(file_records))
     store.write_atomically(storage.join(staging, RUN_FILE), orjson.dumps(storage.redact(summary), option=orjson.OPT_INDENT_2))
     if files:
         write_table(store, storage.join(staging, STATS_OUTPUT, INPUTS_TABLE), inputs_table(files))

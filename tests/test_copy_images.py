@@ -161,6 +161,7 @@ def test_coco_and_yolo_copies_are_read_back_counted_refused_and_republished_exac
     flags = ["--output_format", "coco", "--output_format", "yolo", "--copy_images", "--split_ratios", "train=0.5,validation=0.5", "--quiet"]
     assert run(["--input", str(manifest), "--output", str(out), *flags]) == 0
     report = json.loads((out / "run.json").read_text())
+    every_file = json.loads((out / ".labelbeam" / "published.json").read_text())["outputs"]
 
     coco_root, yolo_root = out / "manifests" / "coco", out / "manifests" / "yolo"
     # COCO: every image written whose source could be read (the two scene.png told apart), the
@@ -172,12 +173,12 @@ def test_coco_and_yolo_copies_are_read_back_counted_refused_and_republished_exac
         assert codes == sorted(expected + ([(errors.YOLO_IMAGE_LABELS_ONLY, "sky.png")] if fmt == "yolo" else []))
         entry = report["outputs"][f"manifests/{fmt}"]
         present = {name: content for name, content in _files_under(out / "manifests" / fmt / "images").items()}
-        # run.json: the copies are counted like every output, equal to the files present, each
-        # published with its size and sha256
+        # run.json: the copies are counted like every output, equal to the files present;
+        # published.json: each published with its size and sha256
         assert entry["images"]["copied"] == entry["images"]["landed"] == len(present) == (5 if fmt == "coco" else 4)
         assert entry["images"]["bytes"] == sum(map(len, present.values())) and entry["problems"] == []
         for name, content in present.items():
-            record = entry["published"][f"images/{name}"]
+            record = every_file[f"manifests/{fmt}"][f"images/{name}"]
             assert record["bytes"] == len(content) and record["sha256"] == hashlib.sha256(content).hexdigest()
     # YOLO: no image without its label file (the refused image-level task's copy was taken back);
     # every label file's stem is its image's, in the same split; data.yaml names the image folders

@@ -65,16 +65,10 @@ class Contract:
         return tuple(sorted({name for columns, _ in self.partial_round_trip.values() for name in columns}))
 
 
-# A line holding several Ground Truth label jobs is written as one job (transforms/label_jobs.py,
-# docs/formats.md "Chained jobs"); it reads back as that job, and its `annotation` column (the
-# first job's, kept in records/) as the job written.
-_ONE_LABEL_JOB = (("annotation",), "one label job per image is written: the annotation read back is the job written")
-
 CONTRACT = {
     "sagemaker": Contract(
         read_refusals={"broken.manifest": {errors.NOT_AN_OBJECT, errors.MISSING_SOURCE_REF, errors.MISSING_LABEL_METADATA, errors.INVALID_FIELD_TYPE}},
         write_refusals=frozenset({errors.OUTPUT_UNREPRESENTABLE, errors.OBJECT_UNREPRESENTABLE, errors.MASK_NOT_WRITTEN}),
-        partial_round_trip={"chained/chained-jobs.manifest": _ONE_LABEL_JOB, "ground-truth.jsonl": _ONE_LABEL_JOB},
     ),
     "azure_automl": Contract(
         read_refusals={"malformed.jsonl": {errors.MISSING_IMAGE_URL, errors.INVALID_FIELD_TYPE, errors.GEOMETRY_MISSING}},

@@ -522,3 +522,56 @@ def test_results_on_several_images_are_flagged():
     }
     (row,) = get_format("label_studio").parse(task, ParseContext(uri="x", base_uri="")).rows
     assert "MULTIPLE_IMAGES" in [i["code"] for i in row["issues"]]
+
+
+def _one_name_for_boxes_and_keypoints() -> list[dict]:
+    """Tasks whose boxes and keypoints share one from_name (`label`), as ML back ends write."""
+    tasks = []
+    for n in range(2):
+        size = {"to_name": "image", "original_width": 200, "original_height": 100}
+        results = [
+            {"id": f"b{n}", "type": "rectanglelabels", "from_name": "label", **size,
+             "value": {"x": 10, "y": 20, "width": 40, "height": 50, "rotation": 0, "rectanglelabels": ["person"]}},
+            {"id": f"k{n}a", "type": "keypointlabels", "from_name": "label", "parentID": f"b{n}", **size,
+             "value": {"x": 20, "y": 30, "width": 1, "keypointlabels": ["nose"]}},
+            {"id": f"k{n}b", "type": "keypointlabels", "from_name": "label", "parentID": f"b{n}", **size,
+             "value": {"x": 30, "y": 60, "width": 1, "keypointlabels": ["hand"]}},
+        ]  # fmt: skip
+        tasks.append({"id": n + 1, "data": {"image": f"/data/upload/1/p{n}.jpg"}, "annotations": [{"id": n + 1, "result": results}]})
+    return tasks
+
+
+def test_one_source_name_for_several_types_gives_a_config_the_sdk_converts_with_keypoints(tmp_path):
+    """The labeling config has one control per name; every written result names a control of
+    its own type on the image; label-studio-sdk's Converter then finds the keypoint order and
+    converts boxes and keypoints to COCO. Read back, the source's names return."""
+    from label_studio_sdk.converter import Converter
+
+    from transforms.formats.label_studio.labeling_config import config_files
+
+    tasks = _one_name_for_boxes_and_keypoints()
+    rows = schema.rows_to_batch(parse_all(FMT, tasks, _ctx())).to_pylist()
+    ctx = WriteContext()
+    written = [orjson.loads(e) for e in FMT.write(rows, ctx)]
+    config = config_files([ctx.summary])["labeling_config.xml"].decode()
+    import xml.etree.ElementTree as ET
+
+    controls = [(e.tag, e.get("name"), e.get("toName")) for e in ET.fromstring(config) if e.tag != "Image"]
+    assert len({name for _, name, _ in controls}) == len(controls) == 2
+    images = {e.get("name") for e in ET.fromstring(config) if e.tag == "Image"}
+    tags = {name: tag for tag, name, _ in controls}
+    for result in (r for t in written for r in t["annotations"][0]["result"]):
+        assert tags[result["from_name"]].lower() == result["type"] and result["to_name"] in images
+    (tmp_path / "tasks.json").write_text(json.dumps(written))
+    Converter(config, project_dir=str(tmp_path), download_resources=False).convert_to_coco(
+        str(tmp_path / "tasks.json"), str(tmp_path / "coco"), is_dir=False
+    )
+    coco = json.loads((tmp_path / "coco" / "result.json").read_text())
+    boxes = [a for a in coco["annotations"] if a.get("bbox") and "keypoints" not in a]
+    points = [a for a in coco["annotations"] if "keypoints" in a]
+    assert len(boxes) == 2 and len(points) == 2
+    assert all(a["num_keypoints"] == 2 for a in points)
+    assert sorted(points[0]["keypoints"][0::3]) == [40, 60]  # nose at 20%, hand at 30% of 200 px
+    # the written names are the config's, the names read back the source's
+    again = [row for task in written for row in FMT.parse(task, _ctx()).rows]
+    assert canonical(again) == canonical(rows)

@@ -355,4 +355,6 @@ def test_the_samples_land_as_given_less_refused(sample, tmp_path):
     for line in (text for p in label_files for text in p.read_text().splitlines()):
         values = line.split()
         assert int(values[0]) in data["names"] and len(values) in (5, 6) and all(0 <= float(v) <= 1 for v in values[1:])
-    assert set(written["published"]) == {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    every_file = json.loads((tmp_path / "out" / ".labelbeam" / "published.json").read_text())["outputs"]["manifests/yolo"]
+    assert set(every_file) == {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert written["published_totals"]["files"] == len(every_file)

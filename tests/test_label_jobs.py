@@ -78,6 +78,33 @@ def test_different_label_types_of_one_line_are_all_kept():
     assert [e["name"] for e in orjson.loads(chosen["extra"])["sagemaker"]["attributes"]] == ["colour", "boxes"]
 
 
+def test_the_written_row_carries_the_annotation_of_the_job_it_keeps():
+    """The `annotation` column of the row a writer takes is its kept job's (the metadata the
+    Ground Truth writer writes), not the line's first job's, which records/ keep."""
+    for line in lines():
+        row = parse(line)
+        assert row["annotation"]["job_name"] == line["job-metadata"]["job-name"]
+        chosen, _ = select_label_jobs(row)
+        assert chosen["annotation"]["job_name"] == line["job-chain-metadata"]["job-name"]
+        assert chosen["annotation"]["created_at"] == parse({"source-ref": "s3://b/a.jpg", "job-chain": line["job-chain"], "job-chain-metadata": line["job-chain-metadata"]})["annotation"]["created_at"]
+        (written,) = [orjson.loads(e) for e in GT.write([chosen], WriteContext())]
+        assert written["job-chain-metadata"]["job-name"] == chosen["annotation"]["job_name"]
+        assert select_label_jobs(row, ["job"])[0]["annotation"] == row["annotation"]  # the first job: as read
+
+
+def test_an_adjusted_classification_gives_the_adjustments_annotation_and_confidence():
+    line = {"source-ref": "s3://b/a.jpg",
+            "colour": 0, "colour-metadata": {"class-name": "red", "confidence": 0.4, "job-name": "first", "type": "groundtruth/image-classification"},
+            "fixed": 1, "fixed-metadata": {"class-name": "blue", "confidence": 0.9, "job-name": "adjust", "adjustment-status": "adjusted",
+                                           "human-annotated": "yes", "creation-date": "2024-01-02T03:04:05", "type": "groundtruth/image-classification"}}  # fmt: skip
+    row = parse(line)
+    assert (row["annotation"]["job_name"], row["annotation"]["confidence"]) == ("first", 0.4)
+    chosen, _ = select_label_jobs(row)
+    annotation = chosen["annotation"]
+    assert (annotation["job_name"], annotation["confidence"], annotation["human_annotated"]) == ("adjust", 0.9, True)
+    assert annotation["created_at"].isoformat().startswith("2024-01-02T03:04:05")
+
+
 # ---- the whole job ---------------------------------------------------------------------------
 
 OUTPUTS = ("coco", "sagemaker", "azure_automl", "label_studio")

@@ -43,8 +43,9 @@ def test_overwrite_replaces_every_entry_of_the_previous_output(tmp_path):
     assert summary["totals"]["dead_letters"] == 0
     entries = sorted(p.name for p in out.iterdir())
     assert entries == [".labelbeam", "_SUCCESS", "records", "report.html", "run.json", "stats"]  # no errors/, manifests/, refused/
-    # every file there is the second run's: its records files are the ones run.json lists
-    listed = {f"records/{name}" for name in summary["outputs"]["records"]["published"]}
+    # every file there is the second run's: its records files are the ones published.json lists
+    published = json.loads((out / ".labelbeam" / "published.json").read_text())
+    listed = {f"records/{name}" for name in published["outputs"]["records"]}
     assert {name for name in _files(out) if name.startswith("records/")} == listed
     state = json.loads((out / ".labelbeam" / "published.json").read_text())
     assert state["run_id"] == summary["run_id"] and set(state["files"]) == _files(out) - {"_SUCCESS"}
@@ -116,7 +117,11 @@ def test_a_staged_file_damaged_after_it_was_counted_is_never_published(tmp_path,
     failed = next((out / ".labelbeam" / "failed").iterdir())
     summary = json.loads((failed / "run.json").read_text())
     assert summary["exit_code"] == 3 and summary["data_loss"][output]["problems"]
-    # each file's record in run.json: rows, bytes and sha256 as the finalize step read them
-    for entry in summary["outputs"].values():
-        for name, file in entry["published"].items():
+    # each file's record: rows, bytes and sha256 as the finalize step read them, every file in
+    # the failed run's file_records.json, and in its run.json for outputs of few files
+    every_file = json.loads((failed / "file_records.json").read_text())["outputs"]
+    assert set(every_file) == set(summary["outputs"])
+    for output, files in every_file.items():
+        assert summary["outputs"][output]["published"] == files  # few files here: listed in run.json too
+        for name, file in files.items():
             assert set(file) == {"rows", "bytes", "sha256"} and len(file["sha256"]) == 64, name

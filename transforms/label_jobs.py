@@ -16,13 +16,18 @@ kind of attribute:
 `--label_attribute NAME[,...]` chooses instead: in each kind, the attributes named that the
 line holds (a kind holding none of them keeps the rule above). Labels of the same name and
 objects of the same class and geometry that several chosen attributes hold are written once.
-Records keep every job (records/); only what is written to manifests is chosen.
+Records keep every job (records/); only what is written to manifests is chosen. The row a
+writer takes carries the `annotation` (job name, human-annotated, creation date, confidence) of
+its first kept job, read from that job's metadata as the reader reads the first job's: a writer
+that writes the job's metadata and the column agree.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+from transforms.errors import RecordError
+from transforms.formats.sagemaker.parse import annotation_of
 from transforms.schema import dumps_extra, loads_extra
 
 DETECTION, CLASSIFICATION, MULTILABEL = "detection", "classification", "multilabel"
@@ -100,10 +105,27 @@ def select_label_jobs(row: dict, chosen: Sequence[str] = ()) -> tuple[dict, list
     if len(new_layout) == len(layout) and len(new_labels) == len(labels) and new_objects == list(range(len(objects))):
         return row, new_objects
     selected = dict(row)
+    if new_layout and new_layout[0].get("name") != layout[0].get("name"):
+        selected["annotation"] = _annotation_of_job(row, new_layout[0], new_labels)
     selected["labels"] = new_labels
     selected["objects"] = [objects[i] for i in new_objects]
     selected["extra"] = dumps_extra({**extra, "sagemaker": {**sagemaker, "attributes": new_layout}})
     return selected, new_objects
+
+
+def _annotation_of_job(row: dict, entry: dict, labels: list[dict]) -> dict | None:
+    """The row's `annotation` as the kept job (a layout entry, its label indexes into `labels`)
+    gives it. A classification job's confidence is its label's score (the reader moves it out of
+    the metadata, into the label); a metadata value the reader never checked and cannot read (a
+    confidence that is not a number) leaves the row's annotation as it is."""
+    metadata = dict(entry.get("metadata") or {})
+    if entry.get("kind") == CLASSIFICATION and entry.get("labels"):
+        metadata["confidence"] = labels[entry["labels"][0]].get("score")
+    try:
+        kept = annotation_of(metadata, [])
+    except RecordError:
+        return row.get("annotation")
+    return {**(row.get("annotation") or {}), **kept}
 
 
 def _object_key(obj: dict) -> tuple:

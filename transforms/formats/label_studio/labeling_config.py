@@ -3,6 +3,8 @@ control for every (from_name, type, to_name) the written tasks use, each listing
 
 from __future__ import annotations
 
+from transforms.formats.label_studio.control_names import source_name, written_name
+
 CONTROLS = "controls"
 CONFIG_FILE = "labeling_config.xml"
 
@@ -16,6 +18,22 @@ _CONTROL_TAGS = {
     "choices": "Choices", "labels": "Labels", "textarea": "TextArea", "number": "Number",
     "rating": "Rating", "taxonomy": "Taxonomy", "datetime": "DateTime",
 }  # fmt: skip
+
+
+def with_control_name(result: dict) -> dict:
+    """A result as written: its from_name unique to its type (control_names.written_name)."""
+    kind, name = result.get("type"), result.get("from_name")
+    if not isinstance(kind, str) or kind not in _CONTROL_TAGS or not isinstance(name, str):
+        return result
+    return {**result, "from_name": written_name(name, kind, _CONTROL_TAGS.keys())}
+
+
+def with_source_name(result: dict) -> dict:
+    """A result as read: the source's from_name back (inverse of with_control_name)."""
+    kind, name = result.get("type"), result.get("from_name")
+    if not isinstance(kind, str) or kind not in _CONTROL_TAGS or not isinstance(name, str):
+        return result
+    return {**result, "from_name": source_name(name, kind)}
 
 
 def note_controls(task: dict, controls: dict) -> None:

@@ -24,6 +24,7 @@ from transforms.dates import parse_timestamp
 from transforms.errors import RecordError
 from transforms.formats.base import Parsed, iter_or_raise
 from transforms.formats.label_studio import regions
+from transforms.formats.label_studio.labeling_config import with_source_name
 from transforms.schema import dumps_extra, issue
 
 NAMESPACE = "label_studio"
@@ -133,6 +134,8 @@ class _RowBuilder:
         for result in results:
             if not isinstance(result, dict):
                 raise RecordError(errors.INVALID_FIELD_TYPE, "each result must be an object")
+        # names written unique per type for the labeling config (control_names) read as the source's
+        results = [with_source_name(result) for result in results]
         key = _image_key(self.data, results)
         uri = self.data[key]
         if not isinstance(uri, str) or not uri:

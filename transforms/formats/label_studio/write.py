@@ -15,7 +15,7 @@ from transforms.dates import format_timestamp
 from transforms.formats._mask_pixels import has_mask, reader_of, refuse_mask
 from transforms.formats.base import WriteContext
 from transforms.formats.label_studio import regions
-from transforms.formats.label_studio.labeling_config import CONTROLS, note_controls
+from transforms.formats.label_studio.labeling_config import CONTROLS, note_controls, with_control_name
 from transforms.formats.label_studio.parse import NAMESPACE
 from transforms.schema import loads_extra
 
@@ -75,7 +75,7 @@ def task_of_row(row: dict, ctx: WriteContext) -> dict | None:
     if origin is None and not results and "annotation" not in ls:
         return task  # an unlabeled image
     unit = _unit_fields(row, ls)
-    unit["result"] = results
+    unit["result"] = [with_control_name(r) for r in results]
     task["predictions" if origin == "prediction" else "annotations"] = [unit]
     return task
 

@@ -293,20 +293,28 @@ class LineParser:
         return "unlabeled"
 
     def _annotation(self, metadata: dict) -> dict:
-        created = metadata.get("creation-date")
-        created_at = None
-        if created is not None:
-            try:
-                created_at = parse_timestamp(created)
-            except ValueError:
-                self.issues.append(issue(errors.INVALID_DATE, f"creation-date {created!r} is not a date"))
-        human = metadata.get("human-annotated")
-        return {
-            "job_name": metadata.get("job-name") if isinstance(metadata.get("job-name"), str) else None,
-            "human_annotated": None if human is None else str(human).lower() == "yes",
-            "created_at": created_at,
-            "confidence": _number(metadata.get("confidence"), "confidence"),
-        }
+        return annotation_of(metadata, self.issues)
+
+
+def annotation_of(metadata: dict, issues: list[dict]) -> dict:
+    """The `annotation` column of a label job's metadata (job name, human-annotated, creation
+    date, confidence): a line's first job here, the job a writer keeps in label_jobs. A date
+    that is not one is an INVALID_DATE issue appended to `issues`; a confidence that is not a
+    number is INVALID_FIELD_TYPE (RecordError)."""
+    created = metadata.get("creation-date")
+    created_at = None
+    if created is not None:
+        try:
+            created_at = parse_timestamp(created)
+        except ValueError:
+            issues.append(issue(errors.INVALID_DATE, f"creation-date {created!r} is not a date"))
+    human = metadata.get("human-annotated")
+    return {
+        "job_name": metadata.get("job-name") if isinstance(metadata.get("job-name"), str) else None,
+        "human_annotated": None if human is None else str(human).lower() == "yes",
+        "created_at": created_at,
+        "confidence": _number(metadata.get("confidence"), "confidence"),
+    }
 
 
 
