@@ -1,6 +1,6 @@
 """run.json: what ran, with which options, and the proof that nothing was lost.
 
-The counts come from the ledger (transforms/stages/accounting.py): what each stage read, kept
+The counts come from the ledger (transforms/ledger.py): what each stage read, kept
 and refused per input file, and what each output's finalize step counted in the files it
 published. Here they are checked: every input line is a record, a dead letter or a blank line;
 every record stage passed on what it was given (or counted what it refused, and what a duplicate
@@ -30,7 +30,7 @@ from pipelines.config import JobConfig
 from pipelines.publish import FILE_RECORDS, REPORT_FILE, RUN_FILE
 from pipelines.report_html import write_report_html
 from transforms import errors, storage
-from transforms.stages.accounting import COUNTERS_FILE, OUTPUTS, file_entries, merge_into
+from transforms.ledger import COUNTERS_FILE, OUTPUTS, file_entries, merge_into
 from transforms.stages.stats import write_table
 from transforms.stages.write import (
     ERRORS_OUTPUT,
