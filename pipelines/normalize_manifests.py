@@ -46,10 +46,11 @@ from pipelines.options import ConfigError, parse_launch
 from transforms import errors, file_checks, storage
 from transforms.checks.masks import MaskPolicy
 from transforms.file_checks import FileCheckConfig
-from transforms.formats.base import get_format
+from transforms.formats.base import get_format, input_format_names
 from transforms.stages.accounting import COUNTERS_FILE, LEDGER, WriteCounters
 from transforms.stages.check_files import CheckFiles
 from transforms.stages.dedupe import ResolveDuplicates
+from transforms.stages.documents import JoinDocuments
 from transforms.stages.duplicates import FindDuplicates
 from transforms.stages.normalize import RECORDS, NormalizeRecords
 from transforms.stages.progress import CountProgress
@@ -117,7 +118,11 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
         checks=FileChecks(masks=checks.settings.masks, images=checks.settings.probe_images),
         files=inputs,
     )
-    normalized = read[BATCHES] | "NormalizeRecords" >> NormalizeRecords(job.format_options(), job.read.relative_to)
+    batches, joins = read[BATCHES], reads_documents(job, inputs)
+    if joins:  # COCO: parts of documents, joined by image id before they are parsed
+        joined = batches | "JoinDocuments" >> JoinDocuments(job.read.batch_size, every_batch=job.read.format is not None)
+        batches = joined[BATCHES]
+    normalized = batches | "NormalizeRecords" >> NormalizeRecords(job.format_options(), job.read.relative_to)
     validated = normalized[RECORDS] | "ValidateRecords" >> ValidateRecords(checks.profile)
     checked = validated["main"] | "CheckFiles" >> CheckFiles(checks, store)
     stage_outputs = [normalized, validated, checked]
@@ -134,6 +139,10 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
     ledgers = [read[LEDGER], *(stage[LEDGER] for stage in stage_outputs), split[LEDGER]]
     dead_letters = [stage[errors.DEAD_LETTERS] for stage in stage_outputs]
     stage_letters = list(zip((errors.NORMALIZE, *record_stages(job)), dead_letters))  # split refuses nothing
+    if joins:
+        ledgers.append(joined[LEDGER])
+        dead_letters.append(joined[errors.DEAD_LETTERS])
+        stage_letters.append((errors.NORMALIZE + "_join", joined[errors.DEAD_LETTERS]))
 
     options = job.format_options()
     numbered = [name for name in job.write.formats if get_format(name).needs_class_names(options[name])]
@@ -173,6 +182,18 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
     ledgers += letters[LEDGER]
     tuple(ledgers) | "WriteCounters" >> WriteCounters(storage.join(out, COUNTERS_FILE), store)
     return {"records": records, "record_stages": record_stages(job), "outputs": output_names(job)}
+
+
+def reads_documents(job: JobConfig, inputs: tuple[tuple[str, int], ...] | None) -> bool:
+    """Whether the graph joins documents read in parts (COCO): when --format names such a
+    format, or, with the format detected, when an input may be one (a `.json` file, or a
+    pattern that may match one)."""
+    if job.read.format is not None:
+        return get_format(job.read.format).joins_documents
+    if not any(get_format(name).joins_documents for name in input_format_names()):
+        return False
+    names = [url for url, _ in inputs] if inputs is not None else list(job.input)
+    return any(name.endswith((".json", "*")) or name.endswith("/") for name in names)
 
 
 def output_names(job: JobConfig) -> list[str]:
