@@ -351,12 +351,10 @@ def record_of(joined: dict, resolve: Callable[[str], str]) -> dict:
     width, height = int(image["width"]), int(image["height"])
     by_id = {category["id"]: category for category in joined.get("categories") or []}
     objects = [_object(annotation, by_id[annotation["category_id"]], width, height) for annotation in joined["annotations"]]
-    if any(obj.get("keypoints") for obj in objects):
-        task = "keypoints"
-    elif any(obj.get("polygon") or obj.get("mask_rle") is not None for obj in objects):
-        task = "instance_segmentation"
-    else:
-        task = "object_detection"
+    # every COCO annotation has a box (a person's keypoints come with theirs): the task is the
+    # geometry's, and keypoints ride on their objects
+    segmented = any(obj.get("polygon") or obj.get("mask_rle") is not None for obj in objects)
+    task = "instance_segmentation" if segmented else "object_detection"
     labels = [
         {"name": label["name"], "score": label.get("score")}
         for label in image.get("image_labels") or [] if isinstance(label, dict) and isinstance(label.get("name"), str)
