@@ -92,7 +92,7 @@ def test_plan_cuts_each_member_into_parts_that_hold_every_element_once_in_order(
         found = []
         for name, start, end, before, count in parts:
             if name == member:
-                assert before == len(found)
+                assert before == len(found) and count >= 1
                 found += [json.loads(raw) for _, raw in iter_json_array(ArrayPart(io.BytesIO(data), start, end))]
         assert found == doc[member]
 
@@ -165,3 +165,39 @@ def test_an_rle_of_another_size_than_its_image_is_refused_alone(tmp_path):
     rows, dead, *_ = read_document([write(tmp_path / "i.json", doc)])
     assert [letter["code"] for letter in dead] == ["INVALID_FIELD_TYPE"] and "size" in dead[0]["message"]
     assert len(rows) == 5
+
+
+def _transform_labels(pipeline) -> list[str]:
+    from apache_beam.pipeline import PipelineVisitor
+
+    found = []
+
+    class _Visitor(PipelineVisitor):
+        def visit_transform(self, node):
+            found.append(node.full_label)
+
+    pipeline.visit(_Visitor())
+    return found
+
+
+@pytest.mark.parametrize(
+    "name, extra, join, around",
+    [
+        ("in.json", [], True, True),  # detected: COCO may be among the inputs, others go around the join
+        ("in.json", ["--format=coco"], True, False),  # every batch is a COCO part: no partition, no Flatten
+        ("in.manifest", [], False, False),  # no input may be COCO: the graph has no join
+        ("in.json", ["--format=label_studio"], False, False),
+    ],
+)
+def test_the_join_is_wired_only_when_the_job_may_read_coco(tmp_path, name, extra, join, around):
+    from pipelines import runners
+    from pipelines.normalize_manifests import build
+    from pipelines.options import parse_launch
+
+    source = write(tmp_path / name, clean_document())
+    launch = parse_launch(["--input", str(source), "--output", str(tmp_path / "out"), "--runner=FnApiRunner", *extra])
+    pipeline = runners.new_pipeline(launch.pipeline_options)
+    build(pipeline, launch.job, str(tmp_path / "staging"), inputs=launch.inputs)
+    labels = _transform_labels(pipeline)
+    assert any(label.startswith("JoinDocuments/GroupByImage") for label in labels) == join
+    assert any(label.startswith("JoinDocuments/DocumentParts") for label in labels) == around
