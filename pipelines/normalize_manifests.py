@@ -43,7 +43,7 @@ import apache_beam as beam
 from pipelines import incremental, interrupts, progress, publish, report, runners
 from pipelines.config import JobConfig
 from pipelines.options import ConfigError, parse_launch
-from transforms import errors, file_checks, storage
+from transforms import errors, file_checks, spill, storage
 from transforms.checks.masks import MaskPolicy
 from transforms.file_checks import FileCheckConfig
 from transforms.formats.base import get_format, input_format_names
@@ -120,7 +120,9 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
     )
     batches, joins = read[BATCHES], reads_documents(job, inputs)
     if joins:  # COCO: parts of documents, joined by image id before they are parsed
-        joined = batches | "JoinDocuments" >> JoinDocuments(job.read.batch_size, every_batch=job.read.format is not None)
+        joined = batches | "JoinDocuments" >> JoinDocuments(
+            job.read.batch_size, storage.join(out, JOIN_FOLDER), store, spill.bucket_count(joins), every_batch=job.read.format is not None
+        )
         batches = joined[BATCHES]
     normalized = batches | "NormalizeRecords" >> NormalizeRecords(job.format_options(), job.read.relative_to)
     validated = normalized[RECORDS] | "ValidateRecords" >> ValidateRecords(checks.profile)
@@ -184,16 +186,23 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
     return {"records": records, "record_stages": record_stages(job), "outputs": output_names(job)}
 
 
-def reads_documents(job: JobConfig, inputs: tuple[tuple[str, int], ...] | None) -> bool:
-    """Whether the graph joins documents read in parts (COCO): when --format names such a
-    format, or, with the format detected, when an input may be one (a `.json` file, or a
-    pattern that may match one)."""
+# the spill files of the join by image id (transforms/spill.py), in the run's staging folder
+JOIN_FOLDER = ".labelbeam-join"
+
+
+def reads_documents(job: JobConfig, inputs: tuple[tuple[str, int], ...] | None) -> int:
+    """The bytes of input the graph may join as documents read in parts (COCO), 0 for none: the
+    whole input when --format names such a format, else (the format detected) the `.json`
+    inputs (or, listed by the graph, 1 GB a pattern that may match one)."""
     if job.read.format is not None:
-        return get_format(job.read.format).joins_documents
+        if not get_format(job.read.format).joins_documents:
+            return 0
+        return (sum(size for _, size in inputs) or 1) if inputs is not None else 1 << 30
     if not any(get_format(name).joins_documents for name in input_format_names()):
-        return False
-    names = [url for url, _ in inputs] if inputs is not None else list(job.input)
-    return any(name.endswith((".json", "*")) or name.endswith("/") for name in names)
+        return 0
+    if inputs is not None:
+        return sum(size for url, size in inputs if url.endswith(".json")) or (1 if any(url.endswith(".json") for url, _ in inputs) else 0)
+    return (1 << 30) if any(name.endswith((".json", "*", "/")) for name in job.input) else 0
 
 
 def output_names(job: JobConfig) -> list[str]:

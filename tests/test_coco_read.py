@@ -199,5 +199,5 @@ def test_the_join_is_wired_only_when_the_job_may_read_coco(tmp_path, name, extra
     pipeline = runners.new_pipeline(launch.pipeline_options)
     build(pipeline, launch.job, str(tmp_path / "staging"), inputs=launch.inputs)
     labels = _transform_labels(pipeline)
-    assert any(label.startswith("JoinDocuments/GroupByImage") for label in labels) == join
+    assert any(label.startswith("JoinDocuments/GroupByBucket") for label in labels) == join
     assert any(label.startswith("JoinDocuments/DocumentParts") for label in labels) == around

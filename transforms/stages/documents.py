@@ -2,12 +2,12 @@
 
 A COCO file's annotations name their image by id, anywhere in the file, and its parts are read
 by different workers: each part's elements are keyed (the format's `key_elements`: images and
-annotations by image id, categories by category id), categories are resolved once per id
-(`resolve_side`, a small shuffle) and become a side input, and a GroupByKey by image id brings
-each image and its annotations together for the format's `join`. Joined objects are batched
-into RawBatches that NormalizeRecords parses like any other record. Batches of formats that
-read records go around the join unchanged. What crosses the shuffle, and what it costs in
-memory, is in docs/architecture.md ("Reading COCO").
+annotations by image id, categories by category id) and spilled to one file per bucket of the
+key (transforms/spill.py); a GroupByKey of the file names (small) gives each bucket its files,
+and the format's `join` runs per key of one bucket at a time, so a worker holds one bucket,
+never the input. Categories are resolved once per id (`resolve_side`, a small shuffle) and
+reach the join as a side input. Joined objects are batched into RawBatches for NormalizeRecords;
+other formats' batches go around the join. Memory: docs/architecture.md ("Reading COCO").
 """
 
 from __future__ import annotations
@@ -16,26 +16,31 @@ import collections
 
 import apache_beam as beam
 
-from transforms import errors
+from transforms import errors, spill, storage
 from transforms.formats.base import get_format
 from transforms.schema import RawBatch
-from transforms.stages.accounting import LEDGER
+from transforms.stages.accounting import LEDGER, merge_into
 
-BATCHES = "batches"
-_SIDE = "side"
-
+BATCHES, _SIDE = "batches", "side"
 
 def _joins(batch: RawBatch) -> bool:
     return bool(batch.format) and get_format(batch.format).joins_documents
 
-
 class _KeyElementsFn(beam.DoFn):
-    """A part's RawBatch -> ((format, image key), element); side entries and dead letters tagged."""
+    """A part's RawBatch -> ((format, bucket), spill file) per bucket its keyed entries fall in;
+    side entries, dead letters and counts tagged."""
+
+    def __init__(self, store: storage.Storage, folder: str, buckets: int):
+        self._storage = store
+        self._folder = folder
+        self._buckets = buckets
 
     def process(self, batch: RawBatch):
         keyed, side, dead, counts = get_format(batch.format).key_elements(batch)
-        for key, element in keyed:
-            yield (batch.format, key), element
+        fs, folder = self._storage.fs(self._folder)
+        fs.makedirs(folder, exist_ok=True)  # a local folder must exist first
+        for bucket, url in spill.write_buckets(self._storage.open, self._folder, keyed, self._buckets):
+            yield (batch.format, bucket), url
         for key, element in side:
             yield beam.pvalue.TaggedOutput(_SIDE, ((batch.format, key), element))
         for letter in dead:
@@ -58,7 +63,11 @@ class _ResolveSideFn(beam.DoFn):
 
 
 class _JoinFn(beam.DoFn):
-    """One image key's elements -> (format, uri, line, offset, joined raw) per joined object."""
+    """One bucket's spill files -> (format, uri, line, offset, joined raw) per joined object,
+    joining its keys one after another; its dead letters, and its counts once."""
+
+    def __init__(self, store: storage.Storage):
+        self._storage = store
 
     def setup(self):
         self._tables: tuple[int, dict] | None = None
@@ -72,18 +81,21 @@ class _JoinFn(beam.DoFn):
         return self._tables[1][name]
 
     def process(self, item, side):
-        (name, key), elements = item
-        joined, dead, counts = get_format(name).join(key, list(elements), self._table(name, side))
-        for where, raw in joined:
-            yield name, where.uri, where.line, where.offset, raw
-        for letter in dead:
-            yield beam.pvalue.TaggedOutput(errors.DEAD_LETTERS, letter)
-        for uri, entry in counts.items():
+        (name, _), urls = item
+        fmt, table, totals = get_format(name), self._table(name, side), {}
+        for key, entries in spill.read_bucket(self._storage.open, sorted(urls)).items():
+            joined, dead, counts = fmt.join(key, entries, table)
+            for where, raw in joined:
+                yield name, where.uri, where.line, where.offset, raw
+            for letter in dead:
+                yield beam.pvalue.TaggedOutput(errors.DEAD_LETTERS, letter)
+            for uri, entry in counts.items():
+                merge_into(totals.setdefault(uri, {}), entry)
+        for uri, entry in totals.items():
             yield beam.pvalue.TaggedOutput(LEDGER, (uri, entry))
 
 
-def _raw_batches(joined: list):
-    """A batch of joined objects -> one RawBatch per (format, file)."""
+def _raw_batches(joined: list):  # a batch of joined objects -> one RawBatch per (format, file)
     by_file: dict = {}
     for name, uri, line, offset, raw in joined:
         batch = by_file.get((name, uri))
@@ -99,11 +111,15 @@ class JoinDocuments(beam.PTransform):
     """RawBatch -> {batches: RawBatch (joined, and the others as they were), dead_letters, ledger}.
 
     `every_batch`: the job's --format joins documents, so every batch is a part (no split of
-    the input and no Flatten before the normalizer)."""
+    the input and no Flatten before the normalizer); `folder`: where the spill files go (under
+    the run's staging folder, removed with it); `buckets`: spill.bucket_count of the input."""
 
-    def __init__(self, batch_lines: int, every_batch: bool = False):
+    def __init__(self, batch_lines: int, folder: str, store: storage.Storage, buckets: int = 64, every_batch: bool = False):
         super().__init__()
         self._batch_lines = max(int(batch_lines), 1)
+        self._folder = folder
+        self._storage = store
+        self._buckets = max(int(buckets), 1)
         self._every_batch = every_batch
 
     def expand(self, batches):
@@ -111,7 +127,7 @@ class JoinDocuments(beam.PTransform):
             parts, others = batches, None
         else:
             parts, others = batches | "DocumentParts" >> beam.Partition(lambda batch, _: 0 if _joins(batch) else 1, 2)
-        keyed = parts | "KeyElements" >> beam.ParDo(_KeyElementsFn()).with_outputs(_SIDE, errors.DEAD_LETTERS, LEDGER, main="keyed")
+        keyed = parts | "KeyElements" >> beam.ParDo(_KeyElementsFn(self._storage, self._folder, self._buckets)).with_outputs(_SIDE, errors.DEAD_LETTERS, LEDGER, main="keyed")
         side = (
             keyed[_SIDE]
             | "GroupSideEntries" >> beam.GroupByKey()
@@ -119,8 +135,8 @@ class JoinDocuments(beam.PTransform):
         )
         joined = (
             keyed.keyed
-            | "GroupByImage" >> beam.GroupByKey()
-            | "Join" >> beam.ParDo(_JoinFn(), beam.pvalue.AsList(side.values)).with_outputs(errors.DEAD_LETTERS, LEDGER, main="joined")
+            | "GroupByBucket" >> beam.GroupByKey()
+            | "Join" >> beam.ParDo(_JoinFn(self._storage), beam.pvalue.AsList(side.values)).with_outputs(errors.DEAD_LETTERS, LEDGER, main="joined")
         )
         rebatched = (
             joined.joined

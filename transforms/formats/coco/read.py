@@ -9,7 +9,8 @@ may hold millions of entries (gigabytes), so it is never loaded whole:
    is planned as one member, `results`;
 2. `key_batch` decodes the elements of a part and keys them: images and annotations by image
    id, categories by category id; what cannot be keyed is a dead letter where it was read;
-3. after a shuffle by image id, `join_image` makes each image's group one *joined* object (the
+3. after the entries are grouped by image id (spilled to files by bucket of the key, one bucket
+   read at a time: transforms/spill.py), `join_image` makes each image's group one *joined* object (the
    image, its annotations, the categories they use) - one for its ground truth, one per
    results file for its predictions - and the coded dead letters of the group;
 4. `record_of` (the plugin's parse) turns a joined object into the canonical row.
@@ -40,8 +41,22 @@ PREDICTION, GROUND_TRUTH = "prediction", "ground_truth"
 # The first member of a COCO instances file as the writers of the ecosystem order them
 # (pycocotools' and COCO's own files start with info; datumaro's with licenses).
 _FIRST_MEMBER = re.compile(rb'\A(?:\xef\xbb\xbf)?\s*\{\s*"(info|licenses|images|annotations|categories|type)"\s*:')
-# An element kept for the join: (kind, uri, line, offset, raw bytes).
-Element = tuple
+
+
+def pack(kind: str, uri: str, line: int, offset: int, raw: bytes) -> bytes:
+    """An entry kept for the join as one bytes value (what a spill file holds): where it was
+    read, a newline, its raw JSON."""
+    return orjson.dumps([kind, uri, line, offset]) + b"\n" + raw
+
+
+def unpack(packed: bytes) -> tuple[str, str, int, int, bytes]:
+    """pack's inverse: (kind, uri, line, offset, raw)."""
+    header, raw = packed.split(b"\n", 1)
+    kind, uri, line, offset = orjson.loads(header)
+    return kind, uri, line, offset, raw
+
+
+Element = tuple  # an unpacked entry: (kind, uri, line, offset, raw bytes)
 
 
 def claims_head(head: bytes) -> bool:
@@ -189,7 +204,7 @@ def _letter(counts: Counts, uri: str, line: int, offset: int, code: str, message
 
 
 def key_batch(batch) -> tuple[list, list, list, dict]:
-    """A RawBatch of one member's part -> ([(image key, Element)], [(category id, Element)],
+    """A RawBatch of one member's part -> ([(image key, packed entry)], [(category id, packed entry)],
     dead letters, counts by file). Images, annotations and results are keyed by image id."""
     keyed, categories, dead, counts = [], [], [], Counts()
     failures = {index: (code, message) for index, code, message in batch.failures}
@@ -202,25 +217,25 @@ def key_batch(batch) -> tuple[list, list, list, dict]:
             obj = _decode(raw)
             if kind == CATEGORIES:
                 check_category(obj)
-                categories.append((_key_of(obj.get("id"), "a category's id"), (kind, batch.uri, line, offset, raw)))
+                categories.append((_key_of(obj.get("id"), "a category's id"), pack(kind, batch.uri, line, offset, raw)))
             elif kind == IMAGES:
                 key = _key_of(obj.get("id"), "an image's id")
                 check_image(obj)
-                keyed.append((key, (kind, batch.uri, line, offset, raw)))
+                keyed.append((key, pack(kind, batch.uri, line, offset, raw)))
             else:
                 key = _key_of(obj.get("image_id"), "an annotation's image_id")
                 _key_of(obj.get("category_id"), "an annotation's category_id")
-                keyed.append((key, (kind, batch.uri, line, offset, raw)))
+                keyed.append((key, pack(kind, batch.uri, line, offset, raw)))
         except RecordError as exc:
             dead.append(_letter(counts, batch.uri, line, offset, exc.code, exc.message, raw))
     return keyed, categories, dead, counts.by_uri
 
 
-def resolve_category(category_id, elements: list[Element]) -> tuple[dict, list, dict]:
+def resolve_category(category_id, packed: list[bytes]) -> tuple[dict, list, dict]:
     """Every entry of one category id -> (the category, dead letters, counts): the first by
     file and offset names it; an equal repeat is counted ok, a different one is a conflict."""
     counts, dead = Counts(), []
-    elements = sorted(elements, key=lambda e: (e[1], e[3]))
+    elements = sorted(map(unpack, packed), key=lambda e: (e[1], e[3]))
     first = orjson.loads(elements[0][4])
     counts.ok(elements[0][1])
     for _, uri, line, offset, raw in elements[1:]:
@@ -233,12 +248,12 @@ def resolve_category(category_id, elements: list[Element]) -> tuple[dict, list, 
     return first, dead, counts.by_uri
 
 
-def join_image(image_id, elements: list[Element], categories: dict) -> tuple[list[tuple[Provenance, bytes]], list, dict]:
+def join_image(image_id, packed: list[bytes], categories: dict) -> tuple[list[tuple[Provenance, bytes]], list, dict]:
     """One image id's elements -> (joined objects with where each was read, dead letters,
     counts): the image with its ground-truth annotations, and one joined object per results
     file holding its predictions for the image."""
     counts, dead, joined = Counts(), [], []
-    elements = sorted(elements, key=lambda e: (e[1], e[3]))
+    elements = sorted(map(unpack, packed), key=lambda e: (e[1], e[3]))
     images = [e for e in elements if e[0] == IMAGES]
     if not images:
         for _, uri, line, offset, raw in elements:
