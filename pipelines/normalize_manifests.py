@@ -46,7 +46,8 @@ from pipelines.options import ConfigError, parse_launch
 from transforms import errors, file_checks, spill, storage
 from transforms.checks.masks import MaskPolicy
 from transforms.file_checks import FileCheckConfig
-from transforms.formats.base import get_format, input_format_names
+from transforms.formats.base import detect_format, document_format, get_format, input_format_names
+from transforms.read_layout import sample_records, sniff
 from transforms.stages.accounting import COUNTERS_FILE, LEDGER, WriteCounters
 from transforms.stages.check_files import CheckFiles
 from transforms.stages.dedupe import ResolveDuplicates
@@ -118,10 +119,10 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
         checks=FileChecks(masks=checks.settings.masks, images=checks.settings.probe_images),
         files=inputs,
     )
-    batches, joins = read[BATCHES], reads_documents(job, inputs)
+    batches, (joins, only_documents) = read[BATCHES], reads_documents(job, inputs, store)
     if joins:  # COCO: parts of documents, joined by image id before they are parsed
         joined = batches | "JoinDocuments" >> JoinDocuments(
-            job.read.batch_size, storage.join(out, JOIN_FOLDER), store, spill.bucket_count(joins), every_batch=job.read.format is not None
+            job.read.batch_size, storage.join(out, JOIN_FOLDER), store, spill.bucket_count(joins), every_batch=only_documents
         )
         batches = joined[BATCHES]
     normalized = batches | "NormalizeRecords" >> NormalizeRecords(job.format_options(), job.read.relative_to)
@@ -190,19 +191,33 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
 JOIN_FOLDER = ".labelbeam-join"
 
 
-def reads_documents(job: JobConfig, inputs: tuple[tuple[str, int], ...] | None) -> int:
-    """The bytes of input the graph may join as documents read in parts (COCO), 0 for none: the
-    whole input when --format names such a format, else (the format detected) the `.json`
-    inputs (or, listed by the graph, 1 GB a pattern that may match one)."""
+def reads_documents(job: JobConfig, inputs: tuple[tuple[str, int], ...] | None, store: storage.Storage) -> tuple[int, bool]:
+    """(bytes of input the graph joins as documents read in parts (COCO), 0 for none; whether
+    every input is one). --format names the format; detected, each listed `.json` input's head
+    is read (64 KB: a COCO document's first member, or a results file's first elements), so a
+    job of COCO files alone needs no Partition and Flatten around the join; listed by the graph
+    (no launch listing), a pattern that may match a `.json` file counts as 1 GB of documents."""
     if job.read.format is not None:
         if not get_format(job.read.format).joins_documents:
-            return 0
-        return (sum(size for _, size in inputs) or 1) if inputs is not None else 1 << 30
+            return 0, False
+        return ((sum(size for _, size in inputs) or 1) if inputs is not None else 1 << 30), True
     if not any(get_format(name).joins_documents for name in input_format_names()):
-        return 0
-    if inputs is not None:
-        return sum(size for url, size in inputs if url.endswith(".json")) or (1 if any(url.endswith(".json") for url, _ in inputs) else 0)
-    return (1 << 30) if any(name.endswith((".json", "*", "/")) for name in job.input) else 0
+        return 0, False
+    if inputs is None:
+        return ((1 << 30) if any(name.endswith((".json", "*", "/")) for name in job.input) else 0), False
+    joined = [(url, size) for url, size in inputs if url.endswith(".json") and _joined_document(url, store)]
+    return (sum(size for _, size in joined) or (1 if joined else 0)), len(joined) == len(inputs)
+
+
+def _joined_document(url: str, store: storage.Storage) -> bool:
+    """Whether a file's head is a document a format joins (unreadable: the read stage reports it)."""
+    try:
+        with store.open(url, "rb") as handle:
+            head = handle.read(64 << 10)
+    except Exception:  # noqa: BLE001 - an unreadable input is the read stage's dead letter
+        return True
+    name = document_format(head) or detect_format(sample_records(head, sniff(head, complete=False), complete=False))
+    return name is not None and get_format(name).joins_documents
 
 
 def output_names(job: JobConfig) -> list[str]:

@@ -181,23 +181,52 @@ def _transform_labels(pipeline) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "name, extra, join, around",
+    "names, extra, join, around",
     [
-        ("in.json", [], True, True),  # detected: COCO may be among the inputs, others go around the join
-        ("in.json", ["--format=coco"], True, False),  # every batch is a COCO part: no partition, no Flatten
-        ("in.manifest", [], False, False),  # no input may be COCO: the graph has no join
-        ("in.json", ["--format=label_studio"], False, False),
+        (["in.json"], [], True, False),  # detected from the file's head: every input is COCO, nothing goes around the join
+        (["in.json", "other.manifest"], [], True, True),  # a mix: the other batches go around the join
+        (["in.json"], ["--format=coco"], True, False),
+        (["other.manifest"], [], False, False),  # no input is COCO: the graph has no join
+        (["export.json"], [], False, False),  # a .json that is no COCO (a Label Studio export)
     ],
 )
-def test_the_join_is_wired_only_when_the_job_may_read_coco(tmp_path, name, extra, join, around):
+def test_the_join_is_wired_only_when_the_job_reads_coco(tmp_path, names, extra, join, around):
     from pipelines import runners
     from pipelines.normalize_manifests import build
     from pipelines.options import parse_launch
 
-    source = write(tmp_path / name, clean_document())
-    launch = parse_launch(["--input", str(source), "--output", str(tmp_path / "out"), "--runner=FnApiRunner", *extra])
+    contents = {
+        "in.json": json.dumps(clean_document()),
+        "other.manifest": '{"source-ref": "s3://b/x.jpg", "label": 0, "label-metadata": {"class-name": "cat"}}\n',
+        "export.json": json.dumps([{"id": 1, "data": {"image": "x.jpg"}, "annotations": []}]),
+    }
+    args = []
+    for name in names:
+        (tmp_path / name).write_text(contents[name])
+        args += ["--input", str(tmp_path / name)]
+    launch = parse_launch([*args, "--output", str(tmp_path / "out"), "--runner=FnApiRunner", *extra])
     pipeline = runners.new_pipeline(launch.pipeline_options)
     build(pipeline, launch.job, str(tmp_path / "staging"), inputs=launch.inputs)
     labels = _transform_labels(pipeline)
     assert any(label.startswith("JoinDocuments/GroupByBucket") for label in labels) == join
     assert any(label.startswith("JoinDocuments/DocumentParts") for label in labels) == around
+
+
+def test_spilled_entries_come_back_grouped_by_key_each_key_in_one_bucket(tmp_path):
+    from transforms import spill
+
+    def open_file(url, mode):
+        return open(url, mode)
+
+    entries = [(i % 7, f"entry {i}\n{{}}".encode()) for i in range(100)] + [("7", b"a string key"), (7, b"")]
+    first = spill.write_buckets(open_file, str(tmp_path), entries[:60], 3)
+    second = spill.write_buckets(open_file, str(tmp_path), entries[60:], 3)
+    groups = {}
+    for bucket in range(3):
+        urls = [url for b, url in first + second if b == bucket]
+        for key, values in spill.read_bucket(open_file, urls).items():
+            assert key not in groups  # a key lives in one bucket only
+            assert all(spill.bucket_of(key, 3) == bucket for _ in values)
+            groups[key] = values
+    assert groups == {key: [value for k, value in entries if k == key and type(k) is type(key)] for key, _ in entries}
+    assert spill.bucket_count(0) == 1 and spill.bucket_count(2 << 30) == 128 and spill.bucket_count(1 << 50) == spill.MAX_BUCKETS
