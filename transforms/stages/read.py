@@ -10,7 +10,9 @@ parallel, I/O bound); a GroupByKey of those small counts per file gives each sha
 number, so the reader emits exact numbers and nothing waits on a side input. (Beam 2.77's
 FnApiRunner drops elements of a large main input read with a side input when it runs more than
 one worker; this design needs none.) Gzip files, JSON arrays and single-object files cannot be
-split: one shard each, numbered from 1.
+split: one shard each, numbered from 1. A file a format reads as a document in parts (COCO:
+`ManifestFormat.plan_document`) is planned by that format: one shard per part, each a byte
+range of one member's array elements.
 """
 
 from __future__ import annotations
