@@ -196,3 +196,15 @@ def test_coco_goes_to_ground_truth_and_azure_in_the_shapes_aws_and_azure_convert
         for label in want["label"]:  # each of the helper's labels is among ours, equal
             assert any(_close(label, mine) or _close(_as_polygon(label), mine) for mine in written["label"]), (label, written["label"])
     assert sum(len(e["label"]) for e in expected.values()) == 4  # two boxes, two polygons (the two RLEs left out)
+
+
+@pytest.mark.parametrize("runner", [["--runner=PrismRunner"], ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]], ids=["prism", "two_processes"])
+def test_the_join_gives_the_same_records_on_runners_with_several_worker_processes(tmp_path, runner):
+    """Spill files written by one worker process are read by another."""
+    instances = write(tmp_path / "in" / "instances_all.json", faulty_document())
+    results = write(tmp_path / "in" / "results_all.json", RESULTS)
+    args = ["--input", str(instances), "--input", str(results), "--output", str(tmp_path / "out"), ONE_SPLIT, "--shard_size=1KB", *runner]
+    assert run(args) == 0
+    totals = json.loads((tmp_path / "out" / "run.json").read_text())["totals"]
+    assert totals["reconciled"] and totals["records"] == 7 and totals["dead_letters"] == sum(FAULTS.values())
+    assert not list((tmp_path / "out").rglob("*.spill"))  # the spill files went with the staging folder
