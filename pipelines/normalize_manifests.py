@@ -191,6 +191,17 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
 JOIN_FOLDER = ".labelbeam-join"
 
 
+def _remove_spill_files(job: JobConfig, staging: str) -> None:
+    """The join's spill files (the COCO input's size again) go when the graph is done, whatever
+    its outcome: a failed run's staging folder is kept for a look, without them."""
+    fs, path = job.storage_config().fs(storage.join(staging, JOIN_FOLDER))
+    try:
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    except OSError:  # the staging folder goes with the run anyway
+        pass
+
+
 def reads_documents(job: JobConfig, inputs: tuple[tuple[str, int], ...] | None, store: storage.Storage) -> tuple[int, bool]:
     """(bytes of input the graph joins as documents read in parts (COCO), 0 for none; whether
     every input is one). --format names the format; detected, each listed `.json` input's head
@@ -328,6 +339,7 @@ def _run_locked(job, launch, pipeline, root: publish.OutputRoot, run_id: str, pl
         state = runners.run_to_completion(pipeline)
     signals.check_received()  # a runner may have turned the interrupt into a failed bundle
     finished = time.time()
+    _remove_spill_files(job, staging)
     step[0] = "writing the run report"
     summary = report.write_run_report(
         job, launch.beam_options(), staging, run_id, graph["record_stages"], graph["outputs"], started, finished, state

@@ -208,3 +208,18 @@ def test_the_join_gives_the_same_records_on_runners_with_several_worker_processe
     totals = json.loads((tmp_path / "out" / "run.json").read_text())["totals"]
     assert totals["reconciled"] and totals["records"] == 7 and totals["dead_letters"] == sum(FAULTS.values())
     assert not list((tmp_path / "out").rglob("*.spill"))  # the spill files went with the staging folder
+
+
+def test_a_run_that_is_not_published_keeps_no_spill_file(tmp_path):
+    """A COCO file cut short is one READ_FAILED and the run is incomplete: its staging folder is
+    kept for a look (under .labelbeam/failed/), without the join's spill files."""
+    good = write(tmp_path / "in" / "instances_a.json", clean_document())
+    cut = tmp_path / "in" / "instances_b.json"
+    cut.write_bytes(json.dumps(clean_document()).encode()[:-40])
+    args = ["--input", str(good), "--input", str(cut), "--output", str(tmp_path / "out"), RUNNER, ONE_SPLIT]
+    assert run(args) != 0
+    (failed,) = (tmp_path / "out" / ".labelbeam" / "failed").iterdir()
+    summary = json.loads((failed / "run.json").read_text())
+    codes = {code for entry in summary["files"] for stage in (entry.get("dead_letter_codes") or {}).values() for code in stage}
+    assert "READ_FAILED" in codes and summary["totals"]["records"] == 5
+    assert list(failed.rglob("*")) and not list((tmp_path / "out").rglob("*.spill"))

@@ -7,17 +7,18 @@ key (transforms/spill.py); a GroupByKey of the file names (small) gives each buc
 and the format's `join` runs per key of one bucket at a time, so a worker holds one bucket,
 never the input. Categories are resolved once per id (`resolve_side`, a small shuffle) and
 reach the join as a side input. Joined objects are batched into RawBatches for NormalizeRecords;
-other formats' batches go around the join. Memory: docs/architecture.md ("Reading COCO").
-"""
+other formats' batches go around the join. Memory: docs/architecture.md ("Reading COCO")."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 
 import apache_beam as beam
 
 from transforms import errors, spill, storage
 from transforms.formats.base import get_format
+from transforms.normalizer import RecordNormalizer
 from transforms.schema import RawBatch
 from transforms.stages.accounting import LEDGER, merge_into
 
@@ -25,6 +26,12 @@ BATCHES, _SIDE = "batches", "side"
 
 def _joins(batch: RawBatch) -> bool:
     return bool(batch.format) and get_format(batch.format).joins_documents
+
+
+def _tagged(dead: list, counts: dict):  # dead letters and per-file counts, to their outputs
+    yield from (beam.pvalue.TaggedOutput(errors.DEAD_LETTERS, letter) for letter in dead)
+    yield from (beam.pvalue.TaggedOutput(LEDGER, (uri, entry)) for uri, entry in counts.items())
+
 
 class _KeyElementsFn(beam.DoFn):
     """A part's RawBatch -> ((format, bucket), spill file) per bucket its keyed entries fall in;
@@ -36,6 +43,10 @@ class _KeyElementsFn(beam.DoFn):
         self._buckets = buckets
 
     def process(self, batch: RawBatch):
+        if not _joins(batch):  # an unreadable file (no format) in a job of documents: dead letters
+            _, dead, counts = RecordNormalizer().normalize_with_plugin(dataclasses.replace(batch, format=None))
+            yield from _tagged(dead, {batch.uri: counts})
+            return
         keyed, side, dead, counts = get_format(batch.format).key_elements(batch)
         fs, folder = self._storage.fs(self._folder)
         fs.makedirs(folder, exist_ok=True)  # a local folder must exist first
@@ -43,10 +54,7 @@ class _KeyElementsFn(beam.DoFn):
             yield (batch.format, bucket), url
         for key, element in side:
             yield beam.pvalue.TaggedOutput(_SIDE, ((batch.format, key), element))
-        for letter in dead:
-            yield beam.pvalue.TaggedOutput(errors.DEAD_LETTERS, letter)
-        for uri, entry in counts.items():
-            yield beam.pvalue.TaggedOutput(LEDGER, (uri, entry))
+        yield from _tagged(dead, counts)
 
 
 class _ResolveSideFn(beam.DoFn):
@@ -56,10 +64,7 @@ class _ResolveSideFn(beam.DoFn):
         (name, key), elements = item
         value, dead, counts = get_format(name).resolve_side(key, list(elements))
         yield name, key, value
-        for letter in dead:
-            yield beam.pvalue.TaggedOutput(errors.DEAD_LETTERS, letter)
-        for uri, entry in counts.items():
-            yield beam.pvalue.TaggedOutput(LEDGER, (uri, entry))
+        yield from _tagged(dead, counts)
 
 
 class _JoinFn(beam.DoFn):
@@ -87,20 +92,16 @@ class _JoinFn(beam.DoFn):
             joined, dead, counts = fmt.join(key, entries, table)
             for where, raw in joined:
                 yield name, where.uri, where.line, where.offset, raw
-            for letter in dead:
-                yield beam.pvalue.TaggedOutput(errors.DEAD_LETTERS, letter)
+            yield from _tagged(dead, {})
             for uri, entry in counts.items():
                 merge_into(totals.setdefault(uri, {}), entry)
-        for uri, entry in totals.items():
-            yield beam.pvalue.TaggedOutput(LEDGER, (uri, entry))
+        yield from _tagged([], totals)
 
 
 def _raw_batches(joined: list):  # a batch of joined objects -> one RawBatch per (format, file)
     by_file: dict = {}
     for name, uri, line, offset, raw in joined:
-        batch = by_file.get((name, uri))
-        if batch is None:
-            batch = by_file[(name, uri)] = RawBatch(uri, name, 0)
+        batch = by_file.setdefault((name, uri), RawBatch(uri, name, 0))
         batch.lines.append(line)
         batch.offsets.append(offset)
         batch.raws.append(raw)
@@ -110,9 +111,8 @@ def _raw_batches(joined: list):  # a batch of joined objects -> one RawBatch per
 class JoinDocuments(beam.PTransform):
     """RawBatch -> {batches: RawBatch (joined, and the others as they were), dead_letters, ledger}.
 
-    `every_batch`: the job's --format joins documents, so every batch is a part (no split of
-    the input and no Flatten before the normalizer); `folder`: where the spill files go (under
-    the run's staging folder, removed with it); `buckets`: spill.bucket_count of the input."""
+    `every_batch`: every input is a document (no Partition, no Flatten before the normalizer);
+    `folder`: the spill files' (in the run's staging folder); `buckets`: spill.bucket_count."""
 
     def __init__(self, batch_lines: int, folder: str, store: storage.Storage, buckets: int = 64, every_batch: bool = False):
         super().__init__()
