@@ -43,14 +43,16 @@ import apache_beam as beam
 from pipelines import incremental, interrupts, progress, publish, report, runners
 from pipelines.config import JobConfig
 from pipelines.options import ConfigError, parse_launch
-from transforms import errors, file_checks, storage
+from transforms import errors, file_checks, spill, storage
 from transforms.checks.masks import MaskPolicy
 from transforms.file_checks import FileCheckConfig
-from transforms.formats.base import get_format
+from transforms.formats.base import detect_format, document_format, get_format, input_format_names
 from transforms.image_copies import ImageCopies
+from transforms.read_layout import sample_records, sniff
 from transforms.stages.accounting import COUNTERS_FILE, LEDGER, WriteCounters
 from transforms.stages.check_files import CheckFiles
 from transforms.stages.dedupe import ResolveDuplicates
+from transforms.stages.documents import JoinDocuments
 from transforms.stages.duplicates import FindDuplicates
 from transforms.stages.normalize import RECORDS, NormalizeRecords
 from transforms.stages.progress import CountProgress
@@ -118,7 +120,13 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
         checks=FileChecks(masks=checks.settings.masks, images=checks.settings.probe_images),
         files=inputs,
     )
-    normalized = read[BATCHES] | "NormalizeRecords" >> NormalizeRecords(job.format_options(), job.read.relative_to)
+    batches, (joins, only_documents) = read[BATCHES], reads_documents(job, inputs, store)
+    if joins:  # COCO: parts of documents, joined by image id before they are parsed
+        joined = batches | "JoinDocuments" >> JoinDocuments(
+            job.read.batch_size, storage.join(out, JOIN_FOLDER), store, spill.bucket_count(joins), every_batch=only_documents
+        )
+        batches = joined[BATCHES]
+    normalized = batches | "NormalizeRecords" >> NormalizeRecords(job.format_options(), job.read.relative_to)
     validated = normalized[RECORDS] | "ValidateRecords" >> ValidateRecords(checks.profile)
     checked = validated["main"] | "CheckFiles" >> CheckFiles(checks, store)
     stage_outputs = [normalized, validated, checked]
@@ -135,6 +143,10 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
     ledgers = [read[LEDGER], *(stage[LEDGER] for stage in stage_outputs), split[LEDGER]]
     dead_letters = [stage[errors.DEAD_LETTERS] for stage in stage_outputs]
     stage_letters = list(zip((errors.NORMALIZE, *record_stages(job)), dead_letters))  # split refuses nothing
+    if joins:
+        ledgers.append(joined[LEDGER])
+        dead_letters.append(joined[errors.DEAD_LETTERS])
+        stage_letters.append((errors.NORMALIZE + "_join", joined[errors.DEAD_LETTERS]))
 
     options = job.format_options()
     numbered = [name for name in job.write.formats if get_format(name).needs_class_names(options[name])]
@@ -175,6 +187,50 @@ def build(pipeline: beam.Pipeline, job: JobConfig, out: str | None = None, progr
     ledgers += letters[LEDGER]
     tuple(ledgers) | "WriteCounters" >> WriteCounters(storage.join(out, COUNTERS_FILE), store)
     return {"records": records, "record_stages": record_stages(job), "outputs": output_names(job)}
+
+
+# the spill files of the join by image id (transforms/spill.py), in the run's staging folder
+JOIN_FOLDER = ".labelbeam-join"
+
+
+def _remove_spill_files(job: JobConfig, staging: str) -> None:
+    """The join's spill files (the COCO input's size again) go when the graph is done, whatever
+    its outcome: a failed run's staging folder is kept for a look, without them."""
+    fs, path = job.storage_config().fs(storage.join(staging, JOIN_FOLDER))
+    try:
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    except OSError:  # the staging folder goes with the run anyway
+        pass
+
+
+def reads_documents(job: JobConfig, inputs: tuple[tuple[str, int], ...] | None, store: storage.Storage) -> tuple[int, bool]:
+    """(bytes of input the graph joins as documents read in parts (COCO), 0 for none; whether
+    every input is one). --format names the format; detected, each listed `.json` input's head
+    is read (64 KB: a COCO document's first member, or a results file's first elements), so a
+    job of COCO files alone needs no Partition and Flatten around the join; listed by the graph
+    (no launch listing), a pattern that may match a `.json` file counts as 1 GB of documents."""
+    if job.read.format is not None:
+        if not get_format(job.read.format).joins_documents:
+            return 0, False
+        return ((sum(size for _, size in inputs) or 1) if inputs is not None else 1 << 30), True
+    if not any(get_format(name).joins_documents for name in input_format_names()):
+        return 0, False
+    if inputs is None:
+        return ((1 << 30) if any(name.endswith((".json", "*", "/")) for name in job.input) else 0), False
+    joined = [(url, size) for url, size in inputs if url.endswith(".json") and _joined_document(url, store)]
+    return (sum(size for _, size in joined) or (1 if joined else 0)), len(joined) == len(inputs)
+
+
+def _joined_document(url: str, store: storage.Storage) -> bool:
+    """Whether a file's head is a document a format joins (unreadable: the read stage reports it)."""
+    try:
+        with store.open(url, "rb") as handle:
+            head = handle.read(64 << 10)
+    except Exception:  # noqa: BLE001 - an unreadable input is the read stage's dead letter
+        return True
+    name = document_format(head) or detect_format(sample_records(head, sniff(head, complete=False), complete=False))
+    return name is not None and get_format(name).joins_documents
 
 
 def output_names(job: JobConfig) -> list[str]:
@@ -285,6 +341,7 @@ def _run_locked(job, launch, pipeline, root: publish.OutputRoot, run_id: str, pl
         state = runners.run_to_completion(pipeline)
     signals.check_received()  # a runner may have turned the interrupt into a failed bundle
     finished = time.time()
+    _remove_spill_files(job, staging)
     step[0] = "writing the run report"
     summary = report.write_run_report(
         job, launch.beam_options(), staging, run_id, graph["record_stages"], graph["outputs"], started, finished, state

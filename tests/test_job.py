@@ -108,7 +108,7 @@ def test_max_error_rate_exits_non_zero_after_writing(tmp_path):
     "args, message",
     [
         (["--input", "nothing/here/*.manifest"], "no input file matches"),
-        (["--format", "yolo"], "--format): 'yolo' is not one of azure_automl, label_studio, sagemaker"),
+        (["--format", "yolo"], "--format): 'yolo' is not one of azure_automl, coco, label_studio, sagemaker"),
         (["--output_format", "nope"], "--output_format): 'nope' is not one of"),
         (["--shard_sise=4KB"], "unknown option --shard_sise; did you mean --shard_size?"),
         (["--shard_size=lots"], "job.read.shard_size (--shard_size): not a size"),

@@ -49,6 +49,7 @@ GROUPS = {
     "sagemaker": "sagemaker (Ground Truth, Lookout for Vision, Rekognition)",
     "azure_automl": "azure_automl (Azure ML AutoML for images JSONL)",
     "label_studio": "label_studio (Label Studio task exports)",
+    "coco": "coco (COCO instances and results files, joined by image id)",
     "profile": "Target limits (ValidateRecords, by --validation_profile)",
     "mask": "Mask PNGs and brush masks (CheckFiles)",
     "image": "Images (CheckFiles, --probe_images)",
@@ -105,6 +106,12 @@ RLE_INVALID = _define("RLE_INVALID", NORMALIZE, WARNING, "label_studio", "a brus
 UNKNOWN_RESULT_TYPE = _define("UNKNOWN_RESULT_TYPE", NORMALIZE, WARNING, "label_studio", "a result of a type the format does not read (videorectangle); kept as written in extra and written back")
 IMAGE_SIZE_UNKNOWN = _define("IMAGE_SIZE_UNKNOWN", NORMALIZE, WARNING, "label_studio", "regions without original_width / original_height: image size and area stay null")
 MULTIPLE_IMAGES = _define("MULTIPLE_IMAGES", NORMALIZE, WARNING, "label_studio", "a task whose results name more than one data key: the row takes one image and keeps every region")
+
+# -- coco ----------------------------------------------------------------------------------
+COCO_IMAGE_MISSING = _define("COCO_IMAGE_MISSING", NORMALIZE, ERROR, "coco", "an annotation (or a results file's prediction) whose image_id names no image of the job's COCO instances files, or one whose image entry is itself a dead letter; a results file read without its instances file gives one per prediction")
+COCO_IMAGE_ID_REPEATED = _define("COCO_IMAGE_ID_REPEATED", NORMALIZE, ERROR, "coco", "an image id given twice (in one file, or in two COCO files of one job): the first (by file, then byte offset) is the record and holds the annotations, each other entry is this dead letter")
+COCO_CATEGORY_UNKNOWN = _define("COCO_CATEGORY_UNKNOWN", NORMALIZE, ERROR, "coco", "an annotation whose category_id names no category of the job's COCO files; the image is still a record, with its other annotations")
+COCO_CATEGORY_CONFLICT = _define("COCO_CATEGORY_CONFLICT", NORMALIZE, ERROR, "coco", "a category id given twice with different content (name, keypoints): the first (by file, then byte offset) names the category; an equal repeat (train and val files listing the same categories) is no error")
 
 # -- target profiles (ValidateRecords) -----------------------------------------------------
 IMAGE_TOO_SMALL = _define("IMAGE_TOO_SMALL", VALIDATE, WARNING, "profile", "a side below the target's minimum (64 px)")

@@ -18,6 +18,7 @@ from collections import deque
 from typing import BinaryIO, Iterator
 
 import numpy as np
+import orjson
 
 # A string element at the top level.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
@@ -261,3 +262,84 @@ class ArrayPart:
             if self._left <= 0 or (want > 0 and not data):
                 out, self._state = out + b"]", 2
         return out
+
+
+class ByteRange:
+    """Bytes [start, end) of a file read as a file of their own (a member's array inside a
+    document, handed to iter_json_array / plan_parts); a position in it is the file's start + pos."""
+
+    def __init__(self, fileobj: BinaryIO, start: int, end: int):
+        self._file = fileobj
+        self._file.seek(start)
+        self._left = end - start
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._left if size < 0 else min(size, self._left)
+        data = self._file.read(want) if want > 0 else b""
+        self._left -= len(data)
+        return data
+
+
+def _skip_container(buf: _Buffer, start: int) -> int:
+    """Where (in buf.data) the object or array at `start` ends, without holding it: its bytes
+    are dropped as they are scanned (only where it ends is needed), so a member of many
+    gigabytes costs one read chunk of memory."""
+    absolute = buf.base + start
+    opener = buf.data[start]
+    while True:
+        while buf.element_ends and buf.element_ends[0] <= absolute:
+            buf.element_ends.popleft()
+        if buf.element_ends:
+            end = buf.element_ends.popleft() - buf.base
+            if end < 0 or buf.data[end] != _CLOSER[opener]:
+                raise JsonArrayError("unbalanced bracket", buf.base + max(end, 0))
+            return end + 1
+        if buf.eof:
+            raise JsonArrayError("member cut short (unclosed object or array)", absolute)
+        buf.more(len(buf.data))  # nothing of the value is kept
+
+
+def member_ranges(fileobj: BinaryIO, chunk_size: int = 1 << 20) -> dict[str, tuple[int, int]]:
+    """The byte range [start, end) of every top-level member's value of a file whose top level
+    is a JSON object (a COCO instances file: `images`, `annotations`, `categories`), in one
+    pass with one read chunk of memory, so each member can be planned and read apart
+    (plan_parts over a ByteRange, then ArrayPart). A name given twice keeps its last range, as
+    JSON parsers do. Raises JsonArrayError when the top level is not a well-formed object."""
+    buf = _Buffer(fileobj, chunk_size)
+    while len(buf.data) < len(_BOM) and not buf.eof:
+        buf.more(0)
+    pos = len(_BOM) if buf.data.startswith(_BOM) else 0
+    pos, byte = buf.skip_space(pos)
+    if byte != ord("{"):
+        raise JsonArrayError("expected '{' (the file is not a JSON object)", buf.base + pos)
+    ranges: dict[str, tuple[int, int]] = {}
+    pos, byte = buf.skip_space(pos + 1)
+    if byte == ord("}"):
+        _expect_end(buf, pos + 1)
+        return ranges
+    while True:
+        if byte != _QUOTE:
+            raise JsonArrayError("expected a member name", buf.base + pos)
+        pos, end = _scan_element(buf, pos)
+        name = orjson.loads(buf.data[pos:end])
+        pos, byte = buf.skip_space(end)
+        if byte != ord(":"):
+            raise JsonArrayError("expected ':' after a member name", buf.base + pos)
+        pos, byte = buf.skip_space(pos + 1)
+        if byte is None:
+            raise JsonArrayError("object cut short: expected a value", buf.base + pos)
+        value_start = buf.base + pos
+        if buf.data[pos] in _CLOSER:
+            end = _skip_container(buf, pos)
+        else:
+            pos, end = _scan_element(buf, pos)
+            value_start = buf.base + pos
+        ranges[name] = (value_start, buf.base + end)
+        pos, byte = buf.skip_space(end)
+        if byte == ord("}"):
+            _expect_end(buf, pos + 1)
+            return ranges
+        if byte != _COMMA:
+            what = "end of file" if byte is None else repr(chr(byte))
+            raise JsonArrayError(f"expected ',' or '}}' after a member, found {what}", buf.base + pos)
+        pos, byte = buf.skip_space(pos + 1)

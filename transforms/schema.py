@@ -165,6 +165,9 @@ class RawBatch:
     raws: list[bytes] = dataclasses.field(default_factory=list)
     failures: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
     blank: int = 0
+    #: the member of a document the elements were read from (a COCO file's `images`,
+    #: `annotations`, `categories`; `results`): "" for manifests of records
+    member: str = ""
 
     def size(self) -> int:
         return len(self.raws)

@@ -178,6 +178,24 @@ class ManifestFormat(abc.ABC):
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         """Canonical rows (as from RecordBatch.to_pylist()) -> encoded output elements."""
 
+    def claims_document(self, head: bytes) -> bool:
+        """Whether a file's first bytes are a document of this format's own that the read stage
+        must plan with `plan_document` (COCO's one JSON object): False by default."""
+        return False
+
+    def plan_document(self, open_file: Any, part_bytes: int) -> list[tuple[str, int, int, int, int]] | None:
+        """The parts to read of one file of the format, when it is a document read in parts:
+        [(member, start, end, elements before, elements)], each a byte range of JSON-array
+        elements (transforms/json_array.ArrayPart). None (the default): the file is planned by
+        its layout (JSON lines, a JSON array of records, one JSON object)."""
+        return None
+
+    #: True for a format whose parts are joined before they are parsed (COCO: annotations to
+    #: their image by image id): the normalize stage keys each part's elements (`key_elements`),
+    #: resolves the small side table (`resolve_side`), groups by key and `join`s each group into
+    #: the joined objects `parse` reads
+    joins_documents: bool = False
+
     def fast_paths(self) -> list[FastPath]:
         """New instances of the format's fast paths, cheapest first (none by default): each takes
         the lines the one before declined; `parse` decides the rest."""
@@ -281,6 +299,15 @@ def detect_format(sample: list[Any]) -> str | None:
         if score > best_score:
             best, best_score = name, score
     return best
+
+
+def document_format(head: bytes) -> str | None:
+    """The readable format that claims a file's first bytes as a document of its own, if any."""
+    _load_builtin_formats()
+    for name in input_format_names():
+        if _REGISTRY[name].claims_document(head):
+            return name
+    return None
 
 
 def _load_builtin_formats() -> None:

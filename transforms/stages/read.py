@@ -10,7 +10,9 @@ parallel, I/O bound); a GroupByKey of those small counts per file gives each sha
 number, so the reader emits exact numbers and nothing waits on a side input. (Beam 2.77's
 FnApiRunner drops elements of a large main input read with a side input when it runs more than
 one worker; this design needs none.) Gzip files, JSON arrays and single-object files cannot be
-split: one shard each, numbered from 1.
+split: one shard each, numbered from 1. A file a format reads as a document in parts (COCO:
+`ManifestFormat.plan_document`) is planned by that format: one shard per part, each a byte
+range of one member's array elements.
 """
 
 from __future__ import annotations
@@ -20,15 +22,26 @@ import dataclasses
 import gzip
 import io
 import itertools
-import re
 import zlib
 from typing import Iterator
 
 import apache_beam as beam
-import orjson
 
 from transforms import errors, storage
-from transforms.formats.base import ParseContext, detect_format, get_format
+from transforms.formats.base import ParseContext, detect_format, document_format, get_format
+from transforms.read_layout import (  # noqa: F401 (the layouts and helpers callers import from here)
+    JSON_ARRAY,
+    JSON_ARRAY_PART,
+    JSON_OBJECT,
+    JSONL,
+    JSONL_CR,
+    LINE_END,
+    compression_of,
+    count_line_starts,
+    cr_only,
+    sample_records,
+    sniff,
+)
 from transforms.schema import RawBatch
 from transforms.stages.accounting import LEDGER
 
@@ -55,30 +68,11 @@ _LINE_ROOM = 64 << 10
 _SAMPLE_BYTES = 256 << 10
 _SAMPLE_RECORDS = 50
 
+# The layout of a file a format reads as a document in parts (ManifestFormat.plan_document).
+DOCUMENT = "document"
 # Tags of ReadManifests' outputs.
 BATCHES = "batches"
 _SPLIT_SHARDS = "split_shards"
-
-JSONL, JSON_ARRAY, JSON_OBJECT = "jsonl", "json_array", "json_object"
-# A part of a large JSON array, cut at element boundaries when the file was planned.
-JSON_ARRAY_PART = "json_array_part"
-# JSON lines ended by a lone CR (classic Mac OS line endings): read whole, split at CR, and at
-# LF or CRLF too (a file that goes on with other line endings later).
-JSONL_CR = "jsonl_cr"
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-
-
-_CR_BEFORE_RECORD = re.compile(rb"\r(?!\n)[ \t]*\{")
-
-
-def cr_only(head: bytes) -> bool:
-    """Lines ended by CR alone, at least in part: CRs in the head and not one LF, or a lone CR
-    (not the first half of a CRLF) right before a record. Such a file is read with CR, LF and
-    CRLF all ending lines (a raw CR is never inside a JSON string)."""
-    if b"\r" not in head:
-        return False
-    return b"\n" not in head or _CR_BEFORE_RECORD.search(head) is not None
-
 
 @dataclasses.dataclass(frozen=True)
 class Shard:
@@ -91,27 +85,7 @@ class Shard:
     compression: str | None = None
     line_base: int = 0  # lines of the file before this shard
     counted_lines: int = -1  # lines the pre-count found in this shard (-1: not counted)
-
-
-def count_line_starts(handle, start: int, end: int) -> int:
-    """Lines that start in [start, end): the lines a shard owns (0 or a byte after a newline)."""
-    if end <= start:
-        return 0
-    count = 1 if start == 0 else 0
-    position = max(start - 1, 0)
-    handle.seek(position)
-    remaining = (end - 1) - position
-    while remaining > 0:
-        chunk = handle.read(min(_CHUNK, remaining))
-        if not chunk:
-            break
-        count += chunk.count(b"\n")
-        remaining -= len(chunk)
-    return count
-
-
-def compression_of(uri: str) -> str | None:
-    return "gzip" if uri.endswith(".gz") else None
+    member: str = ""  # the document member the part's elements belong to (RawBatch.member)
 
 
 class _GzipStream(io.RawIOBase):
@@ -142,69 +116,6 @@ READ_ERRORS = (OSError, EOFError, gzip.BadGzipFile, zlib.error)
 def _open(uri: str, store: storage.Storage, compression=None):
     raw = store.open(uri, "rb", block_size=_CHUNK)
     return _GzipStream(raw) if compression == "gzip" else raw
-
-
-def sniff(head: bytes, complete: bool = True) -> str:
-    """The file layout from its first bytes: JSON lines, a JSON array, or one JSON object.
-
-    One object is a file that starts with `{` and whose first line is not a record by itself:
-    when the whole file was seen, it must parse as one object; when only its head was, its
-    first line must be a lone `{` (a pretty-printed document). Anything else is JSON lines, so
-    a broken or very long first line never hides the lines after it.
-    """
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if text.startswith(b"["):
-        return JSON_ARRAY
-    if not text.startswith(b"{"):
-        return JSONL
-    first_line = text.split(b"\n", 1)[0].strip()
-    if _is_object(first_line):
-        return JSONL
-    if complete:
-        return JSON_OBJECT if _is_object(text) else JSONL
-    return JSON_OBJECT if first_line == b"{" else JSONL
-
-
-def _is_object(data: bytes) -> bool:
-    try:
-        return isinstance(orjson.loads(data), dict)
-    except orjson.JSONDecodeError:
-        return False
-
-
-def sample_records(head: bytes, layout: str, complete: bool) -> list:
-    """A few decoded records from the start of a file, to detect its format."""
-    head = head.lstrip(b"\xef\xbb\xbf")
-    if layout == JSONL:
-        lines = head.split(b"\n")
-        if not complete:
-            lines = lines[:-1]
-        found = []
-        for line in lines:
-            if line.strip():
-                try:
-                    found.append(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    continue
-            if len(found) >= _SAMPLE_RECORDS:
-                break
-        return found
-    if layout == JSON_ARRAY:
-        from transforms.json_array import iter_json_array
-
-        found = []
-        try:
-            for _, raw in iter_json_array(io.BytesIO(head)):
-                found.append(orjson.loads(raw))
-                if len(found) >= _SAMPLE_RECORDS:
-                    break
-        except ValueError:
-            pass  # the sample ends inside an element: what was read is the sample
-        return found
-    try:
-        return [orjson.loads(head)] if complete else []
-    except orjson.JSONDecodeError:
-        return []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,16 +179,21 @@ class _PlanShardsFn(beam.DoFn):
             layout = sniff(head, complete)
             if layout == JSONL and cr_only(head):
                 layout = JSONL_CR
-            name = self._format_name
+            name = self._format_name or document_format(head)
             sample = []
             if name is None or self._checks.masks or self._checks.images:
                 head, complete, sample = self._sample(uri, compression, head, complete, layout)
             if name is None:
                 name = detect_format(sample)
+            parts = self._document_parts(uri, name, compression, size) if name else None
         except Exception as exc:  # noqa: BLE001 - an unreadable file is one dead letter, the job goes on
             yield Shard(uri, 0, 0, 0, "unreadable:" + storage.redact_url(str(exc))[:300], None, compression)
             return
-        yield beam.pvalue.TaggedOutput(LEDGER, (uri, {"format": name, "layout": layout, "bytes": size}))
+        yield beam.pvalue.TaggedOutput(LEDGER, (uri, {"format": name, "layout": DOCUMENT if parts is not None else layout, "bytes": size}))
+        if parts is not None:  # a document the format reads in parts (COCO): each part one shard
+            for index, (member, start, end, before, count) in enumerate(parts):
+                yield Shard(uri, index, start, end, JSON_ARRAY_PART, name, None, line_base=before, counted_lines=count, member=member)
+            return
         if layout not in (JSONL, JSON_ARRAY) or compression:
             yield Shard(uri, 0, 0, -1, layout, name, compression)
             return
@@ -296,6 +212,17 @@ class _PlanShardsFn(beam.DoFn):
         for index, start in enumerate(range(0, size, step)):
             shard = Shard(uri, index, start, min(start + step, size), layout, name)
             yield beam.pvalue.TaggedOutput(_SPLIT_SHARDS, shard)
+
+    def _document_parts(self, uri: str, name: str, compression, size: int) -> list | None:
+        """The format's plan of a file it reads as a document in parts, or None (the format
+        reads records: the file is planned by its layout)."""
+        fmt = get_format(name)
+        if not fmt.joins_documents:
+            return None
+        if compression:
+            raise ValueError(f"a {name} document is read in parts, which a gzip stream cannot be: decompress it")
+        step = min(self._shard_size, max(SPREAD_MIN_SHARD, size // SPREAD_SHARDS))
+        return fmt.plan_document(lambda: _open(uri, self._storage), step)
 
     def _array_parts(self, uri: str, step: int) -> list:
         """The parts of a large JSON array (one pass over it); [] when it is malformed, so
@@ -411,7 +338,7 @@ class _ShardReader:
         self.newline = b"\r" if shard.layout == JSONL_CR else b"\n"
 
     def _new_batch(self) -> RawBatch:
-        return RawBatch(self.shard.uri, self.shard.format, self.shard.index)
+        return RawBatch(self.shard.uri, self.shard.format, self.shard.index, member=self.shard.member)
 
     def _add(self, offset: int, raw: bytes, failure: tuple[str, str] | None = None) -> bool:
         """Counts the line into the batch; True when the batch is full (the caller flushes it)."""
@@ -507,7 +434,7 @@ class _ShardReader:
             at_eof = not chunk
             buffer = pending + chunk
             start = 0
-            for match in _LINE_END.finditer(buffer):
+            for match in LINE_END.finditer(buffer):
                 if not at_eof and match.group() == b"\r" and match.end() == len(buffer):
                     break  # maybe the CR of a CRLF cut by the chunk
                 raw = buffer[start : match.start()]

@@ -1,7 +1,8 @@
 """COCO instances files: what pycocotools, torchvision, Detectron2, MMDetection, datumaro
 (`coco_instances`) and FiftyOne load.
 
-Everything the format is lives here: the part writer each bundle streams its rows into
+Everything the format is lives here: the reader (read.py: a document planned in parts, its
+entries keyed by image id, joined and parsed), the part writer each bundle streams its rows into
 (document.py, which decides what a record becomes and what is refused object by object), the
 finalize step that assembles the parts into one document per split and origin and counts what
 landed (assemble.py), keypoint names and triples (keypoints.py), and the plugin (format.py).
