@@ -272,3 +272,34 @@ def test_the_finalize_step_assembles_once_and_a_retry_counts_the_documents(tmp_p
     assert [c["name"] for c in document.dataset["categories"]] == ["a", "b", "c"]
     assert document.dataset["info"]["labelbeam"]["records"] == 3 and len(document.getAnnIds()) == 4
     assert sorted(p.relative_to(tmp_path / "coco").as_posix() for p in (tmp_path / "coco").rglob("*") if p.is_file()) == ["annotations/instances_train.json"]
+
+
+def test_keypoint_names_keep_the_order_the_records_hold_them_in():
+    """COCO's person keypoints are indexed (flip pairs, skeletons): the names keep the records'
+    order, merged from parts that each saw some of the points, the same in any part order."""
+    from transforms.formats.coco.keypoints import point_order, precedence_pairs
+
+    person = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder"]
+    seen = [person[:3], [person[0], *person[3:5]], person[2:], person[1:4]]  # no record holds every point
+    pairs = set().union(*(precedence_pairs(names) for names in seen))
+    assert point_order(set(person), pairs) == person
+    for shuffled in ([*reversed(seen)], seen[1:] + seen[:1]):
+        assert point_order(set(person), set().union(*(precedence_pairs(n) for n in shuffled))) == person
+    # records that disagree (a cycle) still give every name once, the same every time
+    cycle = precedence_pairs(["a", "b", "c"]) | precedence_pairs(["c", "a"])
+    assert point_order({"a", "b", "c"}, cycle) == ["a", "b", "c"]
+    assert point_order({"z", "y"}, set()) == ["y", "z"]  # no order given: alphabetical
+
+
+def test_a_document_lists_keypoints_in_the_records_order():
+    rows = [{
+        "record_id": "r1", "origin": "ground_truth", "image": {"uri": "s3://b/1.jpg", "width": 100, "height": 50},
+        "objects": [{"label": "person", "bbox": {"x_min": 0.1, "y_min": 0.1, "x_max": 0.5, "y_max": 0.9},
+                     "keypoints": [{"label": "nose", "x": 0.2, "y": 0.2, "visible": True}, {"label": "left_eye", "x": 0.3, "y": 0.2, "visible": True}]}],
+    }]  # fmt: skip
+    from transforms.formats.coco import document_of
+
+    document = orjson.loads(document_of(rows, WriteContext(options=CocoOptions())))
+    (person,) = [c for c in document["categories"] if c["name"] == "person"]
+    assert person["keypoints"] == ["nose", "left_eye"]
+    assert document["annotations"][0]["keypoints"][:3] == [20.0, 10.0, 2]

@@ -103,8 +103,8 @@ def test_free_keypoints_form_one_annotation_beside_the_regions():
     cats = {c["id"]: c for c in coco["categories"]}
     (points,) = [a for a in coco["annotations"] if "keypoints" in a]
     category = cats[points["category_id"]]
-    assert category["name"] == "keypoints" and category["keypoints"] == ["eye", "nose"] and category["skeleton"] == []
-    assert points["keypoints"] == [60, 25, 2, 40, 20, 2] and points["num_keypoints"] == 2  # pixels, COCO's order
+    assert category["name"] == "keypoints" and category["keypoints"] == ["nose", "eye"] and category["skeleton"] == []  # the task's order
+    assert points["keypoints"] == [40, 20, 2, 60, 25, 2] and points["num_keypoints"] == 2  # pixels, COCO's order
     assert coco["info"]["labelbeam"] == {"records": 1, "annotations": 3, "objects": 4}
 
 
@@ -116,8 +116,8 @@ def test_linked_keypoints_are_in_their_region_annotation_and_load_in_pycocotools
     loaded = coco_module.COCO(str(path))
     person = loaded.getCatIds(catNms=["person"])
     (ann,) = loaded.loadAnns(loaded.getAnnIds(catIds=person))
-    assert loaded.loadCats(person)[0]["keypoints"] == ["eye", "nose"]
-    assert ann["keypoints"] == [60, 25, 2, 40, 20, 2] and ann["num_keypoints"] == 2
+    assert loaded.loadCats(person)[0]["keypoints"] == ["nose", "eye"]
+    assert ann["keypoints"] == [40, 20, 2, 60, 25, 2] and ann["num_keypoints"] == 2
     assert ann["bbox"] == [20, 10, 80, 50]
     assert len(loaded.getAnnIds()) == 2  # the polygon, and the person with its points
 
@@ -139,9 +139,9 @@ def test_real_keypoints_export_keeps_its_box_and_points_in_one_annotation():
     (ann,) = coco["annotations"]
     cats = {c["id"]: c for c in coco["categories"]}
     assert cats[ann["category_id"]]["name"] == "person"
-    assert cats[ann["category_id"]]["keypoints"] == ["left_eye", "nose", "right_eye"]
-    assert ann["num_keypoints"] == 3 and ann["keypoints"][5] == 2
-    assert ann["keypoints"][3] == pytest.approx(64.44444444444444 / 100 * 216, abs=0.001)  # nose x in pixels
+    assert cats[ann["category_id"]]["keypoints"] == ["nose", "left_eye", "right_eye"]  # as the task holds them
+    assert ann["num_keypoints"] == 3 and ann["keypoints"][2::3] == [2, 2, 2]
+    assert ann["keypoints"][0] == pytest.approx(64.44444444444444 / 100 * 216, abs=0.001)  # nose x in pixels
 
 
 # ---- Label Studio: magic wand, brushes without a size, predictions sized by the task ---------

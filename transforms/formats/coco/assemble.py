@@ -18,6 +18,7 @@ from transforms.formats.coco.document import (
     PART_CATEGORY_FIELDS,
     PART_CLASSES,
     PART_IMAGES_AT,
+    PART_KEYPOINT_ORDER,
     PART_KEYPOINTS,
     PART_OBJECTS,
     PART_POINTS,
@@ -27,7 +28,7 @@ from transforms.formats.coco.document import (
     CocoDocument,
     CocoOptions,
 )
-from transforms.formats.coco.keypoints import keypoint_triples
+from transforms.formats.coco.keypoints import keypoint_triples, point_order
 from transforms.partitions import folder_path, folder_value, partition_values
 
 # an annotation's part category id (negative: no output id is; a quote inside a JSON string is
@@ -67,19 +68,22 @@ def document_name(partition: str) -> str:
 def output_categories(summaries: list[dict], options: CocoOptions) -> list[dict]:
     """The categories of every document of the output: the pinned list, else the sorted names
     every part used; with the extra fields a part noted for a name (the first wins), and for a
-    category with keypoints their names (the pinned `coco.keypoints`, else the sorted union over
-    every part, so every split lists the same) and `skeleton` (no source gives the links between
-    points: empty)."""
+    category with keypoints their names (the pinned `coco.keypoints`, else the union over every
+    part in the order its annotations hold them, `point_order`, so every split lists the same)
+    and `skeleton` (the canonical record has no links between points: empty)."""
     names = list(options.categories) or sorted({name for s in summaries for name in s.get(PART_CLASSES, ())})
     fields: dict[str, dict] = {}
     points: dict[str, set[str]] = {}
+    order: dict[str, set[tuple[str, str]]] = {}
     for summary in summaries:
         for name, extra in (summary.get(PART_CATEGORY_FIELDS) or {}).items():
             fields.setdefault(name, extra)
         for name, found in (summary.get(PART_KEYPOINTS) or {}).items():
             points.setdefault(name, set()).update(found)
+        for name, pairs in (summary.get(PART_KEYPOINT_ORDER) or {}).items():
+            order.setdefault(name, set()).update(map(tuple, pairs))
     for name, found in points.items():
-        fields[name] = {**fields.get(name, {}), "keypoints": list(options.keypoints) or sorted(found), "skeleton": []}
+        fields[name] = {**fields.get(name, {}), "keypoints": list(options.keypoints) or point_order(found, order.get(name, set())), "skeleton": []}
     return [{"id": i + 1, "name": name, "supercategory": "", **fields.get(name, {})} for i, name in enumerate(names)]
 
 

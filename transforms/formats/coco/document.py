@@ -50,7 +50,7 @@ from transforms.checks.masks import ClassMasks, MaskRejected
 from transforms.checks.rle import decode_rle
 from transforms.formats._mask_pixels import has_mask, reader_of, refuse_mask
 from transforms.formats.base import WriteContext
-from transforms.formats.coco.keypoints import FREE_KEYPOINTS_CATEGORY, group_keypoints, named_points
+from transforms.formats.coco.keypoints import FREE_KEYPOINTS_CATEGORY, group_keypoints, named_points, precedence_pairs
 from transforms.settings import setting
 
 # info.labelbeam.records / .annotations: what an instances file holds (write.count_elements and
@@ -134,6 +134,7 @@ PART_CLASSES = "classes"  # the part's category names, in its id order
 PART_IMAGES_AT = "images_at"  # the byte offset where its image lines start
 PART_CATEGORY_FIELDS = "category_fields"  # extra fields of a category, by name
 PART_KEYPOINTS = "keypoints"  # the point names each category's annotations hold, by category name
+PART_KEYPOINT_ORDER = "keypoint_order"  # [before, after] name pairs the annotations of a category hold them in
 PART_OBJECTS = "objects"  # the record objects its annotations hold
 PART_POINTS = "_points"  # an annotation's named points in a part, made COCO triples at assembly
 
@@ -152,6 +153,7 @@ class CocoDocument:
         # the categories written at assembly
         self.category_fields: dict[str, dict] = {}
         self.keypoint_names: dict[str, set[str]] = {}  # category name -> the point names it holds
+        self.keypoint_order: dict[str, set[tuple[str, str]]] = {}  # category name -> precedence_pairs seen
         self.summary = summary if summary is not None else {}
         self.images = tempfile.SpooledTemporaryFile(max_size=16 << 20)
         self.count = 0
@@ -198,6 +200,7 @@ class CocoDocument:
             self.summary[PART_CATEGORY_FIELDS] = self.category_fields
         if self.keypoint_names:
             self.summary[PART_KEYPOINTS] = {name: sorted(points) for name, points in self.keypoint_names.items()}
+            self.summary[PART_KEYPOINT_ORDER] = {name: sorted(pairs) for name, pairs in self.keypoint_order.items()}
         return self.summary
 
     def _encode(self, row: dict, ctx: WriteContext, refused: list) -> tuple[dict, list[tuple[dict, int]], tuple | None]:
@@ -297,6 +300,7 @@ class CocoDocument:
         if points:
             annotation[PART_POINTS] = points
             self.keypoint_names.setdefault(name, set()).update(points)
+            self.keypoint_order.setdefault(name, set()).update(precedence_pairs(list(points)))
 
     def _free_keypoints(self, row: dict, objects: list[dict], image_id: int, width: int, height: int) -> dict | None:
         """A record's keypoints that belong to no region: one annotation, boxed by the points."""

@@ -8,10 +8,10 @@ Which points belong to which annotation (docs/formats.md, COCO keypoints):
 - the other keypoints of a record ("free" keypoints) form one annotation of their own, in the
   category `keypoints` (as label-studio-sdk's COCO exporter groups a task's keypoints in one).
 
-A category's keypoint names are the sorted names of the points written with it in one file, so
-they are known only once every annotation of the file is: `category_entries` builds the
-categories from them, for whichever code writes the categories (a file's end, or a finalize
-step that assembles several files, which then passes the union of their names).
+A category's keypoint names are the names of the points written with it, known only once every
+annotation of the output is: the finalize step lists them (`point_order`) in the order the
+records hold them (a COCO person's `nose, left_eye, right_eye, ...` stays in that order, which
+flip pairs and skeletons index), whichever part met which record first.
 """
 
 from __future__ import annotations
@@ -91,15 +91,29 @@ def keypoint_triples(points: dict[str, list[float]], names: list[str]) -> tuple[
     return flat, sum(1 for name in names if name in points)
 
 
-def category_entries(category_ids: dict[str, int], keypoint_names: dict[int, set[str]], pinned: list[str] | None = None) -> list[dict]:
-    """COCO `categories`: id, name, supercategory; with `keypoints` (the pinned names, else the
-    sorted names seen) and `skeleton` (no source this project reads gives the links between
-    points: empty) for the categories that hold keypoints."""
-    entries = []
-    for name, category_id in category_ids.items():
-        entry: dict[str, Any] = {"id": category_id, "name": name, "supercategory": ""}
-        if keypoint_names.get(category_id):
-            entry["keypoints"] = list(pinned) if pinned else sorted(keypoint_names[category_id])
-            entry["skeleton"] = []
-        entries.append(entry)
-    return entries
+def precedence_pairs(names: list[str]) -> set[tuple[str, str]]:
+    """What one annotation says of its points' order: each name comes before the next."""
+    return set(zip(names, names[1:]))
+
+
+def point_order(names: set[str], pairs: set[tuple[str, str]]) -> list[str]:
+    """The names in an order every annotation agrees with (a topological order of `pairs`), the
+    alphabetically first name whenever several may come next, so the order is the same however
+    the records were split into parts. Annotations that disagree (a cycle): the alphabetically
+    first of the names left goes next."""
+    after: dict[str, set[str]] = {name: set() for name in names}
+    before_count = dict.fromkeys(names, 0)
+    for first, second in pairs:
+        if first in after and second in after and second not in after[first] and first != second:
+            after[first].add(second)
+            before_count[second] += 1
+    order: list[str] = []
+    left = set(names)
+    while left:
+        ready = [name for name in left if before_count[name] == 0]
+        name = min(ready) if ready else min(left)
+        order.append(name)
+        left.discard(name)
+        for following in after[name]:
+            before_count[following] -= 1
+    return order

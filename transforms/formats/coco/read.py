@@ -339,6 +339,10 @@ def _object(annotation: dict, category: dict, width: int, height: int) -> dict:
             box = [float(v) for v in mask_utils.toBbox(rle)]
     if annotation.get("area") is not None:
         obj["area"] = float(annotation["area"])
+    elif isinstance(segmentation, list) and segmentation:  # as pycocotools' loadRes gives a result without one
+        obj["area"] = float(mask_utils.area(mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))))
+    elif "area" not in obj and annotation.get("bbox") is not None:
+        obj["area"] = float(box[2]) * float(box[3])
     names = category.get("keypoints") or []
     points = annotation.get("keypoints") or []
     if points:
