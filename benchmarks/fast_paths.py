@@ -33,7 +33,7 @@ from benchmarks.synthetic import GROUND_TRUTH_SHAPES, detection_line
 from transforms.formats.base import format_names, get_format
 from transforms.normalizer import RecordNormalizer
 from transforms.schema import RawBatch
-from transforms.stages.read import DEFAULT_BATCH_LINES
+from transforms.shard_reader import DEFAULT_BATCH_LINES
 
 GENERATORS = {"sagemaker": GROUND_TRUTH_SHAPES}
 

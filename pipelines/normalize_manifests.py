@@ -49,6 +49,7 @@ from transforms.file_checks import FileCheckConfig
 from transforms.formats.base import detect_format, document_format, get_format, input_format_names
 from transforms.image_copies import ImageCopies
 from transforms.read_layout import sample_records, sniff
+from transforms.shards import FileChecks
 from transforms.stages.accounting import COUNTERS_FILE, LEDGER, WriteCounters
 from transforms.stages.check_files import CheckFiles
 from transforms.stages.dedupe import ResolveDuplicates
@@ -56,7 +57,7 @@ from transforms.stages.documents import JoinDocuments
 from transforms.stages.duplicates import FindDuplicates
 from transforms.stages.normalize import RECORDS, NormalizeRecords
 from transforms.stages.progress import CountProgress
-from transforms.stages.read import BATCHES, FileChecks, ReadManifests
+from transforms.stages.read import BATCHES, ReadManifests
 from transforms.stages.split import AssignSplit
 from transforms.stages.stats import ComputeStatistics
 from transforms.stages.validate import ValidateRecords

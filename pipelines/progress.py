@@ -73,7 +73,7 @@ _SNIFF_BYTES = 64 << 10
 def plan_input(listed: list[tuple[str, int]], store) -> InputPlan:
     """The input's files (as the launch listed them: url, size), their total size and their
     layout, as the shard plan will see them."""
-    from transforms.stages.read import JSON_ARRAY, compression_of, sniff
+    from transforms.read_layout import JSON_ARRAY, compression_of, sniff
 
     found = sorted(set(listed))
     compressed = any(compression_of(uri) for uri, _ in found)

@@ -11,7 +11,9 @@ import pyarrow.dataset as ds
 
 from benchmarks.label_studio_convert import write_export
 from pipelines.normalize_manifests import run
-from transforms.stages.read import JSON_ARRAY_PART, Shard, _PlanShardsFn
+from transforms.read_layout import JSON_ARRAY_PART
+from transforms.shards import Shard
+from transforms.stages.read import _PlanShardsFn
 from transforms.storage import Storage
 
 

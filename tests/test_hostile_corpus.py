@@ -20,9 +20,11 @@ from benchmarks.synthetic import lookout_line
 from tests.test_fast_normalize import ROOT, SAMPLES, _batches, _lines, _mutations, _same_types_mutation, assert_same
 from transforms import errors, storage
 from transforms.normalizer import RecordNormalizer
+from transforms.read_layout import JSONL_CR
 from transforms.schema import RawBatch
+from transforms.shards import Shard
 from transforms.stages.accounting import LEDGER
-from transforms.stages.read import JSONL_CR, Shard, _PlanShardsFn, _ReadShardFn
+from transforms.stages.read import _PlanShardsFn, _ReadShardFn
 
 MAX_LINE = 4096
 GT_META = {"class-name": "cat", "type": "groundtruth/image-classification", "job-name": "j", "human-annotated": "yes", "confidence": 1}
@@ -140,9 +142,9 @@ def test_cr_then_lf_keeps_every_record(tmp_path):
 
 
 def test_a_cr_cut_by_a_chunk_is_still_one_crlf(tmp_path, monkeypatch):
-    from transforms.stages import read
+    from transforms import shard_reader
 
-    monkeypatch.setattr(read, "_CHUNK", 7)
+    monkeypatch.setattr(shard_reader, "_CHUNK", 7)
     good = [_line(_gt(i)) for i in range(5)]
     data = b"\r".join(good[:2]) + b"\r" + b"\r\n".join(good[2:]) + b"\r\n"
     path = tmp_path / "cut.manifest"

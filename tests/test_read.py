@@ -8,18 +8,11 @@ import io
 import pytest
 
 from transforms import errors
+from transforms.read_layout import JSON_ARRAY, JSON_OBJECT, JSONL, count_line_starts, sniff
 from transforms.settings import parse_size
-from transforms.stages.read import (
-    JSON_ARRAY,
-    JSON_OBJECT,
-    JSONL,
-    Shard,
-    _PlanShardsFn,
-    _ReadShardFn,
-    _ShardReader,
-    count_line_starts,
-    sniff,
-)
+from transforms.shard_reader import ShardReader
+from transforms.shards import Shard
+from transforms.stages.read import _PlanShardsFn, _ReadShardFn
 from transforms.storage import Storage
 
 
@@ -29,7 +22,7 @@ def read_all(data: bytes, shard_size: int, max_line_bytes: int = 1 << 20, batch_
     starts = list(range(0, len(data), shard_size)) or [0]
     for index, start in enumerate(starts):
         shard = Shard("mem://x", index, start, min(start + shard_size, len(data)), JSONL, "sagemaker")
-        reader = _ShardReader(shard, batch_lines, max_line_bytes)
+        reader = ShardReader(shard, batch_lines, max_line_bytes)
         batches = list(reader.read_lines(io.BytesIO(data))) + list(reader.flush())
         base = sum(counts)
         counts.append(reader.line_count)
@@ -100,7 +93,7 @@ def test_counted_line_starts_equal_the_lines_each_shard_reads(data, shard_size):
     for index, start in enumerate(range(0, len(data), shard_size)):
         end = min(start + shard_size, len(data))
         shard = Shard("mem://x", index, start, end, JSONL, "sagemaker")
-        reader = _ShardReader(shard, 1000, 1 << 20)
+        reader = ShardReader(shard, 1000, 1 << 20)
         list(reader.read_lines(io.BytesIO(data)))
         assert count_line_starts(io.BytesIO(data), start, end) == reader.line_count, (start, end)
 
@@ -143,7 +136,7 @@ def test_plan_shards_detects_format_and_cuts_byte_ranges(tmp_path):
 def test_a_manifest_of_masks_is_cut_into_shards_of_about_200_checks(tmp_path):
     """The shard size for file checks comes from the lines' own size, so a small manifest of
     5,000 masks spreads over ~10 shards (every worker gets some), not one or two."""
-    from transforms.stages.read import FILE_CHECKS_PER_SHARD, FileChecks
+    from transforms.shards import FILE_CHECKS_PER_SHARD, FileChecks
 
     line = b'{"source-ref": "s3://b/%06d.jpg", "m-ref": "masks/%06d.png", "m-ref-metadata": {"type": "groundtruth/semantic-segmentation", "internal-color-map": {"0": {"class-name": "BACKGROUND", "hex-color": "#ffffff"}}}}\n'
     path = tmp_path / "masks.manifest"
@@ -155,7 +148,7 @@ def test_a_manifest_of_masks_is_cut_into_shards_of_about_200_checks(tmp_path):
 
 def test_a_large_manifest_of_masks_is_cut_into_at_most_max_file_check_shards(tmp_path):
     """Beyond MAX_FILE_CHECK_SHARDS shards, shards grow instead: each costs fixed work."""
-    from transforms.stages.read import FILE_CHECKS_PER_SHARD, MAX_FILE_CHECK_SHARDS, FileChecks
+    from transforms.shards import FILE_CHECKS_PER_SHARD, MAX_FILE_CHECK_SHARDS, FileChecks
 
     line = b'{"source-ref": "s3://b/%06d.jpg", "m-ref": "masks/%06d.png", "m-ref-metadata": {"type": "groundtruth/semantic-segmentation"}}\n'
     lines = FILE_CHECKS_PER_SHARD * MAX_FILE_CHECK_SHARDS * 2
@@ -260,7 +253,7 @@ def test_bulk_line_reading_equals_the_line_by_line_loop(tmp_path, monkeypatch, c
     bytes, blank counts, line counts) is what the line loop alone gives, at any cut."""
     import random
 
-    from transforms.stages import read as reader
+    from transforms import shard_reader as reader
 
     rng = random.Random(chunk)
     lines = []
@@ -277,14 +270,14 @@ def test_bulk_line_reading_equals_the_line_by_line_loop(tmp_path, monkeypatch, c
     def read_all():
         seen = []
         for k in range(len(cuts) - 1):
-            shard = reader.Shard(uri=str(path), index=k, start=cuts[k], end=cuts[k + 1], layout=reader.JSONL, format=None)
-            shard_reader = reader._ShardReader(shard, 700, 1 << 20)
+            shard = Shard(uri=str(path), index=k, start=cuts[k], end=cuts[k + 1], layout=JSONL, format=None)
+            shard_reader = reader.ShardReader(shard, 700, 1 << 20)
             with open(path, "rb") as handle:
                 batches = [*shard_reader.read_lines(handle), *shard_reader.flush()]
             seen.append(([(o, r) for b in batches for o, r in zip(b.offsets, b.raws)], sum(b.blank for b in batches), shard_reader.line_count))
         return seen
 
     bulk = read_all()
-    monkeypatch.setattr(reader._ShardReader, "_read_complete_lines", lambda self, buffer, position, end: (yield from ()) or (0, position))
+    monkeypatch.setattr(reader.ShardReader, "_read_complete_lines", lambda self, buffer, position, end: (yield from ()) or (0, position))
     assert bulk == read_all()
     assert sum(count for _, _, count in bulk) == len(data.split(b"\n")) - (1 if data.endswith(b"\n") else 0)

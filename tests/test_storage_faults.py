@@ -192,16 +192,17 @@ def test_allow_incomplete_publishes_without_success(s3_endpoint, tmp_path, crede
 def test_a_shard_whose_lines_cannot_be_counted_is_read_failed_not_misnumbered(tmp_path, credentials):
     from apache_beam.pvalue import TaggedOutput
 
-    from transforms import storage
+    from transforms import shards, storage
+    from transforms.read_layout import JSONL
     from transforms.schema import RawBatch
     from transforms.stages import read
 
     dead = storage.Storage({"s3": {"endpoint_url": f"http://127.0.0.1:{closed_port()}", "skip_instance_cache": True, "config_kwargs": FAST_FAIL}})
-    shard = read.Shard("s3://gone/in/big.manifest", 2, 8192, 12288, read.JSONL, "sagemaker")
+    shard = shards.Shard("s3://gone/in/big.manifest", 2, 8192, 12288, JSONL, "sagemaker")
     [(uri, (counted, lines))] = list(read._CountShardLinesFn(dead).process(shard))
     assert uri == shard.uri and lines == -1 and counted.layout.startswith("unreadable:")
     assert "unreachable" in counted.layout
-    [numbered] = list(read._with_line_bases((uri, [(counted, lines)])))
+    [numbered] = list(shards.with_line_bases((uri, [(counted, lines)])))
     out = list(read._ReadShardFn(dead, 1000, 1 << 20).process(numbered))
     [batch] = [o for o in out if isinstance(o, RawBatch)]
     [ledger] = [o.value for o in out if isinstance(o, TaggedOutput)]
