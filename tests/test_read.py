@@ -1,4 +1,5 @@
-"""The sharded reader without Beam: shard edges, line numbers, offsets, layouts, bad bytes."""
+"""The shard reader (transforms/shard_reader.py) without Beam: shard edges, line numbers, offsets,
+layouts, bad bytes; and the read stage's DoFns, called directly, tag what the cores give."""
 
 from __future__ import annotations
 
@@ -133,32 +134,6 @@ def test_plan_shards_detects_format_and_cuts_byte_ranges(tmp_path):
     assert shards[-1].end == path.stat().st_size and all(s.format == "sagemaker" for s in shards)
 
 
-def test_a_manifest_of_masks_is_cut_into_shards_of_about_200_checks(tmp_path):
-    """The shard size for file checks comes from the lines' own size, so a small manifest of
-    5,000 masks spreads over ~10 shards (every worker gets some), not one or two."""
-    from transforms.shards import FILE_CHECKS_PER_SHARD, FileChecks
-
-    line = b'{"source-ref": "s3://b/%06d.jpg", "m-ref": "masks/%06d.png", "m-ref-metadata": {"type": "groundtruth/semantic-segmentation", "internal-color-map": {"0": {"class-name": "BACKGROUND", "hex-color": "#ffffff"}}}}\n'
-    path = tmp_path / "masks.manifest"
-    path.write_bytes(b"".join(line % (i, i) for i in range(5000)))
-    planner = _PlanShardsFn(None, 64 << 20, Storage(), checks=FileChecks(masks=True))
-    shards = [o.value for o in planner.process((str(path), path.stat().st_size)) if isinstance(o.value, Shard)]
-    assert 5000 // FILE_CHECKS_PER_SHARD - 1 <= len(shards) <= 5000 // FILE_CHECKS_PER_SHARD + 1
-
-
-def test_a_large_manifest_of_masks_is_cut_into_at_most_max_file_check_shards(tmp_path):
-    """Beyond MAX_FILE_CHECK_SHARDS shards, shards grow instead: each costs fixed work."""
-    from transforms.shards import FILE_CHECKS_PER_SHARD, MAX_FILE_CHECK_SHARDS, FileChecks
-
-    line = b'{"source-ref": "s3://b/%06d.jpg", "m-ref": "masks/%06d.png", "m-ref-metadata": {"type": "groundtruth/semantic-segmentation"}}\n'
-    lines = FILE_CHECKS_PER_SHARD * MAX_FILE_CHECK_SHARDS * 2
-    path = tmp_path / "masks.manifest"
-    path.write_bytes(b"".join(line % (i, i) for i in range(lines)))
-    planner = _PlanShardsFn(None, 64 << 20, Storage(), checks=FileChecks(masks=True))
-    shards = [o.value for o in planner.process((str(path), path.stat().st_size)) if isinstance(o.value, Shard)]
-    assert MAX_FILE_CHECK_SHARDS - 1 <= len(shards) <= MAX_FILE_CHECK_SHARDS + 1
-
-
 def test_gzip_is_one_shard_and_reads_whole(tmp_path):
     path = tmp_path / "m.manifest.gz"
     data = b"".join(b'{"source-ref": "s3://b/%d.jpg"}\n' % i for i in range(5000))
@@ -166,7 +141,7 @@ def test_gzip_is_one_shard_and_reads_whole(tmp_path):
     outputs = list(_PlanShardsFn(None, 1024, Storage()).process((str(path), path.stat().st_size)))
     shards = [o for o in outputs if isinstance(o, Shard)]
     assert len(shards) == 1 and shards[0].compression == "gzip" and shards[0].format == "sagemaker"
-    batches = [o for o in _ReadShardFn(Storage(), 1000, 1 << 20).process(shards[0]) if hasattr(o, "raws")]
+    batches = list(ShardReader(shards[0], 1000, 1 << 20).read(Storage()))
     assert sum(len(b.raws) for b in batches) == 5000
     assert batches[-1].offsets[-1] == len(data) - len(data.split(b"\n")[-2]) - 1
 
@@ -175,18 +150,9 @@ def test_unreadable_gzip_is_a_dead_letter_not_a_crash(tmp_path):
     path = tmp_path / "bad.manifest.gz"
     path.write_bytes(gzip.compress(b'{"source-ref": "a"}\n' * 100)[:40])
     shard = Shard(str(path), 0, 0, -1, JSONL, "sagemaker", "gzip")
-    batches = [o for o in _ReadShardFn(Storage(), 1000, 1 << 20).process(shard) if hasattr(o, "raws")]
+    batches = list(ShardReader(shard, 1000, 1 << 20).read(Storage()))
     codes = [code for b in batches for _, code, _ in b.failures]
     assert codes == [errors.READ_FAILED]
-
-
-def test_a_long_first_line_does_not_turn_json_lines_into_one_object(tmp_path):
-    path = tmp_path / "long-first.manifest"
-    first = b'{"source-ref": "a.jpg", "note": "' + b"x" * 300_000 + b'"}\n'
-    path.write_bytes(first + b'{"source-ref": "b.jpg"}\n' * 10)
-    outputs = list(_PlanShardsFn(None, 1 << 30, Storage()).process((str(path), path.stat().st_size)))
-    (shard,) = [o for o in outputs if isinstance(o, Shard)]
-    assert shard.layout == JSONL and shard.format == "sagemaker"
 
 
 def test_broken_first_lines_do_not_turn_json_lines_into_one_object():
@@ -208,9 +174,9 @@ def _gzip_shard(path):
 
 
 def _read_gzip(path):
-    outputs = list(_ReadShardFn(Storage(), 1000, 1 << 20).process(_gzip_shard(path)))
-    batches = [o for o in outputs if hasattr(o, "raws")]
-    (counts,) = [o.value[1] for o in outputs if not hasattr(o, "raws")]
+    reader = ShardReader(_gzip_shard(path), 1000, 1 << 20)
+    batches = list(reader.read(Storage()))
+    counts = reader.counts()
     good = sum(len(b.raws) - len(b.failures) for b in batches)
     codes = [code for b in batches for _, code, _ in b.failures]
     return good, codes, counts
@@ -242,7 +208,7 @@ def test_json_array_elements_past_max_line_bytes_are_too_long(tmp_path):
     path = tmp_path / "export.json"
     path.write_bytes(b'[{"data": {"image": "a.jpg"}}, {"data": {"image": "' + b"b" * 5000 + b'.jpg"}}, {"data": {}}]')
     shard = Shard(str(path), 0, 0, -1, JSON_ARRAY, "label_studio")
-    batches = [o for o in _ReadShardFn(Storage(), 1000, 1000).process(shard) if hasattr(o, "raws")]
+    batches = list(ShardReader(shard, 1000, 1000).read(Storage()))
     assert [code for b in batches for _, code, _ in b.failures] == [errors.LINE_TOO_LONG]
     assert sum(len(b.raws) for b in batches) == 3
 
@@ -281,3 +247,17 @@ def test_bulk_line_reading_equals_the_line_by_line_loop(tmp_path, monkeypatch, c
     monkeypatch.setattr(reader.ShardReader, "_read_complete_lines", lambda self, buffer, position, end: (yield from ()) or (0, position))
     assert bulk == read_all()
     assert sum(count for _, _, count in bulk) == len(data.split(b"\n")) - (1 if data.endswith(b"\n") else 0)
+
+
+def test_the_read_dofn_emits_the_readers_batches_then_its_counts_on_the_ledger(tmp_path):
+    from apache_beam.pvalue import TaggedOutput
+
+    from transforms.stages.accounting import LEDGER
+
+    path = tmp_path / "m.manifest"
+    path.write_bytes(b'{"source-ref": "a.jpg"}\n\n{"source-ref": "b.jpg"}\n')
+    shard = Shard(str(path), 0, 0, -1, JSONL, "sagemaker", counted_lines=4)
+    *batches, ledger = list(_ReadShardFn(Storage(), 1000, 1 << 20).process(shard))
+    assert [b.raws for b in batches] == [[b'{"source-ref": "a.jpg"}', b'{"source-ref": "b.jpg"}']] and batches[0].blank == 1
+    assert isinstance(ledger, TaggedOutput) and ledger.tag == LEDGER
+    assert ledger.value == (str(path), {"lines": 3, "expected_lines": 4, "incomplete_reads": 0})
