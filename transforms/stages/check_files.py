@@ -4,7 +4,7 @@ Where it sits: ... -> ValidateRecords -> CheckFiles -> AssignSplit -> writers, i
 stage as the reader: there is no shuffle before it, so on a local runner no stage ever holds
 the whole dataset. Work spreads over the workers through the shards instead: a manifest whose
 records reference files is cut into shards of about FILE_CHECKS_PER_SHARD such records
-(transforms/stages/read.py), and within a batch the files are fetched and decoded concurrently.
+(transforms/shards.py), and within a batch the files are fetched and decoded concurrently.
 
 The checks themselves are Beam-free (transforms/file_checks.py); this module wires them: one
 DoFn per worker that holds the checker, reports its counts as Beam counters (in the bundle's
