@@ -148,7 +148,9 @@ def build_job(values: dict) -> JobConfig:
     for name in job.formats:
         if name not in known:
             raise SettingError(f"job.formats: unknown format {name!r}; known formats: {', '.join(known)}")
-    job.format_options()  # each format checks its own options now, at launch
+    options = job.format_options()  # each format checks its own options now, at launch
+    if "yolo" in job.write.formats and options["yolo"].task == "classify" and not job.write.copy_images:
+        raise SettingError("formats.yolo.task=classify writes each image into its class folder and no label file: it needs --copy_images (docs/formats.md, yolo)")
     return job
 
 

@@ -68,7 +68,7 @@ def test_each_task_writes_its_own_line_and_refuses_what_it_cannot_hold():
     point = {"label": "nose", "keypoints": [{"label": "nose", "x": 0.5, "y": 0.5, "visible": True}]}
     rows = [_row("r1", "s3://b/img/a.jpg", [_box(0.1, 0.2, 0.5, 0.6), rotated, triangle, two_rings, point])]
     lines = {}
-    for task in yolo.TASKS:
+    for task in yolo.LABEL_TASKS:
         files, ctx = _assemble({"split=train/origin=ground_truth": [rows]}, yolo.YoloOptions(task=task))
         lines[task] = files["labels/train/a.txt"].decode().splitlines()
         lines[task + "-refused"] = sorted((index, code) for _, index, code, _ in ctx.rejected_objects)
@@ -167,8 +167,8 @@ def test_the_finalize_step_writes_the_folder_once_and_a_retry_counts_it_again(tm
         ledger = dict(outputs)["__outputs__"]["manifests/yolo"]
         assert (ledger["landed"], ledger["files"], ledger["objects_landed"]) == (3, 5, 4)
         assert {name: entry["rows"] for name, entry in ledger["published"].items()} == {
-            "data.yaml": 0, "train.txt": 0, "labels/train/a.txt": 1,
-            f"labels/train/{yolo.unique_stem('c', 'x/c.jpg', 'r2')}.txt": 1, f"labels/train/{yolo.unique_stem('c', 'y/c.jpg', 'r3')}.txt": 1,
+            "data.yaml": 0, "train.txt": 3, "labels/train/a.txt": 0,  # records: the lines of the split's image list
+            f"labels/train/{yolo.unique_stem('c', 'x/c.jpg', 'r2')}.txt": 0, f"labels/train/{yolo.unique_stem('c', 'y/c.jpg', 'r3')}.txt": 0,
         }
     assert (tmp_path / "yolo" / "labels" / "train" / "a.txt").read_text() == "1 0.25 0.25 0.5 0.5\n"
     assert sorted(p.relative_to(tmp_path / "yolo").as_posix() for p in (tmp_path / "yolo").rglob("*") if p.is_file()) == sorted(ledger["published"])
@@ -180,11 +180,12 @@ def test_predictions_go_to_their_own_folder_with_their_confidence():
     assert "train" not in yaml.safe_load(files["data.yaml"]) and "predictions_train.txt" in files
 
 
-def test_file_counts_count_label_files_and_lines():
+def test_file_counts_count_records_in_the_image_lists_and_objects_in_the_label_files():
     fmt = get_format("yolo")
-    assert fmt.file_counts("labels/train/a.txt", 2) == (1, 2)
-    assert fmt.file_counts("predictions/train/b.txt", 0) == (1, 0)
-    assert fmt.file_counts("train.txt", 2) == (0, 0)
+    assert fmt.file_counts("labels/train/a.txt", 2) == (0, 2)
+    assert fmt.file_counts("predictions/train/b.txt", 0) == (0, 0)
+    assert fmt.file_counts("train.txt", 2) == (2, 0)  # one line per record, label files or classify copies
+    assert fmt.file_counts("predictions_train.txt", 3) == (3, 0)
     assert fmt.file_counts("data.yaml", 5) == (0, 0)
 
 

@@ -36,7 +36,7 @@ import copy
 import hashlib
 import posixpath
 import re
-from typing import Any
+from typing import Any, Callable
 
 from transforms import errors, storage
 from transforms.file_checks import not_to_open
@@ -51,14 +51,21 @@ COPIED = "images_copied"  # a file summary's key: {name under the format's folde
 _EXTENSION = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 
 
-def copy_name(uri: str, split: Any, by_split: bool = True) -> str:
-    """Where an image is copied under the format's folder: images/<split>/<stem>__<hash><ext>
-    (images/<stem>__<hash><ext> when the format's files are not per split)."""
+def copy_file_name(uri: str) -> str:
+    """A copy's file name, whatever its folder: <stem>__<hash><ext>."""
     name = posixpath.basename(uri.split("?", 1)[0].replace("\\", "/").rstrip("/"))
     extension = "." + name.rsplit(".", 1)[1] if "." in name[1:] else ""
     digest = hashlib.blake2b(uri.encode(), digest_size=5).hexdigest()
-    folder = f"{IMAGES_FOLDER}/{folder_value(split)}" if by_split else IMAGES_FOLDER
-    return f"{folder}/{image_stem(uri)}__{digest}{extension if _EXTENSION.match(extension) else ''}"
+    return f"{image_stem(uri)}__{digest}{extension if _EXTENSION.match(extension) else ''}"
+
+
+def copy_name(uri: str, split: Any, by_split: bool = True, folder: str | None = None) -> str:
+    """Where an image is copied under the format's folder: images/<split>/<stem>__<hash><ext>
+    (images/<stem>__<hash><ext> when the format's files are not per split; images/<folder>/...
+    when the format names the folder itself, e.g. YOLO classify's <split>/<class>)."""
+    if folder is None:
+        folder = folder_value(split) if by_split else None
+    return f"{IMAGES_FOLDER}/{folder + '/' if folder else ''}{copy_file_name(uri)}"
 
 
 class _NotCopied(Exception):
@@ -80,12 +87,17 @@ class ImageCopies:
         self._copy_of: dict[int, tuple[str, dict]] = {}  # id(row) -> (its copy's name, its image as read)
         self._users: dict[tuple[int, str], int] = {}  # (id of a file's BundleFiles, name) -> its rows that point at it
         self.by_split = True  # images/<split>/: the format's files are per split
+        self.folder_of: Callable[[dict], str | None] | None = None  # the format's own folders
 
-    def per_split(self, by_split: bool) -> "ImageCopies":
+    def per_split(self, by_split: bool, folder_of: Callable[[dict], str | None] | None = None) -> "ImageCopies":
         """This copier for a format whose files are (or, with --manifest_partition_by
-        leaving split out, are not) one per split: images/<split>/ or one images/ folder."""
+        leaving split out, are not) one per split: images/<split>/ or one images/ folder.
+        `folder_of` (a module-level function, picklable): the format names each row's folder
+        under images/ itself (OutputFormat.copy_folders), None for a row it will not write,
+        which is then not copied (the format refuses it with its own code)."""
         chosen = copy.copy(self)
         chosen.by_split = by_split
+        chosen.folder_of = folder_of
         return chosen
 
     def __getstate__(self):
@@ -110,7 +122,10 @@ class ImageCopies:
             if why is not None:
                 refused.append((row, errors.IMAGE_COPY_REFUSED, f"{why[1]} ({why[0]})"))
                 continue
-            wanted.setdefault(copy_name(uri, row.get("split"), self.by_split), (uri, []))[1].append(row)
+            folder = self.folder_of(row) if self.folder_of is not None else None
+            if self.folder_of is not None and folder is None:
+                continue  # a row its format will not write: it refuses it with its own code
+            wanted.setdefault(copy_name(uri, row.get("split"), self.by_split, folder), (uri, []))[1].append(row)
         outcomes: dict[str, int | _NotCopied] = {}
         todo = []
         for name, (uri, _) in wanted.items():

@@ -101,7 +101,7 @@ def manifests_plan(
     masks = MaskReader(mask_policy or MaskPolicy(), store)
     open_file = functools.partial(
         _ManifestFile, format_name=format_name, options=options, masks=masks, label_attributes=tuple(label_attributes),
-        references=written_references, files=files, copies=copies.per_split("split" in columns) if copies else None,
+        references=written_references, files=files, copies=copies.per_split("split" in columns, fmt.copy_folders(options)) if copies else None,
     )
     return OutputPlan(
         manifests_output(format_name),

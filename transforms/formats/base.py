@@ -147,6 +147,12 @@ class ManifestFormat(abc.ABC):
     #: the format's options: a dataclass of transforms.settings fields (job.formats.<name>)
     Options: type = NoOptions
 
+    def copy_folders(self, options: Any) -> Any:
+        """--copy_images: None (each copy under images/<split>/), or a module-level function
+        row -> the folder under images/ the format wants its copy in (None: not copied, the
+        format refuses the row), as YOLO classify's <split>/<class>."""
+        return None
+
     def options(self, values: Any = None) -> Any:
         """`values` (a mapping from the config, an Options instance, or None) -> Options, checked:
         a bad option raises SettingError at launch, before any work."""

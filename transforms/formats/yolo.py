@@ -1,4 +1,5 @@
-"""YOLO label folders (write only): the Ultralytics dataset layout for detect, segment and OBB.
+"""YOLO label folders (write only): the Ultralytics dataset layout for detect, segment and OBB,
+and (with --copy_images) the folder-per-class layout of classify.
 
 What it writes under manifests/yolo/ (docs/formats.md "yolo"):
 
@@ -26,9 +27,20 @@ every part carries and writes one label file per record. A stem met more than on
 becomes `<stem>__<10 hex of blake2b(uri, record id)>` for every record that has it: the same
 name on every run, whatever the order the parts arrive in.
 
-Classification (a folder of images per class) is an image layout, not a label file: it is not
-written. A record holding image-level labels and no object is refused whole
+In detect, segment and obb a record holding image-level labels and no object is refused whole
 (YOLO_IMAGE_LABELS_ONLY): an empty label file would say "nothing here", a background image.
+
+classify (`yolo.task=classify`, --copy_images required, checked at launch): Ultralytics' image
+classification layout, `<root>/<split>/<class>/<image>`, with images/ as its root (the copies'
+folder: `yolo classify train data=manifests/yolo/images`). The class folder is the record's one
+image-level label (partitions.folder_value: one safe path segment), the split folder its split
+with validation / valid spelled `val` (Ultralytics reads train, val and test); the copy is named
+as every copy is (transforms/image_copies.py). No label file is written: `<split>.txt` lists the
+split's copies and data.yaml names the classes. A record whose image cannot be put in one class
+folder is refused whole: no image-level label (YOLO_CLASSIFY_NO_LABEL, objects only:
+YOLO_CLASSIFY_OBJECTS_ONLY), several (YOLO_CLASSIFY_SEVERAL_LABELS: multi-label has no
+classify form), a model prediction (YOLO_CLASSIFY_PREDICTION: its folder would mix with the
+ground truth's). The objects and mask of a record written are refused alone.
 """
 
 from __future__ import annotations
@@ -47,7 +59,9 @@ from transforms.formats.base import OutputFormat, WriteContext, register
 from transforms.partitions import folder_value, partition_values
 from transforms.settings import setting
 
-TASKS = ("detect", "segment", "obb")
+CLASSIFY = "classify"
+LABEL_TASKS = ("detect", "segment", "obb")  # the tasks that write label files
+TASKS = (*LABEL_TASKS, CLASSIFY)
 DATA_YAML = "data.yaml"
 LABELS_FOLDER = "labels"
 PREDICTIONS_FOLDER = "predictions"  # predictions/<split>/<stem>.txt: label lines + confidence
@@ -63,7 +77,7 @@ def _class_list(value) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class YoloOptions:
-    task: str = setting("detect", help="what the label files hold: detect (boxes), segment (polygon rings) or obb (four corners of oriented boxes)", choices=TASKS)
+    task: str = setting("detect", help="what the label files hold: detect (boxes), segment (polygon rings) or obb (four corners of oriented boxes); classify: no label files, each image copied into images/<split>/<class>/ (needs --copy_images)", choices=TASKS)
     names: list[str] = setting([], help="class names in id order (id = position); default: the output's class names, sorted", flag=None, parse=_class_list)
 
 
@@ -129,6 +143,25 @@ def unique_stem(stem: str, uri: str, record_id: str) -> str:
     return f"{stem}__{digest}"
 
 
+def classify_split(split: Any) -> str:
+    """A split's folder in the classify layout: validation / valid -> `val`, as Ultralytics reads it."""
+    return folder_value(YAML_KEYS.get(split, split) if isinstance(split, str) else split)
+
+
+def image_classes(row: dict) -> list[str]:
+    """The record's image-level class names, each once, in order."""
+    return list(dict.fromkeys(label["name"] for label in row.get("labels") or () if label and label.get("name")))
+
+
+def classify_folder(row: dict) -> str | None:
+    """--copy_images with classify: the folder under images/ of a row's copy, `<split>/<class>`,
+    or None for a row classify refuses (no image copied for it)."""
+    classes = image_classes(row)
+    if len(classes) != 1 or row.get("origin") == PREDICTION:
+        return None
+    return f"{classify_split(row.get('split'))}/{folder_value(classes[0])}"
+
+
 class YoloPart:
     """One bundle's rows of one split: one JSON line per record, {"u": image reference,
     "r": record id, "l": [[class name, coordinates...], ...]}. `assemble` numbers the classes."""
@@ -151,6 +184,11 @@ class YoloPart:
                 ctx.reject(row, errors.OUTPUT_UNREPRESENTABLE, "the record has no image uri" if not uri else "a line break in the image reference: the split's image list holds one a line")
                 continue
             objects = row.get("objects") or []
+            if self.options.task == CLASSIFY:
+                line = self._classified(row, uri, ctx)
+                if line is not None:
+                    lines.append(line)
+                continue
             if row.get("labels") and not objects and not has_mask(row):
                 ctx.reject(row, errors.YOLO_IMAGE_LABELS_ONLY, "image-level labels only: a YOLO label file holds objects, and an empty one says the image has none")
                 continue
@@ -176,6 +214,31 @@ class YoloPart:
             self.objects_written += len(labels)
             self.count += 1
         self.handle.write(b"".join(lines))
+
+    def _classified(self, row: dict, uri: str, ctx: WriteContext) -> bytes | None:
+        """classify: the record's line {"u", "r", "c": its class}, or None (refused whole)."""
+        classes = image_classes(row)
+        objects = row.get("objects") or []
+        if row.get("origin") == PREDICTION:
+            ctx.reject(row, errors.YOLO_CLASSIFY_PREDICTION, "a model prediction: a classify folder holds ground truth")
+            return None
+        if not classes:
+            code = errors.YOLO_CLASSIFY_OBJECTS_ONLY if objects or has_mask(row) else errors.YOLO_CLASSIFY_NO_LABEL
+            ctx.reject(row, code, "objects and no image-level label: a classify image goes in the folder of its one class" if objects or has_mask(row) else "no image-level label: a classify image goes in the folder of its one class")
+            return None
+        if len(classes) > 1:
+            ctx.reject(row, errors.YOLO_CLASSIFY_SEVERAL_LABELS, f"{len(classes)} image-level labels ({', '.join(classes[:5])}): a classify image is in one class folder")
+            return None
+        if self.pinned is not None and classes[0] not in self.pinned:
+            ctx.reject(row, errors.OUTPUT_UNREPRESENTABLE, f"class {classes[0]!r} is not in formats.yolo.names")
+            return None
+        for index in range(len(objects)):
+            ctx.reject_object(row, index, errors.OBJECT_UNREPRESENTABLE, "an object: a classify folder holds images by their image-level class")
+        if has_mask(row):
+            refuse_mask(ctx, row, "a semantic mask PNG: a classify folder holds images by their image-level class")
+        self.names.add(classes[0])
+        self.count += 1  # no object written: its class is the image's folder
+        return orjson.dumps({"u": uri, "r": row.get("record_id") or "", "c": classes[0]}) + b"\n"
 
     def close(self) -> dict:
         self.summary[PART_CLASSES] = sorted(self.names)
@@ -213,6 +276,17 @@ def _records(opener: Callable[[], Any]) -> Iterator[dict]:
 YAML_KEYS = {"validation": "val", "valid": "val"}
 
 
+def classify_yaml(splits: list[str], names: list[str]) -> bytes:
+    """classify: the dataset's root (images/, what `yolo classify train data=` is given), its
+    split folders and class names (Ultralytics reads the classes from the folders: this file
+    says what is there)."""
+    lines = ["# written by labelbeam: Ultralytics YOLO classification dataset (data=images)", "path: images", f"task: {CLASSIFY}"]
+    lines += [f"{split}: {split}" for split in splits]
+    lines.append("names:")
+    lines += [f"  {i}: {orjson.dumps(name).decode()}" for i, name in enumerate(names)]
+    return ("\n".join(lines) + "\n").encode()
+
+
 def data_yaml(splits: list[str], names: list[str], task: str) -> bytes:
     """Ultralytics' dataset file: `path` (this folder), each split's image folder (beside its
     labels folder: `images/<split>` <-> `labels/<split>`, how Ultralytics and panlabel pair an
@@ -228,6 +302,8 @@ def assemble(documents: list[tuple[str, list[tuple[Callable[[], Any], dict]]]], 
     """Every split's parts -> its label files and image list, and data.yaml. Reads each part
     twice (the stems it holds, then its records); holds one count per stem of a split."""
     names = output_names([summary for _, parts in documents for _, summary in parts], options)
+    if options.task == CLASSIFY:
+        return assemble_classify(documents, names, open_output)
     ids = {name: i for i, name in enumerate(names)}
     splits = []
     for partition, parts in documents:
@@ -252,6 +328,19 @@ def assemble(documents: list[tuple[str, list[tuple[Callable[[], Any], dict]]]], 
         out.write(data_yaml(sorted(set(splits)), names, options.task))
 
 
+def assemble_classify(documents, names: list[str], open_output: Callable[..., Any]) -> None:
+    """classify: each split's list of its copies (one line per record) and data.yaml; the
+    images are already in their class folders (published with the copies)."""
+    splits = set()
+    for partition, parts in documents:
+        split = classify_split(partition_values(partition).get("split")) if "split" in partition_values(partition) else "all"
+        splits.add(split)
+        with open_output(partition, f"{split}.txt") as out:
+            out.write("".join(f"{record['u']}\n" for opener, _ in parts for record in _records(opener)).encode())
+    with open_output(None, DATA_YAML) as out:
+        out.write(classify_yaml(sorted(splits), names))
+
+
 @register
 class YoloFormat(OutputFormat):
     """Ultralytics YOLO label folders (output only)."""
@@ -262,6 +351,9 @@ class YoloFormat(OutputFormat):
     Options = YoloOptions
     copied_image_reference = "output"  # ./images/<split>/<name> in the split's list (--copy_images)
 
+
+    def copy_folders(self, options: Any):
+        return classify_folder if self.options(options).task == CLASSIFY else None
 
     def needs_class_names(self, options: Any) -> bool:
         return False  # class ids are given at assembly, from the names the parts carry
@@ -282,9 +374,12 @@ class YoloFormat(OutputFormat):
         assemble(documents, self.options(options), open_output)
 
     def file_counts(self, name: str, lines: int) -> tuple[int, int]:
-        """(records, objects) one published file of `lines` lines holds: a label file is one
-        record, each of its lines an object (`assemble` writes no blank line); the image lists
-        and data.yaml hold none."""
+        """(records, objects) one published file of `lines` lines holds: each line of a split's
+        image list is one record (detect, segment, obb: the record of one label file; classify:
+        of one copy), each line of a label file an object (`assemble` writes no blank line);
+        data.yaml holds none."""
         if name.split("/", 1)[0] in (LABELS_FOLDER, PREDICTIONS_FOLDER):
-            return 1, lines
+            return 0, lines
+        if name.endswith(".txt") and "/" not in name:
+            return lines, 0
         return 0, 0
