@@ -17,6 +17,8 @@ images of one file name (`day1/cam.jpg`, `day2/cam.jpg`) two files, decided by e
 (bundles copy in parallel, none sees the others' names) and the same on every run; records of
 one image share its copy. The stem is what a YOLO label file is named after, so label and
 image pair up (transforms/file_names.image_stem).
+A format may name the folder under images/ itself (`OutputFormat.copy_folders`: YOLO classify's
+`<split>/<class>`); a row it names none for is not copied, and the format refuses it.
 
 A reference its format keeps relative (Label Studio's) is read against read.relative_to, else
 its manifest's folder, as the other formats resolve theirs when they parse.
