@@ -137,6 +137,6 @@ def test_lookout_images_land_in_the_classify_layout_and_read_back_with_pillow(tm
     assert entry["images"]["bytes"] == sum(p.stat().st_size for p in seen.values())
     assert entry["refused_objects"] == 4  # the anomaly masks: a class folder holds no mask
     published = json.loads((out / ".labelbeam" / "published.json").read_text())["outputs"]["manifests/yolo"]
-    for source, path in seen.items():
+    for path in seen.values():
         record = published[path.relative_to(root).as_posix()]
         assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
