@@ -30,11 +30,14 @@ def _box(rng: random.Random) -> dict:
 
 def _object(rng: random.Random, shape: str, prediction: bool) -> dict:
     obj = {"label": rng.choice(CLASSES), "bbox": _box(rng)}
-    if prediction:
-        obj["score"] = rng.random()
+    if prediction and rng.random() < 0.9:  # a prediction's object without a score is written without one
+        obj["score"] = rng.choice([rng.random(), 0.5, 0.25])
     if shape == "crowd":
         obj["is_crowd"] = True
         obj["area"] = rng.random() * 1000
+    elif shape == "edge":  # -0.0 pixels, a NaN coordinate and area, a box past the image
+        obj["bbox"] = {"x_min": -1e-9, "y_min": float("nan"), "x_max": 1.5, "y_max": 0.5}
+        obj["area"] = float("nan") if rng.random() < 0.5 else None
     elif shape == "rotated":
         obj["rotation"] = 12.5
     elif shape == "polygon":
@@ -54,7 +57,7 @@ def _object(rng: random.Random, shape: str, prediction: bool) -> dict:
     return obj
 
 
-OBJECT_SHAPES = ["plain"] * 12 + ["crowd", "rotated", "polygon", "keypoint", "unlabelled", "no_box", "half_box", "brush"]
+OBJECT_SHAPES = ["plain"] * 12 + ["crowd", "edge", "rotated", "polygon", "keypoint", "unlabelled", "no_box", "half_box", "brush"]
 ROW_SHAPES = ["boxes"] * 10 + ["mixed", "negative", "negative_unsized", "unsized", "labels", "no_uri", "label_jobs", "empty_uri"]
 
 
@@ -63,7 +66,7 @@ def _row(i: int, rng: random.Random) -> dict:
     prediction = rng.random() < 0.3
     width, height = rng.choice(WIDTHS), rng.choice(WIDTHS)
     uri = f"s3://bucket/图像/{i % 40}.jpg"
-    objects = [_object(rng, "plain", prediction) for _ in range(rng.randint(1, 5))]
+    objects = [_object(rng, rng.choice(["plain"] * 8 + ["crowd", "edge", "rotated"]), prediction) for _ in range(rng.randint(1, 5))]
     row = {"record_id": f"rec-{i}", "origin": "prediction" if prediction else "ground_truth", "split": "train",
            "image": {"uri": uri, "width": width, "height": height}, "objects": objects}  # fmt: skip
     if shape == "mixed":
@@ -153,3 +156,14 @@ def test_rounding_is_pythons_round_to_three_decimals():
     got = _round3(values)
     expected = [round(float(v), 3) for v in values]
     assert orjson.dumps(got.tolist()) == orjson.dumps(expected)
+
+
+def test_ids_are_the_first_52_bits_of_the_blake2b_digest_as_before():
+    import hashlib
+
+    from transforms.formats.coco.document import stable_id
+
+    rng = random.Random(9)
+    for i in range(5000):
+        text = f"rec-{rng.random()}\x00{i % 9}{rng.choice(CLASSES)}"
+        assert stable_id(text) == (int(hashlib.blake2b(text.encode(), digest_size=8).hexdigest()[:13], 16) or 1)

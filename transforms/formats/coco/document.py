@@ -78,7 +78,8 @@ class CocoOptions:
 
 def stable_id(text: str) -> int:
     """A positive integer below 2**52 from a text: the same on every run and machine."""
-    return int(hashlib.blake2b(text.encode(), digest_size=8).hexdigest()[:13], 16) or 1
+    # the first 52 bits of the digest (what its first 13 hex digits spell)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest()[:7], "big") >> 4 or 1
 
 
 def coco_rle(foreground: np.ndarray) -> dict:
