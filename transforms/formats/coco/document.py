@@ -30,6 +30,11 @@ COCO cannot hold is refused alone (WriteContext.reject_object); the image is wri
 rest, or without annotations (a negative example) when nothing is left.
 
 
+A bundle hands a part whole RecordBatches (`CocoDocument.write_batch`): the rows of the common
+shape (an image of known size, objects with a label and a box, nothing else) are built from the
+batch's columns (coco/boxes.py), every other row through `_encode` as a dict, in the batch's
+order; the part is byte for byte the one `write` makes of the same rows.
+
 Ids are stable across runs: a category's id is its position + 1 in the sorted class names (or in
 `coco.categories`), an image's id comes from its URI and size, an annotation's from its record
 and index, all below 2**53 so JSON readers in any language keep them exact.
