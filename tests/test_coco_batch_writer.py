@@ -167,3 +167,12 @@ def test_ids_are_the_first_52_bits_of_the_blake2b_digest_as_before():
     for i in range(5000):
         text = f"rec-{rng.random()}\x00{i % 9}{rng.choice(CLASSES)}"
         assert stable_id(text) == (int(hashlib.blake2b(text.encode(), digest_size=8).hexdigest()[:13], 16) or 1)
+
+
+def test_a_batch_without_the_record_columns_is_written_row_by_row():
+    rng = random.Random(11)
+    batch = schema.rows_to_batch([_row(i, rng) for i in range(60)])
+    slim = batch.drop_columns(["mask", "extra"])
+    fast = _parts([[slim]], CocoOptions(), columnar=True)
+    slow = _parts([[slim]], CocoOptions(), columnar=False)
+    assert fast[0][0] == slow[0][0] and fast[0][3] == slow[0][3] and fast[0][3][0] > 0

@@ -17,6 +17,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# the columns the columnar path reads (a batch without one of them goes the per-record way)
+BOX_COLUMNS = frozenset({"record_id", "image", "objects", "labels", "mask", "extra"})
 # a Ground Truth row holding several label attributes may have some left out by
 # transforms/label_jobs.select_label_jobs: such rows take the per-record path
 _KIND = '"kind":'

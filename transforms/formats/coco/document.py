@@ -55,7 +55,7 @@ from transforms.checks.masks import ClassMasks, MaskRejected
 from transforms.checks.rle import decode_rle
 from transforms.formats._mask_pixels import has_mask, reader_of, refuse_mask
 from transforms.formats.base import WriteContext
-from transforms.formats.coco.boxes import box_lines, box_rows
+from transforms.formats.coco.boxes import BOX_COLUMNS, box_lines, box_rows
 from transforms.formats.coco.keypoints import FREE_KEYPOINTS_CATEGORY, group_keypoints, named_points, precedence_pairs
 from transforms.settings import setting
 
@@ -199,6 +199,9 @@ class CocoDocument:
         (coco/boxes.py), the others through `write` as dicts (`rows_of(sub_batch)`). The part
         is byte for byte the one `write` makes of all rows."""
         if not batch.num_rows:
+            return
+        if not BOX_COLUMNS.issubset(batch.schema.names):  # not the record schema: every row as a dict
+            self.write(rows_of(batch), ctx)
             return
         fast = box_rows(batch, self.options.categories)
         cuts = np.flatnonzero(np.diff(fast.astype(np.int8))) + 1
