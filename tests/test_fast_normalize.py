@@ -30,12 +30,16 @@ from transforms.schema import SCHEMA, RawBatch
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = shared_data("realdata")
-# The samples of the formats whose records are lines or array elements; COCO's are documents,
-# read in parts and joined by image id before they parse (tests/test_coco_*.py).
-SAMPLES = sorted(
-    p for p in (ROOT / "samples").rglob("*")
-    if p.suffix in {".manifest", ".jsonl", ".json"} and p.relative_to(ROOT / "samples").parts[0] != "coco"
-)
+
+
+def _joins_documents(sample: Path) -> bool:
+    """A sample of a format whose files are documents joined by key before they parse (COCO's:
+    tests/test_coco_*.py), not lines or array elements."""
+    return getattr(get_format(sample.relative_to(ROOT / "samples").parts[0]), "joins_documents", False)
+
+
+# The samples of the formats whose records are lines or array elements.
+SAMPLES = sorted(p for p in (ROOT / "samples").rglob("*") if p.suffix in {".manifest", ".jsonl", ".json"} and not _joins_documents(p))
 
 #: line generators of every format that declares fast paths: shape name -> (i, rng) -> object
 GENERATORS = {"sagemaker": GROUND_TRUTH_SHAPES}
