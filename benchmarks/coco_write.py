@@ -5,6 +5,7 @@ COCO document.
     python -m benchmarks.coco_write [--lines 200000] [--repeats 1] [--workdir DIR]
                                     [--before DIR] [--cases records,coco,before]
     python -m benchmarks.coco_write --assemble 1000000     # peak RSS of the assembly alone
+    python -m benchmarks.coco_write --writer 50000 --repeats 3   # CPU of the part writer alone
 
 It writes (once, reused) a manifest of --lines Ground Truth object-detection lines (4 boxes a
 line, 4 classes, 1920x1080 images), then runs each case as a child process, in process
@@ -22,6 +23,11 @@ medians over --repeats; each case's COCO output is counted (images, annotations)
 COCO part writer into 8 parts, then assembled into one instances file, in a child process;
 it prints the peak RSS of that process (ru_maxrss) beside the same for N/10, so a flat memory
 shows as two close figures.
+
+`--writer N` measures the COCO part writer alone, in this process: N detection records (4 boxes
+with a score each) as RecordBatches of 1,000 rows through the manifest file a bundle writes,
+built per batch from the columns (box-only rows) and per record from dicts (the path every
+other row takes); CPU seconds are medians over --repeats, and the two parts are compared.
 """
 
 from __future__ import annotations
@@ -197,6 +203,57 @@ def assemble_case(records: int) -> None:
               f"{found['maxrss_before_assembly_mb']:.0f} | {found['maxrss_mb']:.0f} |", flush=True)  # fmt: skip
 
 
+def writer_rows(records: int, seed: int = 5) -> list:
+    """`records` Ground Truth detection records as the normalizer gives them (4 boxes with a
+    score each, image size known), as RecordBatches of 1,000 rows."""
+    from transforms import schema
+
+    rng = random.Random(seed)
+    batches = []
+    for start in range(0, records, 1000):
+        rows = []
+        for i in range(start, min(start + 1000, records)):
+            objects = []
+            for _ in range(BOXES):
+                left, top = rng.randint(0, WIDTH - 200), rng.randint(0, HEIGHT - 200)
+                box = {"x_min": left / WIDTH, "y_min": top / HEIGHT, "x_max": (left + rng.randint(10, 199)) / WIDTH, "y_max": (top + rng.randint(10, 199)) / HEIGHT}
+                objects.append({"label": rng.choice(CLASSES), "bbox": box, "score": round(rng.uniform(0.5, 1.0), 2)})
+            rows.append({"record_id": f"r{i}", "origin": "ground_truth", "split": "train",
+                         "image": {"uri": f"s3://b/img-{i:07d}.jpg", "width": WIDTH, "height": HEIGHT}, "objects": objects})  # fmt: skip
+        batches.append(schema.rows_to_batch(rows))
+    return batches
+
+
+def writer_case(records: int, repeats: int) -> None:
+    """--writer N: CPU seconds of the COCO part writer alone (transforms/output_files._ManifestFile
+    as a bundle drives it) on N records, per RecordBatch from columns and per record from dicts."""
+    import io
+
+    from transforms.formats.coco import CocoOptions
+    from transforms.output_files import _ManifestFile
+
+    batches = writer_rows(records)
+    print(f"| COCO part writer, {records:,} records x {BOXES} boxes | CPU s (median of {repeats}) | us a record |")
+    print("|---|---|---|")
+    written = {}
+    for name in ("per record (dicts)", "per batch (columns)"):
+        seconds = []
+        for _ in range(repeats):
+            handle = io.BytesIO()
+            part = _ManifestFile(handle, "coco", CocoOptions())
+            if name.startswith("per record"):
+                part.document.write_batch = None
+            started = time.process_time()
+            for batch in batches:
+                part.write(batch)
+            part.close()
+            seconds.append(time.process_time() - started)
+            written[name] = handle.getvalue()
+        median = statistics.median(seconds)
+        print(f"| {name} | {median:.2f} | {median / records * 1e6:.1f} |", flush=True)
+    print(f"parts byte-identical: {len(set(written.values())) == 1}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=200_000)
@@ -205,8 +262,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before", help="a checkout of an earlier version to run the same job on")
     parser.add_argument("--cases", default="records,coco,before")
     parser.add_argument("--assemble", type=int, help="measure the assembly of one document of N records instead")
+    parser.add_argument("--writer", type=int, help="measure the COCO part writer alone on N records instead")
     args = parser.parse_args(argv)
-    if args.assemble:
+    if args.writer:
+        writer_case(args.writer, args.repeats)
+    elif args.assemble:
         assemble_case(args.assemble)
     else:
         compare(args)

@@ -234,6 +234,15 @@ class _ManifestFile:
 
     def write(self, batch: pa.RecordBatch) -> list[dict]:
         self._pending: dict[int, tuple[dict, list[int]]] = {}
+        if getattr(self.document, "write_batch", None) is not None and self.copies is None and self.references is None:
+            # the document takes the batch: rows of the common shapes built from its columns,
+            # the others asked for as dicts (the same rows this method would give it)
+            ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=self.masks, files=self._beside())
+            self.objects_given += pc.sum(pc.list_value_length(batch.column("objects"))).as_py() or 0
+            self.document.write_batch(batch, ctx, self._document_rows)
+            self.count = self.document.count
+            self.objects_written = self.document.annotations_written
+            return self._letters(ctx)
         rows = self._one_job_each(schema.batch_rows(batch))
         self.objects_given += sum(len(row.get("objects") or ()) for row in rows)
         not_copied = []
@@ -264,6 +273,14 @@ class _ManifestFile:
             self._write_element(element)
         self.objects_written += ctx.objects_written
         return self._letters(ctx)
+
+    def _document_rows(self, batch: pa.RecordBatch) -> list[dict]:
+        """The rows of `batch` as `write` gives them to a document (each with its label jobs)."""
+        rows = schema.batch_rows(batch)
+        given = sum(len(row.get("objects") or ()) for row in rows)
+        rows = self._one_job_each(rows)
+        self.objects_given -= given - sum(len(row.get("objects") or ()) for row in rows)
+        return rows
 
     def _beside(self):
         if self._files is None and self._files_factory is not None:

@@ -30,6 +30,11 @@ COCO cannot hold is refused alone (WriteContext.reject_object); the image is wri
 rest, or without annotations (a negative example) when nothing is left.
 
 
+A bundle hands a part whole RecordBatches (`CocoDocument.write_batch`): the rows of the common
+shape (an image of known size, objects with a label and a box, nothing else) are built from the
+batch's columns (coco/boxes.py), every other row through `_encode` as a dict, in the batch's
+order; the part is byte for byte the one `write` makes of the same rows.
+
 Ids are stable across runs: a category's id is its position + 1 in the sorted class names (or in
 `coco.categories`), an image's id comes from its URI and size, an annotation's from its record
 and index, all below 2**53 so JSON readers in any language keep them exact.
@@ -50,6 +55,7 @@ from transforms.checks.masks import ClassMasks, MaskRejected
 from transforms.checks.rle import decode_rle
 from transforms.formats._mask_pixels import has_mask, reader_of, refuse_mask
 from transforms.formats.base import WriteContext
+from transforms.formats.coco.boxes import BOX_COLUMNS, box_lines, box_rows
 from transforms.formats.coco.keypoints import FREE_KEYPOINTS_CATEGORY, group_keypoints, named_points, precedence_pairs
 from transforms.settings import setting
 
@@ -77,7 +83,8 @@ class CocoOptions:
 
 def stable_id(text: str) -> int:
     """A positive integer below 2**52 from a text: the same on every run and machine."""
-    return int(hashlib.blake2b(text.encode(), digest_size=8).hexdigest()[:13], 16) or 1
+    # the first 52 bits of the digest (what its first 13 hex digits spell)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest()[:7], "big") >> 4 or 1
 
 
 def coco_rle(foreground: np.ndarray) -> dict:
@@ -186,6 +193,34 @@ class CocoDocument:
         self.handle.write(text)
         self.size += len(text)
         self.images.write(b"".join(images))
+
+    def write_batch(self, batch, ctx: WriteContext, rows_of) -> None:
+        """A RecordBatch's rows, in order: the box-only rows built from its columns
+        (coco/boxes.py), the others through `write` as dicts (`rows_of(sub_batch)`). The part
+        is byte for byte the one `write` makes of all rows."""
+        if not batch.num_rows:
+            return
+        if not BOX_COLUMNS.issubset(batch.schema.names):  # not the record schema: every row as a dict
+            self.write(rows_of(batch), ctx)
+            return
+        fast = box_rows(batch, self.options.categories)
+        cuts = np.flatnonzero(np.diff(fast.astype(np.int8))) + 1
+        for start, end in zip([0, *cuts.tolist()], [*cuts.tolist(), batch.num_rows]):
+            part = batch.slice(start, end - start)
+            if fast[start]:
+                self._write_boxes(part)
+            else:
+                self.write(rows_of(part), ctx)
+
+    def _write_boxes(self, batch) -> None:
+        lines, images, annotations = box_lines(batch, self.category_ids.get, stable_id, orjson.dumps)
+        text = b"".join(lines)
+        self.handle.write(text)
+        self.size += len(text)
+        self.images.write(b"".join(images))
+        self.count += len(lines)
+        self.annotations_written += annotations
+        self.objects_written += annotations
 
     def close(self) -> dict:
         """Appends the image lines; -> the part's summary (what `assemble` needs of it)."""
