@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
-import orjson
 import pytest
 from pycocotools import mask as mask_utils
 
 from tests.coco_fixtures import FAULTS, RESULTS, clean_document, faulty_document, write
+from tests.format_contract import read_documents
 from transforms.checks.rle import decode_rle
-from transforms.formats.base import ParseContext, detect_format, document_format, get_format
+from transforms.formats.base import detect_format, document_format, get_format
 from transforms.formats.coco import read
 from transforms.json_array import ArrayPart, JsonArrayError, iter_json_array, member_ranges
 from transforms.read_layout import sample_records, sniff
-from transforms.schema import RawBatch
 
 COCO = get_format("coco")
 
@@ -28,43 +28,9 @@ def _opener(data: bytes):
 
 
 def read_document(paths, part_bytes: int = 64):
-    """What the read and join stages do, in one process: plan each file, read each part into a
-    RawBatch, key, resolve categories, group by image, join, parse. -> (rows, dead letters,
-    ok count, parsed count, elements read)."""
-    keyed, side, dead, ok, elements = {}, {}, [], 0, 0
-    for path in paths:
-        data = path.read_bytes()
-        for member, start, end, before, count in read.plan_document(_opener(data), part_bytes):
-            batch = RawBatch(str(path), "coco", 0, member=member)
-            for offset, raw in iter_json_array(ArrayPart(io.BytesIO(data), start, end)):
-                batch.lines.append(before + len(batch.raws) + 1)
-                batch.offsets.append(start - 1 + offset)
-                batch.raws.append(raw)
-            assert len(batch.raws) == count
-            elements += count
-            pairs, categories, letters, counts = COCO.key_elements(batch)
-            dead += letters
-            ok += sum(entry["ok"] for entry in counts.values())
-            for key, element in pairs:
-                keyed.setdefault(key, []).append(element)
-            for key, element in categories:
-                side.setdefault(key, []).append(element)
-    table = {}
-    for key, entries in side.items():
-        value, letters, counts = COCO.resolve_side(key, entries)
-        table[key] = value
-        dead += letters
-        ok += sum(entry["ok"] for entry in counts.values())
-    rows, parsed = [], 0
-    ctx = ParseContext(uri="x", base_uri="/data")
-    for key, entries in keyed.items():
-        joined, letters, counts = COCO.join(key, entries, table)
-        dead += letters
-        ok += sum(entry["ok"] for entry in counts.values())
-        for _, raw in joined:
-            rows += COCO.parse(orjson.loads(raw), ctx).rows
-            parsed += 1
-    return rows, dead, ok, parsed, elements
+    """What the read and join stages do, in one process (tests/format_contract.read_documents).
+    -> (rows, dead letters, ok count, parsed count, elements read)."""
+    return read_documents(COCO, [Path(p) for p in paths], part_bytes, base_uri="/data")
 
 
 def test_member_ranges_find_every_top_level_value_past_brackets_and_quotes_in_strings():
