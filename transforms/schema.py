@@ -225,6 +225,19 @@ def loads_extra(text: str | None) -> dict:
     return orjson.loads(text) if text else {}
 
 
+def object_attributes(obj: dict) -> dict:
+    """An object's `attributes` JSON text as a dict; {} when it has none, or holds no JSON
+    object (a writer reads what it can and writes the rest without them)."""
+    text = obj.get("attributes")
+    if not text:
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def issue(code: str, message: str, severity: str = "warning") -> dict:
     return {"code": code, "severity": severity, "message": message}
 

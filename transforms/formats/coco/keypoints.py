@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
+from transforms.schema import object_attributes
 
 #: the category of a record's keypoints that belong to no region
 FREE_KEYPOINTS_CATEGORY = "keypoints"
@@ -30,14 +30,12 @@ def is_point_only(obj: dict) -> bool:
 
 
 def _attributes(obj: dict) -> dict:
+    """What links a point to its region: only attributes naming a parent or a Label Studio
+    region are decoded."""
     text = obj.get("attributes")
     if not text or ("parent_id" not in text and '"ls"' not in text):
         return {}
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    return object_attributes(obj)
 
 
 def _region_id(attributes: dict) -> Any:

@@ -26,7 +26,7 @@ from transforms.errors import (
     RecordError,
 )
 from transforms.formats.values import number
-from transforms.schema import issue
+from transforms.schema import issue, object_attributes
 
 RECTANGLE, POLYGON, ELLIPSE, KEYPOINT, BRUSH = (
     "rectangle",
@@ -309,7 +309,7 @@ def _check_range(obj: dict, region_id: Any, ctx: RegionContext) -> None:
 
 def raw_results(obj: dict) -> list[dict] | None:
     """The raw results of an object read from Label Studio (rle restored), else None."""
-    attributes = _attributes(obj)
+    attributes = object_attributes(obj)
     raw = attributes.get("ls")
     if not isinstance(raw, list) or not raw:
         return None
@@ -319,17 +319,6 @@ def raw_results(obj: dict) -> list[dict] | None:
         if isinstance(value, dict) and "rle" not in value and "rle" not in region:
             region["value"] = {**value, "rle": list(obj["mask_rle"])}
     return [region, *raw[1:]] + list(attributes.get("relations") or [])
-
-
-def _attributes(obj: dict) -> dict:
-    text = obj.get("attributes")
-    if not text:
-        return {}
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 # One control per region type in the labeling config written beside the tasks (no Label Studio
