@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from benchmarks.peak_rss import TreeSampler
+from benchmarks.peak_rss import run_measured
 
 CATEGORIES = ("car", "truck", "bus", "person", "bicycle", "dog", "cat", "sign")
 WIDTH, HEIGHT = 1920, 1080
@@ -72,25 +69,8 @@ def generate(path: Path, annotations: int, per_image: int = 4, points: int = 48,
 def run_job(source: Path, out: Path, extra: list[str]) -> dict:
     argv = [sys.executable, "-m", "pipelines.normalize_manifests", "--format=coco", "--input", str(source), "--output", str(out),
             "--overwrite", "--output_format=coco", "--validate_masks=false", *extra]  # fmt: skip
-    started = time.time()
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    with TreeSampler(child.pid) as sampler:
-        output = b""
-        while True:  # wait4 reaps the child with the CPU time of its whole tree
-            chunk = child.stdout.read(1 << 16)
-            if not chunk:
-                break
-            output += chunk
-        _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return {
-        "exit": child.returncode,
-        "wall": time.time() - started,
-        "cpu": usage.ru_utime + usage.ru_stime,
-        "peak_tree_mb": sampler.peak_total / 2**20,
-        "processes": sampler.peak_processes,
-        "tail": output.decode(errors="replace").strip().splitlines()[-3:],
-    }
+    run = run_measured(argv)
+    return {key: run[key] for key in ("exit", "wall", "cpu", "peak_tree_mb", "processes", "tail")}
 
 
 def written_annotations(out: Path) -> int:

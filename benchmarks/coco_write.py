@@ -47,7 +47,7 @@ from pathlib import Path
 
 import orjson
 
-from benchmarks.peak_rss import TreeSampler
+from benchmarks.peak_rss import run_measured
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("car", "truck", "bus", "person")
@@ -105,17 +105,8 @@ def count_coco(folder: str) -> tuple[int, int, int]:
 
 
 def run_case(argv: list[str], code: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(code))
-    started = time.time()
-    child = subprocess.Popen(argv, cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    with TreeSampler(child.pid) as sampler:
-        _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.time() - started
-    printed = child.stdout.read().decode(errors="replace")
-    child.stdout.close()
-    cpu = usage.ru_utime + usage.ru_stime
-    return {"exit": os.waitstatus_to_exitcode(status), "wall": seconds, "cpu": cpu, "peak_mb": sampler.peak_total / 2**20,
-            "tail": printed.strip().splitlines()[-1:]}  # fmt: skip
+    run = run_measured(argv, cwd=code, env=dict(os.environ, PYTHONPATH=str(code)))
+    return {"exit": run["exit"], "wall": run["wall"], "cpu": run["cpu"], "peak_mb": run["peak_tree_mb"], "tail": run["tail"][-1:]}
 
 
 def job_argv(manifest: str, out: str, coco: bool) -> list[str]:

@@ -37,11 +37,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from importlib.util import find_spec
 
-from benchmarks.peak_rss import TreeSampler
+from benchmarks.peak_rss import run_measured
 
 BOXES = 8
 CLASSES = ("car", "truck", "bus", "person", "bicycle", "traffic_light")
@@ -164,18 +163,13 @@ def measure(argv: list[str], log: str) -> dict:
     """Runs argv to completion. wait4 gives the CPU of the child and of every process it
     reaped (its workers). Its ru_maxrss is not used: Linux carries the forking parent's RSS
     across exec into it, so a small tool started from this process would show this size."""
-    started = time.perf_counter()
-    with open(log, "wb") as output:
-        child = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
-        with TreeSampler(child.pid) as sampler:
-            _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+    run = run_measured(argv, log)
     return {
-        "exit": child.returncode,
-        "wall": time.perf_counter() - started,
-        "cpu": usage.ru_utime + usage.ru_stime,
-        "rss_mib": sampler.peak_total / 2**20,
-        "largest_mib": sampler.peak_single / 2**20,
+        "exit": run["exit"],
+        "wall": run["wall"],
+        "cpu": run["cpu"],
+        "rss_mib": run["peak_tree_mb"],
+        "largest_mib": run["peak_process_mb"],
     }
 
 

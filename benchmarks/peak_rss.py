@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import psutil
 import pyarrow.dataset as ds
@@ -70,6 +74,39 @@ class TreeSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_measured(argv: list[str], log: str | None = None, cwd=None, env: dict | None = None, reap: Callable[[], None] | None = None) -> dict:
+    """Runs argv to completion, its output to `log` (a temporary file when None): exit code,
+    wall seconds, CPU seconds (user + system) of the child and of every process it or `reap`
+    waited for (the kernel's accounting of ended children), peak RSS of the process tree and of
+    its largest process (sampled), and the last lines it printed. `reap` runs after the child
+    ends: a subreaper waits there for the orphans the child left, so their CPU counts too."""
+    cpu_before = _children_cpu()
+    started = time.perf_counter()
+    with open(log, "w+b") if log else tempfile.TemporaryFile() as output:
+        child = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+        with TreeSampler(child.pid) as sampler:
+            _, status, _ = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        if reap is not None:
+            reap()
+        output.seek(max(output.seek(0, os.SEEK_END) - 4096, 0))
+        tail = output.read().decode(errors="replace").strip().splitlines()[-3:]
+    return {
+        "exit": os.waitstatus_to_exitcode(status),
+        "wall": wall,
+        "cpu": _children_cpu() - cpu_before,
+        "peak_tree_mb": sampler.peak_total / 2**20,
+        "peak_process_mb": sampler.peak_single / 2**20,
+        "processes": sampler.peak_processes,
+        "tail": tail,
+    }
 
 
 def measure(argv: list[str], out: Path) -> dict:

@@ -45,7 +45,6 @@ import ctypes
 import glob
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -56,7 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.peak_rss import TreeSampler
+from benchmarks.peak_rss import run_measured
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_CONFIG = str(REPO / "configs" / "local.yaml")
@@ -99,29 +98,16 @@ def _reap_orphans(deadline_s: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def measure(argv: list[str], log: str, env: dict | None = None) -> dict:
     """Runs argv to completion: wall, CPU of the tree, peak RSS of the tree, exit code."""
-    cpu_before = _children_cpu()
-    started = time.perf_counter()
-    with open(log, "wb") as output:
-        child = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-        with TreeSampler(child.pid) as sampler:
-            _, status, _ = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    _reap_orphans()
+    run = run_measured(argv, log, cwd=REPO, env=env, reap=_reap_orphans)
     return {
-        "exit": child.returncode,
-        "wall_s": wall,
-        "cpu_s": _children_cpu() - cpu_before,
-        "peak_rss_mb": sampler.peak_total / 2**20,
-        "largest_mb": sampler.peak_single / 2**20,
-        "processes": sampler.peak_processes,
+        "exit": run["exit"],
+        "wall_s": run["wall"],
+        "cpu_s": run["cpu"],
+        "peak_rss_mb": run["peak_tree_mb"],
+        "largest_mb": run["peak_process_mb"],
+        "processes": run["processes"],
     }
 
 
