@@ -104,3 +104,17 @@ def ranged_read_of(name: str):
         return method == "GET" and key.endswith(name) and rng.startswith("bytes=") and not rng.startswith("bytes=0-")
 
     return matches
+
+
+def scratch_mask_png() -> bytes:
+    """The mask the store tests upload: 16x8 white (BACKGROUND), one 'scratch' block (#2ca02c)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.full((8, 16, 3), 255, np.uint8)
+    rgb[2:4, 2:6] = (0x2C, 0xA0, 0x2C)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()

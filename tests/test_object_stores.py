@@ -6,19 +6,16 @@ credentials, the endpoint dying mid-run. Only a store whose emulator is not inst
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.dataset as ds
 import pytest
-from PIL import Image
 
 from pipelines.normalize_manifests import run
 from tests.faults import FaultProxy
-from tests.stores import STORE_VARIABLES, Store, ranged_read_of
+from tests.stores import STORE_VARIABLES, Store, ranged_read_of, scratch_mask_png
 from tests.test_hostile_references import _line
 
 pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset
@@ -55,14 +52,6 @@ def _clean_environment(monkeypatch):
 def _bucket_name(request) -> str:
     """A bucket name valid on the three stores (3-63 lowercase letters, digits, hyphens)."""
     return "t" + request.node.name.split("[")[0].replace("test_", "").replace("_", "-")[:40].strip("-") + "-" + request.node.callspec.id.replace("_", "-")
-
-
-def _png() -> bytes:
-    rgb = np.full((8, 16, 3), 255, np.uint8)
-    rgb[2:4, 2:6] = (0x2C, 0xA0, 0x2C)
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _upload_samples(store: Store, bucket: str):
@@ -143,7 +132,7 @@ def _manifest_with_masks(store: Store, bucket: str, n: int) -> str:
     """A manifest on the store whose masks are on the store: n lines, valid PNG masks."""
     fs = store.bucket(bucket)
     for i in range(n):
-        fs.pipe(f"{bucket}/masks/{i}.png", _png())
+        fs.pipe(f"{bucket}/masks/{i}.png", scratch_mask_png())
     body = "".join(_line(f"images/{i}.jpg", store.url(f"{bucket}/masks/{i}.png")) + "\n" for i in range(n))
     fs.pipe(f"{bucket}/in/masks.manifest", body.encode())
     return store.url(f"{bucket}/in/masks.manifest")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import http.server
-import io
 import json
 import os
 import subprocess
@@ -17,11 +16,10 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from tests.faults import closed_port
+from tests.stores import scratch_mask_png
 
 pytestmark = pytest.mark.e2e  # runs the whole job
 
@@ -41,14 +39,6 @@ SECRETS = {
 COLOR_MAP = {"0": {"class-name": "BACKGROUND", "hex-color": "#ffffff"}, "1": {"class-name": "scratch", "hex-color": "#2ca02c"}}
 
 
-def _png() -> bytes:
-    rgb = np.full((8, 16, 3), 255, np.uint8)
-    rgb[2:4, 2:6] = (0x2C, 0xA0, 0x2C)
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 class _Files(http.server.BaseHTTPRequestHandler):
     """Masks and a manifest over HTTP, only with basic auth (the manifest's or --input's user)."""
 
@@ -60,7 +50,7 @@ class _Files(http.server.BaseHTTPRequestHandler):
             self.send_response(401)
             self.end_headers()
             return
-        body = self.manifest if self.path.endswith(".manifest") else _png() if self.path.endswith(".png") else None
+        body = self.manifest if self.path.endswith(".manifest") else scratch_mask_png() if self.path.endswith(".png") else None
         if body is None:
             self.send_response(404)
             self.end_headers()

@@ -4,23 +4,21 @@ lines unread, none is a traceback."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pyarrow.dataset as ds
 import pytest
-from PIL import Image
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
 from pipelines.normalize_manifests import run  # noqa: E402
 from tests.faults import FaultProxy, closed_port  # noqa: E402
+from tests.stores import scratch_mask_png
 from tests.test_hostile_references import _line  # noqa: E402
 
 pytestmark = pytest.mark.e2e  # runs the whole job: deselect with -m "not e2e" for the fast subset
@@ -63,14 +61,6 @@ def _options(endpoint: str) -> str:
     return "--storage_options=" + json.dumps({"s3": {"endpoint_url": endpoint, "skip_instance_cache": True, "config_kwargs": FAST_FAIL}})
 
 
-def _png() -> bytes:
-    rgb = np.full((8, 16, 3), 255, np.uint8)
-    rgb[2:4, 2:6] = (0x2C, 0xA0, 0x2C)
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _s3(endpoint: str):
     import s3fs
 
@@ -96,7 +86,7 @@ def test_masks_on_s3_without_credentials_are_file_unreadable_not_internal_errors
     fs = _s3(s3_endpoint)
     fs.mkdir("nocreds")
     for i in range(5):
-        fs.pipe(f"nocreds/masks/{i}.png", _png())
+        fs.pipe(f"nocreds/masks/{i}.png", scratch_mask_png())
     manifest = _local_manifest_with_s3_masks(tmp_path, "nocreds")
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -218,7 +208,7 @@ def test_masks_cut_mid_transfer_are_coded_and_the_terminal_stays_short(s3_endpoi
     fs = _s3(s3_endpoint)
     fs.mkdir("cutmasks")
     for i in range(n):
-        fs.pipe(f"cutmasks/masks/{i}.png", _png())
+        fs.pipe(f"cutmasks/masks/{i}.png", scratch_mask_png())
     manifest = _local_manifest_with_s3_masks(tmp_path, "cutmasks", n=n)
     out = tmp_path / "out"
     with FaultProxy(s3_endpoint, cut=lambda method, path, headers: method == "GET" and "/masks/" in path) as proxy:
