@@ -33,6 +33,7 @@ Exit codes (a scheduler acts on them; docs/scheduling.md):
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import sys
 import time
@@ -219,8 +220,14 @@ def reads_documents(job: JobConfig, inputs: tuple[tuple[str, int], ...] | None, 
         return 0, False
     if inputs is None:
         return ((1 << 30) if any(name.endswith((".json", "*", "/")) for name in job.input) else 0), False
-    joined = [(url, size) for url, size in inputs if url.endswith(".json") and _joined_document(url, store)]
+    candidates = [(url, size) for url, size in inputs if url.endswith(".json")]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(_HEAD_READS, len(candidates) or 1)) as pool:  # a head a request: in parallel
+        flags = list(pool.map(lambda pair: _joined_document(pair[0], store), candidates))
+    joined = [pair for pair, flag in zip(candidates, flags) if flag]
     return (sum(size for _, size in joined) or (1 if joined else 0)), len(joined) == len(inputs)
+
+
+_HEAD_READS = 16  # heads of `.json` inputs read at once at launch (one small request each)
 
 
 def _joined_document(url: str, store: storage.Storage) -> bool:
