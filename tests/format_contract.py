@@ -257,7 +257,7 @@ def write_files(fmt: ManifestFormat, rows: list[dict], folder: Path, options=Non
         elif not name.endswith(fmt.extension):
             continue  # a side file (labeling_config.xml): no records
         else:
-            rows_in = count_elements(fs, str(path), fmt.extension, fmt.file_layout)
+            rows_in = count_elements(fs, str(path), fmt.extension, fmt.file_layout, fmt.name)
             objects_in = count_objects(fs, str(path), fmt.file_layout, fmt.name)
         landed += rows_in
         if objects_in is not None:

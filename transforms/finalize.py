@@ -138,7 +138,7 @@ def _assemble_documents(plan: OutputPlan, fs, written: list, published: dict[str
             record = file_record(fs, path, fmt.extension, "jsonl")  # rows = lines, bytes, sha256
             record["rows"], objects = fmt.file_counts(name, record["rows"])
         else:
-            record = file_record(fs, path, fmt.extension, layout)  # rows, bytes, sha256
+            record = file_record(fs, path, fmt.extension, layout, fmt.name)  # rows, bytes, sha256
             objects = count_objects(fs, path, layout, fmt.name)
         published[storage.relative_to(final, root)] = record
         landed += record["rows"]

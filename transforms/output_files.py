@@ -356,14 +356,13 @@ class _JsonLinesFile:
 
 
 def count_objects(fs, path: str, layout: str, format_name: str) -> int | None:
-    """Objects a published manifest holds, read from the file in the format's units (COCO:
-    its `info`; else each element through ManifestFormat.objects_in); None if not counted."""
-    if layout == "document":  # COCO: its annotations, counted in the text
-        from transforms.formats.coco import annotations_in_file
-
-        with fs.open(path, "rb") as handle:
-            return annotations_in_file(handle)
+    """Objects a published manifest holds, read from the file in the format's units (a
+    document: ManifestFormat.objects_in_file; else each element through objects_in); None if
+    not counted."""
     fmt = get_format(format_name)
+    if layout == "document":
+        with fs.open(path, "rb") as handle:
+            return fmt.objects_in_file(handle)
     if fmt.objects_in({}) is None:
         return None
     found = 0
@@ -375,16 +374,15 @@ def count_objects(fs, path: str, layout: str, format_name: str) -> int | None:
     return found
 
 
-def count_elements(fs, path: str, extension: str, layout: str) -> int:
-    """Rows a published file holds, read from the file: a Parquet footer, or its elements."""
+def count_elements(fs, path: str, extension: str, layout: str, format_name: str | None = None) -> int:
+    """Rows a published file holds, read from the file: a Parquet footer, its elements, or what
+    a document of format `format_name` says it holds."""
     if extension == ".parquet":
         with fs.open(path, "rb") as handle:
             return pq.ParquetFile(handle).metadata.num_rows
     if layout == "document":  # the format's document says how many records it holds
-        from transforms.formats.coco import records_in_file
-
         with fs.open(path, "rb") as handle:
-            return records_in_file(handle, fs.size(path))
+            return get_format(format_name).records_in_file(handle, fs.size(path))
     newlines = 0
     with fs.open(path, "rb") as handle:
         while True:
@@ -397,7 +395,7 @@ def count_elements(fs, path: str, extension: str, layout: str) -> int:
     return newlines
 
 
-def file_record(fs, path: str, extension: str, layout: str) -> dict:
+def file_record(fs, path: str, extension: str, layout: str, format_name: str | None = None) -> dict:
     """What a published file holds, read from it: its rows (count_elements), size and sha256.
     run.json keeps these per file; the driver reads every file again before publishing and
     compares (pipelines/report.py), so a file damaged after it was counted is never published."""
@@ -411,7 +409,7 @@ def file_record(fs, path: str, extension: str, layout: str) -> dict:
             size += len(chunk)
             newlines += chunk.count(b"\n")
     if extension == ".parquet" or layout == "document":
-        rows = count_elements(fs, path, extension, layout)
+        rows = count_elements(fs, path, extension, layout, format_name)
     else:
         rows = max(newlines - 2, 0) if layout == "json_array" else newlines
     return {"rows": rows, "bytes": size, "sha256": digest.hexdigest()}

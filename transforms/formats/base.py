@@ -236,6 +236,16 @@ class ManifestFormat(abc.ABC):
         WriteContext.objects_written; None when the format does not count objects."""
         return None
 
+    def records_in_file(self, handle: Any, size: int) -> int:
+        """The records one of its written documents (`document` layout) holds, read from the
+        file: run.json counts what landed."""
+        raise NotImplementedError(f"{self.name} writes no documents")
+
+    def objects_in_file(self, handle: Any) -> int | None:
+        """The objects one of its written documents holds, read from the file, in the units of
+        WriteContext.objects_written; None when the format does not count objects."""
+        return None
+
     def side_files(self, summaries: list[dict], classes: list[str] | None) -> dict[str, bytes]:
         """Files written once beside the manifests (name -> content), from every file's
         WriteContext.summary: e.g. the labeling config matching the tasks written. None by default."""

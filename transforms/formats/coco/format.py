@@ -10,7 +10,13 @@ from transforms import errors
 from transforms.errors import RecordError
 from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
 from transforms.formats.coco import read
-from transforms.formats.coco.assemble import assemble, document_name, output_categories, records_in_file
+from transforms.formats.coco.assemble import (
+    annotations_in_file,
+    assemble,
+    document_name,
+    output_categories,
+    records_in_file,
+)
 from transforms.formats.coco.document import PREDICTION, CocoDocument, CocoOptions
 from transforms.partitions import partition_values
 
@@ -81,3 +87,6 @@ class CocoFormat(ManifestFormat):
 
     def records_in_file(self, handle, size: int) -> int:
         return records_in_file(handle, size)
+
+    def objects_in_file(self, handle) -> int:
+        return annotations_in_file(handle)  # one annotation an object (a region's linked points in its annotation)
