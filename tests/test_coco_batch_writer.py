@@ -66,6 +66,8 @@ def _row(i: int, rng: random.Random) -> dict:
     prediction = rng.random() < 0.3
     width, height = rng.choice(WIDTHS), rng.choice(WIDTHS)
     uri = f"s3://bucket/图像/{i % 40}.jpg"
+    if i % 17 == 0:  # a name JSON escapes: a quote, a backslash, a control character
+        uri = f's3://bucket/"q\\b\t{i % 40}.jpg'
     objects = [_object(rng, rng.choice(["plain"] * 8 + ["crowd", "edge", "rotated"]), prediction) for _ in range(rng.randint(1, 5))]
     row = {"record_id": f"rec-{i}", "origin": "prediction" if prediction else "ground_truth", "split": "train",
            "image": {"uri": uri, "width": width, "height": height}, "objects": objects}  # fmt: skip

@@ -4,13 +4,16 @@ Most records a COCO output holds are plain detections: an image of known size an
 a label and a box, nothing else. For those, `CocoDocument._encode` (one Python dict per record,
 then per object) is most of the writer's cost. `box_rows` picks them with an Arrow mask, and
 `box_lines` makes their annotation and image lines from the batch's columns: coordinates in
-numpy, each annotation's dict only to be serialized. Every other record (a polygon, a mask,
-keypoints, image labels, no image size, a label the pinned categories lack, several Ground
-Truth label jobs, ...) stays on the per-record path. The lines are byte for byte those
-`_encode` writes (tests/test_coco_batch_writer.py compares both ways).
+numpy, each distinct number spelled once by orjson, the lines concatenated by Arrow's string
+kernels; only the ids' blake2b digests are taken one key at a time. Every other record (a
+polygon, a mask, keypoints, image labels, no image size, a label the pinned categories lack,
+several Ground Truth label jobs, ...) stays on the per-record path. The lines are byte for byte
+those `_encode` writes (tests/test_coco_batch_writer.py compares both ways).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import orjson
@@ -87,100 +90,126 @@ def _round3(values: np.ndarray) -> np.ndarray:
     return out
 
 
-_ANNOTATION = '{"id":%d,"image_id":%d,"category_id":%d,"bbox":[%s,%s,%s,%s],"area":%s,"iscrowd":%d,"segmentation":[]%s}'
-
-
-def _json_numbers(values: np.ndarray) -> list[str]:
+def _json_numbers(values: np.ndarray) -> pa.Array:
     """Each float as orjson writes it (shortest round trip; NaN as null), formatted once per
     distinct value: told apart by their bits, so -0.0 stays "-0.0"."""
     bits = pc.dictionary_encode(pa.array(np.ascontiguousarray(values, dtype=np.float64).view(np.int64)))
     distinct = bits.dictionary.to_numpy().view(np.float64)
-    texts = orjson.dumps(distinct.tolist()).decode()[1:-1].split(",")
-    return [texts[i] for i in bits.indices.to_numpy().tolist()]
+    texts = pa.array(orjson.dumps(distinct.tolist()).decode()[1:-1].split(","), pa.string())
+    return texts.take(bits.indices)
 
 
-def _scores(scores: pa.Array) -> list | None:
-    """Each score as the per-record path writes it (float(f"{score:.7g}")), None where it has
-    none; formatted once per distinct value (a model's scores repeat: 0.5-1.0 in steps of 0.01)."""
+def _score_tails(scores: pa.Array) -> pa.Array | str:
+    """`,"score":<text>` of each annotation, the score as the per-record path writes it
+    (float(f"{score:.7g}")), "" where it has none; formatted once per distinct value (a model's
+    scores repeat: 0.5-1.0 in steps of 0.01)."""
     if scores.null_count == len(scores):
-        return None
-    values = pc.fill_null(scores, 0.0).to_numpy(zero_copy_only=False)
+        return ""
+    values = pc.fill_null(scores, 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
     distinct, which = np.unique(values, return_inverse=True)
-    written = [float(f"{value:.7g}") for value in distinct.tolist()]
-    out = [written[i] for i in which.reshape(-1).tolist()]
-    if scores.null_count:
-        for i in np.flatnonzero(pc.is_null(scores).to_numpy(zero_copy_only=False)).tolist():
-            out[i] = None
-    return out
+    written = np.array([float(f"{value:.7g}") for value in distinct.tolist()], np.float64)
+    texts = _concat([',"score":', _json_numbers(written)]).take(pa.array(which.reshape(-1)))
+    return pc.if_else(pc.is_valid(scores), texts, "") if scores.null_count else texts
 
 
 def _column(array, name: str) -> np.ndarray:
     return pc.struct_field(array, name).to_numpy(zero_copy_only=False)
 
 
-def box_lines(batch: pa.RecordBatch, category_of, stable_id, dumps=orjson.dumps) -> tuple[list[bytes], list[bytes], int]:
-    """(annotation line per row, image line per row, annotations written) of rows `box_rows`
-    took: what `CocoDocument._encode` makes of each. `category_of(name)` is the part's id of a
-    class, asked in the order the per-record path meets them."""
+def _concat(parts: list) -> pa.Array:
+    """Element-wise concatenation of string arrays and constant strings."""
+    return pc.binary_join_element_wise(*[part if isinstance(part, (pa.Array, pa.ChunkedArray)) else pa.scalar(part, pa.string()) for part in parts], "")
+
+
+def _text(values) -> pa.Array:
+    """Integers as JSON writes them."""
+    return pa.array(values).cast(pa.string())
+
+
+def stable_ids(keys: pa.Array) -> np.ndarray:
+    """document.stable_id of each text of a string array: the first 52 bits of its blake2b
+    digest (at least 1). One digest a key is Python's; the bits are taken in numpy."""
+    digest = hashlib.blake2b
+    digests = b"".join([digest(key, digest_size=8).digest() for key in keys.cast(pa.binary()).to_pylist()])
+    ids = np.frombuffer(digests, ">u8") >> np.uint64(12)
+    ids[ids == 0] = 1
+    return ids.astype(np.int64)
+
+
+def _json_strings(texts: pa.Array) -> pa.Array:
+    """Each text as orjson writes it: quoted, and escaped (per row, by orjson) where it holds a
+    quote, a backslash or a control character."""
+    quoted = _concat(['"', texts, '"'])
+    escape = pc.fill_null(pc.match_substring_regex(texts, r"[\x00-\x1f\"\\]"), False)
+    if pc.any(escape).as_py():
+        where = np.flatnonzero(escape.to_numpy(zero_copy_only=False))
+        spelled = [orjson.dumps(text).decode() for text in texts.take(pa.array(where)).to_pylist()]
+        quoted = pc.replace_with_mask(quoted, escape, pa.array(spelled, pa.string()))
+    return quoted
+
+
+def _joined_lines(texts: pa.Array) -> bytes:
+    """Each text followed by a newline, as one bytes (the concatenation's own buffer)."""
+    if not len(texts):
+        return b""
+    lines = _concat([texts, "\n"])
+    _, offsets, data = lines.buffers()
+    start, end = np.frombuffer(offsets, np.int32)[[lines.offset, lines.offset + len(lines)]].tolist()
+    return data.slice(start, end - start).to_pybytes()
+
+
+def box_lines(batch: pa.RecordBatch, category_of) -> tuple[bytes, bytes, int]:
+    """(annotation lines, image lines, annotations written) of rows `box_rows` took: what
+    `CocoDocument._encode` makes of each, a line a row, built column by column.
+    `category_of(name)` is the part's id of a class, asked in the order the per-record path
+    meets them."""
     image = batch.column("image")
-    uris = _plain(pc.struct_field(image, "uri")).to_pylist()
+    uris = _plain(pc.struct_field(image, "uri"))
     widths = _column(image, "width").astype(np.int64)
     heights = _column(image, "height").astype(np.int64)
-    image_ids = [stable_id(f"{uri}\x00{w}x{h}") for uri, w, h in zip(uris, widths.tolist(), heights.tolist())]
-    images = [
-        dumps({"id": image_id, "file_name": uri, "width": w, "height": h}) + b"\n"
-        for image_id, uri, w, h in zip(image_ids, uris, widths.tolist(), heights.tolist())
-    ]
+    width_text, height_text = _text(widths), _text(heights)
+    image_ids = stable_ids(_concat([uris, "\x00", width_text, "x", height_text]))
+    image_id_text = _text(image_ids)
+    images = _concat(['{"id":', image_id_text, ',"file_name":', _json_strings(uris), ',"width":', width_text, ',"height":', height_text, "}"])
     objects = batch.column("objects")
     counts = pc.fill_null(pc.list_value_length(objects), 0).to_numpy().astype(np.int64)
     flat = pc.list_flatten(objects)
     if not len(flat):
-        return [b"\n"] * batch.num_rows, images, 0
+        return b"\n" * batch.num_rows, _joined_lines(images), 0
     parents = pc.list_parent_indices(objects).to_numpy().astype(np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    indexes = (np.arange(len(flat)) - starts[parents]).tolist()
+    ends = np.cumsum(counts)
+    indexes = np.arange(len(flat)) - (ends - counts)[parents]
     box = pc.struct_field(flat, "bbox")
     x_min, y_min, x_max, y_max = (_column(box, name) for name in ("x_min", "y_min", "x_max", "y_max"))
     width = widths[parents].astype(np.float64)
     height = heights[parents].astype(np.float64)
-    bbox = np.stack([_round3(x_min * width), _round3(y_min * height), _round3((x_max - x_min) * width), _round3((y_max - y_min) * height)], axis=1)
+    bbox = [_round3(x_min * width), _round3(y_min * height), _round3((x_max - x_min) * width), _round3((y_max - y_min) * height)]
     given = pc.struct_field(flat, "area")
-    area = bbox[:, 2] * bbox[:, 3]
+    area = bbox[2] * bbox[3]
     if given.null_count < len(given):
         area = np.where(pc.is_valid(given).to_numpy(zero_copy_only=False), pc.fill_null(given, 0.0).to_numpy(zero_copy_only=False), area)
-    crowd = pc.fill_null(pc.struct_field(flat, "is_crowd"), False).to_numpy(zero_copy_only=False).astype(np.int64).tolist()
-    scores = _scores(pc.struct_field(flat, "score"))
+    crowd = pc.fill_null(pc.struct_field(flat, "is_crowd"), False).cast(pa.int8()).cast(pa.string())
     # categories as the per-record path numbers them: each name asked for where first met
     labels = _plain(pc.struct_field(flat, "label"))
     names = pc.unique(labels)
-    positions = pc.index_in(labels, value_set=names).to_numpy()
+    positions = pc.index_in(labels, value_set=names)
     first = np.full(len(names), len(labels))
-    np.minimum.at(first, positions, np.arange(len(labels)))
+    np.minimum.at(first, positions.to_numpy(), np.arange(len(labels)))
     name_list = names.to_pylist()
-    ids = np.zeros(len(names), np.int64)
+    ids = [0] * len(names)
     for position in np.argsort(first, kind="stable").tolist():
         ids[position] = category_of(name_list[position])
-    categories = ids[positions].tolist()
-    record_ids = batch.column("record_id").to_pylist()
-    numbers = _json_numbers(np.concatenate([bbox.reshape(-1), area]))
+    categories = _text(ids).take(positions)
     m = len(flat)
-    areas = numbers[4 * m :]
-    if scores is not None:
-        written = [score for score in scores if score is not None]
-        texts = iter(_json_numbers(np.array(written, np.float64)))
-        tails = ["" if score is None else f',"score":{next(texts)}' for score in scores]
-    else:
-        tails = [""] * m
-    # an annotation as orjson writes the per-record path's dict (keys in its order, no spaces);
-    # texts, not dicts: nothing here for the garbage collector to walk
-    texts = [
-        _ANNOTATION % (stable_id(f"{record_ids[parent]}\x00{index}"), image_ids[parent], categories[k],
-                       numbers[4 * k], numbers[4 * k + 1], numbers[4 * k + 2], numbers[4 * k + 3], areas[k], crowd[k], tails[k])
-        for k, (parent, index) in enumerate(zip(parents.tolist(), indexes))
-    ]  # fmt: skip
-    lines = []
-    start = 0
-    for end in np.cumsum(counts).tolist():
-        lines.append((",".join(texts[start:end]) + "\n").encode())
-        start = end
-    return lines, images, m
+    numbers = _json_numbers(np.concatenate(bbox + [area]))
+    x, y, w, h, areas = (numbers.slice(i * m, m) for i in range(5))
+    record_ids = pc.fill_null(_plain(batch.column("record_id")), "None").take(pa.array(parents))
+    annotation_ids = _text(stable_ids(_concat([record_ids, "\x00", _text(indexes)])))
+    # an annotation as orjson writes the per-record path's dict (keys in its order, no spaces)
+    texts = _concat([
+        '{"id":', annotation_ids, ',"image_id":', image_id_text.take(pa.array(parents)), ',"category_id":', categories,
+        ',"bbox":[', x, ",", y, ",", w, ",", h, '],"area":', areas, ',"iscrowd":', crowd, ',"segmentation":[]',
+        _score_tails(pc.struct_field(flat, "score")), "}",
+    ])  # fmt: skip
+    rows = pc.binary_join(pa.ListArray.from_arrays(pa.array(np.concatenate([[0], ends]), pa.int32()), texts), ",")
+    return _joined_lines(rows), _joined_lines(images), m

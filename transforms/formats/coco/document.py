@@ -213,12 +213,11 @@ class CocoDocument:
                 self.write(rows_of(part), ctx)
 
     def _write_boxes(self, batch) -> None:
-        lines, images, annotations = box_lines(batch, self.category_ids.get, stable_id, orjson.dumps)
-        text = b"".join(lines)
+        text, images, annotations = box_lines(batch, self.category_ids.get)
         self.handle.write(text)
         self.size += len(text)
-        self.images.write(b"".join(images))
-        self.count += len(lines)
+        self.images.write(images)
+        self.count += batch.num_rows
         self.annotations_written += annotations
         self.objects_written += annotations
 
