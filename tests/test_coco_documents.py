@@ -303,3 +303,25 @@ def test_a_document_lists_keypoints_in_the_records_order():
     (person,) = [c for c in document["categories"] if c["name"] == "person"]
     assert person["keypoints"] == ["nose", "left_eye"]
     assert document["annotations"][0]["keypoints"][:3] == [20.0, 10.0, 2]
+
+
+@pytest.mark.parametrize("classes", [3, 12, 40])  # 12: "-1" is the start of "-12"; 40: the regex pass
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 700])
+def test_assembly_renumbers_every_category_and_writes_each_image_once(monkeypatch, classes, chunk_bytes):
+    monkeypatch.setattr(sys.modules["transforms.formats.coco.assemble"], "CHUNK_BYTES", chunk_bytes)
+    rng = random.Random(classes)
+    names = [f"class-{i:02d}" for i in range(classes)]
+    rows = []
+    for i in range(400):  # a fifth without objects; images shared within and across parts
+        labels = [] if i % 5 == 0 else [rng.choice(names) for _ in range(rng.randint(1, 4))]
+        rows.append(_row(i, labels, uri=f"s3://b/{rng.randrange(250)}.jpg"))
+    parts = [_part(rows[start : start + 70]) for start in range(0, len(rows), 70)]
+    document = orjson.loads(_assemble(parts))
+    ids = {c["name"]: c["id"] for c in document["categories"]}
+    assert sorted(ids) == sorted({name for row in rows for name in (o["label"] for o in row["objects"])})
+    expected = sorted((f"s3://b/{row['image']['uri'].rsplit('/', 1)[1]}", ids[o["label"]]) for row in rows for o in row["objects"])
+    by_image = {image["id"]: image["file_name"] for image in document["images"]}
+    assert sorted((by_image[a["image_id"]], a["category_id"]) for a in document["annotations"]) == expected
+    assert len(by_image) == len(document["images"]) == len({row["image"]["uri"] for row in rows})
+    assert document["info"]["labelbeam"]["records"] == len(rows)
+    assert document["info"]["labelbeam"]["annotations"] == len(expected)

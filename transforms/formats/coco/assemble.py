@@ -33,9 +33,9 @@ from transforms.partitions import folder_path, folder_value, partition_values
 
 # an annotation's part category id (negative: no output id is; a quote inside a JSON string is
 # escaped, so the text cannot occur inside one)
-_PART_CATEGORY = re.compile(rb'"category_id":-(\d+)([,}])')
-_PART_CATEGORY_TEXT = b'"category_id":-%d%s'
-_OUTPUT_CATEGORY_TEXT = b'"category_id":%d%s'
+_PART_CATEGORY = re.compile(rb'"category_id":-(\d+)')
+_PART_CATEGORY_TEXT = b'"category_id":-%d'
+_OUTPUT_CATEGORY_TEXT = b'"category_id":%d'
 # bytes.replace per category (a fast scan each) up to this many categories in a part, else one
 # regex pass with a callback per annotation
 _REPLACE_UP_TO = 32
@@ -116,42 +116,79 @@ def _line_chunks(handle, end: int) -> Iterator[bytes]:
 
 
 class _UniqueImages:
-    """Image lines -> the ones whose id was not written yet. Memory: 8 bytes an image."""
+    """Image lines -> the ones whose id was not written yet. Memory: 8 bytes an image.
+
+    The ids seen are sorted arrays: one large, and the recent chunks' ids, merged into it
+    when they add up to as many (so each id is sorted O(log n) times, not once a chunk)."""
 
     def __init__(self):
         self.seen = np.empty(0, np.uint64)
+        self.recent: list[np.ndarray] = []
+        self.recent_size = 0
 
-    def new_lines(self, chunk: bytes) -> list[bytes]:
-        lines = chunk.splitlines(keepends=True)
+    def _known(self, ids: np.ndarray) -> np.ndarray:
+        known = np.zeros(len(ids), bool)
+        for sorted_ids in [self.seen, *self.recent]:
+            if len(sorted_ids):
+                at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+                known |= sorted_ids[at] == ids
+        return known
+
+    def _add(self, ids: np.ndarray) -> None:
+        self.recent.append(ids)
+        self.recent_size += len(ids)
+        if self.recent_size >= max(len(self.seen), 1 << 16):
+            self.seen = np.sort(np.concatenate([self.seen, *self.recent]))
+            self.recent, self.recent_size = [], 0
+
+    def new_text(self, chunk: bytes) -> bytes:
+        """The image lines of `chunk` (whole lines) not written yet, joined by ",\n" without
+        the last newline; b"" when none is new."""
         found = _IMAGE_ID.findall(chunk)
-        if len(found) != len(lines):  # an image whose id is not its first member: parse them
-            found = [orjson.loads(line)["id"] for line in lines]
-        ids = np.array([int(m) for m in found], np.uint64)
+        lines = None
+        if len(found) != chunk.count(b"\n"):  # an image whose id is not its first member: parse them
+            lines = chunk.splitlines(keepends=True)
+            found = [str(orjson.loads(line)["id"]).encode() for line in lines]
+        ids = np.array(found).astype(np.uint64) if found else np.empty(0, np.uint64)
         unique, first = np.unique(ids, return_index=True)
-        fresh = ~np.isin(unique, self.seen, assume_unique=True)
+        fresh = ~self._known(unique)
         if not fresh.any():
-            return []
-        self.seen = np.union1d(self.seen, unique[fresh])
-        return [lines[i] for i in np.sort(first[fresh])]
+            return b""
+        self._add(unique[fresh])
+        if fresh.all() and len(unique) == len(ids):  # every line new (the common case): the chunk as it is
+            return chunk[:-1].replace(b"\n", b",\n")
+        lines = lines or chunk.splitlines(keepends=True)
+        return b",\n".join(lines[i].rstrip(b"\n") for i in np.sort(first[fresh]))
 
 
 def _renumbering(output_ids: list[int]) -> Callable[[bytes], bytes]:
     """Text with a part's category ids (-1, -2, ...) -> with the output's (`output_ids` in the
-    part's order)."""
+    part's order). Replaced from the longest number down, so the text of -1 is never taken
+    from within -12's (an output id has no minus sign: no replacement makes a part id)."""
     if len(output_ids) <= _REPLACE_UP_TO:
+        pairs = [(_PART_CATEGORY_TEXT % (position + 1), _OUTPUT_CATEGORY_TEXT % output_id) for position, output_id in enumerate(output_ids)]
+        pairs.reverse()
 
         def replace_each(chunk: bytes) -> bytes:
-            for position, output_id in enumerate(output_ids):
-                for end in (b",", b"}"):
-                    chunk = chunk.replace(_PART_CATEGORY_TEXT % (position + 1, end), _OUTPUT_CATEGORY_TEXT % (output_id, end))
+            for part_text, output_text in pairs:
+                chunk = chunk.replace(part_text, output_text)
             return chunk
 
         return replace_each
 
     def replace(match):
-        return _OUTPUT_CATEGORY_TEXT % (output_ids[int(match.group(1)) - 1], match.group(2))
+        return _OUTPUT_CATEGORY_TEXT % output_ids[int(match.group(1)) - 1]
 
     return lambda chunk: _PART_CATEGORY.sub(replace, chunk)
+
+
+def _annotation_text(chunk: bytes) -> tuple[bytes, int]:
+    """Whole part lines (a record's annotations each, empty for a record with none) -> the
+    annotations joined by ",\n" (no empty entries), and how many lines (records) they were."""
+    records = chunk.count(b"\n")
+    if not chunk.startswith(b"\n") and b"\n\n" not in chunk:  # no empty line: one replace
+        return chunk[:-1].replace(b"\n", b",\n"), records
+    return b",\n".join(line for line in chunk.split(b"\n") if line), records
 
 
 def assemble(out, parts: list[tuple[Callable[[], Any], dict]], categories: list[dict], results: bool) -> None:
@@ -172,22 +209,23 @@ def assemble(out, parts: list[tuple[Callable[[], Any], dict]], categories: list[
         with opener() as handle:
             for chunk in _line_chunks(handle, summary[PART_IMAGES_AT]):
                 chunk = renumber(chunk)
-                lines = chunk.split(b"\n")[:-1]
-                if points_text in chunk:
-                    lines = [_with_keypoint_triples(line, order_by_id) if points_text in line else line for line in lines]
                 annotations += chunk.count(_ANNOTATION_TEXT)
-                records += len(lines)
+                if points_text in chunk:
+                    chunk = b"".join(_with_keypoint_triples(line, order_by_id) + b"\n" if points_text in line else line + b"\n" for line in chunk.split(b"\n")[:-1])
                 if results:  # one line per record, blank when it found nothing
+                    lines = chunk.split(b"\n")[:-1]
+                    records += len(lines)
                     pieces = []
                     for line in lines:
                         pieces.append((b"," if written and line else b"") + line + b"\n")
                         written = written or bool(line)
                     text = b"".join(pieces)
                 else:
-                    filled = [line for line in lines if line]
-                    if not filled:
+                    text, count = _annotation_text(chunk)
+                    records += count
+                    if not text:
                         continue
-                    text = (b",\n" if written else b"") + b",\n".join(filled)
+                    text = (b",\n" if written else b"") + text
                     written = True
                 out.write(text)
     if results:
@@ -199,9 +237,9 @@ def assemble(out, parts: list[tuple[Callable[[], Any], dict]], categories: list[
         with opener() as handle:
             handle.seek(summary[PART_IMAGES_AT])
             for chunk in _line_chunks(handle, 1 << 62):
-                lines = unique.new_lines(chunk)
-                if lines:
-                    out.write((b",\n" if written else b"") + b",\n".join(line.rstrip(b"\n") for line in lines))
+                text = unique.new_text(chunk)
+                if text:
+                    out.write((b",\n" if written else b"") + text)
                     written = True
     objects = sum(summary.get(PART_OBJECTS, 0) for _, summary in parts)
     info = {"description": "written by labelbeam", "labelbeam": {RECORDS_KEY: records, ANNOTATIONS_KEY: annotations, OBJECTS_KEY: objects}}
@@ -245,6 +283,18 @@ def document_of(rows: list[dict], ctx: WriteContext, results: bool = False) -> b
     out = io.BytesIO()
     assemble(out, [(lambda: io.BytesIO(part.getvalue()), summary)], output_categories([summary], options), results)
     return out.getvalue()
+
+
+def objects_in_file(handle) -> int:
+    """The annotations a written COCO document holds: an instances file says so in its `info`
+    (counted in the text as it was assembled), a results file is counted (`annotations_in_file`)."""
+    size = handle.seek(0, 2)
+    handle.seek(max(size - TAIL_BYTES, 0))
+    tail = handle.read()
+    if b'"info":' in tail:
+        return records_in(tail, ANNOTATIONS_KEY)
+    handle.seek(0)
+    return annotations_in_file(handle)
 
 
 def annotations_in_file(handle) -> int:

@@ -11,9 +11,9 @@ from transforms.errors import RecordError
 from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
 from transforms.formats.coco import read
 from transforms.formats.coco.assemble import (
-    annotations_in_file,
     assemble,
     document_name,
+    objects_in_file,
     output_categories,
     records_in_file,
 )
@@ -89,4 +89,4 @@ class CocoFormat(ManifestFormat):
         return records_in_file(handle, size)
 
     def objects_in_file(self, handle) -> int:
-        return annotations_in_file(handle)  # one annotation an object (a region's linked points in its annotation)
+        return objects_in_file(handle)  # one annotation an object (a region's linked points in its annotation)
