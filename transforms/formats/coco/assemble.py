@@ -13,10 +13,12 @@ import orjson
 from transforms.formats.base import WriteContext
 from transforms.formats.coco.document import (
     ANNOTATIONS_KEY,
+    CATEGORY_TEXT,
     GROUND_TRUTH,
     OBJECTS_KEY,
     PART_CATEGORY_FIELDS,
     PART_CLASSES,
+    PART_ID_NAMES,
     PART_IMAGES_AT,
     PART_KEYPOINT_ORDER,
     PART_KEYPOINTS,
@@ -31,14 +33,9 @@ from transforms.formats.coco.document import (
 from transforms.formats.coco.keypoints import keypoint_triples, point_order
 from transforms.partitions import folder_path, folder_value, partition_values
 
-# an annotation's part category id (negative: no output id is; a quote inside a JSON string is
-# escaped, so the text cannot occur inside one)
-_PART_CATEGORY = re.compile(rb'"category_id":-(\d+)')
-_PART_CATEGORY_TEXT = b'"category_id":-%d'
-_OUTPUT_CATEGORY_TEXT = b'"category_id":%d'
-# bytes.replace per category (a fast scan each) up to this many categories in a part, else one
-# regex pass with a callback per annotation
-_REPLACE_UP_TO = 32
+# an annotation's category id as its part wrote it (a quote inside a JSON string is escaped,
+# so the text cannot occur inside one)
+_CATEGORY = re.compile(rb'"category_id":(\d+)')
 # an image line's id, its first member as the part writer writes it
 _IMAGE_ID = re.compile(rb'^\{"id":(\d+)[,}]', re.MULTILINE)
 CHUNK_BYTES = 2 << 20
@@ -161,25 +158,17 @@ class _UniqueImages:
         return b",\n".join(lines[i].rstrip(b"\n") for i in np.sort(first[fresh]))
 
 
-def _renumbering(output_ids: list[int]) -> Callable[[bytes], bytes]:
-    """Text with a part's category ids (-1, -2, ...) -> with the output's (`output_ids` in the
-    part's order). Replaced from the longest number down, so the text of -1 is never taken
-    from within -12's (an output id has no minus sign: no replacement makes a part id)."""
-    if len(output_ids) <= _REPLACE_UP_TO:
-        pairs = [(_PART_CATEGORY_TEXT % (position + 1), _OUTPUT_CATEGORY_TEXT % output_id) for position, output_id in enumerate(output_ids)]
-        pairs.reverse()
-
-        def replace_each(chunk: bytes) -> bytes:
-            for part_text, output_text in pairs:
-                chunk = chunk.replace(part_text, output_text)
-            return chunk
-
-        return replace_each
+def _renumbering(output_ids: list[int]) -> Callable[[bytes], bytes] | None:
+    """Text with a part's ids (1, 2, ... : position + 1 in its PART_ID_NAMES) -> with the
+    output's (`output_ids` in that order); None when they are the same (the common case: a
+    part that met every class, or a pinned list)."""
+    if output_ids == list(range(1, len(output_ids) + 1)):
+        return None
 
     def replace(match):
-        return _OUTPUT_CATEGORY_TEXT % output_ids[int(match.group(1)) - 1]
+        return CATEGORY_TEXT % output_ids[int(match.group(1)) - 1]
 
-    return lambda chunk: _PART_CATEGORY.sub(replace, chunk)
+    return lambda chunk: _CATEGORY.sub(replace, chunk)
 
 
 def _annotation_text(chunk: bytes) -> tuple[bytes, int]:
@@ -205,10 +194,11 @@ def assemble(out, parts: list[tuple[Callable[[], Any], dict]], categories: list[
         out.write(b'{"categories":' + orjson.dumps(categories) + b',\n"annotations":[\n')
     written = False
     for opener, summary in parts:
-        renumber = _renumbering([ids[name] for name in summary.get(PART_CLASSES, [])])
+        renumber = _renumbering([ids[name] for name in summary.get(PART_ID_NAMES, [])])
         with opener() as handle:
             for chunk in _line_chunks(handle, summary[PART_IMAGES_AT]):
-                chunk = renumber(chunk)
+                if renumber is not None:
+                    chunk = renumber(chunk)
                 annotations += chunk.count(_ANNOTATION_TEXT)
                 if points_text in chunk:
                     chunk = b"".join(_with_keypoint_triples(line, order_by_id) + b"\n" if points_text in line else line + b"\n" for line in chunk.split(b"\n")[:-1])

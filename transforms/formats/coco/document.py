@@ -10,14 +10,18 @@ and origin that the manifests are partitioned by stay folders above `annotations
 Written in two steps, so memory stays flat at any size:
 
 1. each bundle streams its rows into one *part* per partition (`CocoDocument`): one line per
-   record holding its annotations, then one line per image. A part numbers its categories in
-   the order it meets them, negative (`"category_id":-N`, a text no output id has, so it can be
-   replaced without parsing the rest) and lists their names in its summary;
+   record holding its annotations, then one line per image. As it writes, a part numbers its
+   categories in the order it meets them, negative (`"category_id":-N`, a text no other
+   member has, so it can be replaced without parsing the rest); the annotation lines are spooled
+   until the part closes, and then written with the ids every output would give them, as far as
+   the part knows: position + 1 in its sorted class names (or in a pinned `coco.categories`,
+   which are the output's). The worker that wrote the part does this, not the one finalize step;
 2. the finalize step (`assemble`) streams the parts of each partition into the one document:
    `categories` from the names every part carries (sorted, so ids are equal in every split and
-   origin; a pinned `coco.categories` list wins), the annotations with the part's ids replaced
-   by the output's, the images once each (an image whose records landed in several parts is
-   written once: the ids seen so far are a sorted numpy array, 8 bytes an image), then `info`,
+   origin; a pinned `coco.categories` list wins), the annotations as the part wrote them when
+   its ids are the output's (a part that met every class, or a pinned list), else renumbered,
+   the images once each (an image whose records landed in several parts is
+   written once: the ids seen so far are sorted numpy arrays, 8 bytes an image), then `info`,
    which says how many records the file holds (a results file holds one line per record).
 
 What a record becomes (`CocoDocument._encode`): one annotation per object (box, polygon rings,
@@ -44,8 +48,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import orjson
@@ -137,13 +142,46 @@ class _PartCategories:
 
 
 # A part's summary (published with its temporary file to the finalize step)
-PART_CLASSES = "classes"  # the part's category names, in its id order
+PART_CLASSES = "classes"  # the part's category names, in the order it met them
+PART_ID_NAMES = "id_names"  # the names of the ids its annotations hold: id = position + 1
 PART_IMAGES_AT = "images_at"  # the byte offset where its image lines start
 PART_CATEGORY_FIELDS = "category_fields"  # extra fields of a category, by name
 PART_KEYPOINTS = "keypoints"  # the point names each category's annotations hold, by category name
 PART_KEYPOINT_ORDER = "keypoint_order"  # [before, after] name pairs the annotations of a category hold them in
 PART_OBJECTS = "objects"  # the record objects its annotations hold
 PART_POINTS = "_points"  # an annotation's named points in a part, made COCO triples at assembly
+
+
+# a category id as a part writes it at first (negative: no output id is; a quote inside a JSON
+# string is escaped, so the text cannot occur inside one)
+_PART_CATEGORY = re.compile(rb'"category_id":-(\d+)')
+_PART_CATEGORY_TEXT = b'"category_id":-%d'
+CATEGORY_TEXT = b'"category_id":%d'
+# bytes.replace per category (a fast scan each) up to this many categories in a part, else one
+# regex pass with a callback per annotation
+_REPLACE_UP_TO = 32
+CHUNK_BYTES = 8 << 20
+
+
+def part_renumbering(new_ids: list[int]) -> Callable[[bytes], bytes]:
+    """Text with a part's first ids (-1, -2, ...) -> with `new_ids` (in the part's order).
+    Replaced from the longest number down, so the text of -1 is never taken from within -12's
+    (a new id has no minus sign: no replacement makes a part id)."""
+    if len(new_ids) <= _REPLACE_UP_TO:
+        pairs = [(_PART_CATEGORY_TEXT % (position + 1), CATEGORY_TEXT % new_id) for position, new_id in enumerate(new_ids)]
+        pairs.reverse()
+
+        def replace_each(chunk: bytes) -> bytes:
+            for part_text, new_text in pairs:
+                chunk = chunk.replace(part_text, new_text)
+            return chunk
+
+        return replace_each
+
+    def replace(match):
+        return CATEGORY_TEXT % new_ids[int(match.group(1)) - 1]
+
+    return lambda chunk: _PART_CATEGORY.sub(replace, chunk)
 
 
 class CocoDocument:
@@ -162,11 +200,11 @@ class CocoDocument:
         self.keypoint_names: dict[str, set[str]] = {}  # category name -> the point names it holds
         self.keypoint_order: dict[str, set[tuple[str, str]]] = {}  # category name -> precedence_pairs seen
         self.summary = summary if summary is not None else {}
+        self.annotations = tempfile.SpooledTemporaryFile(max_size=4 << 20)  # with the part's first ids
         self.images = tempfile.SpooledTemporaryFile(max_size=16 << 20)
         self.count = 0
         self.annotations_written = 0  # annotations, in the units count_objects reads back
         self.objects_written = 0  # the record objects those annotations hold
-        self.size = 0  # bytes written to handle
 
     def write(self, rows: list[dict], ctx: WriteContext) -> None:
         lines, images = [], []
@@ -189,9 +227,7 @@ class CocoDocument:
             self.objects_written += sum(objects for _, objects in annotations)
             images.append(orjson.dumps(image) + b"\n")
             self.count += 1
-        text = b"".join(lines)
-        self.handle.write(text)
-        self.size += len(text)
+        self.annotations.write(b"".join(lines))
         self.images.write(b"".join(images))
 
     def write_batch(self, batch, ctx: WriteContext, rows_of) -> None:
@@ -214,21 +250,23 @@ class CocoDocument:
 
     def _write_boxes(self, batch) -> None:
         text, images, annotations = box_lines(batch, self.category_ids.get)
-        self.handle.write(text)
-        self.size += len(text)
+        self.annotations.write(text)
         self.images.write(images)
         self.count += batch.num_rows
         self.annotations_written += annotations
         self.objects_written += annotations
 
     def close(self) -> dict:
-        """Appends the image lines; -> the part's summary (what `assemble` needs of it)."""
-        self.summary[PART_IMAGES_AT] = self.size
-        self.images.seek(0)
-        while chunk := self.images.read(8 << 20):
-            self.handle.write(chunk)
-        self.images.close()
-        self.summary[PART_CLASSES] = self.category_ids.names()
+        """Writes the annotation lines with their ids (position + 1 in the sorted names, or in
+        the pinned list), then the image lines; -> the part's summary (what `assemble` needs)."""
+        names = self.category_ids.names()
+        id_names = list(self.options.categories) or sorted(names)
+        position = {name: i + 1 for i, name in enumerate(id_names)}
+        renumber = part_renumbering([position[name] for name in names])
+        self.summary[PART_IMAGES_AT] = _copy_lines(self.annotations, self.handle, renumber)
+        _copy_lines(self.images, self.handle)
+        self.summary[PART_CLASSES] = names
+        self.summary[PART_ID_NAMES] = id_names
         self.summary[PART_OBJECTS] = self.objects_written
         if self.category_fields:
             self.summary[PART_CATEGORY_FIELDS] = self.category_fields
@@ -403,6 +441,26 @@ class CocoDocument:
         if obj.get("score") is not None:
             annotation["score"] = float(f"{obj['score']:.7g}")
         return annotation
+
+
+def _copy_lines(spool, handle, edit: Callable[[bytes], bytes] | None = None) -> int:
+    """A spool's lines (each ending in a newline) -> `handle`, a few MB at a time, each chunk
+    of whole lines through `edit`; closes the spool; -> the bytes written."""
+    spool.seek(0)
+    written, carry = 0, b""
+    while chunk := spool.read(CHUNK_BYTES):
+        chunk = carry + chunk
+        cut = chunk.rfind(b"\n") + 1
+        carry = chunk[cut:]
+        text = edit(chunk[:cut]) if edit else chunk[:cut]
+        handle.write(text)
+        written += len(text)
+    if carry:
+        text = edit(carry) if edit else carry
+        handle.write(text)
+        written += len(text)
+    spool.close()
+    return written
 
 
 IMAGE_LABELS_KEY = "image_labels"
