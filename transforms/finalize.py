@@ -22,12 +22,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import uuid
 
 from transforms import image_copies, storage
 from transforms.formats.base import get_format
 from transforms.ledger import Ledger
-from transforms.output_files import BESIDE_TEMP, CLASSES, count_objects, file_record, publish_files_beside
+from transforms.output_files import (
+    BESIDE_TEMP,
+    CLASSES,
+    count_elements,
+    count_objects,
+    file_record,
+    publish_files_beside,
+)
 from transforms.writing import TMP_DIR, OutputPlan
 
 
@@ -103,6 +111,7 @@ def _assemble_documents(plan: OutputPlan, fs, written: list, published: dict[str
             representative.setdefault(name, partition)
             parts.setdefault(representative[name], []).append((temp, summary))
     documents, finals = [], {}
+    hashed: dict[str, _HashingWriter] = {}  # document name -> what was written to it
     for partition, items in sorted(parts.items()):
         items.sort(key=lambda item: item[0])
         if not folder:
@@ -124,7 +133,11 @@ def _assemble_documents(plan: OutputPlan, fs, written: list, published: dict[str
             final = finals[name] = storage.join(root, name)
             temp = store.fs(storage.join(root, TMP_DIR, f"document-{uuid.uuid4().hex}"))[1]
             with fs.open(temp, "wb") as handle:
-                yield handle
+                if folder:  # each file counted from its lines below
+                    yield handle
+                else:
+                    hashed[name] = _HashingWriter(handle)
+                    yield hashed[name]
             final = store.fs(final)[1]
             fs.makedirs(storage.parent(final), exist_ok=True)
             fs.mv(temp, final)
@@ -138,7 +151,10 @@ def _assemble_documents(plan: OutputPlan, fs, written: list, published: dict[str
             record = file_record(fs, path, fmt.extension, "jsonl")  # rows = lines, bytes, sha256
             record["rows"], objects = fmt.file_counts(name, record["rows"])
         else:
-            record = file_record(fs, path, fmt.extension, layout, fmt.name)  # rows, bytes, sha256
+            if name in hashed:  # its size and sha256 as it was written; its rows from its own text
+                record = {"rows": count_elements(fs, path, fmt.extension, layout, fmt.name), **hashed[name].record()}
+            else:
+                record = file_record(fs, path, fmt.extension, layout, fmt.name)  # rows, bytes, sha256
             objects = count_objects(fs, path, layout, fmt.name)
         published[storage.relative_to(final, root)] = record
         landed += record["rows"]
@@ -146,3 +162,22 @@ def _assemble_documents(plan: OutputPlan, fs, written: list, published: dict[str
         if objects is not None:
             objects_landed = (objects_landed or 0) + objects
     return landed, len(finals), size, objects_landed
+
+
+class _HashingWriter:
+    """A document's handle that keeps the size and sha256 of what is written through it, so the
+    document is not read again to know them (file_record's two fields; the driver still reads
+    every file before it publishes, pipelines/report.py)."""
+
+    def __init__(self, handle):
+        self._handle = handle
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def write(self, data) -> int:
+        self._digest.update(data)
+        self._size += len(data)
+        return self._handle.write(data)
+
+    def record(self) -> dict:
+        return {"bytes": self._size, "sha256": self._digest.hexdigest()}
