@@ -12,7 +12,8 @@ driver checks again before it publishes (pipelines/report.py `check_files`).
 
 A "document" format (COCO) publishes one file per partition instead of one per bundle: its
 bundles write parts, and `finalize` streams the parts of each partition into the one document
-the format names (`assemble_documents`), counting the records from the document. A "folder"
+the format names (`assemble_documents`), counting the records from the document; its size and
+sha256 are taken as it is written (`_HashingWriter`), not by reading it back. A "folder"
 format (YOLO) is assembled the same way into the files it names as it writes them
 (`open_output(partition, name)`), each counted by the format from its lines (`file_counts`:
 records, objects). Beam-free: transforms/stages/write.py runs it once per writer.
