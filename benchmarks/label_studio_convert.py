@@ -77,6 +77,31 @@ def task(i: int, rng: random.Random) -> dict:
     }  # fmt: skip
 
 
+def rectangles_task(i: int, rng: random.Random) -> dict:
+    """A task of 0 to 8 rectangles, sometimes with another data field or integer coordinates:
+    the shape the format's columnar fast path claims (tests/test_fast_normalize.py)."""
+    obj = task(i, rng)
+    results = obj["annotations"][0]["result"][: rng.randrange(1, BOXES + 1)]
+    for result in results:
+        if rng.random() < 0.2:
+            result["value"]["x"] = int(result["value"]["x"])  # an integer, the box still inside
+    obj["annotations"][0]["result"] = results
+    if rng.random() < 0.3:
+        obj["data"]["caption"] = f"frame {i}"
+    return obj
+
+
+def empty_annotation_task(i: int, rng: random.Random) -> dict:
+    """A task whose one annotation has no results (an image reviewed and left empty)."""
+    obj = task(i, rng)
+    obj["annotations"][0]["result"] = []
+    return obj
+
+
+#: shape name -> (i, rng) -> one Label Studio task (the fast path's differential test)
+LABEL_STUDIO_SHAPES = {"rectangles": rectangles_task, "empty_annotation": empty_annotation_task}
+
+
 def write_export(path: str, tasks: int, seed: int = 7) -> None:
     """Streams the JSON array to disk task by task, so generating 50,000 needs little memory."""
     rng = random.Random(seed)
