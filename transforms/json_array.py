@@ -31,6 +31,7 @@ _CLOSER = {ord("["): ord("]"), ord("{"): ord("}")}
 _DEPTH_STEP = np.zeros(256, np.int8)
 _DEPTH_STEP[list(b"[{")] = 1
 _DEPTH_STEP[list(b"]}")] = -1
+_OPEN_FOLDED, _CLOSE_FOLDED = ord("{"), ord("}")  # a bracket's byte | 0x20
 _QUOTE, _OPEN_ARRAY, _CLOSE_ARRAY, _COMMA = ord('"'), ord("["), ord("]"), ord(",")
 
 
@@ -104,12 +105,15 @@ class _BracketScan:
     def element_ends(self, chunk: bytes) -> list[int]:
         arr = np.frombuffer(chunk, np.uint8)
         quotes = self._unescaped_quotes(chunk, arr)
-        step = _DEPTH_STEP[arr]
-        brackets = np.flatnonzero(step)
+        # `[` and `{` are the only bytes that become `{` with the 0x20 bit set, `]` and `}` the
+        # only ones that become `}`: two comparisons of one pass, and a boolean flatnonzero
+        # (several times faster than a table lookup and a flatnonzero of its int8 steps)
+        folded = arr | 0x20
+        brackets = np.flatnonzero((folded == _OPEN_FOLDED) | (folded == _CLOSE_FOLDED))
         # A bracket is inside a string when an odd number of quotes (with the carry) precede it.
         quotes_before = np.searchsorted(quotes, brackets) + self.in_string
         brackets = brackets[quotes_before % 2 == 0]
-        deltas = step[brackets].astype(np.int64)
+        deltas = _DEPTH_STEP[arr[brackets]].astype(np.int64)
         depths = self.depth + np.cumsum(deltas)
         ends = brackets[(deltas < 0) & (depths == 1)] + self.offset
         if depths.size:
