@@ -169,3 +169,42 @@ def test_the_manifest_file_writes_the_same_bytes_and_refusals_either_way(monkeyp
     rows[5]["objects"] = [*(rows[5]["objects"] or []), _object(random.Random(1), "half_box")]
     batches.append(schema.rows_to_batch(rows))
     assert _file_bytes(batches, monkeypatch, True) == _file_bytes(batches, monkeypatch, False)
+
+
+def test_pixel_values_equal_pixels_value_by_value():
+    """numpy's rounding where it is exact, write.pixels (Python's round) where it may not be:
+    the same ints and floats, of the same types, on random values and on values next to whole
+    pixels, next to a half millionth, negative, tiny, huge and not finite."""
+    from transforms.formats.sagemaker.write import pixels
+    from transforms.formats.sagemaker.write_columns import pixel_values
+
+    rng = np.random.default_rng(5)
+    near_whole = rng.integers(0, 4000, 2000) + rng.choice([1e-7, -1e-7, 9.99e-7, 1.001e-6, -0.0], 2000)
+    half_millionths = (rng.integers(0, 10**9, 20000) + 0.5) / 1e6
+    cases = [
+        rng.random(200_000) * 2000, near_whole, half_millionths, rng.integers(0, 4000, 5000) / 16,
+        -rng.random(5000) * 100, rng.random(5000) * 1e-5, rng.random(5000) * 1e8, np.array([]),
+    ]
+    for values in cases:
+        got = pixel_values(values)
+        want = [pixels(v) for v in values.tolist()]
+        assert got == want and [type(v) for v in got] == [type(v) for v in want]
+    assert pixel_values(np.array([1e300, 2.5])) == [pixels(1e300), pixels(2.5)]
+    with pytest.raises(ValueError):  # as write.pixels: the writing core then goes row by row
+        pixel_values(np.array([1.0, float("nan")]))
+
+
+def test_creation_dates_equal_format_timestamp():
+    """Arrow's strftime where it spells as dates.format_timestamp does; the years it spells
+    otherwise (below 1000) through format_timestamp."""
+    import pyarrow as pa
+
+    from transforms.dates import format_timestamp
+    from transforms.formats.sagemaker.write_columns import _creation_dates
+
+    rng = random.Random(2)
+    values = [None, dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=dt.timezone.utc)]
+    values += [dt.datetime(rng.randrange(1, 10000), rng.randrange(1, 13), rng.randrange(1, 29), rng.randrange(24), rng.randrange(60),
+                           rng.randrange(60), rng.randrange(1000) * 1000, tzinfo=dt.timezone.utc) for _ in range(3000)]  # fmt: skip
+    column = pa.array(values, pa.timestamp("ms", tz="UTC"))
+    assert _creation_dates(column) == [None if v is None else format_timestamp(v) for v in column.to_pylist()]

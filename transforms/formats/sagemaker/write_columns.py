@@ -46,6 +46,16 @@ def _empty(array) -> pa.Array:
     return pc.fill_null(pc.equal(length, 0), True)
 
 
+def _contains(strings: pa.Array, text: str) -> pa.Array:
+    """Where `strings` contain `text` (null for null): one search of the array's whole data
+    buffer first, which finds nothing in most batches, at several times Arrow's per-string
+    match_substring speed."""
+    data = strings.buffers()[2] if pa.types.is_string(strings.type) else None
+    if data is None or data.to_pybytes().find(text.encode()) < 0:
+        return pc.if_else(pc.is_valid(strings), False, pa.scalar(None, pa.bool_()))
+    return pc.match_substring(strings, text)
+
+
 def class_ids(names: list[str], pinned: list[str], output: list[str] | None) -> dict[str, int]:
     """The id of each class name the per-row writer gives without looking at the line: a
     position in the pinned list, else the output's id (OutputClassIds); names without one are
@@ -67,7 +77,7 @@ def detection_rows(batch: pa.RecordBatch, ids: dict[str, int], mask_files: bool)
     take = pc.and_(take, _empty(batch.column("labels")))
     take = pc.and_(take, _empty(pc.struct_field(batch.column("mask"), "uri")))
     extra = batch.column("extra")
-    take = pc.and_(take, pc.invert(pc.fill_null(pc.match_substring(extra, '"sagemaker"'), False)))
+    take = pc.and_(take, pc.invert(pc.fill_null(_contains(extra, '"sagemaker"'), False)))
     objects = batch.column("objects")
     take = pc.and_(take, pc.fill_null(pc.greater(pc.list_value_length(objects), 0), False))
     rows = _bool(take)
@@ -79,7 +89,7 @@ def detection_rows(batch: pa.RecordBatch, ids: dict[str, int], mask_files: bool)
             good = pc.and_(good, pc.is_valid(pc.struct_field(box, corner)))
         label = pc.struct_field(flat, "label")
         good = pc.and_(good, pc.is_in(label, pa.array(list(ids), pa.string())))
-        good = pc.and_(good, pc.invert(pc.fill_null(pc.match_substring(pc.struct_field(flat, "attributes"), '"class_id"'), False)))
+        good = pc.and_(good, pc.invert(pc.fill_null(_contains(pc.struct_field(flat, "attributes"), '"class_id"'), False)))
         if mask_files:
             good = pc.and_(good, pc.is_null(pc.struct_field(flat, "mask_rle")))
         bad = ~_bool(good)
@@ -110,6 +120,33 @@ def write_batch(batch: pa.RecordBatch, ctx: WriteContext, options: Any, rows_of:
     return [line for line in lines if line is not None]
 
 
+_EXACT = 2.0**52  # below this a float's integer part and its round() are exact in numpy too
+_NEAR_TIE = 1e-3  # millionths this close to a half may round either way in numpy: Python rounds them
+
+
+def pixel_values(values: np.ndarray) -> list:
+    """write.pixels of every value, without a Python round() per value where numpy gives the
+    same: whole pixels (within 1e-6) as ints, the others rounded to 6 decimals. numpy's
+    rint(v * 1e6) / 1e6 is Python's round(v, 6) unless v * 1e6 lies near a half (the product is
+    rounded once: a digit may flip only there); those few, and any value that is not finite or
+    too large for exact integers, go through write.pixels itself."""
+    if not len(values):
+        return []
+    if not np.isfinite(values).all() or np.abs(values).max() >= _EXACT / 1e6:
+        return [pixels(v) for v in values.tolist()]
+    whole = np.rint(values)
+    is_whole = np.abs(values - whole) < 1e-6
+    scaled = values * 1e6
+    millionths = np.rint(scaled)
+    out = (millionths / 1e6).tolist()
+    for i in np.flatnonzero(np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < _NEAR_TIE).tolist():
+        out[i] = round(float(values[i]), 6)
+    if is_whole.any():
+        for i, value in zip(np.flatnonzero(is_whole).tolist(), whole[is_whole].astype(np.int64).tolist()):
+            out[i] = value
+    return out
+
+
 def _detection_lines(batch: pa.RecordBatch, ids: dict[str, int]) -> list[bytes]:
     """One Ground Truth line per row of `batch` (every row a plain detection)."""
     image = batch.column("image")
@@ -124,8 +161,8 @@ def _detection_lines(batch: pa.RecordBatch, ids: dict[str, int]) -> list[bytes]:
     x_min, y_min, x_max, y_max = (pc.struct_field(box, c).to_numpy(zero_copy_only=False) for c in ("x_min", "y_min", "x_max", "y_max"))
     width, height = widths[owner], heights[owner]
     # write.LineWriter._detection's arithmetic, element by element (float * int as Python does)
-    left, top = (x_min * width).tolist(), (y_min * height).tolist()
-    box_w, box_h = ((x_max - x_min) * width).tolist(), ((y_max - y_min) * height).tolist()
+    left, top = pixel_values(x_min * width), pixel_values(y_min * height)
+    box_w, box_h = pixel_values((x_max - x_min) * width), pixel_values((y_max - y_min) * height)
     names = _plain(pc.struct_field(flat, "label")).to_pylist()
     scores = pc.struct_field(flat, "score")
     score_list = scores.to_pylist() if scores.null_count < len(scores) else None
@@ -141,8 +178,7 @@ def _detection_lines(batch: pa.RecordBatch, ids: dict[str, int]) -> list[bytes]:
             name = names[i]
             class_id = ids[name]
             class_map[str(class_id)] = name
-            annotations.append({"class_id": class_id, "left": pixels(left[i]), "top": pixels(top[i]),
-                                "width": pixels(box_w[i]), "height": pixels(box_h[i])})  # fmt: skip
+            annotations.append({"class_id": class_id, "left": left[i], "top": top[i], "width": box_w[i], "height": box_h[i]})
         meta = dict(metadata[row])
         meta["class-map"] = class_map
         if score_list is not None and any(score_list[i] is not None for i in range(start, end)):
@@ -163,7 +199,7 @@ def _metadata(batch: pa.RecordBatch) -> list[dict]:
     valid = _bool(pc.is_valid(annotation))
     jobs = _plain(pc.struct_field(annotation, "job_name")).to_pylist()
     human = pc.struct_field(annotation, "human_annotated").to_pylist()
-    created = pc.struct_field(annotation, "created_at").to_pylist()
+    created = _creation_dates(pc.struct_field(annotation, "created_at"))
     out = []
     for row in range(batch.num_rows):
         metadata: dict[str, Any] = {}
@@ -173,7 +209,21 @@ def _metadata(batch: pa.RecordBatch) -> list[dict]:
             if human[row] is not None:
                 metadata["human-annotated"] = "yes" if human[row] else "no"
             if created[row] is not None:
-                metadata["creation-date"] = format_timestamp(created[row])
+                metadata["creation-date"] = created[row]
         metadata["type"] = _TYPE
         out.append(metadata)
     return out
+
+
+def _creation_dates(created: pa.Array) -> list[str | None]:
+    """dates.format_timestamp of every value (UTC, milliseconds), by Arrow's strftime, whose
+    %S of a millisecond timestamp carries its three decimals; years outside 1000-9999 (which
+    the two spell differently) by format_timestamp itself."""
+    texts = pc.strftime(created, format="%Y-%m-%dT%H:%M:%S", locale="C").to_pylist()
+    years = pc.year(created).to_numpy(zero_copy_only=False)
+    odd = np.flatnonzero(~((years >= 1000) & (years <= 9999)) & ~np.isnan(years.astype(float)))
+    if len(odd):
+        values = created.to_pylist()
+        for i in odd.tolist():
+            texts[i] = format_timestamp(values[i])
+    return texts
