@@ -14,6 +14,7 @@ reference's (tests/test_fast_normalize.py compares them on generated and mutated
 from __future__ import annotations
 
 import gc
+from array import array
 from typing import Any
 
 import numpy as np
@@ -101,7 +102,7 @@ class _TaskColumns:
         self.annotation: list[dict] = []
         self.counts: list[int] = []  # objects per row
         self.labels: list[str] = []
-        self.boxes: list[float] = []  # x_min, y_min, x_max, y_max of every object, flat
+        self.boxes = array("d")  # x_min, y_min, x_max, y_max of every object, flat
         self.areas: list[float] = []
         self.attributes: list[str] = []
 
@@ -202,7 +203,7 @@ class _TaskColumns:
             del region["original_width"], region["original_height"]
         self.attributes.append('{"ls":[' + orjson.dumps(region, option=_SORTED).decode() + "]}")
         self.labels.append(names[0])
-        self.boxes += (x_min, y_min, x_max, y_max)
+        self.boxes.extend((x_min, y_min, x_max, y_max))
         self.areas.append(abs(w * width / 100 * h * height / 100))
 
     def build(self, uri: str, format_name: str, lines: list[int], offsets: list[int]) -> pa.RecordBatch:
@@ -221,7 +222,7 @@ class _TaskColumns:
             fields=list(s.IMAGE),
         )
         m = len(self.labels)
-        corners = np.array(self.boxes, np.float64).reshape(m, 4)
+        corners = np.frombuffer(self.boxes, np.float64).reshape(m, 4)
         bbox = pa.StructArray.from_arrays([pa.array(corners[:, i]) for i in range(4)], fields=list(s.BBOX))
         objects = pa.StructArray.from_arrays(
             [pa.array(self.labels, pa.string()), pa.nulls(m, pa.float32()), pa.nulls(m, pa.bool_()), bbox,
