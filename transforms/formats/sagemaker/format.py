@@ -78,4 +78,4 @@ class SageMakerFormat(ManifestFormat):
         (write_columns.py), the other rows through `write`, asked for as dicts by `rows_of`."""
         from transforms.formats.sagemaker.write_columns import write_batch
 
-        return write_batch(batch, ctx, self.options_of(ctx), rows_of)
+        return write_batch(batch, ctx, self.options_of(ctx), rows_of, self.write)

@@ -98,16 +98,19 @@ def detection_rows(batch: pa.RecordBatch, ids: dict[str, int], mask_files: bool)
     return rows if n else np.zeros(0, bool)
 
 
-def write_batch(batch: pa.RecordBatch, ctx: WriteContext, options: Any, rows_of: Callable[[pa.RecordBatch], list[dict]]) -> list[bytes]:
+def write_batch(batch: pa.RecordBatch, ctx: WriteContext, options: Any, rows_of: Callable[[pa.RecordBatch], list[dict]],
+                write_rows: Callable[[list[dict], WriteContext], Any] | None = None) -> list[bytes]:
     """The lines of every row of `batch`, in row order: plain detections from the columns, the
-    others through write_lines (`rows_of` gives them as the per-row path takes them)."""
+    others through write_lines (`rows_of` gives them as the per-row path takes them). A batch
+    without a plain detection goes whole to `write_rows` (the format's `write`), as before."""
     pinned = list(getattr(options, "classes", None) or [])
     objects = batch.column("objects")
     labels = pc.struct_field(pc.list_flatten(objects), "label")
     ids = class_ids([name for name in pc.unique(labels).to_pylist() if name is not None], pinned, ctx.classes)
     take = detection_rows(batch, ids, bool(getattr(options, "mask_files", False)))
     if not take.any():
-        return list(write_lines(rows_of(batch), ctx, options))
+        rows = rows_of(batch)
+        return list(write_rows(rows, ctx) if write_rows is not None else write_lines(rows, ctx, options))
     lines: list[bytes | None] = [None] * batch.num_rows
     chosen = np.flatnonzero(take)
     for position, line in zip(chosen.tolist(), _detection_lines(batch.take(pa.array(chosen)), ids)):
