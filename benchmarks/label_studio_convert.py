@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import random
 import shutil
@@ -91,6 +92,24 @@ def rectangles_task(i: int, rng: random.Random) -> dict:
     return obj
 
 
+def polygons_task(i: int, rng: random.Random) -> dict:
+    """A task of polygons (3 to 8 points, inside the image), some beside rectangles."""
+    obj = rectangles_task(i, rng)
+    for result in obj["annotations"][0]["result"]:
+        if rng.random() < 0.7:
+            cx, cy, r = rng.uniform(20, 80), rng.uniform(20, 80), rng.uniform(1, 19)
+            points = []
+            for k in range(rng.randrange(3, 9)):
+                angle = 2 * math.pi * k / 8 + rng.uniform(0, 0.5)
+                points.append([cx + r * math.cos(angle), cy + r * math.sin(angle)])
+            if rng.random() < 0.2:
+                points[0] = [int(points[0][0]), int(points[0][1])]
+            label = result["value"]["rectanglelabels"]
+            result["type"] = "polygonlabels"
+            result["value"] = {"points": points, "closed": True, "polygonlabels": label}
+    return obj
+
+
 def empty_annotation_task(i: int, rng: random.Random) -> dict:
     """A task whose one annotation has no results (an image reviewed and left empty)."""
     obj = task(i, rng)
@@ -99,7 +118,7 @@ def empty_annotation_task(i: int, rng: random.Random) -> dict:
 
 
 #: shape name -> (i, rng) -> one Label Studio task (the fast path's differential test)
-LABEL_STUDIO_SHAPES = {"rectangles": rectangles_task, "empty_annotation": empty_annotation_task}
+LABEL_STUDIO_SHAPES = {"rectangles": rectangles_task, "polygons": polygons_task, "empty_annotation": empty_annotation_task}
 
 
 def write_export(path: str, tasks: int, seed: int = 7) -> None:

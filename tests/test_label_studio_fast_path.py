@@ -98,6 +98,16 @@ def _unit(key, value):
     return _set(lambda obj: obj["annotations"][0], key, value)
 
 
+def _polygon(points):
+    def change(obj):
+        first = _first(obj)
+        first["type"] = "polygonlabels"
+        first["value"] = {"points": points, "closed": True, "polygonlabels": first["value"]["rectanglelabels"]}
+        return obj
+
+    return change
+
+
 #: variant name -> (change of a clean task, whether the fast path may take it)
 VARIANTS = {
     "clean": (lambda obj: obj, True),
@@ -149,6 +159,14 @@ VARIANTS = {
     "unicode_label": (_value("rectanglelabels", ["caf\u00e9 \u2603"]), True),
     "escaped_id": (_result("id", 'a"b\\c'), True),
     "task_fields_nested": (_set(lambda obj: obj, "meta", {"z": [1, {"b": None, "a": 1.5}]}), True),
+    "polygon_region": (_polygon([[10, 10], [20.5, 10], [15, 30.25]]), True),
+    "polygon_two_points": (_polygon([[10, 10], [20, 10]]), False),
+    "polygon_no_points": (_polygon([]), False),
+    "polygon_triple": (_polygon([[10, 10, 1], [20, 10, 1], [15, 30, 1]]), False),
+    "polygon_text_point": (_polygon([[10, 10], ["20", 10], [15, 30]]), False),
+    "polygon_out_of_range": (_polygon([[10, 10], [120, 10], [15, 30]]), False),
+    "polygon_backwards": (_polygon([[15, 30], [20, 10], [10, 10], [12, 12]]), True),
+    "polygon_labels_key": (lambda obj: (_polygon([[1, 1], [2, 2], [1, 3]])(obj), _first(obj)["value"].__setitem__("labels", _first(obj)["value"].pop("polygonlabels")), obj)[2], False),
 }
 
 
@@ -208,4 +226,4 @@ def test_pretty_printed_tasks_and_every_shape():
     """Tasks as Label Studio's export writes them (indented), and both shapes the path claims."""
     rng = random.Random(3)
     raws = [orjson.dumps(make(i, rng), option=orjson.OPT_INDENT_2) for i in range(50) for make in LABEL_STUDIO_SHAPES.values()]
-    assert _assert_same(_batch(raws)) == {"tasks": 100}
+    assert _assert_same(_batch(raws)) == {"tasks": 50 * len(LABEL_STUDIO_SHAPES)}

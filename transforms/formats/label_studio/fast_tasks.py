@@ -1,8 +1,8 @@
 """Label Studio tasks to columns: the format's fast path for the common export (TaskColumnsPath).
 
 A task as Label Studio exports most of them (one annotation, not cancelled, no predictions,
-its results plain `rectanglelabels` boxes each with an id of its own, the image size on the
-results) becomes column lists and then Arrow arrays once per batch: no canonical row dict and
+its results plain `rectanglelabels` boxes or `polygonlabels` polygons of 3 points or more,
+each with an id of its own, the image size on the results) becomes column lists and then Arrow arrays once per batch: no canonical row dict and
 no `from_pylist`. The task's own fields and the annotation's (`extra`) and each box's raw result
 (`attributes`) are spelled by orjson with sorted keys, as parse.py spells them, so they are the
 same bytes. Whatever else a task holds (another result type, a rotation, a score, a relation,
@@ -29,6 +29,8 @@ from transforms.formats.label_studio.parse import NAMESPACE, TASK_KEYS, annotati
 _BOM = b"\xef\xbb\xbf"
 _BUILD_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
 _RECTANGLE = "rectanglelabels"
+_POLYGON = "polygonlabels"
+_REGION_TYPES = (_RECTANGLE, _POLYGON)
 _SIZE_KEYS = ("original_width", "original_height")
 _SORTED = orjson.OPT_SORT_KEYS
 _NUMBERS = frozenset({int, float})  # not bool: parse.py refuses it as a number
@@ -39,13 +41,13 @@ class _Decline(Exception):
 
 
 class TaskColumnsPath(FastPath):
-    """orjson per task, the rectangle tasks gathered into column lists, Arrow arrays per batch.
+    """orjson per task, rectangle and polygon tasks gathered into column lists, Arrow arrays per batch.
 
     Declines a task with a reader failure, a byte order mark, a 20-digit run (maybe
     INTEGER_TOO_LARGE), JSON orjson refuses, or anything `_row` does not take."""
 
     name = "tasks"
-    shapes = ("rectangles", "empty_annotation")
+    shapes = ("rectangles", "polygons", "empty_annotation")
 
     def read(self, batch, ctx: ParseContext) -> FastPart | None:
         options = get_format(NAMESPACE).options_of(ctx)
@@ -105,6 +107,8 @@ class _TaskColumns:
         self.boxes = array("d")  # x_min, y_min, x_max, y_max of every object, flat
         self.areas: list[float] = []
         self.attributes: list[str] = []
+        self.polygons: list[list | None] = []  # a polygon's [ring], None for a box
+        self.rotations: list[float | None] = []  # 0.0 for a box, None for a polygon
 
     def add(self, index: int, obj: dict) -> bool:
         """Appends the task's row; False (nothing appended) when parse.py must read it."""
@@ -113,6 +117,7 @@ class _TaskColumns:
             self._row(obj)
         except Exception:  # noqa: BLE001 - whatever it is, the plugin decides what it means
             del self.labels[mark:], self.areas[mark:], self.attributes[mark:], self.boxes[4 * mark:]
+            del self.polygons[mark:], self.rotations[mark:]
             return False
         self.index.append(index)
         return True
@@ -135,7 +140,7 @@ class _TaskColumns:
             raise _Decline
         ids = set()
         for result in results:
-            if type(result) is not dict or result.get("type") != _RECTANGLE or "source" in result:
+            if type(result) is not dict or result.get("type") not in _REGION_TYPES or "source" in result:
                 raise _Decline
             rid = result.get("id")
             name = result.get("from_name")
@@ -154,8 +159,13 @@ class _TaskColumns:
         named = {r["to_name"] for r in results if type(r.get("to_name")) is str and r["to_name"] in data}
         if len(named) > 1:
             raise _Decline  # MULTIPLE_IMAGES
+        polygons = False
         for result in results:
-            self._box(result, width, height)
+            if result["type"] == _RECTANGLE:
+                self._box(result, width, height)
+            else:
+                self._polygon(result, width, height)
+                polygons = True
         issues: list = []
         annotation = annotation_of(unit, "ground_truth", issues)
         if issues:
@@ -174,7 +184,7 @@ class _TaskColumns:
         self.image_uri.append(uri)
         self.width.append(width)
         self.height.append(height)
-        self.task.append("object_detection" if results else "unlabeled")
+        self.task.append("instance_segmentation" if polygons else "object_detection" if results else "unlabeled")
         self.counts.append(len(results))
 
     def _box(self, region: dict, width: int, height: int) -> None:
@@ -198,13 +208,42 @@ class _TaskColumns:
         y_min, y_max = y1 if y1 < y0 else y0, y1 if y1 > y0 else y0
         if not (self.low <= x_min and x_max <= self.high and self.low <= y_min and y_max <= self.high):
             raise _Decline  # REGION_OUT_OF_RANGE
+        self._append(region, names[0], (x_min, y_min, x_max, y_max), abs(w * width / 100 * h * height / 100), None, 0.0, width, height)
+
+    def _polygon(self, region: dict, width: int, height: int) -> None:
+        """One polygon result of 3 points or more -> its object's columns (regions._polygon)."""
+        value = region["value"]
+        names = value[_POLYGON]
+        if type(names) is not list or not names or type(names[0]) is not str:
+            raise _Decline
+        if region.get("score") is not None or region.get("parentID") is not None:
+            raise _Decline
+        points = value["points"]
+        if type(points) is not list or len(points) < 3:
+            raise _Decline  # no box, or no area: parse.py's
+        for point in points:
+            if type(point) is not list or len(point) != 2 or type(point[0]) not in _NUMBERS or type(point[1]) not in _NUMBERS:
+                raise _Decline
+        xs = [float(p[0]) / 100 for p in points]
+        ys = [float(p[1]) / 100 for p in points]
+        box = (min(xs), min(ys), max(xs), max(ys))
+        if not (self.low <= box[0] and box[2] <= self.high and self.low <= box[1] and box[3] <= self.high):
+            raise _Decline  # REGION_OUT_OF_RANGE
+        twice = sum(xs[i - 1] * ys[i] - xs[i] * ys[i - 1] for i in range(len(xs)))
+        ring = [c for pair in zip(xs, ys) for c in pair]
+        self._append(region, names[0], box, abs(twice) / 2 * width * height, [ring], None, width, height)
+
+    def _append(self, region: dict, label: str, box: tuple, area: float, polygon: list | None, rotation: float | None,
+                width: int, height: int) -> None:
         if region.get("original_width") == width and region.get("original_height") == height:
             region = region.copy()
             del region["original_width"], region["original_height"]
         self.attributes.append('{"ls":[' + orjson.dumps(region, option=_SORTED).decode() + "]}")
-        self.labels.append(names[0])
-        self.boxes.extend((x_min, y_min, x_max, y_max))
-        self.areas.append(abs(w * width / 100 * h * height / 100))
+        self.labels.append(label)
+        self.boxes.extend(box)
+        self.areas.append(area)
+        self.polygons.append(polygon)
+        self.rotations.append(rotation)
 
     def build(self, uri: str, format_name: str, lines: list[int], offsets: list[int]) -> pa.RecordBatch:
         """The rows added so far as one RecordBatch of SCHEMA (raises if a value does not fit)."""
@@ -226,7 +265,7 @@ class _TaskColumns:
         bbox = pa.StructArray.from_arrays([pa.array(corners[:, i]) for i in range(4)], fields=list(s.BBOX))
         objects = pa.StructArray.from_arrays(
             [pa.array(self.labels, pa.string()), pa.nulls(m, pa.float32()), pa.nulls(m, pa.bool_()), bbox,
-             pa.array(np.zeros(m, np.float32)), pa.nulls(m, pa.list_(pa.list_(pa.float64()))),
+             pa.array(self.rotations, pa.float32()), pa.array(self.polygons, pa.list_(pa.list_(pa.float64()))),
              pa.nulls(m, pa.list_(s.KEYPOINT)), pa.nulls(m, pa.binary()), pa.array(self.areas, pa.float64()),
              pa.array(self.attributes, pa.string())],
             fields=list(s.OBJECT),
