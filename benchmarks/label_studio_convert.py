@@ -110,6 +110,18 @@ def polygons_task(i: int, rng: random.Random) -> dict:
     return obj
 
 
+def choices_task(i: int, rng: random.Random) -> dict:
+    """A task classified with `choices` (one or several, sometimes scored), alone or beside
+    rectangles: image labels."""
+    obj = rectangles_task(i, rng) if rng.random() < 0.3 else empty_annotation_task(i, rng)
+    choice = {"value": {"choices": rng.sample(CLASSES, rng.choice([1, 1, 2]))}, "id": f"c{i}", "from_name": "scene",
+              "to_name": "image", "type": "choices", "origin": "manual"}  # fmt: skip
+    if rng.random() < 0.3:
+        choice["score"] = rng.choice([0.5, rng.random(), 1])
+    obj["annotations"][0]["result"].insert(rng.randrange(len(obj["annotations"][0]["result"]) + 1), choice)
+    return obj
+
+
 def empty_annotation_task(i: int, rng: random.Random) -> dict:
     """A task whose one annotation has no results (an image reviewed and left empty)."""
     obj = task(i, rng)
@@ -118,7 +130,7 @@ def empty_annotation_task(i: int, rng: random.Random) -> dict:
 
 
 #: shape name -> (i, rng) -> one Label Studio task (the fast path's differential test)
-LABEL_STUDIO_SHAPES = {"rectangles": rectangles_task, "polygons": polygons_task, "empty_annotation": empty_annotation_task}
+LABEL_STUDIO_SHAPES = {"rectangles": rectangles_task, "polygons": polygons_task, "choices": choices_task, "empty_annotation": empty_annotation_task}
 
 
 def write_export(path: str, tasks: int, seed: int = 7) -> None:

@@ -1,8 +1,9 @@
 """Label Studio tasks to columns: the format's fast path for the common export (TaskColumnsPath).
 
 A task as Label Studio exports most of them (one annotation, not cancelled, no predictions,
-its results plain `rectanglelabels` boxes or `polygonlabels` polygons of 3 points or more,
-each with an id of its own, the image size on the results) becomes column lists and then Arrow arrays once per batch: no canonical row dict and
+its results plain `rectanglelabels` boxes, `polygonlabels` polygons of 3 points or more and
+`choices` image labels, each with an id of its own, the image size on the region results)
+becomes column lists and then Arrow arrays once per batch: no canonical row dict and
 no `from_pylist`. The task's own fields and the annotation's (`extra`) and each box's raw result
 (`attributes`) are spelled by orjson with sorted keys, as parse.py spells them, so they are the
 same bytes. Whatever else a task holds (another result type, a rotation, a score, a relation,
@@ -30,7 +31,8 @@ _BOM = b"\xef\xbb\xbf"
 _BUILD_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
 _RECTANGLE = "rectanglelabels"
 _POLYGON = "polygonlabels"
-_REGION_TYPES = (_RECTANGLE, _POLYGON)
+_CHOICES = "choices"
+_TYPES = (_RECTANGLE, _POLYGON, _CHOICES)
 _SIZE_KEYS = ("original_width", "original_height")
 _SORTED = orjson.OPT_SORT_KEYS
 _NUMBERS = frozenset({int, float})  # not bool: parse.py refuses it as a number
@@ -41,13 +43,13 @@ class _Decline(Exception):
 
 
 class TaskColumnsPath(FastPath):
-    """orjson per task, rectangle and polygon tasks gathered into column lists, Arrow arrays per batch.
+    """orjson per task, rectangle, polygon and choices tasks in column lists, Arrow arrays per batch.
 
     Declines a task with a reader failure, a byte order mark, a 20-digit run (maybe
     INTEGER_TOO_LARGE), JSON orjson refuses, or anything `_row` does not take."""
 
     name = "tasks"
-    shapes = ("rectangles", "polygons", "empty_annotation")
+    shapes = ("rectangles", "polygons", "choices", "empty_annotation")
 
     def read(self, batch, ctx: ParseContext) -> FastPart | None:
         options = get_format(NAMESPACE).options_of(ctx)
@@ -108,6 +110,8 @@ class _TaskColumns:
         self.areas: list[float] = []
         self.attributes: list[str] = []
         self.polygons: list[list | None] = []  # a polygon's [ring], None for a box
+        self.label_counts: list[int] = []  # image labels per row
+        self.image_labels: list[tuple] = []  # (name, score) of every image label
         self.rotations: list[float | None] = []  # 0.0 for a box, None for a polygon
 
     def add(self, index: int, obj: dict) -> bool:
@@ -140,7 +144,7 @@ class _TaskColumns:
             raise _Decline
         ids = set()
         for result in results:
-            if type(result) is not dict or result.get("type") not in _REGION_TYPES or "source" in result:
+            if type(result) is not dict or result.get("type") not in _TYPES or "source" in result:
                 raise _Decline
             rid = result.get("id")
             name = result.get("from_name")
@@ -154,18 +158,25 @@ class _TaskColumns:
         width, height = image_size(results)
         if not width and results:
             width, height = task_image_size(annotations)
-        if results and not (width and height):
+        regions = sum(1 for r in results if r["type"] != _CHOICES)
+        if regions and not (width and height):
             raise _Decline  # IMAGE_SIZE_UNKNOWN
         named = {r["to_name"] for r in results if type(r.get("to_name")) is str and r["to_name"] in data}
         if len(named) > 1:
             raise _Decline  # MULTIPLE_IMAGES
         polygons = False
+        choices: list[dict] = []  # raw choices results: extra.label_studio.results
+        labels: list[tuple] = []
         for result in results:
-            if result["type"] == _RECTANGLE:
+            kind = result["type"]
+            if kind == _RECTANGLE:
                 self._box(result, width, height)
-            else:
+            elif kind == _POLYGON:
                 self._polygon(result, width, height)
                 polygons = True
+            else:
+                labels += _choices(result)
+                choices.append(result)
         issues: list = []
         annotation = annotation_of(unit, "ground_truth", issues)
         if issues:
@@ -176,6 +187,8 @@ class _TaskColumns:
             extra["task"] = task_fields
         if len(data) > 1:
             extra["data"] = {k: v for k, v in data.items() if k != key}
+        if choices:
+            extra["results"] = choices
         extra["annotation"] = {k: v for k, v in unit.items() if k not in ("result", "id")}
         self.extra.append(orjson.dumps({NAMESPACE: extra}, option=_SORTED).decode())
         unit_id = unit.get("id")
@@ -184,8 +197,15 @@ class _TaskColumns:
         self.image_uri.append(uri)
         self.width.append(width)
         self.height.append(height)
-        self.task.append("instance_segmentation" if polygons else "object_detection" if results else "unlabeled")
-        self.counts.append(len(results))
+        if polygons:
+            self.task.append("instance_segmentation")
+        elif regions:
+            self.task.append("object_detection")
+        else:
+            self.task.append("multilabel_classification" if len(labels) > 1 else "classification" if labels else "unlabeled")
+        self.counts.append(regions)
+        self.label_counts.append(len(labels))
+        self.image_labels += labels
 
     def _box(self, region: dict, width: int, height: int) -> None:
         """One rectangle result -> its object's columns (regions._rectangle, unrotated)."""
@@ -245,6 +265,14 @@ class _TaskColumns:
         self.polygons.append(polygon)
         self.rotations.append(rotation)
 
+    def _labels(self) -> pa.Array:
+        s = schema
+        names = [name for name, _ in self.image_labels]
+        scores = [score for _, score in self.image_labels]
+        items = pa.StructArray.from_arrays([pa.array(names, pa.string()), pa.array(scores, pa.float32())], fields=list(s.LABEL))
+        offsets = pa.array(np.concatenate([[0], np.cumsum(self.label_counts)]).astype(np.int32))
+        return pa.ListArray.from_arrays(offsets, items, type=s.SCHEMA.field("labels").type)
+
     def build(self, uri: str, format_name: str, lines: list[int], offsets: list[int]) -> pa.RecordBatch:
         """The rows added so far as one RecordBatch of SCHEMA (raises if a value does not fit)."""
         s = schema
@@ -278,7 +306,7 @@ class _TaskColumns:
             image,
             pa.array(self.task, s.SCHEMA.field("task").type),
             s.constant_dictionary(n, "ground_truth"),
-            s.empty_lists(n, "labels"),
+            self._labels(),
             pa.ListArray.from_arrays(list_offsets, objects, type=s.SCHEMA.field("objects").type),
             pa.nulls(n, s.MASK),
             annotation,
@@ -287,3 +315,13 @@ class _TaskColumns:
             pa.array(self.extra, pa.string()),
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=s.SCHEMA)
+
+
+def _choices(result: dict) -> list[tuple]:
+    """(name, score) of each choice of a `choices` result (parse._read_results)."""
+    choices = result["value"]["choices"]
+    score = result.get("score")
+    if type(choices) is not list or (score is not None and type(score) not in _NUMBERS):
+        raise _Decline
+    score = float(score) if score is not None else None
+    return [(str(choice), score) for choice in choices]
