@@ -234,3 +234,42 @@ def test_pretty_printed_tasks_and_every_shape():
     rng = random.Random(3)
     raws = [orjson.dumps(make(i, rng), option=orjson.OPT_INDENT_2) for i in range(50) for make in LABEL_STUDIO_SHAPES.values()]
     assert _assert_same(_batch(raws)) == {"tasks": 50 * len(LABEL_STUDIO_SHAPES)}
+
+
+def test_real_label_studio_exports():
+    """label-studio-sdk's own test exports, element by element as the reader cuts them: equal
+    rows; the single-annotation rectangle and polygon tasks are taken."""
+    from tests.conftest import need_shared_data
+    from transforms.json_array import iter_json_array
+
+    folder = need_shared_data("realdata", "label-studio-sdk-converter-tests")
+    taken = {}
+    for path in sorted(folder.glob("*.json")):
+        with open(path, "rb") as handle:
+            elements = list(iter_json_array(handle))
+        batch = RawBatch(str(path), "label_studio", 0, lines=list(range(1, len(elements) + 1)),
+                         offsets=[offset for offset, _ in elements], raws=[raw for _, raw in elements])  # fmt: skip
+        taken[path.name] = _assert_same(batch).get("tasks", 0)
+    assert taken["rectangles.json"] >= 1 and taken["polygons.json"] >= 1
+
+
+def test_the_samples_element_by_element():
+    """samples/label_studio/: every region type, predictions, cancelled and unlabelled tasks,
+    as JSON-array elements, JSONL lines and one object: equal rows whatever the path took."""
+    from pathlib import Path
+
+    from transforms.json_array import iter_json_array
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "samples" / "label_studio").iterdir()):
+        if path.is_dir():
+            continue
+        if path.suffix == ".jsonl":
+            raws = [line for line in path.read_bytes().splitlines() if line.strip()]
+        elif path.read_bytes().lstrip().startswith(b"["):
+            with open(path, "rb") as handle:
+                raws = [raw for _, raw in iter_json_array(handle)]
+        elif path.suffix == ".json":
+            raws = [path.read_bytes()]
+        else:
+            continue
+        _assert_same(_batch(raws, str(path)))
