@@ -25,7 +25,14 @@ import pyarrow as pa
 from transforms import schema, storage
 from transforms.checks import numbers
 from transforms.formats.base import FastPart, FastPath, ParseContext, get_format
-from transforms.formats.label_studio.parse import NAMESPACE, TASK_KEYS, annotation_of, image_key, image_size, task_image_size
+from transforms.formats.label_studio.parse import (
+    NAMESPACE,
+    TASK_KEYS,
+    annotation_of,
+    image_key,
+    image_size,
+    task_image_size,
+)
 
 _BOM = b"\xef\xbb\xbf"
 _BUILD_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
