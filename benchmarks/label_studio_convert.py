@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import random
 import shutil
@@ -75,6 +76,61 @@ def task(i: int, rng: random.Random) -> dict:
         "meta": {}, "created_at": stamp, "updated_at": stamp, "inner_id": i, "total_annotations": 1,
         "cancelled_annotations": 0, "total_predictions": 0, "project": 1, "updated_by": 1,
     }  # fmt: skip
+
+
+def rectangles_task(i: int, rng: random.Random) -> dict:
+    """A task of 0 to 8 rectangles, sometimes with another data field or integer coordinates:
+    the shape the format's columnar fast path claims (tests/test_fast_normalize.py)."""
+    obj = task(i, rng)
+    results = obj["annotations"][0]["result"][: rng.randrange(1, BOXES + 1)]
+    for result in results:
+        if rng.random() < 0.2:
+            result["value"]["x"] = int(result["value"]["x"])  # an integer, the box still inside
+    obj["annotations"][0]["result"] = results
+    if rng.random() < 0.3:
+        obj["data"]["caption"] = f"frame {i}"
+    return obj
+
+
+def polygons_task(i: int, rng: random.Random) -> dict:
+    """A task of polygons (3 to 8 points, inside the image), some beside rectangles."""
+    obj = rectangles_task(i, rng)
+    for result in obj["annotations"][0]["result"]:
+        if rng.random() < 0.7:
+            cx, cy, r = rng.uniform(20, 80), rng.uniform(20, 80), rng.uniform(1, 19)
+            points = []
+            for k in range(rng.randrange(3, 9)):
+                angle = 2 * math.pi * k / 8 + rng.uniform(0, 0.5)
+                points.append([cx + r * math.cos(angle), cy + r * math.sin(angle)])
+            if rng.random() < 0.2:
+                points[0] = [int(points[0][0]), int(points[0][1])]
+            label = result["value"]["rectanglelabels"]
+            result["type"] = "polygonlabels"
+            result["value"] = {"points": points, "closed": True, "polygonlabels": label}
+    return obj
+
+
+def choices_task(i: int, rng: random.Random) -> dict:
+    """A task classified with `choices` (one or several, sometimes scored), alone or beside
+    rectangles: image labels."""
+    obj = rectangles_task(i, rng) if rng.random() < 0.3 else empty_annotation_task(i, rng)
+    choice = {"value": {"choices": rng.sample(CLASSES, rng.choice([1, 1, 2]))}, "id": f"c{i}", "from_name": "scene",
+              "to_name": "image", "type": "choices", "origin": "manual"}  # fmt: skip
+    if rng.random() < 0.3:
+        choice["score"] = rng.choice([0.5, rng.random(), 1])
+    obj["annotations"][0]["result"].insert(rng.randrange(len(obj["annotations"][0]["result"]) + 1), choice)
+    return obj
+
+
+def empty_annotation_task(i: int, rng: random.Random) -> dict:
+    """A task whose one annotation has no results (an image reviewed and left empty)."""
+    obj = task(i, rng)
+    obj["annotations"][0]["result"] = []
+    return obj
+
+
+#: shape name -> (i, rng) -> one Label Studio task (the fast path's differential test)
+LABEL_STUDIO_SHAPES = {"rectangles": rectangles_task, "polygons": polygons_task, "choices": choices_task, "empty_annotation": empty_annotation_task}
 
 
 def write_export(path: str, tasks: int, seed: int = 7) -> None:

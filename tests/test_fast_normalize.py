@@ -21,6 +21,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
+from benchmarks.label_studio_convert import LABEL_STUDIO_SHAPES
 from benchmarks.synthetic import GROUND_TRUTH_SHAPES, lookout_line
 from tests.conftest import need_shared_data, shared_data
 from transforms.errors import LINE_TOO_LONG
@@ -42,7 +43,7 @@ def _joins_documents(sample: Path) -> bool:
 SAMPLES = sorted(p for p in (ROOT / "samples").rglob("*") if p.suffix in {".manifest", ".jsonl", ".json"} and not _joins_documents(p))
 
 #: line generators of every format that declares fast paths: shape name -> (i, rng) -> object
-GENERATORS = {"sagemaker": GROUND_TRUTH_SHAPES}
+GENERATORS = {"sagemaker": GROUND_TRUTH_SHAPES, "label_studio": LABEL_STUDIO_SHAPES}
 WITH_FAST_PATHS = [name for name in format_names() if get_format(name).fast_paths()]
 CASES = [(name, path.name, shape) for name in WITH_FAST_PATHS for path in get_format(name).fast_paths() for shape in path.shapes]
 

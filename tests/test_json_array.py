@@ -165,3 +165,21 @@ def test_planning_a_malformed_array_raises_with_the_offset():
     with pytest.raises(JsonArrayError) as caught:
         plan_parts(io.BytesIO(b'[{"a": 1}, {"b": 2} {"c": 3}]'), 1)
     assert caught.value.offset == 20
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_strings_of_quotes_backslashes_and_brackets(seed):
+    """Strings made of the bytes the bracket scan counts (quotes, backslash runs, brackets),
+    cut into chunks of every small size: the elements json.loads finds, at their offsets."""
+    import random
+
+    rng = random.Random(seed)
+    alphabet = ['"', "\\", "[", "]", "{", "}", "a", " ", ","]
+    values = []
+    for _ in range(60):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
+        values.append(rng.choice([text, [text, {"k" + text: text}], {"x": [[text]]}, 1.5, None]))
+    raw = json.dumps(values, indent=rng.choice([None, 1])).encode()
+    for chunk_size in (1, 2, 3, 5, 8, 13, 4096):
+        got = list(iter_json_array(io.BytesIO(raw), chunk_size=chunk_size))
+        assert [(offset, json.loads(element)) for offset, element in got] == _expected(raw)

@@ -243,6 +243,22 @@ class _ManifestFile:
             self.count = self.document.count
             self.objects_written = self.document.annotations_written
             return self._letters(ctx)
+        write_batch = getattr(self.format, "write_batch", None)
+        if write_batch is not None and self.document is None and self.copies is None and self.references is None:
+            # the format takes the batch: lines of the common shapes built from its columns,
+            # the other rows asked for as dicts (the same rows this method would give it)
+            ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=self.masks, files=self._beside())
+            given = self.objects_given
+            self.objects_given += pc.sum(pc.list_value_length(batch.column("objects"))).as_py() or 0
+            try:
+                elements = write_batch(batch, ctx, self._document_rows)
+            except Exception:  # noqa: BLE001 - the row path below finds the row that broke it
+                self.objects_given, self._pending = given, {}
+            else:
+                for element in elements:
+                    self._write_element(element)
+                self.objects_written += ctx.objects_written
+                return self._letters(ctx)
         rows = self._one_job_each(schema.batch_rows(batch))
         self.objects_given += sum(len(row.get("objects") or ()) for row in rows)
         not_copied = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterator
 
-from transforms.formats.base import ManifestFormat, ParseContext, Parsed, WriteContext, register
+from transforms.formats.base import FastPath, ManifestFormat, ParseContext, Parsed, WriteContext, register
 from transforms.formats.label_studio import parse, write
 from transforms.formats.label_studio.labeling_config import config_files
 from transforms.settings import setting
@@ -35,6 +35,12 @@ class LabelStudioFormat(ManifestFormat):
 
     def parse(self, obj: Any, ctx: ParseContext) -> Parsed:
         return parse.parse_task(obj, self.options_of(ctx))
+
+    def fast_paths(self) -> list[FastPath]:
+        """Rectangle tasks in columns (fast_tasks.py); parse.py reads every other task."""
+        from transforms.formats.label_studio.fast_tasks import TaskColumnsPath
+
+        return [TaskColumnsPath()]
 
     def source_fields(self, extra: dict) -> dict[str, Any]:
         return parse.source_fields(extra)

@@ -44,7 +44,7 @@ _TASK_BY_KIND = (
     (regions.RECTANGLE, "object_detection"),
     (regions.ELLIPSE, "object_detection"),
 )
-_TASK_KEYS = ("data", "annotations", "predictions")
+TASK_KEYS = ("data", "annotations", "predictions")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -82,8 +82,8 @@ def parse_task(obj: Any, options: Any) -> Parsed:
         if len(truth) < len(kept):
             skipped[NOT_GROUND_TRUTH] = len(kept) - len(truth)
         kept = truth
-    task_fields = {k: v for k, v in obj.items() if k not in _TASK_KEYS}
-    build = _RowBuilder(task_fields, data, tolerance, alpha, _task_image_size([*annotations, *predictions]))
+    task_fields = {k: v for k, v in obj.items() if k not in TASK_KEYS}
+    build = _RowBuilder(task_fields, data, tolerance, alpha, task_image_size([*annotations, *predictions]))
     rows = [build.row(a, "ground_truth") for a in kept]
     rows += [build.row(p, "prediction", index=i) for i, p in enumerate(predictions)]
     if not rows:
@@ -136,14 +136,14 @@ class _RowBuilder:
                 raise RecordError(errors.INVALID_FIELD_TYPE, "each result must be an object")
         # names written unique per type for the labeling config (control_names) read as the source's
         results = [with_source_name(result) for result in results]
-        key = _image_key(self.data, results)
+        key = image_key(self.data, results)
         uri = self.data[key]
         if not isinstance(uri, str) or not uri:
             raise RecordError(
                 errors.INVALID_FIELD_TYPE, f"data[{key!r}] must be an image URL or path"
             )
         # a prediction often lacks original_width / _height: the task's annotations give them
-        width, height = _image_size(results)
+        width, height = image_size(results)
         if not width and results:
             width, height = self.size
         rctx = regions.RegionContext(width, height, self.tolerance, self.alpha)
@@ -177,7 +177,7 @@ class _RowBuilder:
         if unit is not None:
             extra["annotation"] = {k: v for k, v in unit.items() if k not in ("result", "id")}
             row["origin"] = origin
-            row["annotation"] = self._annotation(unit, origin, rctx.issues)
+            row["annotation"] = annotation_of(unit, origin, rctx.issues)
             unit_id = unit.get("id")
             if origin == "prediction":
                 row["source"] = {
@@ -188,28 +188,30 @@ class _RowBuilder:
         row["extra"] = dumps_extra({NAMESPACE: extra})
         return row
 
-    @staticmethod
-    def _annotation(unit: dict, origin: str, issues: list[dict]) -> dict:
-        created = unit.get("created_at")
-        created_at = _timestamp(created) if created is not None else None
-        if created is not None and created_at is None:
-            issues.append(issue(errors.INVALID_DATE, f"created_at {created!r} is not a date"))
-        if created_at is not None:  # the column holds milliseconds; extra keeps the text
-            created_at = created_at.replace(microsecond=created_at.microsecond // 1000 * 1000)
-        prediction = origin == "prediction"
-        score = unit.get("score") if prediction else None
-        return {
-            "id": str(unit["id"]) if unit.get("id") is not None else None,
-            "annotator": _annotator(unit.get("completed_by")),
-            "human_annotated": not prediction,
-            "created_at": created_at,
-            "confidence": regions.number(score, "prediction score") if score is not None else None,
-            "model_version": (
-                str(unit["model_version"])
-                if prediction and unit.get("model_version") is not None
-                else None
-            ),
-        }
+
+def annotation_of(unit: dict, origin: str, issues: list[dict]) -> dict:
+    """The `annotation` column of a row of `unit` (an annotation or a prediction); an
+    unreadable created_at adds INVALID_DATE to `issues`."""
+    created = unit.get("created_at")
+    created_at = _timestamp(created) if created is not None else None
+    if created is not None and created_at is None:
+        issues.append(issue(errors.INVALID_DATE, f"created_at {created!r} is not a date"))
+    if created_at is not None:  # the column holds milliseconds; extra keeps the text
+        created_at = created_at.replace(microsecond=created_at.microsecond // 1000 * 1000)
+    prediction = origin == "prediction"
+    score = unit.get("score") if prediction else None
+    return {
+        "id": str(unit["id"]) if unit.get("id") is not None else None,
+        "annotator": _annotator(unit.get("completed_by")),
+        "human_annotated": not prediction,
+        "created_at": created_at,
+        "confidence": regions.number(score, "prediction score") if score is not None else None,
+        "model_version": (
+            str(unit["model_version"])
+            if prediction and unit.get("model_version") is not None
+            else None
+        ),
+    }
 
 
 def _annotator(completed_by: Any) -> str | None:
@@ -220,7 +222,7 @@ def _annotator(completed_by: Any) -> str | None:
     return str(completed_by) if completed_by is not None else None
 
 
-def _image_key(data: dict, results: list[dict]) -> str:
+def image_key(data: dict, results: list[dict]) -> str:
     """The data key of the image: named by a result's `$source` / to_name, else guessed."""
     for result in results:
         source = result.get("source")
@@ -242,7 +244,7 @@ def _image_key(data: dict, results: list[dict]) -> str:
     raise RecordError(errors.MISSING_SOURCE_REF, "task data has no image URL or path")
 
 
-def _image_size(results: list[dict]) -> tuple[int | None, int | None]:
+def image_size(results: list[dict]) -> tuple[int | None, int | None]:
     for result in results:
         width = _pixels(result.get("original_width"))
         height = _pixels(result.get("original_height"))
@@ -251,13 +253,13 @@ def _image_size(results: list[dict]) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _task_image_size(units: list[dict]) -> tuple[int | None, int | None]:
+def task_image_size(units: list[dict]) -> tuple[int | None, int | None]:
     """The first image size a result of any annotation or prediction of the task gives (one
     task is one image; results on several images are flagged MULTIPLE_IMAGES)."""
     for unit in units:
         results = unit.get("result")
         if isinstance(results, list):
-            size = _image_size([r for r in results if isinstance(r, dict)])
+            size = image_size([r for r in results if isinstance(r, dict)])
             if size[0]:
                 return size
     return None, None

@@ -118,7 +118,7 @@ def region_object(
         brush, raw_region = _brush(region, value, ctx)
         obj.update(brush)
     _check_range(obj, region.get("id"), ctx)
-    attributes: dict[str, Any] = {"ls": [_without_size(r, ctx) for r in (raw_region, *members)]}
+    attributes: dict[str, Any] = {"ls": [without_size(r, ctx) for r in (raw_region, *members)]}
     if region.get("parentID") is not None:
         attributes["parent_id"] = region["parentID"]
     texts = [t for m in members if result_type(m) == "textarea" for t in _list(m, "text")]
@@ -130,7 +130,7 @@ def region_object(
     return obj, kind
 
 
-def _without_size(result: dict, ctx: RegionContext) -> dict:
+def without_size(result: dict, ctx: RegionContext) -> dict:
     """A raw result without original_width / _height when they are the row's image size (the
     writer puts the row's size on every region result: a prediction sized by its task's
     annotation then reads back the same)."""

@@ -72,3 +72,10 @@ class SageMakerFormat(ManifestFormat):
 
     def write(self, rows: list[dict], ctx: WriteContext) -> Iterator[bytes]:
         return write_lines(rows, ctx, self.options_of(ctx))
+
+    def write_batch(self, batch: Any, ctx: WriteContext, rows_of: Any) -> list[bytes]:
+        """The lines of a RecordBatch in row order: plain detections built from its columns
+        (write_columns.py), the other rows through `write`, asked for as dicts by `rows_of`."""
+        from transforms.formats.sagemaker.write_columns import write_batch
+
+        return write_batch(batch, ctx, self.options_of(ctx), rows_of, self.write)

@@ -24,13 +24,13 @@ from transforms.formats.sagemaker.parse import (
 from transforms.schema import loads_extra
 
 
-def _pixels(value: float) -> float | int:
+def pixels(value: float) -> float | int:
     """Pixel coordinates as Ground Truth writes them: integers when they are integers."""
     rounded = round(value)  # an int
     return rounded if abs(value - rounded) < 1e-6 else round(value, 6)
 
 
-def _json_float(value: float | None) -> float | None:
+def json_float(value: float | None) -> float | None:
     """float32 columns written back with the digits they were read with."""
     return None if value is None else float(f"{value:.7g}")
 
@@ -110,7 +110,7 @@ class LineWriter:
             label = labels[0]
             metadata["class-name"] = label["name"]
             if label.get("score") is not None:
-                metadata["confidence"] = _json_float(label["score"])
+                metadata["confidence"] = json_float(label["score"])
             if "value" in entry:
                 return entry["value"], metadata
             value = self._class_id(label["name"], {})
@@ -131,7 +131,7 @@ class LineWriter:
             for class_id, label in zip(ids, labels):
                 class_map[str(class_id)] = label["name"]
             metadata["class-map"] = class_map
-            scores = {str(i): _json_float(label["score"]) for i, label in zip(ids, labels) if label.get("score") is not None}
+            scores = {str(i): json_float(label["score"]) for i, label in zip(ids, labels) if label.get("score") is not None}
             if scores:
                 metadata["confidence-map"] = scores
             return ids, metadata
@@ -144,7 +144,7 @@ class LineWriter:
             colors = mask.get("color_map") or []
             metadata["internal-color-map"] = {
                 str(c["index"]): _without_none(
-                    {"class-name": c["class_name"], "hex-color": c["hex_color"], "confidence": _json_float(c.get("confidence"))}
+                    {"class-name": c["class_name"], "hex-color": c["hex_color"], "confidence": json_float(c.get("confidence"))}
                 )
                 for c in colors
             }
@@ -187,13 +187,13 @@ class LineWriter:
             annotations.append(
                 {
                     "class_id": class_id,
-                    "left": _pixels(box["x_min"] * width),
-                    "top": _pixels(box["y_min"] * height),
-                    "width": _pixels((box["x_max"] - box["x_min"]) * width),
-                    "height": _pixels((box["y_max"] - box["y_min"]) * height),
+                    "left": pixels(box["x_min"] * width),
+                    "top": pixels(box["y_min"] * height),
+                    "width": pixels((box["x_max"] - box["x_min"]) * width),
+                    "height": pixels((box["y_max"] - box["y_min"]) * height),
                 }
             )
-            confidences.append({"confidence": _json_float(obj["score"])} if obj.get("score") is not None else {})
+            confidences.append({"confidence": json_float(obj["score"])} if obj.get("score") is not None else {})
         value["annotations"] = annotations
         self.ctx.objects_written += len(annotations)
         metadata["class-map"] = class_map
@@ -326,9 +326,13 @@ def _default_metadata(kind: str, annotation: dict) -> dict:
 def write_lines(rows: list[dict], ctx: WriteContext, options: Any = None) -> Iterator[bytes]:
     """Rows -> encoded Ground Truth lines; `options.classes` pins class ids, `options.mask_files`
     paints brushes into mask PNGs (ctx.files)."""
+    return (line for line in lines_of_rows(rows, ctx, options) if line is not None)
+
+
+def lines_of_rows(rows: list[dict], ctx: WriteContext, options: Any = None) -> Iterator[bytes | None]:
+    """The encoded line of each row, None for a row refused whole (write_lines, row by row)."""
     classes = list(getattr(options, "classes", None) or []) if not isinstance(options, list) else options
     ids = OutputClassIds(ctx.classes)
     for row in rows:
         line = LineWriter(row, ctx, classes, ids, None if isinstance(options, list) else options).line()
-        if line is not None:
-            yield orjson.dumps(line)
+        yield None if line is None else orjson.dumps(line)
