@@ -1,15 +1,12 @@
 """The SDK worker process of the local multi-process runner: Beam's own worker
-(`apache_beam.runners.worker.sdk_worker_main`), started without the optional connectors that
-importing Beam pulls in and no labelbeam stage uses.
+(`apache_beam.runners.worker.sdk_worker_main`), imported without the optional connectors that
+no labelbeam stage uses (pipelines/beam_import.py): about 0.56 CPU s instead of 1.46 for each
+worker of every local run.
 
-Importing `apache_beam` imports, whatever the pipeline, the clients of Azure Blob Storage,
-Google Cloud Storage, BigQuery and Pub/Sub and pandas (each behind a `try: import ... except
-ImportError`, so Beam works without them): about 1.0 of the 1.6 CPU s a worker spends importing
-Beam, paid by every worker process of every local run. labelbeam reads and writes through
-fsspec (transforms/storage.py), never through Beam's I/O connectors or its pandas batches, so
-while Beam's worker is imported here those modules are reported absent; once it is imported
-they are importable again, and a stage that needs one imports it as usual. The job's process
-(the driver) imports Beam in full: it may submit to Dataflow or stage on GCS.
+Arrow's memory pool in these processes is jemalloc (unless ARROW_DEFAULT_MEMORY_POOL says
+otherwise), not the wheel's default mimalloc: it holds about 30 MB less per worker at the same
+speed on the Lookout runs of docs/benchmarks.md ("Memory"). Linux only, where it was measured
+and every pyarrow wheel has it.
 
 pipelines/runners.py starts the FnApiRunner's worker processes with this module instead of
 Beam's (docs/runners.md).
@@ -17,41 +14,24 @@ Beam's (docs/runners.md).
 
 from __future__ import annotations
 
+import os
 import sys
 
-# Top-level names (and their submodules) Beam imports only in `try: ... except ImportError`.
-SKIPPED_WHILE_BEAM_IMPORTS = (
-    "apache_beam.io.aws",
-    "apache_beam.io.azure",
-    "apache_beam.io.gcp",
-    "azure",
-    "boto3",
-    "botocore",
-    "google.cloud",
-    "pandas",
-)
+from pipelines.beam_import import import_lean
 
 
-class _SkipOptionalConnectors:
-    """A meta path finder that reports the skipped modules as not installed (Beam's `except
-    ImportError` then skips them)."""
-
-    def find_spec(self, name, path=None, target=None):
-        if any(name == skipped or name.startswith(skipped + ".") for skipped in SKIPPED_WHILE_BEAM_IMPORTS):
-            raise ModuleNotFoundError(f"{name} is not imported by labelbeam's local SDK worker", name=name)
-        return None
+def choose_arrow_memory_pool() -> None:
+    """jemalloc for Arrow in this process, unless the environment chose a pool (read by pyarrow
+    when it first allocates, so before Beam imports it)."""
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 
 def import_beam_worker():
     """Beam's worker module, imported with the optional connectors skipped."""
-    finder = _SkipOptionalConnectors()
-    sys.meta_path.insert(0, finder)
-    try:
-        from apache_beam.runners.worker import sdk_worker_main
-    finally:
-        sys.meta_path.remove(finder)
-    return sdk_worker_main
+    return import_lean("apache_beam.runners.worker.sdk_worker_main")
 
 
 if __name__ == "__main__":
+    choose_arrow_memory_pool()
     import_beam_worker().main(sys.argv)

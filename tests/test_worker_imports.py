@@ -74,7 +74,8 @@ from pipelines import runners
 
 def seen(_):
     import sys
-    return json.dumps({"argv": sys.orig_argv, "skipped": sorted(m for m in ("azure.storage.blob", "google.cloud.storage", "pandas") if m in sys.modules)})
+    import pyarrow
+    return json.dumps({"argv": sys.orig_argv, "pool": pyarrow.default_memory_pool().backend_name, "skipped": sorted(m for m in ("azure.storage.blob", "google.cloud.storage", "pandas") if m in sys.modules)})
 
 options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=1"])
 with runners.new_pipeline(options) as pipeline:
@@ -84,13 +85,16 @@ with runners.new_pipeline(options) as pipeline:
 
 def test_local_worker_processes_start_without_the_cloud_connectors_no_stage_uses(tmp_path):
     """The FnApiRunner's worker processes run pipelines/sdk_worker_main.py: Beam's worker, with
-    Azure, GCS, Pub/Sub and pandas left out of its import (about 1 CPU s a worker)."""
+    Azure, GCS, Pub/Sub and pandas left out of its import (about 1 CPU s a worker), and Arrow's
+    jemalloc pool."""
     out = tmp_path / "seen.json"
     done = subprocess.run([sys.executable, "-c", _WORKER_PROBE, str(out)], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(out.read_text())
     assert seen["argv"][1:] == ["-m", "pipelines.sdk_worker_main"], seen["argv"]
     assert seen["skipped"] == []
+    if sys.platform.startswith("linux"):  # Arrow's jemalloc pool: less memory held per worker
+        assert seen["pool"] == "jemalloc"
 
 
 def test_modules_skipped_while_beam_imports_are_importable_afterwards():
@@ -113,3 +117,17 @@ def test_other_runners_keep_their_own_workers():
     assert type(in_process.runner).__name__ == "FnApiRunner"
     two = runners.new_pipeline(PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]))
     assert isinstance(two.runner, runners.LocalWorkersFnApiRunner)
+
+
+def test_a_local_run_imports_beam_without_the_connectors_and_any_other_run_with_them():
+    from pipelines.beam_import import runs_locally
+
+    assert runs_locally([]) and runs_locally(["--config", "configs/local.yaml"]) and runs_locally(["--runner=FnApiRunner"])
+    assert runs_locally(["--config=configs/dataflow.yaml", "--runner", "FnApiRunner"])  # the flag wins, as in the launch
+    assert not runs_locally(["--runner=PrismRunner"]) and not runs_locally(["--config=configs/dataflow.yaml"])
+    assert not runs_locally(["--config", "configs/local.yaml", "--runner=DataflowRunner"])
+    assert not runs_locally(["--config", "s3://bucket/run.yaml"]) and not runs_locally(["--config", "missing.yaml"])
+    lean = _modules_after("from pipelines.beam_import import import_lean\nimport_lean()\nimport pipelines.normalize_manifests")
+    assert not {"pandas", "azure.storage.blob", "google.cloud.storage"} & lean
+    full = _modules_after("import pipelines.normalize_manifests")
+    assert {"pandas", "azure.storage.blob", "google.cloud.storage"} <= full
