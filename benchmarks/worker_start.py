@@ -31,6 +31,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipelines.beam_import import SKIPPED_WHILE_BEAM_IMPORTS
+
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("cv2", "PIL", "pycocotools", "label_studio_sdk", "pandas", "scipy", "duckdb", "defusedxml", "matplotlib")
 _HEADER = "import time: self [us] | cumulative | imported package\n"
@@ -49,21 +51,17 @@ def worker_modules(work: Path) -> list[str]:
     if done.returncode != 0:
         raise SystemExit(f"the job failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
     # One header per process: the job, the `sh` wrapper, the worker (the one that imports Beam's worker, not the job's CLI).
-    parts = [p for p in done.stderr.split(_HEADER) if "| apache_beam.runners.worker\n" in p and "pipelines.normalize_manifests" not in p]
+    parts = [p for p in done.stderr.split(_HEADER) if "apache_beam.runners.worker" in p and "pipelines.normalize_manifests" not in p]
     if not parts:
         raise SystemExit("no worker import log found")
-    names, started = [], False
-    for line in parts[-1].splitlines():
-        if not line.startswith("import time:"):
-            continue
-        name = line.split("|", 2)[2]
-        if name.startswith("  "):  # a module imported by another: counted in its parent
-            continue
-        name = name.strip()
-        if name.startswith("apache_beam.runners.worker") and not started:
-            started = True
-            continue
-        if started and not name.startswith("apache_beam") and name not in names:
+    lines = [line.split("|", 2)[2] for line in parts[-1].splitlines() if line.startswith("import time:")]
+    top = [name.strip() for name in lines if not name.startswith("  ")]  # one imported by another is counted in its parent
+    # Beam's worker is imported first (pipelines/sdk_worker_main.py); what follows its last module is the job's.
+    last_beam = max(i for i, name in enumerate(top) if name.startswith("apache_beam.runners.worker"))
+    names = []
+    skipped = lambda name: any(name == s or name.startswith(s + ".") for s in SKIPPED_WHILE_BEAM_IMPORTS)  # noqa: E731 - looked up, reported absent
+    for name in top[last_beam + 1 :]:
+        if not name.startswith("apache_beam") and not skipped(name) and name not in names:
             names.append(name)
     return names
 

@@ -6,7 +6,9 @@ except ImportError`, so Beam works without them. They are about 0.9 of the 1.5 C
 the 230 MB a process spends importing Beam. labelbeam reads and writes through fsspec
 (transforms/storage.py), never through Beam's I/O connectors or its pandas batches, so a process
 that runs the job locally imports Beam while those modules are reported absent (`import_lean`);
-afterwards they are importable again, and whatever needs one imports it as usual.
+afterwards they are importable again, and whatever needs one imports it as usual. pyarrow's
+check for pandas objects is answered in that window too (it would import pandas on the first
+conversion of a Python value).
 
 Who does: the local worker processes (pipelines/sdk_worker_main.py) always, and the job's own
 process when the run is local (`runs_locally`: the FnApiRunner, named or chosen by default).
@@ -53,9 +55,25 @@ def import_lean(module: str = "apache_beam"):
     finder = _SkipOptionalConnectors()
     sys.meta_path.insert(0, finder)
     try:
-        return importlib.import_module(module)
+        imported = importlib.import_module(module)
+        _pyarrow_asks_for_pandas_now()
+        return imported
     finally:
         sys.meta_path.remove(finder)
+
+
+def _pyarrow_asks_for_pandas_now() -> None:
+    """pyarrow imports pandas (0.16 CPU s) the first time it converts a Python value (`pa.scalar`,
+    `fill_null(0)`) only to learn whether the value is a pandas object. Asked while pandas is
+    reported absent, it remembers the answer: no local run hands pyarrow a pandas object. A
+    pyarrow call that needs pandas (`to_pandas`) still imports it then (pyarrow's shim retries)."""
+    try:
+        import pyarrow
+
+        pyarrow.lib._pandas_api.have_pandas  # noqa: B018, SLF001 - pyarrow's Python side asks here
+        pyarrow.array([0])  # and its C++ converter (once per process, pandas.NA and NaT) here
+    except Exception:  # noqa: BLE001 - another pyarrow: it asks when it needs to, as before
+        pass
 
 
 def runs_locally(argv: list[str]) -> bool:

@@ -74,7 +74,8 @@ from pipelines import runners
 
 def seen(_):
     import sys
-    import pyarrow
+    import pyarrow, pyarrow.compute
+    pyarrow.compute.fill_null(pyarrow.array([1.0, None]), 0)  # a conversion of a Python value: pyarrow looks for pandas
     return json.dumps({"argv": sys.orig_argv, "pool": pyarrow.default_memory_pool().backend_name, "skipped": sorted(m for m in ("azure.storage.blob", "google.cloud.storage", "pandas") if m in sys.modules)})
 
 options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=1"])
@@ -102,7 +103,10 @@ def test_modules_skipped_while_beam_imports_are_importable_afterwards():
         "from pipelines.sdk_worker_main import import_beam_worker\n"
         "worker = import_beam_worker()\n"
         "assert callable(worker.main) and 'azure.storage.blob' not in sys.modules and 'pandas' not in sys.modules\n"
+        "import pyarrow\n"
+        "assert pyarrow.array([1, None]).null_count == 1 and 'pandas' not in sys.modules\n"
         "import pandas, google.cloud.storage, apache_beam.io.gcp.gcsio\n"
+        "assert len(pyarrow.table({'a': [1, 2]}).to_pandas()) == 2  # pyarrow still finds pandas when it needs it\n"
     )
     assert {"pandas", "google.cloud.storage", "apache_beam.runners.worker.sdk_worker_main"} <= loaded
 
