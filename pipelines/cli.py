@@ -100,6 +100,10 @@ def main() -> None:
 
         print(version_text())
         sys.exit(0)
+    from pipelines import beam_import
+
+    if beam_import.runs_locally(args):  # no Dataflow, no Beam I/O connector: Beam without them
+        beam_import.import_lean()
     from pipelines.normalize_manifests import run
 
     try:

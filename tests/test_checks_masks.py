@@ -328,3 +328,18 @@ def test_palette_path_agrees_with_the_rgba_path_on_generated_masks(seed, thresho
     colour_maps = [TWO_CLASSES, [{"index": 0, "class_name": "BACKGROUND", "hex_color": "#ffffff"}], None]
     for colour_map in colour_maps:
         assert mc.classify_image(image, colour_map, policy) == mc.classify_pixels(mc.to_rgba(image), colour_map, policy)
+
+
+def test_masks_sharing_a_palette_classify_its_entries_once_and_each_mask_alike():
+    """A dataset's masks share one palette and color map: the entries are classified once
+    (remembered per palette, transparency, map and policy), and every mask still gets the answer
+    of the per-pixel path, whatever was classified before it."""
+    policy = mc.MaskPolicy(alpha_threshold=77, color_tolerance=5)
+    images = [_random_palette_mask(seed) for seed in (2, 4, 8, 10)]  # even seeds: no transparency, one palette
+    before = mc._palette_classes_of.cache_info()
+    for image in images + images:
+        assert mc.classify_image(image, TWO_CLASSES, policy) == mc.classify_pixels(mc.to_rgba(image), TWO_CLASSES, policy)
+    after = mc._palette_classes_of.cache_info()
+    assert after.misses - before.misses == 1 and after.hits - before.hits == 7
+    _, entry_class = mc._palette_classes(images[0], TWO_CLASSES, policy)
+    assert not entry_class.flags.writeable  # shared between threads and masks: never changed in place

@@ -64,3 +64,74 @@ def test_images_masks_and_polygons_still_work_with_their_libraries_imported_on_u
         "assert brush_masks.class_colour(1) == '#1f77b4' and len({brush_masks.class_colour(i) for i in range(1, 256)}) == 255"
     )
     assert {"cv2", "PIL", "pycocotools"} <= loaded
+
+
+_WORKER_PROBE = """
+import json, sys
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from pipelines import runners
+
+def seen(_):
+    import sys
+    import pyarrow, pyarrow.compute
+    pyarrow.compute.fill_null(pyarrow.array([1.0, None]), 0)  # a conversion of a Python value: pyarrow looks for pandas
+    return json.dumps({"argv": sys.orig_argv, "pool": pyarrow.default_memory_pool().backend_name, "skipped": sorted(m for m in ("azure.storage.blob", "google.cloud.storage", "pandas") if m in sys.modules)})
+
+options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=1"])
+with runners.new_pipeline(options) as pipeline:
+    pipeline | beam.Create([0]) | beam.Map(seen) | beam.Map(lambda line, path=sys.argv[1]: open(path, "w").write(line))
+"""
+
+
+def test_local_worker_processes_start_without_the_cloud_connectors_no_stage_uses(tmp_path):
+    """The FnApiRunner's worker processes run pipelines/sdk_worker_main.py: Beam's worker, with
+    Azure, GCS, Pub/Sub and pandas left out of its import (about 1 CPU s a worker), and Arrow's
+    jemalloc pool."""
+    out = tmp_path / "seen.json"
+    done = subprocess.run([sys.executable, "-c", _WORKER_PROBE, str(out)], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(out.read_text())
+    assert seen["argv"][1:] == ["-m", "pipelines.sdk_worker_main"], seen["argv"]
+    assert seen["skipped"] == []
+    if sys.platform.startswith("linux"):  # Arrow's jemalloc pool: less memory held per worker
+        assert seen["pool"] == "jemalloc"
+
+
+def test_modules_skipped_while_beam_imports_are_importable_afterwards():
+    loaded = _modules_after(
+        "from pipelines.sdk_worker_main import import_beam_worker\n"
+        "worker = import_beam_worker()\n"
+        "assert callable(worker.main) and 'azure.storage.blob' not in sys.modules and 'pandas' not in sys.modules\n"
+        "import pyarrow\n"
+        "assert pyarrow.array([1, None]).null_count == 1 and 'pandas' not in sys.modules\n"
+        "import pandas, google.cloud.storage, apache_beam.io.gcp.gcsio\n"
+        "assert len(pyarrow.table({'a': [1, 2]}).to_pandas()) == 2  # pyarrow still finds pandas when it needs it\n"
+    )
+    assert {"pandas", "google.cloud.storage", "apache_beam.runners.worker.sdk_worker_main"} <= loaded
+
+
+def test_other_runners_keep_their_own_workers():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines import runners
+
+    assert runners.BEAM_WORKER_COMMAND == f"{sys.executable} -m apache_beam.runners.worker.sdk_worker_main"
+    in_process = runners.new_pipeline(PipelineOptions(["--runner=FnApiRunner"]))
+    assert type(in_process.runner).__name__ == "FnApiRunner"
+    two = runners.new_pipeline(PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]))
+    assert isinstance(two.runner, runners.LocalWorkersFnApiRunner)
+
+
+def test_a_local_run_imports_beam_without_the_connectors_and_any_other_run_with_them():
+    from pipelines.beam_import import runs_locally
+
+    assert runs_locally([]) and runs_locally(["--config", "configs/local.yaml"]) and runs_locally(["--runner=FnApiRunner"])
+    assert runs_locally(["--config=configs/dataflow.yaml", "--runner", "FnApiRunner"])  # the flag wins, as in the launch
+    assert not runs_locally(["--runner=PrismRunner"]) and not runs_locally(["--config=configs/dataflow.yaml"])
+    assert not runs_locally(["--config", "configs/local.yaml", "--runner=DataflowRunner"])
+    assert not runs_locally(["--config", "s3://bucket/run.yaml"]) and not runs_locally(["--config", "missing.yaml"])
+    lean = _modules_after("from pipelines.beam_import import import_lean\nimport_lean()\nimport pipelines.normalize_manifests")
+    assert not {"pandas", "azure.storage.blob", "google.cloud.storage"} & lean
+    full = _modules_after("import pipelines.normalize_manifests")
+    assert {"pandas", "azure.storage.blob", "google.cloud.storage"} <= full

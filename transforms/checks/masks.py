@@ -14,6 +14,7 @@ Policy (docs/validation.md):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import struct
 import zlib
@@ -181,11 +182,15 @@ def to_rgba(image: Image.Image) -> np.ndarray:
 
 def palette_rgba(image: Image.Image) -> np.ndarray:
     """A palette image's colour table as (256, 4) RGBA, alpha from its tRNS chunk."""
+    return _palette_table(bytes(image.getpalette("RGB") or []), image.info.get("transparency"))
+
+
+def _palette_table(palette: bytes, transparency) -> np.ndarray:
     table = np.zeros((256, 4), np.uint8)
-    palette = np.asarray(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)[:256]
-    table[: len(palette), :3] = palette
+    rgb = np.frombuffer(palette, np.uint8)[: 256 * 3]
+    rgb = rgb[: len(rgb) - len(rgb) % 3].reshape(-1, 3)
+    table[: len(rgb), :3] = rgb
     table[:, 3] = 255
-    transparency = image.info.get("transparency")
     if isinstance(transparency, bytes):
         table[: len(transparency), 3] = np.frombuffer(transparency[:256], np.uint8)
     elif isinstance(transparency, int) and 0 <= transparency < 256:
@@ -235,13 +240,10 @@ def classify_image(
     about what decoding does."""
     if image.mode != "P":
         return classify_pixels(to_rgba(image), color_map, policy)
-    table = palette_rgba(image)
     width, height = image.size
     nonzero_box = image.getbbox()  # around every index but 0
     counts = _index_counts(image, nonzero_box)
-    packed = _pack(table[:, :3])
-    entry_class = _match_colours(packed, *declared_classes(color_map), policy.color_tolerance)
-    entry_class[table[:, 3] < policy.alpha_threshold] = _BACKGROUND_CLASS  # unlabelled entries
+    packed, entry_class = _palette_classes(image, color_map, policy)
     is_foreground = entry_class != _BACKGROUND_CLASS
     foreground = int(counts[is_foreground].sum())
     box = None
@@ -252,6 +254,30 @@ def classify_image(
         else:
             box = image.point(np.where(is_foreground, 255, 0).tolist()).getbbox()
     return _tally_entries(entry_class, packed, counts, color_map, foreground, box, (width, height))
+
+
+def _palette_classes(image: Image.Image, color_map: list[dict] | None, policy: MaskPolicy) -> tuple[np.ndarray, np.ndarray]:
+    """(packed RGB, class) of each of a palette image's 256 entries (alpha below the threshold:
+    background). The masks of a dataset share one palette and one color map, so the answer is
+    remembered per (palette, transparency, color map, policy): about 0.4 ms a mask of numpy
+    calls on 256 entries, taken once."""
+    transparency = image.info.get("transparency")
+    if not isinstance(transparency, (bytes, int)):
+        transparency = None
+    colours = tuple((entry.get("class_name"), entry.get("hex_color")) for entry in color_map or [])
+    return _palette_classes_of(bytes(image.getpalette("RGB") or []), transparency, colours, policy.color_tolerance, policy.alpha_threshold)
+
+
+@functools.lru_cache(maxsize=64)
+def _palette_classes_of(palette: bytes, transparency, colours: tuple, tolerance: int, alpha_threshold: int) -> tuple[np.ndarray, np.ndarray]:
+    table = _palette_table(palette, transparency)
+    color_map = [{"class_name": name, "hex_color": colour} for name, colour in colours]
+    packed = _pack(table[:, :3])
+    entry_class = _match_colours(packed, *declared_classes(color_map), tolerance)
+    entry_class[table[:, 3] < alpha_threshold] = _BACKGROUND_CLASS  # unlabelled entries
+    packed.setflags(write=False)
+    entry_class.setflags(write=False)
+    return packed, entry_class
 
 
 def _index_counts(image: Image.Image, nonzero_box) -> np.ndarray:
@@ -443,9 +469,7 @@ def class_masks(data: bytes, color_map: list[dict] | None, policy: MaskPolicy) -
     with decode(data) as image:
         width, height = image.size
         if image.mode == "P":
-            table = palette_rgba(image)
-            entry_class = _match_colours(_pack(table[:, :3]), classes, background, policy.color_tolerance)
-            entry_class[table[:, 3] < policy.alpha_threshold] = _BACKGROUND_CLASS
+            _, entry_class = _palette_classes(image, color_map, policy)
             pixel_class = entry_class.astype(np.int16)[np.asarray(image)]
         else:
             rgba = to_rgba(image).reshape(-1, 4)
