@@ -1,9 +1,12 @@
 """Ground Truth classification and Lookout for Vision lines from bytes to Arrow, a batch at a time.
 
-A clean batch (no reader failures, no byte order mark, no 20-digit run, no NaN or Infinity
-literal) is parsed in one call by Arrow's C++ JSON reader, and its classification and
-semantic-segmentation attributes are read column by column with pyarrow.compute: no Python
-object per line except the record id, and a Python call per distinct date and image reference.
+A clean batch (no reader failures, no byte order mark) is parsed in one call by Arrow's C++
+JSON reader; one whose numbers orjson would read otherwise (NaN, Infinity, an integer beyond 64
+bits: Arrow gives a non-finite or huge double) is left to the per-line path. Its classification
+and semantic-segmentation attributes are read column by column with pyarrow.compute: no Python
+object per line except the record id's hash, dates in Ground Truth's own spelling cast by Arrow
+(a Python call per distinct date of any other spelling) and a Python call per distinct relative
+image reference.
 
 Arrow cannot see everything a line says: whether a key was absent or null, whether a key was
 written twice in the line, in which order the keys came, or how a string was escaped. Those are
@@ -26,7 +29,6 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from transforms import schema, storage
-from transforms.checks import numbers
 from transforms.dates import cached_timestamp
 from transforms.formats.base import FastPart, FastPath, ParseContext
 from transforms.formats.sagemaker import parse as gt
@@ -37,6 +39,7 @@ _READ_TYPES = [orjson.dumps(t) for t in _TYPES]  # the types above as a line spe
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'  # what orjson escapes in a string; anything else it writes as is
 _PLAIN_KEY = set(map(chr, range(0x20, 0x7F))) - {'"', "\\"}
 _INT32 = 2**31
+_INT64_LIMIT = 2.0**63  # a double this large came from an integer orjson may read otherwise
 _BOM = b"\xef\xbb\xbf"
 _DATE_CACHE_SIZE = 1 << 16
 _JSON_SCALARS = (pa.types.is_string, pa.types.is_int64, pa.types.is_boolean)
@@ -65,17 +68,50 @@ def normalize_block(batch, ctx: ParseContext, dates: dict) -> FastPart | None:
     if len(raws) < MIN_LINES or batch.failures:
         return None
     block = b"\n".join(raws)
-    if block.count(b'"groundtruth/') > sum(block.count(t) for t in _READ_TYPES):
-        return None  # another label type (detection, multi-label) is named: parsing would be wasted
-    if _BOM in block or b"NaN" in block or b"Infinity" in block:  # orjson refuses the last two, Arrow does not
-        return None
-    if numbers.block_might_be_inexact(block):  # maybe INTEGER_TOO_LARGE: a warning the plugin writes
+    if _names_another_type(raws[0]) or _names_another_type(raws[-1]):
+        return None  # another label type (detection, multi-label): parsing would be wasted
+    if not block.isascii() and _BOM in block:
         return None
     try:
         lines = read_block(block, len(raws))
-        return None if lines is None else _Block(batch, ctx, dates, lines, block).build()
+        if lines is None or _has_numbers_orjson_reads_otherwise(lines):
+            return None
+        return _Block(batch, ctx, dates, lines, block).build()
     except (_Refused, pa.ArrowException, UnicodeDecodeError):
         return None
+
+
+def _names_another_type(raw: bytes) -> bool:
+    """Whether a line names a label type this path does not read (a line in the middle of the
+    batch that does is refused by _Block._kind, after the parse)."""
+    return raw.count(b'"groundtruth/') > sum(raw.count(t) for t in _READ_TYPES)
+
+
+def _has_numbers_orjson_reads_otherwise(table: pa.RecordBatch) -> bool:
+    """Whether a number column holds NaN or an infinity, or a float of 2**63 or more.
+
+    Arrow reads the literals NaN and Infinity, which orjson refuses (the line is INVALID_JSON),
+    and an integer beyond the 64-bit range as a double (always at least 2**63 in magnitude),
+    where the plugin warns INTEGER_TOO_LARGE: the batch goes to the per-line path. Checked on
+    the parsed columns, not by scanning the bytes: a string that spells NaN changes nothing."""
+    return any(_unsafe_floats(column) for column in table.columns)
+
+
+def _unsafe_floats(values: pa.Array) -> bool:
+    type_ = values.type
+    if pa.types.is_floating(type_):
+        if values.null_count == len(values):
+            return False
+        finite = pc.is_finite(values)
+        if not pc.all(pc.fill_null(finite, True)).as_py():
+            return True
+        low, high = pc.min_max(values).values()
+        return max(abs(low.as_py()), abs(high.as_py())) >= _INT64_LIMIT
+    if pa.types.is_struct(type_):
+        return any(_unsafe_floats(values.field(i)) for i in range(type_.num_fields))
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return _unsafe_floats(values.flatten())
+    return False
 
 
 def read_block(block: bytes, lines: int) -> pa.RecordBatch | None:
@@ -278,7 +314,7 @@ class _Block:
         return FastPart(rows.record_batch(), taken.tolist(), declined)
 
     def _created_at(self, attributes: list[_Attribute]) -> pa.Array:
-        """creation-date of each line's first attribute, parsed once per distinct text."""
+        """creation-date of each line's first attribute; declines lines with an unreadable one."""
         texts = pa.nulls(self.n, pa.string())
         for attribute in reversed(attributes):
             if "creation-date" in _field_names(attribute.metadata):
@@ -286,15 +322,40 @@ class _Block:
             else:
                 values = pa.nulls(self.n, pa.string())
             texts = pc.if_else(pa.array(attribute.present), values, texts)
-        distinct = pc.unique(texts).drop_null()
-        parsed = [self._parse_date(text) for text in distinct.to_pylist()]
-        bad = pa.array([p is None for p in parsed], pa.bool_())
-        self._require(~_numpy(pc.fill_null(pc.take(bad, pc.index_in(texts, distinct)), False)))
-        stamps = pa.array(parsed, pa.timestamp("ms", tz="UTC"))
-        return pc.take(stamps, pc.index_in(texts, distinct))
+        stamps = parse_dates(texts, self.dates)
+        self._require(~_numpy(pc.and_(texts.is_valid(), stamps.is_null())))
+        return stamps
 
-    def _parse_date(self, text: str):
-        return cached_timestamp(self.dates, text, _DATE_CACHE_SIZE)  # None: INVALID_DATE, an issue the plugin's to write
+
+# creation-date as Ground Truth writes it: ISO 8601, milliseconds, no offset (naive means UTC)
+_ISO_MILLIS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}$"
+_STAMP = pa.timestamp("ms", tz="UTC")
+
+
+def parse_dates(texts: pa.Array, cache: dict) -> pa.Array:
+    """dates.parse_timestamp of each text as timestamp[ms, UTC]; null where the text is null or
+    no date (INVALID_DATE: the plugin's to write).
+
+    The distinct texts spelled as Ground Truth writes them (YYYY-MM-DDTHH:MM:SS.mmm) are cast
+    by Arrow in one call: its ISO parser refuses what fromisoformat refuses in that spelling
+    (month 13, 30 February, hour 24, second 60) and gives the same instant; year 0, which Arrow
+    reads and Python does not, is left out. Any other spelling, or a batch Arrow refuses, is
+    parsed in Python once per distinct text, through `cache`."""
+    distinct = pc.unique(texts).drop_null()
+    quick = _numpy(pc.and_not(pc.match_substring_regex(distinct, _ISO_MILLIS), pc.starts_with(distinct, "0000")))
+    parsed = pa.nulls(len(distinct), _STAMP)
+    if quick.any():
+        try:
+            cast = pc.cast(pc.filter(distinct, quick), pa.timestamp("ms")).cast(_STAMP)
+        except pa.ArrowInvalid:  # a date that does not exist: every text the slow way
+            quick[:] = False
+        else:
+            parsed = pc.replace_with_mask(parsed, pa.array(quick), cast)
+    if not quick.all():
+        slow = pc.filter(distinct, pa.array(~quick)).to_pylist()
+        found = pa.array([cached_timestamp(cache, text, _DATE_CACHE_SIZE) for text in slow], _STAMP)
+        parsed = pc.replace_with_mask(parsed, pa.array(~quick), found)
+    return pc.take(parsed, pc.index_in(texts, distinct))
 
 
 class _Rows:
@@ -312,8 +373,8 @@ class _Rows:
 
     def record_batch(self) -> pa.RecordBatch:
         s, n, batch = schema, self.n, self.batch
-        offsets = [batch.offsets[i] for i in self.taken]
-        lines = [batch.lines[i] for i in self.taken]
+        offsets = _picked(batch.offsets, self.taken)
+        lines = _picked(batch.lines, self.taken)
         labels, label_counts = self._labels()
         has_mask = np.zeros(n, bool)
         for attribute in self.masks:
@@ -334,7 +395,7 @@ class _Rows:
         objects = s.empty_lists(n, "objects")
         issues = s.empty_lists(n, "issues")
         arrays = [
-            pa.array([schema.record_id(batch.uri, o, 0) for o in offsets], pa.string()),
+            schema.record_ids(batch.uri, offsets.tolist()),
             source,
             image,
             pc.dictionary_encode(pa.array(task, pa.string())),
@@ -455,6 +516,12 @@ def resolved(ctx: ParseContext, refs: pa.Array) -> pa.Array:
     resolve, flags = ctx.resolve, _numpy(pc.fill_null(as_written, True))
     values = refs.to_pylist()
     return pa.array([r if flag else resolve(r) for r, flag in zip(values, flags)], pa.string())
+
+
+def _picked(values: list[int], taken: np.ndarray) -> np.ndarray:
+    """values[i] for each i in `taken` (all of them, in order, most of the time)."""
+    values = np.asarray(values, np.int64)
+    return values if len(taken) == len(values) else values[taken]
 
 
 def _in_order(raw: bytes, first: bytes, second: bytes) -> bool:
