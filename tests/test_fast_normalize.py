@@ -335,6 +335,20 @@ def test_creation_dates_cast_by_arrow_equal_the_plugin(dates):
         lines.append(orjson.dumps(line))
     assert assert_same(_batches("/x.manifest", "sagemaker", lines, batch_lines=100)).get("arrow", 0) > 0
 
+
+def test_an_attribute_every_line_has_after_one_only_some_have():
+    """extra's separators: the mask attribute first where a line has it, the label in every line."""
+    rng = random.Random(6)
+    lines = []
+    for i in range(1, 41):
+        line = lookout_line(i, rng)
+        first = {k: v for k, v in line.items() if "mask" in k}
+        rest = {k: v for k, v in line.items() if "mask" not in k and k != "source-ref"}
+        lines.append(orjson.dumps({"source-ref": line["source-ref"], **first, **rest}))
+    lines.sort(key=lambda raw: b"mask" not in raw)  # Arrow's columns in the order they first appear
+    assert b"mask" in lines[0] and b"mask" not in lines[-1]
+    assert assert_same(_batches("/x.manifest", "sagemaker", lines, batch_lines=100)).get("arrow", 0) == 40
+
 # -- every fast path, every shape it claims ----------------------------------------------------
 
 _ESCAPED = ['quote " inside', "back\\slash", "new\nline", "tab\there", "\u0000", "a\u001fb", "\u2028", "slash/ed"]

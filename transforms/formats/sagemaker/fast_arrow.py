@@ -487,24 +487,35 @@ class _Rows:
         )
 
     def _extra(self) -> pa.Array:
-        """dumps_extra({"sagemaker": {"attributes": [...]}}), spelled out column by column."""
+        """dumps_extra({"sagemaker": {"attributes": [...]}}), spelled out column by column.
+
+        The text is written in one pass (one binary_join_element_wise of constants and
+        columns); an attribute only some lines have is spelled first on its own, null where a
+        line lacks it, then joined in with a separator where an entry comes before it."""
+        n = self.n
         if not self.attributes:
-            return pa.nulls(self.n, pa.string())
-        label_index = np.zeros(self.n, np.int64)
-        entries = []
+            return pa.nulls(n, pa.string())
+        label_index = np.zeros(n, np.int64)
+        earlier = np.zeros(n, bool)  # lines with an entry written before this attribute's
+        pieces: list = ['{"sagemaker":{"attributes":[']
         for attribute in self.attributes:
-            rest = _rest_json(attribute)
+            present = attribute.present
             name = orjson.dumps(attribute.name).decode()
             if attribute.kind == gt.CLASSIFICATION:
-                parts = ['{"kind":"classification","labels":[', pa.array(label_index).cast(pa.string()), '],"metadata":',
-                         rest, ',"name":', name, ',"objects":[],"value":', _json_scalar(attribute.value), "}"]
-                label_index = label_index + attribute.present
+                entry = ['{"kind":"classification","labels":[', pa.array(label_index).cast(pa.string()), '],"metadata":',
+                         *_rest_pieces(attribute), ',"name":' + name + ',"objects":[],"value":', *_json_pieces(attribute.value), "}"]
+                label_index = label_index + present
             else:
-                parts = ['{"kind":"mask","labels":[],"metadata":', rest, ',"name":', name, ',"objects":[]}']
-            entry = _concat(parts)
-            entries.append(pc.if_else(pa.array(attribute.present), entry, pa.scalar(None, pa.string())))
-        joined = _join_skipping_nulls(entries, ",")
-        extra = _concat(['{"sagemaker":{"attributes":[', joined, "]}}"])
+                entry = ['{"kind":"mask","labels":[],"metadata":', *_rest_pieces(attribute), ',"name":' + name + ',"objects":[]}']
+            if present.all():
+                pieces += ([","] if earlier.all() else [_gated(",", earlier)]) if earlier.any() else []
+                pieces += entry
+            elif present.any():
+                pieces += [_gated(",", earlier & present), _join([_gated("", present), *entry], n)]
+            earlier |= present
+        extra = _join([*pieces, "]}}"], n, null_handling="replace", null_replacement="")
+        if self.any_present.all():
+            return extra
         return pc.if_else(pa.array(self.any_present), extra, pa.scalar(None, pa.string()))
 
 
@@ -537,32 +548,63 @@ def _rest_names(attribute: _Attribute) -> list[str]:
     return sorted(name for name in _field_names(attribute.metadata) if name not in kept)
 
 
-def _rest_json(attribute: _Attribute):
-    """The JSON object of the fields without a column; a field a line lacks is left out.
+def _rest_pieces(attribute: _Attribute) -> list:
+    """The JSON object of the fields without a column, as pieces for _join (constants and
+    columns); a field a line lacks is left out.
 
     A field with one value in every line that has the attribute (a job name, a type) is
     spelled once, by orjson, instead of once per line."""
     names = _rest_names(attribute)
     if not names:
-        return "{}"
+        return ["{}"]
     present = pa.array(attribute.present)
-    pieces, nullable = [], False
+    fields, nullable = [], False
     for name in names:
         key = orjson.dumps(name).decode() + ":"
-        values = pc.filter(attribute.metadata.field(name), present)
+        column = attribute.metadata.field(name)
+        values = pc.filter(column, present)
         if values.null_count == 0 and len(values) and pc.count_distinct(values).as_py() == 1:
-            pieces.append(key + orjson.dumps(values[0].as_py()).decode())
+            fields.append([key + orjson.dumps(values[0].as_py()).decode()])
         else:
             nullable = nullable or values.null_count > 0
-            pieces.append(_concat([key, _json_scalar(attribute.metadata.field(name))]))
+            fields.append([key, *_json_pieces(column)])
     if not nullable:
-        parts = ["{"]
-        for i, piece in enumerate(pieces):
-            parts += ["," if i else "", piece]
-        return _concat(parts + ["}"])
+        pieces = ["{"]
+        for i, field in enumerate(fields):
+            pieces += ([","] if i else []) + field
+        return pieces + ["}"]
     n = len(attribute.metadata)
-    arrays = [pa.array([p] * n, pa.string()) if isinstance(p, str) else p for p in pieces]
-    return _concat(["{", _join_skipping_nulls(arrays, ","), "}"])
+    arrays = [_join(field, n) for field in fields]
+    return [_concat(["{", _join_skipping_nulls(arrays, ","), "}"])]
+
+
+def _json_pieces(values: pa.Array) -> list:
+    """The JSON text of strings (known to need no escape), 64-bit integers and booleans, as
+    pieces for _join: a string column between two quotes."""
+    return ['"', values, '"'] if values.type == pa.string() else [_json_scalar(values)]
+
+
+def _join(pieces: list, n: int, **options) -> pa.Array:
+    """Element-wise concatenation of `pieces` (constant strings and string columns of `n`
+    rows), adjacent constants merged first; null where a column is (unless `options` say)."""
+    merged: list = []
+    for piece in pieces:
+        if isinstance(piece, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    if not any(isinstance(piece, (pa.Array, pa.ChunkedArray)) for piece in merged):
+        merged.append(_gated("", np.ones(n, bool)))
+    return pc.binary_join_element_wise(*[pa.scalar(p) if isinstance(p, str) else p for p in merged], "", **options)
+
+
+def _gated(text: str, where: np.ndarray) -> pa.Array:
+    """`text` where `where` is true, null elsewhere."""
+    valid = None if where.all() else pa.py_buffer(np.packbits(where, bitorder="little"))
+    n = len(where)
+    if not text:
+        return pa.Array.from_buffers(pa.string(), n, [valid, pa.py_buffer(np.zeros(n + 1, np.int32)), pa.py_buffer(b"")])
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32), mask=~where), pa.array([text])).cast(pa.string())
 
 
 def _json_scalar(values: pa.Array) -> pa.Array:
