@@ -43,6 +43,7 @@ _INT64_LIMIT = 2.0**63  # a double this large came from an integer orjson may re
 _BOM = b"\xef\xbb\xbf"
 _DATE_CACHE_SIZE = 1 << 16
 _JSON_SCALARS = (pa.types.is_string, pa.types.is_int64, pa.types.is_boolean)
+_TASKS = ("semantic_segmentation", "multilabel_classification", "classification", "unlabeled")
 
 
 class _Refused(Exception):
@@ -284,7 +285,10 @@ class _Block:
     def _check_source_ref(self) -> None:
         ref = self.table.column(gt.SOURCE_REF)
         # a first character that is printable ASCII and not a space: valid and not blank
-        self._require(_numpy(pc.fill_null(pc.match_substring_regex(ref, r"^[!-~]"), False)))
+        offsets, data = _string_buffers(ref)
+        lengths = np.diff(offsets)
+        first = data[np.minimum(offsets[:-1], max(len(data) - 1, 0))] if len(data) else np.zeros(len(ref), np.uint8)
+        self._require(_numpy(ref.is_valid()) & (lengths > 0) & (first >= 0x21) & (first <= 0x7E))
 
     # -- build ------------------------------------------------------------------------------
 
@@ -327,8 +331,11 @@ class _Block:
         return stamps
 
 
-# creation-date as Ground Truth writes it: ISO 8601, milliseconds, no offset (naive means UTC)
-_ISO_MILLIS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}$"
+# creation-date as Ground Truth writes it: ISO 8601, milliseconds, no offset (naive means UTC):
+# YYYY-MM-DDTHH:MM:SS.mmm, its separators at these positions and digits everywhere else
+_ISO_MILLIS_SEPARATORS = {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: "."}
+_ISO_MILLIS_LENGTH = 23
+_ISO_MILLIS_DIGITS = [i for i in range(_ISO_MILLIS_LENGTH) if i not in _ISO_MILLIS_SEPARATORS]
 _STAMP = pa.timestamp("ms", tz="UTC")
 
 
@@ -336,26 +343,51 @@ def parse_dates(texts: pa.Array, cache: dict) -> pa.Array:
     """dates.parse_timestamp of each text as timestamp[ms, UTC]; null where the text is null or
     no date (INVALID_DATE: the plugin's to write).
 
-    The distinct texts spelled as Ground Truth writes them (YYYY-MM-DDTHH:MM:SS.mmm) are cast
-    by Arrow in one call: its ISO parser refuses what fromisoformat refuses in that spelling
-    (month 13, 30 February, hour 24, second 60) and gives the same instant; year 0, which Arrow
-    reads and Python does not, is left out. Any other spelling, or a batch Arrow refuses, is
-    parsed in Python once per distinct text, through `cache`."""
-    distinct = pc.unique(texts).drop_null()
-    quick = _numpy(pc.and_not(pc.match_substring_regex(distinct, _ISO_MILLIS), pc.starts_with(distinct, "0000")))
-    parsed = pa.nulls(len(distinct), _STAMP)
-    if quick.any():
+    Texts spelled as Ground Truth writes them (YYYY-MM-DDTHH:MM:SS.mmm, found with numpy on the
+    column's bytes) are cast by Arrow in one call: its ISO parser refuses what fromisoformat
+    refuses in that spelling (month 13, 30 February, hour 24, second 60) and gives the same
+    instant; year 0, which Arrow reads and Python does not, is left out. Any other spelling, or
+    a batch Arrow refuses, is parsed in Python once per distinct text, through `cache`."""
+    quick = _iso_millis(texts)
+    parsed = None
+    if quick.all():
         try:
-            cast = pc.cast(pc.filter(distinct, quick), pa.timestamp("ms")).cast(_STAMP)
+            return pc.cast(texts, pa.timestamp("ms")).cast(_STAMP)
         except pa.ArrowInvalid:  # a date that does not exist: every text the slow way
             quick[:] = False
+    elif quick.any():
+        try:
+            cast = pc.cast(pc.filter(texts, quick), pa.timestamp("ms")).cast(_STAMP)
+        except pa.ArrowInvalid:
+            quick[:] = False
         else:
-            parsed = pc.replace_with_mask(parsed, pa.array(quick), cast)
-    if not quick.all():
-        slow = pc.filter(distinct, pa.array(~quick)).to_pylist()
-        found = pa.array([cached_timestamp(cache, text, _DATE_CACHE_SIZE) for text in slow], _STAMP)
-        parsed = pc.replace_with_mask(parsed, pa.array(~quick), found)
-    return pc.take(parsed, pc.index_in(texts, distinct))
+            parsed = pc.replace_with_mask(pa.nulls(len(texts), _STAMP), pa.array(quick), cast)
+    slow = _numpy(texts.is_valid()) & ~quick
+    if not slow.any():
+        return parsed if parsed is not None else pa.nulls(len(texts), _STAMP)
+    rest = pc.filter(texts, pa.array(slow))
+    distinct = pc.unique(rest)
+    found = pa.array([cached_timestamp(cache, text, _DATE_CACHE_SIZE) for text in distinct.to_pylist()], _STAMP)
+    stamps = pc.take(found, pc.index_in(rest, distinct))
+    return pc.replace_with_mask(parsed if parsed is not None else pa.nulls(len(texts), _STAMP), pa.array(slow), stamps)
+
+
+def _iso_millis(texts: pa.Array) -> np.ndarray:
+    """Per row: the text is YYYY-MM-DDTHH:MM:SS.mmm with a year other than 0000."""
+    n = len(texts)
+    offsets, data = _string_buffers(texts)
+    candidates = np.flatnonzero((np.diff(offsets) == _ISO_MILLIS_LENGTH) & _numpy(texts.is_valid()))
+    quick = np.zeros(n, bool)
+    if not len(candidates):
+        return quick
+    chars = data[offsets[candidates, None] + np.arange(_ISO_MILLIS_LENGTH)]
+    digits = chars[:, _ISO_MILLIS_DIGITS]
+    ok = ((digits >= ord("0")) & (digits <= ord("9"))).all(axis=1)
+    for position, separator in _ISO_MILLIS_SEPARATORS.items():
+        ok &= chars[:, position] == ord(separator)
+    ok &= (chars[:, :4] != ord("0")).any(axis=1)
+    quick[candidates] = ok
+    return quick
 
 
 class _Rows:
@@ -389,16 +421,14 @@ class _Rows:
              pa.nulls(n, pa.string())],
             fields=list(s.IMAGE),
         )
-        task = np.where(has_mask, "semantic_segmentation",
-                        np.where(label_counts > 1, "multilabel_classification",
-                                 np.where(label_counts == 1, "classification", "unlabeled")))
+        task = np.select([has_mask, label_counts > 1, label_counts == 1], [0, 1, 2], 3)
         objects = s.empty_lists(n, "objects")
         issues = s.empty_lists(n, "issues")
         arrays = [
             schema.record_ids(batch.uri, offsets.tolist()),
             source,
             image,
-            pc.dictionary_encode(pa.array(task, pa.string())),
+            _dictionary_in_first_seen_order(task, _TASKS),
             s.constant_dictionary(n, "ground_truth"),
             labels,
             objects,
@@ -529,6 +559,27 @@ def resolved(ctx: ParseContext, refs: pa.Array) -> pa.Array:
     return pa.array([r if flag else resolve(r) for r, flag in zip(values, flags)], pa.string())
 
 
+def _dictionary_in_first_seen_order(codes: np.ndarray, names: tuple[str, ...]) -> pa.DictionaryArray:
+    """names[code] of each row, dictionary-encoded as pc.dictionary_encode does it (the
+    dictionary in the order values first occur), from integer codes."""
+    seen, first = np.unique(codes, return_index=True)
+    order = seen[np.argsort(first)]
+    position = np.zeros(len(names), np.int32)
+    position[order] = np.arange(len(order), dtype=np.int32)
+    return pa.DictionaryArray.from_arrays(pa.array(position[codes]), pa.array([names[i] for i in order], pa.string()))
+
+
+def _string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, bytes) of a string column as numpy views: offsets[i]:offsets[i + 1] is row
+    i's text in the bytes (empty for a null row)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    buffers = values.buffers()
+    offsets = np.frombuffer(buffers[1], np.int32, len(values) + 1, values.offset * 4).astype(np.int64)
+    data = np.frombuffer(buffers[2], np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    return offsets, data
+
+
 def _picked(values: list[int], taken: np.ndarray) -> np.ndarray:
     """values[i] for each i in `taken` (all of them, in order, most of the time)."""
     values = np.asarray(values, np.int64)
@@ -563,7 +614,7 @@ def _rest_pieces(attribute: _Attribute) -> list:
         key = orjson.dumps(name).decode() + ":"
         column = attribute.metadata.field(name)
         values = pc.filter(column, present)
-        if values.null_count == 0 and len(values) and pc.count_distinct(values).as_py() == 1:
+        if values.null_count == 0 and len(values) and pc.all(pc.equal(values, values[0])).as_py():
             fields.append([key + orjson.dumps(values[0].as_py()).decode()])
         else:
             nullable = nullable or values.null_count > 0
