@@ -298,6 +298,58 @@ def test_a_batch_with_an_integer_beyond_64_bits_keeps_its_warning():
     assert_same(_batches("/x.manifest", "sagemaker", lines, batch_lines=100))
 
 
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"18446744073709551616", b"-9223372036854775809",
+                                    b"9223372036854775808", b"123456789012345678901234567", b"1e19"])
+@pytest.mark.parametrize("where", [rb'"confidence":[0-9.]+', rb'"anomaly-label":[01]', rb'"confidence":0\.0\}'])
+def test_numbers_orjson_reads_otherwise_leave_the_arrow_path_equal(number, where):
+    """NaN / Infinity literals and integers beyond 64 bits, in a value, a metadata field or a
+    colour map: the batch the Arrow reader parsed anyway ends up as the plugin's."""
+    rng = random.Random(3)
+    lines = [orjson.dumps(lookout_line(i, rng)) for i in range(1, 41)]
+    with_mask = [i for i, line in enumerate(lines) if b"internal-color-map" in line]
+    target = with_mask[1] if b"0\\." in where else 7
+    lines[target] = re.sub(where, lambda m: m.group().split(b":")[0] + b":" + number + (b"}" if m.group().endswith(b"}") else b""), lines[target], count=1)
+    assert assert_same(_batches("/x.manifest", "sagemaker", lines, batch_lines=100)).get("arrow", 0) == 0
+
+
+def test_strings_that_spell_nan_or_long_digits_stay_on_the_arrow_path():
+    rng = random.Random(4)
+    lines = [orjson.dumps(lookout_line(i, rng)) for i in range(1, 41)]
+    lines[3] = lines[3].replace(b'"labeling-job/synthetic"', b'"NaN Infinity 123456789012345678901234567"')
+    assert assert_same(_batches("/x.manifest", "sagemaker", lines, batch_lines=100)).get("arrow", 0) == 40
+
+
+@pytest.mark.parametrize("dates", [
+    ["2023-02-11T10:01:00.001", "2024-02-29T23:59:59.999", "0001-01-01T00:00:00.000", "9999-12-31T23:59:59.999"],
+    ["2023-02-11T10:01:00.001", "2023-02-30T10:01:00.001"],  # a day that does not exist: INVALID_DATE
+    ["2023-02-11T10:01:00.001", "2023-02-11T24:00:00.000", "2023-12-31T23:59:60.000", "0000-01-01T00:00:00.000"],
+    ["2023-02-11T10:01:00.001", "Mon Aug 22 2022 13:52:52 GMT-0700 (Pacific Daylight Time)", "2023-02-11T10:01:00",
+     "2023-02-11 10:01:00.001", "2023-02-11T10:01:00.001500", "2023-02-11T10:01:00.001Z", "2023-02-11T10:01:00.001+02:00"],
+])
+def test_creation_dates_cast_by_arrow_equal_the_plugin(dates):
+    rng = random.Random(5)
+    lines = []
+    for i in range(1, 41):
+        line = lookout_line(i, rng)
+        line["anomaly-label-metadata"]["creation-date"] = dates[i % len(dates)]
+        lines.append(orjson.dumps(line))
+    assert assert_same(_batches("/x.manifest", "sagemaker", lines, batch_lines=100)).get("arrow", 0) > 0
+
+
+def test_an_attribute_every_line_has_after_one_only_some_have():
+    """extra's separators: the mask attribute first where a line has it, the label in every line."""
+    rng = random.Random(6)
+    lines = []
+    for i in range(1, 41):
+        line = lookout_line(i, rng)
+        first = {k: v for k, v in line.items() if "mask" in k}
+        rest = {k: v for k, v in line.items() if "mask" not in k and k != "source-ref"}
+        lines.append(orjson.dumps({"source-ref": line["source-ref"], **first, **rest}))
+    lines.sort(key=lambda raw: b"mask" not in raw)  # Arrow's columns in the order they first appear
+    assert b"mask" in lines[0] and b"mask" not in lines[-1]
+    assert assert_same(_batches("/x.manifest", "sagemaker", lines, batch_lines=100)).get("arrow", 0) == 40
+
 # -- every fast path, every shape it claims ----------------------------------------------------
 
 _ESCAPED = ['quote " inside', "back\\slash", "new\nline", "tab\there", "\u0000", "a\u001fb", "\u2028", "slash/ed"]

@@ -376,15 +376,22 @@ def outside_roots(uris: pa.Array, manifests: pa.Array, allowed_roots: tuple[str,
     if allowed_roots is None or n == 0:
         return np.zeros(n, bool)
     dotted = pc.match_substring_regex(uris, _DOT_SEGMENT)
-    objects = pc.and_(pc.match_substring_regex(uris, _PLAIN_OBJECT_URL), pc.invert(dotted)).fill_null(False)
-    local = pc.and_(pc.match_substring_regex(uris, _PLAIN_LOCAL_PATH), pc.invert(dotted)).fill_null(False)
-    if not (pc.any(objects).as_py() or pc.any(local).as_py()):
+    objects = pc.and_(pc.match_substring_regex(uris, _PLAIN_OBJECT_URL), pc.invert(dotted)).fill_null(False).to_numpy(zero_copy_only=False)
+    local = pc.and_(pc.match_substring_regex(uris, _PLAIN_LOCAL_PATH), pc.invert(dotted)).fill_null(False).to_numpy(zero_copy_only=False)
+    candidates = np.flatnonzero(objects | local)  # the rows decided here: the rest are not looked at again
+    if not len(candidates):
         return np.zeros(n, bool)
-    parts = pc.extract_regex(pc.if_else(objects, uris, pa.scalar("x://")), r"^(?P<scheme>[a-z0-9]+)://(?P<path>.*)$")
-    schemes, paths = pc.struct_field(parts, "scheme"), pc.struct_field(parts, "path")
-    resolved = _resolved_paths(pc.if_else(local, uris, pa.scalar("/x")))
+    if len(candidates) < n:
+        keep = pa.array(candidates)
+        uris, manifests, objects, local = uris.take(keep), manifests.take(keep), objects[candidates], local[candidates]
+    within = np.zeros(len(candidates), bool)
+    schemes = paths = resolved = None
+    if objects.any():
+        parts = pc.extract_regex(pc.if_else(pa.array(objects), uris, pa.scalar("x://")), r"^(?P<scheme>[a-z0-9]+)://(?P<path>.*)$")
+        schemes, paths = pc.struct_field(parts, "scheme"), pc.struct_field(parts, "path")
+    if local.any():
+        resolved = _resolved_paths(pc.if_else(pa.array(local), uris, pa.scalar("/x")))
     encoded = pc.dictionary_encode(pc.fill_null(manifests, ""))
-    within = np.zeros(n, bool)
     which = encoded.indices.to_numpy(zero_copy_only=False)
     for index, manifest in enumerate(encoded.dictionary.to_pylist()):
         own = storage.default_root(manifest)
@@ -394,16 +401,19 @@ def outside_roots(uris: pa.Array, manifests: pa.Array, allowed_roots: tuple[str,
             if normal is None:
                 continue
             if normal[0] == "file":
-                within[rows] |= _under(resolved, normal[1])[rows]
-            else:
+                if resolved is not None:
+                    within[rows] |= _under(resolved, normal[1])[rows]
+            elif schemes is not None:
                 same = pc.is_in(schemes, value_set=pa.array([s for s, alias in _OBJECT_SCHEMES.items() if alias == normal[0]], pa.string()))
                 within[rows] |= (same.fill_null(False).to_numpy(zero_copy_only=False) & _under(paths, normal[1]))[rows]
-    objects_out = objects.to_numpy(zero_copy_only=False) & ~within
-    local_out = local.to_numpy(zero_copy_only=False) & ~within
+    objects_out = objects & ~within
+    local_out = local & ~within
     for row in np.flatnonzero(local_out):  # a symlinked file resolves on its own: FileChecker's
-        if os.path.islink(uris[row].as_py()):
+        if os.path.islink(uris[int(row)].as_py()):
             local_out[row] = False
-    return objects_out | local_out
+    decided = np.zeros(n, bool)
+    decided[candidates] = objects_out | local_out
+    return decided
 
 
 def _resolved_paths(paths: pa.Array) -> pa.Array:
@@ -424,11 +434,11 @@ def _under(paths: pa.Array, prefix: str) -> np.ndarray:
     return inside.fill_null(False).to_numpy(zero_copy_only=False)
 
 
-def decided_without_opening(batch: pa.RecordBatch, config: FileCheckConfig) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
-    """Rows of `batch` (all of them reference a file to check) that open nothing: every
-    reference they would open is outside the allowed roots, and no brush RLE waits to be
-    measured. Returns (that row mask, their findings as (row, code, message)), the findings
-    in FileChecker's order (image, then mask) with its messages."""
+def decided_without_opening(batch: pa.RecordBatch, config: FileCheckConfig) -> tuple[np.ndarray, judging.Findings]:
+    """Rows of `batch` that open nothing: every reference they would open is outside the
+    allowed roots (or absent), and no brush RLE waits to be measured. Returns (that row mask,
+    their findings), the findings in FileChecker's order (image, then mask) with its messages,
+    as columns."""
     n = batch.num_rows
     manifests = pc.struct_field(batch.column("source"), "uri")
     refs = []
@@ -439,31 +449,37 @@ def decided_without_opening(batch: pa.RecordBatch, config: FileCheckConfig) -> t
     decided = np.ones(n, bool)
     outside = []
     for uris in refs:
-        out = outside_roots(uris, manifests, config.allowed_roots)
-        decided &= out | ~pc.is_valid(uris).to_numpy(zero_copy_only=False)
+        valid = pc.is_valid(uris).to_numpy(zero_copy_only=False)
+        out = outside_roots(uris, manifests, config.allowed_roots) if valid.any() else np.zeros(n, bool)
+        decided &= out | ~valid
         outside.append((uris, out))
     if config.settings.masks and decided.any():
         objects = batch.column("objects")
         flat = pc.list_flatten(objects)
-        unmeasured = pc.and_(pc.is_valid(pc.struct_field(flat, "mask_rle")), pc.is_null(pc.struct_field(flat, "area")))
-        decided[pc.filter(pc.list_parent_indices(objects), unmeasured).to_numpy()] = False
-    found: list[tuple[int, str, str]] = []
+        if len(flat):
+            unmeasured = pc.and_(pc.is_valid(pc.struct_field(flat, "mask_rle")), pc.is_null(pc.struct_field(flat, "area")))
+            decided[pc.filter(pc.list_parent_indices(objects), unmeasured).to_numpy()] = False
+    found = judging.Findings.of([])
     if not decided.any():
         return decided, found
     for uris, out in outside:
         rows = np.flatnonzero(decided & out)
-        messages = pc.binary_join_element_wise(pc.take(uris, pa.array(rows)), OUTSIDE_ROOTS_HINT, "").to_pylist()
-        found.extend((int(row), errors.REFERENCE_OUTSIDE_ROOTS, message) for row, message in zip(rows, messages))
-    found.sort(key=lambda f: f[0])  # stable: a row's image finding stays before its mask finding
-    return decided, found
+        if len(rows):
+            messages = pc.binary_join_element_wise(pc.take(uris, pa.array(rows)), OUTSIDE_ROOTS_HINT, "")
+            codes = pa.repeat(pa.scalar(errors.REFERENCE_OUTSIDE_ROOTS, pa.string()), len(rows))
+            found = found + judging.Findings(rows.astype(np.int64), codes, messages)
+    return decided, found.sorted()  # stable: a row's image finding stays before its mask finding
 
 
-def unvalidated_masks(batch: pa.RecordBatch) -> pa.RecordBatch:
+def unvalidated_masks(batch: pa.RecordBatch, rows: np.ndarray | None = None) -> pa.RecordBatch:
     """`batch` with mask.validated False where a mask is referenced (what FileChecker sets on a
-    mask it may not open)."""
+    mask it may not open), on the rows of the `rows` mask (all when None)."""
     column = batch.column("mask")
     index = column.type.get_field_index("validated")
-    flags = pc.if_else(pc.is_valid(pc.struct_field(column, "uri")), pa.scalar(False), column.field(index))
+    referenced = pc.is_valid(pc.struct_field(column, "uri"))
+    if rows is not None:
+        referenced = pc.and_(referenced, pa.array(rows))
+    flags = pc.if_else(referenced, pa.scalar(False), column.field(index))
     children = [flags if i == index else column.field(i) for i in range(column.type.num_fields)]
     rebuilt = pa.StructArray.from_arrays(children, fields=list(column.type), mask=column.is_null())
     return batch.set_column(batch.schema.get_field_index("mask"), batch.schema.field("mask"), rebuilt)
@@ -502,31 +518,27 @@ class BatchFileChecker:
         self.strict = judging.with_errors(config.profile, errors.INTERNAL_ERROR)
 
     def check(self, batch: pa.RecordBatch) -> BatchOutcome:
-        work = rows_with_files(batch, self.config)
-        busy = pc.indices_nonzero(work)
-        if len(busy) == 0:
+        """Rows in their input order: rows without files as they are, rows decided in Arrow
+        with their findings (no row copied, no tuple per finding), the rest opened by the pool
+        and put back in their places."""
+        work = rows_with_files(batch, self.config).to_numpy(zero_copy_only=False)
+        if not work.any():
             return BatchOutcome([batch], [], {})
-        taken = batch.take(busy)
-        decided, found = decided_without_opening(taken, self.config)
-        opened = np.flatnonzero(~decided)
-        checked, validated = taken, 0
+        decided, found = decided_without_opening(batch, self.config)
+        found = judging.Findings.of(found)
+        opened = np.flatnonzero(work & ~decided)
+        checked, validated = batch, 0
         if len(opened):
-            pooled, more, validated = self._open(taken.take(pa.array(opened)))
-            found += [(int(opened[i]), code, message) for i, code, message in more]
-            checked = _placed(taken, ~decided, pooled)
-        if decided.all() and self.config.settings.masks:  # the common case: nothing to place
-            checked = unvalidated_masks(taken)
-        elif decided.any() and self.config.settings.masks:
-            checked = _placed(checked, decided, unvalidated_masks(taken.filter(pa.array(decided))))
-        counts: dict[str, int] = {}
-        for _, code, _ in found:
-            counts[code] = counts.get(code, 0) + 1
+            pooled, more, validated = self._open(batch.take(pa.array(opened)))
+            found = (found + judging.Findings.of([(int(opened[i]), code, message) for i, code, message in more])).sorted()
+            checked = _placed(batch, work & ~decided, pooled)
+        if self.config.settings.masks and (work & decided).any():
+            checked = unvalidated_masks(checked, work & decided)
+        counts = found.counts()
         if validated:
             counts["masks_validated"] = validated
-        kept, letters = judging.judge(checked, self.strict, sorted(found, key=lambda f: f[0]), self.stage)
-        passed = batch.filter(pc.invert(work))
-        out = pa.Table.from_batches([passed, kept], schema.SCHEMA).combine_chunks().to_batches()
-        return BatchOutcome([piece for piece in out if piece.num_rows], letters, counts)
+        kept, letters = judging.judge(checked, self.strict, found, self.stage)
+        return BatchOutcome([kept] if kept.num_rows else [], letters, counts)
 
     def _open(self, taken: pa.RecordBatch) -> tuple[pa.RecordBatch, list[tuple[int, str, str]], int]:
         """The pool's part: rows as dicts (only the columns read), checked concurrently."""

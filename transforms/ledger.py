@@ -51,7 +51,11 @@ def rows_by_file(batch: pa.RecordBatch) -> dict[str, int]:
     """Rows of a canonical batch per source file (columnar)."""
     if batch.num_rows == 0:
         return {}
-    counted = pc.value_counts(pc.struct_field(batch.column("source"), "uri"))
+    uris = pc.struct_field(batch.column("source"), "uri")
+    first = uris[0]
+    if uris.null_count == 0 and pc.all(pc.equal(uris, first)).as_py():  # a batch is one file's, most of the time
+        return {first.as_py() or "": batch.num_rows}
+    counted = pc.value_counts(uris)
     return {item["values"].as_py() or "": item["counts"].as_py() for item in counted}
 
 

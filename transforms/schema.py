@@ -179,6 +179,26 @@ def record_id(uri: str, offset: int, index: int) -> str:
     return digest.hexdigest()
 
 
+def record_ids(uri: str, offsets: Iterable[int], index: int = 0) -> pa.Array:
+    """record_id(uri, offset, index) of each offset, as one string column.
+
+    The same digests: the hash of the shared prefix is computed once and copied per offset,
+    and the hex text of all of them is one buffer sliced every 24 characters (no Python
+    string per record)."""
+    copy = hashlib.blake2b(f"{uri}\x00".encode(), digest_size=12).copy
+    suffix = f"\x00{index}".encode()
+
+    def digest(offset: int) -> bytes:
+        state = copy()
+        state.update(b"%d%b" % (offset, suffix))
+        return state.digest()
+
+    hexed = b"".join(map(digest, offsets)).hex().encode()
+    n = len(hexed) // 24
+    ends = np.arange(0, 24 * n + 1, 24, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(ends), pa.py_buffer(hexed)])
+
+
 def rows_to_batch(rows: Iterable[dict]) -> pa.RecordBatch:
     """Canonical row dicts -> one RecordBatch of SCHEMA (missing keys become null)."""
     return pa.RecordBatch.from_pylist(list(rows), schema=SCHEMA)

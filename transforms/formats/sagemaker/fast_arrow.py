@@ -1,9 +1,12 @@
 """Ground Truth classification and Lookout for Vision lines from bytes to Arrow, a batch at a time.
 
-A clean batch (no reader failures, no byte order mark, no 20-digit run, no NaN or Infinity
-literal) is parsed in one call by Arrow's C++ JSON reader, and its classification and
-semantic-segmentation attributes are read column by column with pyarrow.compute: no Python
-object per line except the record id, and a Python call per distinct date and image reference.
+A clean batch (no reader failures, no byte order mark) is parsed in one call by Arrow's C++
+JSON reader; one whose numbers orjson would read otherwise (NaN, Infinity, an integer beyond 64
+bits: Arrow gives a non-finite or huge double) is left to the per-line path. Its classification
+and semantic-segmentation attributes are read column by column with pyarrow.compute: no Python
+object per line except the record id's hash, dates in Ground Truth's own spelling cast by Arrow
+(a Python call per distinct date of any other spelling) and a Python call per distinct relative
+image reference.
 
 Arrow cannot see everything a line says: whether a key was absent or null, whether a key was
 written twice in the line, in which order the keys came, or how a string was escaped. Those are
@@ -26,7 +29,6 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from transforms import schema, storage
-from transforms.checks import numbers
 from transforms.dates import cached_timestamp
 from transforms.formats.base import FastPart, FastPath, ParseContext
 from transforms.formats.sagemaker import parse as gt
@@ -37,9 +39,11 @@ _READ_TYPES = [orjson.dumps(t) for t in _TYPES]  # the types above as a line spe
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'  # what orjson escapes in a string; anything else it writes as is
 _PLAIN_KEY = set(map(chr, range(0x20, 0x7F))) - {'"', "\\"}
 _INT32 = 2**31
+_INT64_LIMIT = 2.0**63  # a double this large came from an integer orjson may read otherwise
 _BOM = b"\xef\xbb\xbf"
 _DATE_CACHE_SIZE = 1 << 16
 _JSON_SCALARS = (pa.types.is_string, pa.types.is_int64, pa.types.is_boolean)
+_TASKS = ("semantic_segmentation", "multilabel_classification", "classification", "unlabeled")
 
 
 class _Refused(Exception):
@@ -65,17 +69,50 @@ def normalize_block(batch, ctx: ParseContext, dates: dict) -> FastPart | None:
     if len(raws) < MIN_LINES or batch.failures:
         return None
     block = b"\n".join(raws)
-    if block.count(b'"groundtruth/') > sum(block.count(t) for t in _READ_TYPES):
-        return None  # another label type (detection, multi-label) is named: parsing would be wasted
-    if _BOM in block or b"NaN" in block or b"Infinity" in block:  # orjson refuses the last two, Arrow does not
-        return None
-    if numbers.block_might_be_inexact(block):  # maybe INTEGER_TOO_LARGE: a warning the plugin writes
+    if _names_another_type(raws[0]) or _names_another_type(raws[-1]):
+        return None  # another label type (detection, multi-label): parsing would be wasted
+    if not block.isascii() and _BOM in block:
         return None
     try:
         lines = read_block(block, len(raws))
-        return None if lines is None else _Block(batch, ctx, dates, lines, block).build()
+        if lines is None or _has_numbers_orjson_reads_otherwise(lines):
+            return None
+        return _Block(batch, ctx, dates, lines, block).build()
     except (_Refused, pa.ArrowException, UnicodeDecodeError):
         return None
+
+
+def _names_another_type(raw: bytes) -> bool:
+    """Whether a line names a label type this path does not read (a line in the middle of the
+    batch that does is refused by _Block._kind, after the parse)."""
+    return raw.count(b'"groundtruth/') > sum(raw.count(t) for t in _READ_TYPES)
+
+
+def _has_numbers_orjson_reads_otherwise(table: pa.RecordBatch) -> bool:
+    """Whether a number column holds NaN or an infinity, or a float of 2**63 or more.
+
+    Arrow reads the literals NaN and Infinity, which orjson refuses (the line is INVALID_JSON),
+    and an integer beyond the 64-bit range as a double (always at least 2**63 in magnitude),
+    where the plugin warns INTEGER_TOO_LARGE: the batch goes to the per-line path. Checked on
+    the parsed columns, not by scanning the bytes: a string that spells NaN changes nothing."""
+    return any(_unsafe_floats(column) for column in table.columns)
+
+
+def _unsafe_floats(values: pa.Array) -> bool:
+    type_ = values.type
+    if pa.types.is_floating(type_):
+        if values.null_count == len(values):
+            return False
+        finite = pc.is_finite(values)
+        if not pc.all(pc.fill_null(finite, True)).as_py():
+            return True
+        low, high = pc.min_max(values).values()
+        return max(abs(low.as_py()), abs(high.as_py())) >= _INT64_LIMIT
+    if pa.types.is_struct(type_):
+        return any(_unsafe_floats(values.field(i)) for i in range(type_.num_fields))
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return _unsafe_floats(values.flatten())
+    return False
 
 
 def read_block(block: bytes, lines: int) -> pa.RecordBatch | None:
@@ -248,7 +285,10 @@ class _Block:
     def _check_source_ref(self) -> None:
         ref = self.table.column(gt.SOURCE_REF)
         # a first character that is printable ASCII and not a space: valid and not blank
-        self._require(_numpy(pc.fill_null(pc.match_substring_regex(ref, r"^[!-~]"), False)))
+        offsets, data = _string_buffers(ref)
+        lengths = np.diff(offsets)
+        first = data[np.minimum(offsets[:-1], max(len(data) - 1, 0))] if len(data) else np.zeros(len(ref), np.uint8)
+        self._require(_numpy(ref.is_valid()) & (lengths > 0) & (first >= 0x21) & (first <= 0x7E))
 
     # -- build ------------------------------------------------------------------------------
 
@@ -278,7 +318,7 @@ class _Block:
         return FastPart(rows.record_batch(), taken.tolist(), declined)
 
     def _created_at(self, attributes: list[_Attribute]) -> pa.Array:
-        """creation-date of each line's first attribute, parsed once per distinct text."""
+        """creation-date of each line's first attribute; declines lines with an unreadable one."""
         texts = pa.nulls(self.n, pa.string())
         for attribute in reversed(attributes):
             if "creation-date" in _field_names(attribute.metadata):
@@ -286,15 +326,68 @@ class _Block:
             else:
                 values = pa.nulls(self.n, pa.string())
             texts = pc.if_else(pa.array(attribute.present), values, texts)
-        distinct = pc.unique(texts).drop_null()
-        parsed = [self._parse_date(text) for text in distinct.to_pylist()]
-        bad = pa.array([p is None for p in parsed], pa.bool_())
-        self._require(~_numpy(pc.fill_null(pc.take(bad, pc.index_in(texts, distinct)), False)))
-        stamps = pa.array(parsed, pa.timestamp("ms", tz="UTC"))
-        return pc.take(stamps, pc.index_in(texts, distinct))
+        stamps = parse_dates(texts, self.dates)
+        self._require(~_numpy(pc.and_(texts.is_valid(), stamps.is_null())))
+        return stamps
 
-    def _parse_date(self, text: str):
-        return cached_timestamp(self.dates, text, _DATE_CACHE_SIZE)  # None: INVALID_DATE, an issue the plugin's to write
+
+# creation-date as Ground Truth writes it: ISO 8601, milliseconds, no offset (naive means UTC):
+# YYYY-MM-DDTHH:MM:SS.mmm, its separators at these positions and digits everywhere else
+_ISO_MILLIS_SEPARATORS = {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: "."}
+_ISO_MILLIS_LENGTH = 23
+_ISO_MILLIS_DIGITS = [i for i in range(_ISO_MILLIS_LENGTH) if i not in _ISO_MILLIS_SEPARATORS]
+_STAMP = pa.timestamp("ms", tz="UTC")
+
+
+def parse_dates(texts: pa.Array, cache: dict) -> pa.Array:
+    """dates.parse_timestamp of each text as timestamp[ms, UTC]; null where the text is null or
+    no date (INVALID_DATE: the plugin's to write).
+
+    Texts spelled as Ground Truth writes them (YYYY-MM-DDTHH:MM:SS.mmm, found with numpy on the
+    column's bytes) are cast by Arrow in one call: its ISO parser refuses what fromisoformat
+    refuses in that spelling (month 13, 30 February, hour 24, second 60) and gives the same
+    instant; year 0, which Arrow reads and Python does not, is left out. Any other spelling, or
+    a batch Arrow refuses, is parsed in Python once per distinct text, through `cache`."""
+    quick = _iso_millis(texts)
+    parsed = None
+    if quick.all():
+        try:
+            return pc.cast(texts, pa.timestamp("ms")).cast(_STAMP)
+        except pa.ArrowInvalid:  # a date that does not exist: every text the slow way
+            quick[:] = False
+    elif quick.any():
+        try:
+            cast = pc.cast(pc.filter(texts, quick), pa.timestamp("ms")).cast(_STAMP)
+        except pa.ArrowInvalid:
+            quick[:] = False
+        else:
+            parsed = pc.replace_with_mask(pa.nulls(len(texts), _STAMP), pa.array(quick), cast)
+    slow = _numpy(texts.is_valid()) & ~quick
+    if not slow.any():
+        return parsed if parsed is not None else pa.nulls(len(texts), _STAMP)
+    rest = pc.filter(texts, pa.array(slow))
+    distinct = pc.unique(rest)
+    found = pa.array([cached_timestamp(cache, text, _DATE_CACHE_SIZE) for text in distinct.to_pylist()], _STAMP)
+    stamps = pc.take(found, pc.index_in(rest, distinct))
+    return pc.replace_with_mask(parsed if parsed is not None else pa.nulls(len(texts), _STAMP), pa.array(slow), stamps)
+
+
+def _iso_millis(texts: pa.Array) -> np.ndarray:
+    """Per row: the text is YYYY-MM-DDTHH:MM:SS.mmm with a year other than 0000."""
+    n = len(texts)
+    offsets, data = _string_buffers(texts)
+    candidates = np.flatnonzero((np.diff(offsets) == _ISO_MILLIS_LENGTH) & _numpy(texts.is_valid()))
+    quick = np.zeros(n, bool)
+    if not len(candidates):
+        return quick
+    chars = data[offsets[candidates, None] + np.arange(_ISO_MILLIS_LENGTH)]
+    digits = chars[:, _ISO_MILLIS_DIGITS]
+    ok = ((digits >= ord("0")) & (digits <= ord("9"))).all(axis=1)
+    for position, separator in _ISO_MILLIS_SEPARATORS.items():
+        ok &= chars[:, position] == ord(separator)
+    ok &= (chars[:, :4] != ord("0")).any(axis=1)
+    quick[candidates] = ok
+    return quick
 
 
 class _Rows:
@@ -312,8 +405,8 @@ class _Rows:
 
     def record_batch(self) -> pa.RecordBatch:
         s, n, batch = schema, self.n, self.batch
-        offsets = [batch.offsets[i] for i in self.taken]
-        lines = [batch.lines[i] for i in self.taken]
+        offsets = _picked(batch.offsets, self.taken)
+        lines = _picked(batch.lines, self.taken)
         labels, label_counts = self._labels()
         has_mask = np.zeros(n, bool)
         for attribute in self.masks:
@@ -328,16 +421,14 @@ class _Rows:
              pa.nulls(n, pa.string())],
             fields=list(s.IMAGE),
         )
-        task = np.where(has_mask, "semantic_segmentation",
-                        np.where(label_counts > 1, "multilabel_classification",
-                                 np.where(label_counts == 1, "classification", "unlabeled")))
+        task = np.select([has_mask, label_counts > 1, label_counts == 1], [0, 1, 2], 3)
         objects = s.empty_lists(n, "objects")
         issues = s.empty_lists(n, "issues")
         arrays = [
-            pa.array([schema.record_id(batch.uri, o, 0) for o in offsets], pa.string()),
+            schema.record_ids(batch.uri, offsets.tolist()),
             source,
             image,
-            pc.dictionary_encode(pa.array(task, pa.string())),
+            _dictionary_in_first_seen_order(task, _TASKS),
             s.constant_dictionary(n, "ground_truth"),
             labels,
             objects,
@@ -426,24 +517,35 @@ class _Rows:
         )
 
     def _extra(self) -> pa.Array:
-        """dumps_extra({"sagemaker": {"attributes": [...]}}), spelled out column by column."""
+        """dumps_extra({"sagemaker": {"attributes": [...]}}), spelled out column by column.
+
+        The text is written in one pass (one binary_join_element_wise of constants and
+        columns); an attribute only some lines have is spelled first on its own, null where a
+        line lacks it, then joined in with a separator where an entry comes before it."""
+        n = self.n
         if not self.attributes:
-            return pa.nulls(self.n, pa.string())
-        label_index = np.zeros(self.n, np.int64)
-        entries = []
+            return pa.nulls(n, pa.string())
+        label_index = np.zeros(n, np.int64)
+        earlier = np.zeros(n, bool)  # lines with an entry written before this attribute's
+        pieces: list = ['{"sagemaker":{"attributes":[']
         for attribute in self.attributes:
-            rest = _rest_json(attribute)
+            present = attribute.present
             name = orjson.dumps(attribute.name).decode()
             if attribute.kind == gt.CLASSIFICATION:
-                parts = ['{"kind":"classification","labels":[', pa.array(label_index).cast(pa.string()), '],"metadata":',
-                         rest, ',"name":', name, ',"objects":[],"value":', _json_scalar(attribute.value), "}"]
-                label_index = label_index + attribute.present
+                entry = ['{"kind":"classification","labels":[', pa.array(label_index).cast(pa.string()), '],"metadata":',
+                         *_rest_pieces(attribute), ',"name":' + name + ',"objects":[],"value":', *_json_pieces(attribute.value), "}"]
+                label_index = label_index + present
             else:
-                parts = ['{"kind":"mask","labels":[],"metadata":', rest, ',"name":', name, ',"objects":[]}']
-            entry = _concat(parts)
-            entries.append(pc.if_else(pa.array(attribute.present), entry, pa.scalar(None, pa.string())))
-        joined = _join_skipping_nulls(entries, ",")
-        extra = _concat(['{"sagemaker":{"attributes":[', joined, "]}}"])
+                entry = ['{"kind":"mask","labels":[],"metadata":', *_rest_pieces(attribute), ',"name":' + name + ',"objects":[]}']
+            if present.all():
+                pieces += ([","] if earlier.all() else [_gated(",", earlier)]) if earlier.any() else []
+                pieces += entry
+            elif present.any():
+                pieces += [_gated(",", earlier & present), _join([_gated("", present), *entry], n)]
+            earlier |= present
+        extra = _join([*pieces, "]}}"], n, null_handling="replace", null_replacement="")
+        if self.any_present.all():
+            return extra
         return pc.if_else(pa.array(self.any_present), extra, pa.scalar(None, pa.string()))
 
 
@@ -455,6 +557,33 @@ def resolved(ctx: ParseContext, refs: pa.Array) -> pa.Array:
     resolve, flags = ctx.resolve, _numpy(pc.fill_null(as_written, True))
     values = refs.to_pylist()
     return pa.array([r if flag else resolve(r) for r, flag in zip(values, flags)], pa.string())
+
+
+def _dictionary_in_first_seen_order(codes: np.ndarray, names: tuple[str, ...]) -> pa.DictionaryArray:
+    """names[code] of each row, dictionary-encoded as pc.dictionary_encode does it (the
+    dictionary in the order values first occur), from integer codes."""
+    seen, first = np.unique(codes, return_index=True)
+    order = seen[np.argsort(first)]
+    position = np.zeros(len(names), np.int32)
+    position[order] = np.arange(len(order), dtype=np.int32)
+    return pa.DictionaryArray.from_arrays(pa.array(position[codes]), pa.array([names[i] for i in order], pa.string()))
+
+
+def _string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, bytes) of a string column as numpy views: offsets[i]:offsets[i + 1] is row
+    i's text in the bytes (empty for a null row)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    buffers = values.buffers()
+    offsets = np.frombuffer(buffers[1], np.int32, len(values) + 1, values.offset * 4).astype(np.int64)
+    data = np.frombuffer(buffers[2], np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    return offsets, data
+
+
+def _picked(values: list[int], taken: np.ndarray) -> np.ndarray:
+    """values[i] for each i in `taken` (all of them, in order, most of the time)."""
+    values = np.asarray(values, np.int64)
+    return values if len(taken) == len(values) else values[taken]
 
 
 def _in_order(raw: bytes, first: bytes, second: bytes) -> bool:
@@ -470,32 +599,63 @@ def _rest_names(attribute: _Attribute) -> list[str]:
     return sorted(name for name in _field_names(attribute.metadata) if name not in kept)
 
 
-def _rest_json(attribute: _Attribute):
-    """The JSON object of the fields without a column; a field a line lacks is left out.
+def _rest_pieces(attribute: _Attribute) -> list:
+    """The JSON object of the fields without a column, as pieces for _join (constants and
+    columns); a field a line lacks is left out.
 
     A field with one value in every line that has the attribute (a job name, a type) is
     spelled once, by orjson, instead of once per line."""
     names = _rest_names(attribute)
     if not names:
-        return "{}"
+        return ["{}"]
     present = pa.array(attribute.present)
-    pieces, nullable = [], False
+    fields, nullable = [], False
     for name in names:
         key = orjson.dumps(name).decode() + ":"
-        values = pc.filter(attribute.metadata.field(name), present)
-        if values.null_count == 0 and len(values) and pc.count_distinct(values).as_py() == 1:
-            pieces.append(key + orjson.dumps(values[0].as_py()).decode())
+        column = attribute.metadata.field(name)
+        values = pc.filter(column, present)
+        if values.null_count == 0 and len(values) and pc.all(pc.equal(values, values[0])).as_py():
+            fields.append([key + orjson.dumps(values[0].as_py()).decode()])
         else:
             nullable = nullable or values.null_count > 0
-            pieces.append(_concat([key, _json_scalar(attribute.metadata.field(name))]))
+            fields.append([key, *_json_pieces(column)])
     if not nullable:
-        parts = ["{"]
-        for i, piece in enumerate(pieces):
-            parts += ["," if i else "", piece]
-        return _concat(parts + ["}"])
+        pieces = ["{"]
+        for i, field in enumerate(fields):
+            pieces += ([","] if i else []) + field
+        return pieces + ["}"]
     n = len(attribute.metadata)
-    arrays = [pa.array([p] * n, pa.string()) if isinstance(p, str) else p for p in pieces]
-    return _concat(["{", _join_skipping_nulls(arrays, ","), "}"])
+    arrays = [_join(field, n) for field in fields]
+    return [_concat(["{", _join_skipping_nulls(arrays, ","), "}"])]
+
+
+def _json_pieces(values: pa.Array) -> list:
+    """The JSON text of strings (known to need no escape), 64-bit integers and booleans, as
+    pieces for _join: a string column between two quotes."""
+    return ['"', values, '"'] if values.type == pa.string() else [_json_scalar(values)]
+
+
+def _join(pieces: list, n: int, **options) -> pa.Array:
+    """Element-wise concatenation of `pieces` (constant strings and string columns of `n`
+    rows), adjacent constants merged first; null where a column is (unless `options` say)."""
+    merged: list = []
+    for piece in pieces:
+        if isinstance(piece, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    if not any(isinstance(piece, (pa.Array, pa.ChunkedArray)) for piece in merged):
+        merged.append(_gated("", np.ones(n, bool)))
+    return pc.binary_join_element_wise(*[pa.scalar(p) if isinstance(p, str) else p for p in merged], "", **options)
+
+
+def _gated(text: str, where: np.ndarray) -> pa.Array:
+    """`text` where `where` is true, null elsewhere."""
+    valid = None if where.all() else pa.py_buffer(np.packbits(where, bitorder="little"))
+    n = len(where)
+    if not text:
+        return pa.Array.from_buffers(pa.string(), n, [valid, pa.py_buffer(np.zeros(n + 1, np.int32)), pa.py_buffer(b"")])
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32), mask=~where), pa.array([text])).cast(pa.string())
 
 
 def _json_scalar(values: pa.Array) -> pa.Array:
