@@ -13,8 +13,6 @@ lacks) is declined alone.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -225,15 +223,6 @@ class _Detections:
         return cached_timestamp(self.dates, text, _DATE_CACHE_SIZE)  # None: INVALID_DATE, an issue the reference's to write
 
 
-def record_ids(uri: str, offsets: list[int]) -> pa.Array:
-    """schema.record_id(uri, offset, 0) of each offset, as one string array: the digests are
-    taken one key at a time, their hex spelled once for the batch (24 characters each)."""
-    digest, prefix = hashlib.blake2b, f"{uri}\x00".encode()
-    text = b"".join([digest(b"%s%d\x000" % (prefix, offset), digest_size=12).digest() for offset in offsets]).hex().encode()
-    ends = np.arange(len(offsets) + 1, dtype=np.int32) * 24
-    return pa.StringArray.from_buffers(len(offsets), pa.py_buffer(ends), pa.py_buffer(text))
-
-
 class _Rows:
     """The canonical columns of the lines taken."""
 
@@ -265,7 +254,7 @@ class _Rows:
             fields=list(s.IMAGE),
         )
         arrays = [
-            record_ids(batch.uri, offsets),
+            schema.record_ids(batch.uri, offsets),
             source,
             image,
             s.constant_dictionary(n, "object_detection"),
