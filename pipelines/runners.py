@@ -160,7 +160,8 @@ class LocalWorkersFnApiRunner(FnApiRunner):
     """The FnApiRunner, its multi_processing workers started with pipelines/sdk_worker_main.py."""
 
     def run_via_runner_api(self, pipeline_proto, options):
-        _light_worker_environments(pipeline_proto)
+        if not _light_worker_environments(pipeline_proto):  # Beam changed its worker command
+            _LOG.warning("the worker processes start with Beam's own command (%s not found): about 1 CPU s more each", BEAM_WORKER_COMMAND)
         return super().run_via_runner_api(pipeline_proto, options)
 
 

@@ -248,12 +248,12 @@ class _ManifestFile:
             # the format takes the batch: lines of the common shapes built from its columns,
             # the other rows asked for as dicts (the same rows this method would give it)
             ctx = WriteContext(options=self.options, classes=self.classes, summary=self.summary, masks=self.masks, files=self._beside())
-            given = self.objects_given
+            counted = self.objects_given, self.objects_other_jobs  # restored if the row path takes over
             self.objects_given += pc.sum(pc.list_value_length(batch.column("objects"))).as_py() or 0
             try:
                 elements = write_batch(batch, ctx, self._document_rows)
             except Exception:  # noqa: BLE001 - the row path below finds the row that broke it
-                self.objects_given, self._pending = given, {}
+                (self.objects_given, self.objects_other_jobs), self._pending = counted, {}
             else:
                 for element in elements:
                     self._write_element(element)

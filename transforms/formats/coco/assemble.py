@@ -199,7 +199,6 @@ def assemble(out, parts: list[tuple[Callable[[], Any], dict]], categories: list[
             for chunk in _line_chunks(handle, summary[PART_IMAGES_AT]):
                 if renumber is not None:
                     chunk = renumber(chunk)
-                annotations += chunk.count(_ANNOTATION_TEXT)
                 if points_text in chunk:
                     chunk = b"".join(_with_keypoint_triples(line, order_by_id) + b"\n" if points_text in line else line + b"\n" for line in chunk.split(b"\n")[:-1])
                 if results:  # one line per record, blank when it found nothing
@@ -217,6 +216,7 @@ def assemble(out, parts: list[tuple[Callable[[], Any], dict]], categories: list[
                         continue
                     text = (b",\n" if written else b"") + text
                     written = True
+                annotations += text.count(_ANNOTATION_TEXT)  # in the text written, as it lands
                 out.write(text)
     if results:
         out.write(b"]\n")

@@ -121,8 +121,9 @@ def _pixels(value: float) -> float:
 
 class _PartCategories:
     """The category ids of one part: its own numbering, negative (-1, -2, ... in the order names
-    are met) so that no written id can be taken for another, replaced by the output's at
-    assembly. With a pinned list, a name outside it has no id."""
+    are met) so that no written id can be taken for another. The part rewrites them when it
+    closes (position + 1 in its sorted names, or in the pinned list); assembly renumbers only a
+    part whose numbering is not the output's. With a pinned list, a name outside it has no id."""
 
     def __init__(self, pinned: list[str]):
         self.pinned = set(pinned) if pinned else None

@@ -308,7 +308,7 @@ class _TaskColumns:
         list_offsets = pa.array(np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int32))
         annotation = pa.array(self.annotation, s.ANNOTATION)
         arrays = [
-            pa.array([schema.record_id(uri, o, 0) for o in offset], pa.string()),
+            schema.record_ids(uri, offset),
             source,
             image,
             pa.array(self.task, s.SCHEMA.field("task").type),

@@ -37,7 +37,7 @@ class LabelStudioFormat(ManifestFormat):
         return parse.parse_task(obj, self.options_of(ctx))
 
     def fast_paths(self) -> list[FastPath]:
-        """Rectangle tasks in columns (fast_tasks.py); parse.py reads every other task."""
+        """Tasks of rectangles, polygons and choices in columns (fast_tasks.py); parse.py reads every other task."""
         from transforms.formats.label_studio.fast_tasks import TaskColumnsPath
 
         return [TaskColumnsPath()]

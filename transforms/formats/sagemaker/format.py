@@ -75,7 +75,8 @@ class SageMakerFormat(ManifestFormat):
 
     def write_batch(self, batch: Any, ctx: WriteContext, rows_of: Any) -> list[bytes]:
         """The lines of a RecordBatch in row order: plain detections built from its columns
-        (write_columns.py), the other rows through `write`, asked for as dicts by `rows_of`."""
+        (write_columns.py), the other rows asked for as dicts by `rows_of` and written as `write`
+        writes them (all through `write` when none is a plain detection)."""
         from transforms.formats.sagemaker.write_columns import write_batch
 
         return write_batch(batch, ctx, self.options_of(ctx), rows_of, self.write)

@@ -5,8 +5,8 @@ detections: an image of known size, objects with a label and a box, no image lab
 mask, no Ground Truth layout of their own. For those, `LineWriter` (one Python dict per row
 from `batch_rows`, then its per-row bookkeeping) is most of the writer's cost. `detection_rows`
 picks them with Arrow, and `write_batch` makes their lines from the batch's columns: pixel
-coordinates in numpy, then one dict per line only to be serialized, rounded by write.py's own
-`_pixels`. Every other row (classification labels, a mask, brushes painted into mask files, a
+coordinates rounded in numpy where that equals write.py's `pixels` (`pixel_values`; the rest
+through `pixels` itself), then one dict per line only to be serialized. Every other row (classification labels, a mask, brushes painted into mask files, a
 Ground Truth source's own attributes or class ids, a class without an output id, no image
 size, an object without a box or a label, ...) is written by `write_lines`, row by row, in its
 place. The lines are byte for byte those `write_lines` writes
@@ -50,8 +50,10 @@ def _contains(strings: pa.Array, text: str) -> pa.Array:
     """Where `strings` contain `text` (null for null): one search of the array's whole data
     buffer first, which finds nothing in most batches, at several times Arrow's per-string
     match_substring speed."""
-    data = strings.buffers()[2] if pa.types.is_string(strings.type) else None
-    if data is None or data.to_pybytes().find(text.encode()) < 0:
+    if not pa.types.is_string(strings.type):  # another layout: Arrow's search of each string
+        return pc.match_substring(_plain(strings), text)
+    data = strings.buffers()[2]
+    if data is None or data.to_pybytes().find(text.encode()) < 0:  # no data: only nulls and ""
         return pc.if_else(pc.is_valid(strings), False, pa.scalar(None, pa.bool_()))
     return pc.match_substring(strings, text)
 
