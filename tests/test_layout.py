@@ -140,7 +140,7 @@ def test_pipelines_may_import_both_layers():
 
 FORMATS = REPO / "transforms" / "formats"
 # what every format may share: the plugin contract and the helpers of several writers
-SHARED_FORMAT_MODULES = ("transforms.formats.base", "transforms.formats.values", "transforms.formats._mask_pixels")
+SHARED_FORMAT_MODULES = ("transforms.formats.base", "transforms.formats.values", "transforms.formats._mask_pixels", "transforms.formats.fast_columns")
 # the Beam-free cores that call the formats (parse, write, judge, count): a format never reaches up
 ABOVE_THE_FORMATS = (
     "transforms.normalizer", "transforms.output_files", "transforms.file_checks", "transforms.judging",

@@ -14,7 +14,6 @@ reference's (tests/test_fast_normalize.py compares them on generated and mutated
 
 from __future__ import annotations
 
-import gc
 from array import array
 from typing import Any
 
@@ -22,9 +21,9 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from transforms import schema, storage
-from transforms.checks import numbers
+from transforms import schema
 from transforms.formats.base import FastPart, FastPath, ParseContext, get_format
+from transforms.formats.fast_columns import read_objects, source_column
 from transforms.formats.label_studio.parse import (
     NAMESPACE,
     TASK_KEYS,
@@ -34,8 +33,6 @@ from transforms.formats.label_studio.parse import (
     task_image_size,
 )
 
-_BOM = b"\xef\xbb\xbf"
-_BUILD_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
 _RECTANGLE = "rectanglelabels"
 _POLYGON = "polygonlabels"
 _CHOICES = "choices"
@@ -60,41 +57,7 @@ class TaskColumnsPath(FastPath):
 
     def read(self, batch, ctx: ParseContext) -> FastPart | None:
         options = get_format(NAMESPACE).options_of(ctx)
-        columns = _TaskColumns(options.annotations, options.region_tolerance)
-        collecting = gc.isenabled()
-        gc.disable()  # the batch's many small objects would trigger full collections for nothing
-        try:
-            declined = _gather(batch, columns)
-        finally:
-            if collecting:
-                gc.enable()
-        if not columns.index:
-            return None
-        try:
-            built = columns.build(batch.uri, batch.format, batch.lines, batch.offsets)
-        except _BUILD_ERRORS:
-            return None  # a value Arrow refuses: the plugin says which task
-        return FastPart(built, columns.index, declined)
-
-
-def _gather(batch, columns: "_TaskColumns") -> list[int]:
-    """Feeds the decodable tasks to `columns`; returns the positions it declined."""
-    failed = {index for index, _, _ in batch.failures}
-    declined: list[int] = []
-    loads = orjson.loads
-    suspect = numbers.any_might_be_inexact(batch.raws)
-    for index, raw in enumerate(batch.raws):
-        if index in failed or raw.startswith(_BOM) or (suspect and numbers.might_be_inexact(raw)):
-            declined.append(index)
-            continue
-        try:
-            obj = loads(raw)
-        except orjson.JSONDecodeError:
-            declined.append(index)
-            continue
-        if type(obj) is not dict or not columns.add(index, obj):
-            declined.append(index)
-    return declined
+        return read_objects(batch, _TaskColumns(options.annotations, options.region_tolerance))
 
 
 class _TaskColumns:
@@ -285,11 +248,7 @@ class _TaskColumns:
         s = schema
         n = len(self.index)
         offset = [offsets[i] for i in self.index]
-        source = pa.StructArray.from_arrays(
-            [pa.array([storage.redact_url(uri)] * n, pa.string()), pa.array([lines[i] for i in self.index], pa.int64()),
-             pa.array(offset, pa.int64()), pa.array([format_name] * n, pa.string()), pa.array(self.attribute, pa.string())],
-            fields=list(s.SOURCE),
-        )
+        source = source_column(uri, format_name, [lines[i] for i in self.index], offset, self.attribute)
         image = pa.StructArray.from_arrays(
             [pa.array(self.image_uri, pa.string()), pa.array(self.width, pa.int32()), pa.array(self.height, pa.int32()),
              pa.nulls(n, pa.string())],

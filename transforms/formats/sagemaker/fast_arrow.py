@@ -28,9 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from transforms import schema, storage
+from transforms import schema
 from transforms.dates import cached_timestamp
 from transforms.formats.base import FastPart, FastPath, ParseContext
+from transforms.formats.fast_columns import source_column
 from transforms.formats.sagemaker import parse as gt
 
 MIN_LINES = 16  # below this the per-line path is as fast
@@ -411,11 +412,7 @@ class _Rows:
         has_mask = np.zeros(n, bool)
         for attribute in self.masks:
             has_mask |= attribute.present
-        source = pa.StructArray.from_arrays(
-            [pa.array([storage.redact_url(batch.uri)] * n, pa.string()), pa.array(lines, pa.int64()), pa.array(offsets, pa.int64()),
-             pa.array([batch.format] * n, pa.string()), self._attribute_names()],
-            fields=list(s.SOURCE),
-        )
+        source = source_column(batch.uri, batch.format, lines, offsets, self._attribute_names())
         image = pa.StructArray.from_arrays(
             [resolved(self.ctx, self.table.column(gt.SOURCE_REF)), pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()),
              pa.nulls(n, pa.string())],

@@ -18,10 +18,11 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import schema, storage
+from transforms import schema
 from transforms.checks import numbers
 from transforms.dates import cached_timestamp
 from transforms.formats.base import FastPart, FastPath, ParseContext
+from transforms.formats.fast_columns import source_column
 from transforms.formats.sagemaker import parse as gt
 from transforms.formats.sagemaker.fast_arrow import (
     _JSON_SCALARS,
@@ -242,12 +243,7 @@ class _Rows:
     def record_batch(self) -> pa.RecordBatch:
         s, n, batch = schema, self.n, self.lines.batch
         offsets = [batch.offsets[i] for i in self.taken]
-        source = pa.StructArray.from_arrays(
-            [pa.array([storage.redact_url(batch.uri)] * n, pa.string()), pa.array([batch.lines[i] for i in self.taken], pa.int64()),
-             pa.array(offsets, pa.int64()), pa.array([batch.format] * n, pa.string()),
-             pa.array([self.lines.attribute] * n, pa.string())],
-            fields=list(s.SOURCE),
-        )
+        source = source_column(batch.uri, batch.format, [batch.lines[i] for i in self.taken], offsets, self.lines.attribute)
         image = pa.StructArray.from_arrays(
             [resolved(self.lines.ctx, self.table.column(gt.SOURCE_REF)), self.width.cast(pa.int32()),
              self.height.cast(pa.int32()), pa.nulls(n, pa.string())],

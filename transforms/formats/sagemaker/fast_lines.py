@@ -10,7 +10,6 @@ goes through the plugin, so results stay exactly those of parse.py.
 
 from __future__ import annotations
 
-import gc
 from itertools import chain
 from typing import Any
 
@@ -19,17 +18,15 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import schema, storage
-from transforms.checks import numbers
+from transforms import schema
 from transforms.dates import parse_timestamp
 from transforms.formats.base import FastPart, FastPath, ParseContext
+from transforms.formats.fast_columns import read_objects, source_column
 from transforms.formats.sagemaker import parse as gt
 from transforms.schema import dumps_extra
 
 _INT32 = 2**31
 _DATE_CACHE_SIZE = 1 << 16
-_BOM = b"\xef\xbb\xbf"
-_BUILD_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
 
 
 class LineColumnsPath(FastPath):
@@ -46,43 +43,7 @@ class LineColumnsPath(FastPath):
         self._dates: dict = {}  # creation-date text -> datetime, across batches
 
     def read(self, batch, ctx: ParseContext) -> FastPart | None:
-        columns = SageMakerColumns(ctx, self._layouts, self._dates)
-        collecting = gc.isenabled()
-        gc.disable()  # the batch's many small tuples would trigger full collections for nothing
-        try:
-            declined = self._gather(batch, columns)
-        finally:
-            if collecting:
-                gc.enable()
-        if not len(columns):
-            return None
-        try:
-            built = columns.build(batch.uri, batch.format, batch.lines, batch.offsets)
-        except _BUILD_ERRORS:
-            return None  # a value Arrow refuses: the plugin says which line
-        return FastPart(built, columns.index, declined)
-
-    @staticmethod
-    def _gather(batch, columns: "SageMakerColumns") -> list[int]:
-        """Feeds the decodable object lines to `columns`; returns the positions it declined."""
-        failed = {index for index, _, _ in batch.failures}
-        declined: list[int] = []
-        loads = orjson.loads
-        # a 20-digit run (maybe an integer beyond 64 bits) is rare: one search over the batch,
-        # and a search per line only when the batch has one
-        suspect = numbers.any_might_be_inexact(batch.raws)
-        for index, raw in enumerate(batch.raws):
-            if index in failed or raw.startswith(_BOM) or (suspect and numbers.might_be_inexact(raw)):
-                declined.append(index)
-                continue
-            try:
-                obj = loads(raw)
-            except orjson.JSONDecodeError:
-                declined.append(index)
-                continue
-            if type(obj) is not dict or not columns.add(index, obj):
-                declined.append(index)
-        return declined
+        return read_objects(batch, SageMakerColumns(ctx, self._layouts, self._dates))
 
 
 def _num(value: Any) -> Any:
@@ -372,11 +333,7 @@ class SageMakerColumns:
         (image_uri, width, height, task, attribute, extra, labels, objects, mask_valid, mask_uri, colors,
          ann_valid, ann_job, ann_human, ann_created, ann_conf) = zip(*self.rows)
         offset = [offsets[i] for i in self.index]
-        source = pa.StructArray.from_arrays(
-            [pa.array([storage.redact_url(uri)] * n, pa.string()), pa.array([lines[i] for i in self.index], pa.int64()),
-             pa.array(offset, pa.int64()), pa.array([format_name] * n, pa.string()), pa.array(attribute, pa.string())],
-            fields=list(s.SOURCE),
-        )
+        source = source_column(uri, format_name, [lines[i] for i in self.index], offset, attribute)
         image = pa.StructArray.from_arrays(
             [pa.array(image_uri, pa.string()), pa.array(width, pa.int32()), pa.array(height, pa.int32()),
              pa.nulls(n, pa.string())],
