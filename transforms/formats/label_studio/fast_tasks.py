@@ -179,12 +179,7 @@ class _TaskColumns:
 
     def _box(self, region: dict, width: int, height: int) -> None:
         """One rectangle result -> its object's columns (regions._rectangle, unrotated)."""
-        value = region["value"]
-        names = value[_RECTANGLE]
-        if type(names) is not list or not names or type(names[0]) is not str:
-            raise _Decline
-        if region.get("score") is not None or region.get("parentID") is not None:
-            raise _Decline
+        value, name = _region_value(region, _RECTANGLE)
         x, y, w, h = value["x"], value["y"], value["width"], value["height"]
         if type(x) not in _NUMBERS or type(y) not in _NUMBERS or type(w) not in _NUMBERS or type(h) not in _NUMBERS:
             raise _Decline
@@ -198,16 +193,11 @@ class _TaskColumns:
         y_min, y_max = y1 if y1 < y0 else y0, y1 if y1 > y0 else y0
         if not (self.low <= x_min and x_max <= self.high and self.low <= y_min and y_max <= self.high):
             raise _Decline  # REGION_OUT_OF_RANGE
-        self._append(region, names[0], (x_min, y_min, x_max, y_max), abs(w * width / 100 * h * height / 100), None, 0.0, width, height)
+        self._append(region, name, (x_min, y_min, x_max, y_max), abs(w * width / 100 * h * height / 100), None, 0.0, width, height)
 
     def _polygon(self, region: dict, width: int, height: int) -> None:
         """One polygon result of 3 points or more -> its object's columns (regions._polygon)."""
-        value = region["value"]
-        names = value[_POLYGON]
-        if type(names) is not list or not names or type(names[0]) is not str:
-            raise _Decline
-        if region.get("score") is not None or region.get("parentID") is not None:
-            raise _Decline
+        value, name = _region_value(region, _POLYGON)
         points = value["points"]
         if type(points) is not list or len(points) < 3:
             raise _Decline  # no box, or no area: parse.py's
@@ -221,7 +211,7 @@ class _TaskColumns:
             raise _Decline  # REGION_OUT_OF_RANGE
         twice = sum(xs[i - 1] * ys[i] - xs[i] * ys[i - 1] for i in range(len(xs)))
         ring = [c for pair in zip(xs, ys) for c in pair]
-        self._append(region, names[0], box, abs(twice) / 2 * width * height, [ring], None, width, height)
+        self._append(region, name, box, abs(twice) / 2 * width * height, [ring], None, width, height)
 
     def _append(self, region: dict, label: str, box: tuple, area: float, polygon: list | None, rotation: float | None,
                 width: int, height: int) -> None:
@@ -291,3 +281,15 @@ def _choices(result: dict) -> list[tuple]:
         raise _Decline
     score = float(score) if score is not None else None
     return [(str(choice), score) for choice in choices]
+
+
+def _region_value(region: dict, kind: str) -> tuple[dict, str]:
+    """A region result's value and its first label, for a plain region of `kind` (a score or
+    a parent makes it no longer plain: declined)."""
+    value = region["value"]
+    names = value[kind]
+    if type(names) is not list or not names or type(names[0]) is not str:
+        raise _Decline
+    if region.get("score") is not None or region.get("parentID") is not None:
+        raise _Decline
+    return value, names[0]
