@@ -181,14 +181,9 @@ def landed(out: Path) -> tuple[int | None, int | None]:
 
 
 def coco_counts(paths: list[str]) -> dict:
-    import orjson
+    from benchmarks.coco_write import document_counts
 
-    images = annotations = 0
-    for path in paths:
-        with open(path, "rb") as handle:
-            document = orjson.loads(handle.read())
-        images += len(document["images"])
-        annotations += len(document["annotations"])
+    images, annotations = document_counts(paths)
     return {"files": len(paths), "images": images, "annotations": annotations}
 
 
