@@ -29,6 +29,7 @@ from transforms.formats.coco.document import (
     TAIL_BYTES,
     CocoDocument,
     CocoOptions,
+    line_chunks,
 )
 from transforms.formats.coco.keypoints import keypoint_triples, point_order
 from transforms.partitions import folder_path, folder_value, partition_values
@@ -96,20 +97,8 @@ def _with_keypoint_triples(line: bytes, order_by_id: dict[int, list[str]]) -> by
 
 
 def _line_chunks(handle, end: int) -> Iterator[bytes]:
-    """Whole lines of handle's bytes up to `end`, a few MB at a time."""
-    left, carry = end, b""
-    while left > 0:
-        chunk = handle.read(min(CHUNK_BYTES, left))
-        if not chunk:
-            break
-        left -= len(chunk)
-        chunk = carry + chunk
-        cut = chunk.rfind(b"\n") + 1
-        carry = chunk[cut:]
-        if cut:
-            yield chunk[:cut]
-    if carry:
-        yield carry + b"\n"
+    """Whole lines of handle's bytes up to `end`, a few MB (CHUNK_BYTES) at a time."""
+    return line_chunks(handle, end, CHUNK_BYTES)
 
 
 class _UniqueImages:

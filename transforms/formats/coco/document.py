@@ -50,7 +50,7 @@ import dataclasses
 import hashlib
 import re
 import tempfile
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import orjson
@@ -448,20 +448,31 @@ def _copy_lines(spool, handle, edit: Callable[[bytes], bytes] | None = None) -> 
     """A spool's lines (each ending in a newline) -> `handle`, a few MB at a time, each chunk
     of whole lines through `edit`; closes the spool; -> the bytes written."""
     spool.seek(0)
-    written, carry = 0, b""
-    while chunk := spool.read(CHUNK_BYTES):
-        chunk = carry + chunk
-        cut = chunk.rfind(b"\n") + 1
-        carry = chunk[cut:]
-        text = edit(chunk[:cut]) if edit else chunk[:cut]
-        handle.write(text)
-        written += len(text)
-    if carry:
-        text = edit(carry) if edit else carry
+    written = 0
+    for chunk in line_chunks(spool, 1 << 62, CHUNK_BYTES):
+        text = edit(chunk) if edit else chunk
         handle.write(text)
         written += len(text)
     spool.close()
     return written
+
+
+def line_chunks(handle, end: int, chunk_bytes: int) -> Iterator[bytes]:
+    """Whole lines of handle's bytes up to `end`, about `chunk_bytes` at a time (a last line
+    without its newline gets one)."""
+    left, carry = end, b""
+    while left > 0:
+        chunk = handle.read(min(chunk_bytes, left))
+        if not chunk:
+            break
+        left -= len(chunk)
+        chunk = carry + chunk
+        cut = chunk.rfind(b"\n") + 1
+        carry = chunk[cut:]
+        if cut:
+            yield chunk[:cut]
+    if carry:
+        yield carry + b"\n"
 
 
 IMAGE_LABELS_KEY = "image_labels"
