@@ -32,6 +32,7 @@ from transforms.formats.label_studio.parse import (
     image_size,
     task_image_size,
 )
+from transforms.formats.label_studio.regions import without_size
 
 _RECTANGLE = "rectanglelabels"
 _POLYGON = "polygonlabels"
@@ -215,10 +216,7 @@ class _TaskColumns:
 
     def _append(self, region: dict, label: str, box: tuple, area: float, polygon: list | None, rotation: float | None,
                 width: int, height: int) -> None:
-        if region.get("original_width") == width and region.get("original_height") == height:
-            region = region.copy()
-            del region["original_width"], region["original_height"]
-        self.attributes.append('{"ls":[' + orjson.dumps(region, option=_SORTED).decode() + "]}")
+        self.attributes.append('{"ls":[' + orjson.dumps(without_size(region, width, height), option=_SORTED).decode() + "]}")
         self.labels.append(label)
         self.boxes.extend(box)
         self.areas.append(area)

@@ -118,7 +118,7 @@ def region_object(
         brush, raw_region = _brush(region, value, ctx)
         obj.update(brush)
     _check_range(obj, region.get("id"), ctx)
-    attributes: dict[str, Any] = {"ls": [without_size(r, ctx) for r in (raw_region, *members)]}
+    attributes: dict[str, Any] = {"ls": [without_size(r, ctx.width, ctx.height) if ctx.sized else r for r in (raw_region, *members)]}
     if region.get("parentID") is not None:
         attributes["parent_id"] = region["parentID"]
     texts = [t for m in members if result_type(m) == "textarea" for t in _list(m, "text")]
@@ -130,12 +130,13 @@ def region_object(
     return obj, kind
 
 
-def without_size(result: dict, ctx: RegionContext) -> dict:
+def without_size(result: dict, width: Any, height: Any) -> dict:
     """A raw result without original_width / _height when they are the row's image size (the
     writer puts the row's size on every region result: a prediction sized by its task's
     annotation then reads back the same)."""
-    if ctx.sized and result.get("original_width") == ctx.width and result.get("original_height") == ctx.height:
-        return {k: v for k, v in result.items() if k not in ("original_width", "original_height")}
+    if result.get("original_width") == width and result.get("original_height") == height:
+        result = result.copy()  # a copy and two deletes: a few times faster than rebuilding it
+        del result["original_width"], result["original_height"]
     return result
 
 
